@@ -1,0 +1,374 @@
+"""`DistilBERT`: the encoder, a Keras 3 model whose forward pass is Hugging Face's.
+
+Read top to bottom: ids and positions are embedded, the padding mask becomes an additive key
+bias, ``num_layers`` post-LN transformer blocks run, and the result comes back as a dict with
+``last_hidden_state`` and the ``attention_mask`` that heads need (plus ``hidden_states`` on
+request). Only `keras.ops` is used, so TensorFlow, JAX and PyTorch backends all run it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from distilbert_heads.config import PRETRAINED_IDS, VARIANTS, ConfigError, DistilBertConfig
+from distilbert_heads.layers import DistilBertEmbeddings, TransformerBlock
+
+INPUT_NAMES = ("input_ids", "attention_mask", "position_ids", "token_type_ids")
+
+
+@keras.saving.register_keras_serializable(package="distilbert_heads")
+class DistilBERT(keras.Model):
+    """The DistilBERT encoder: token ids in, contextual vectors out. No pooler, no task head.
+
+    Construct it from keywords (validated, see `DistilBertConfig`), from a named variant
+    (`from_variant`), or from a Hugging Face checkpoint (`from_pretrained`).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 30522,
+        hidden_size: int = 768,
+        num_layers: int = 6,
+        num_heads: int = 12,
+        intermediate_size: int = 3072,
+        hidden_act: str = "gelu",
+        dropout_rate: float = 0.1,
+        attention_dropout_rate: float = 0.1,
+        max_position_embeddings: int = 512,
+        sinusoidal_pos_embds: bool = False,
+        initializer_range: float = 0.02,
+        layer_norm_eps: float = 1e-12,
+        pad_token_id: int | None = 0,
+        **kwargs: Any,
+    ) -> None:
+        self.config = DistilBertConfig.build(
+            vocab_size=vocab_size,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            intermediate_size=intermediate_size,
+            hidden_act=hidden_act,
+            dropout_rate=dropout_rate,
+            attention_dropout_rate=attention_dropout_rate,
+            max_position_embeddings=max_position_embeddings,
+            sinusoidal_pos_embds=sinusoidal_pos_embds,
+            initializer_range=initializer_range,
+            layer_norm_eps=layer_norm_eps,
+            pad_token_id=pad_token_id,
+        )
+        kwargs.setdefault("name", "distilbert")
+        super().__init__(**kwargs)
+        cfg = self.config
+        self.embeddings = DistilBertEmbeddings(
+            vocab_size=cfg.vocab_size,
+            hidden_size=cfg.hidden_size,
+            max_position_embeddings=cfg.max_position_embeddings,
+            sinusoidal_pos_embds=cfg.sinusoidal_pos_embds,
+            initializer_range=cfg.initializer_range,
+            layer_norm_eps=cfg.layer_norm_eps,
+            dropout_rate=cfg.dropout_rate,
+            dtype=self.dtype_policy,
+            name="embeddings",
+        )
+        self.transformer_layers = [
+            TransformerBlock(
+                hidden_size=cfg.hidden_size,
+                num_heads=cfg.num_heads,
+                intermediate_size=cfg.intermediate_size,
+                hidden_act=cfg.hidden_act,
+                dropout_rate=cfg.dropout_rate,
+                attention_dropout_rate=cfg.attention_dropout_rate,
+                initializer_range=cfg.initializer_range,
+                layer_norm_eps=cfg.layer_norm_eps,
+                dtype=self.dtype_policy,
+                name=f"layer_{index}",
+            )
+            for index in range(cfg.num_layers)
+        ]
+        # Weights exist from construction on, so checkpoints load before any call.
+        self.build()
+        self.load_report: Any = None
+
+    def build(self, input_shape: Any = None) -> None:
+        self.embeddings.build()
+        for block in self.transformer_layers:
+            block.build()
+        self.built = True
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    # -- forward ------------------------------------------------------------------------------
+    def call(
+        self,
+        inputs: Any,
+        training: bool | None = None,
+        output_hidden_states: bool = False,
+    ) -> dict[str, Any]:
+        inputs = as_input_dict(inputs)
+        validate_encoder_inputs(inputs, self.config)
+        input_ids = inputs["input_ids"]
+        batch, length = ops.shape(input_ids)[0], ops.shape(input_ids)[1]
+
+        attention_mask = inputs.get("attention_mask")
+        if attention_mask is None:
+            attention_mask = ops.ones((batch, length), dtype="int32")
+        position_ids = inputs.get("position_ids")
+        if position_ids is None:
+            position_ids = ops.expand_dims(ops.arange(length, dtype="int32"), 0)
+
+        hidden_states = self.embeddings(input_ids, position_ids, training=training)
+        all_hidden_states = [hidden_states]
+        for block in self.transformer_layers:
+            hidden_states = block(hidden_states, attention_mask, training=training)
+            all_hidden_states.append(hidden_states)
+
+        outputs = {"last_hidden_state": hidden_states, "attention_mask": attention_mask}
+        if output_hidden_states:
+            outputs["hidden_states"] = tuple(all_hidden_states)
+        return outputs
+
+    def compute_output_spec(
+        self, inputs: Any, training: bool | None = None, output_hidden_states: bool = False
+    ) -> dict[str, Any]:
+        # Declared rather than traced: tracing with unknown sizes trips backends that substitute
+        # placeholder lengths (torch) or symbolic ones (jax) into the length checks.
+        inputs = as_input_dict(inputs)
+        batch, length = tuple(inputs["input_ids"].shape)[:2]
+        hidden = keras.KerasTensor((batch, length, self.config.hidden_size), dtype=self.compute_dtype)
+        outputs = {
+            "last_hidden_state": hidden,
+            "attention_mask": keras.KerasTensor(
+                (batch, length), dtype=getattr(inputs.get("attention_mask"), "dtype", None) or "int32"
+            ),
+        }
+        if output_hidden_states:
+            outputs["hidden_states"] = tuple(
+                keras.KerasTensor(hidden.shape, dtype=hidden.dtype) for _ in range(self.config.num_layers + 1)
+            )
+        return outputs
+
+    def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        validate_encoder_inputs(as_input_dict(x), self.config)
+        return super().predict(x, *args, **kwargs)
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_config_model(cls, config: DistilBertConfig, **kwargs: Any) -> "DistilBERT":
+        return cls(**config.model_dump(), **kwargs)
+
+    @classmethod
+    def from_variant(cls, variant: str, pretrained: bool | str | os.PathLike = False, **overrides: Any) -> "DistilBERT":
+        """Build the ``tiny``, ``small`` or ``base`` encoder, optionally with weights.
+
+        ``pretrained``: False for random weights; True for the published checkpoint of the
+        variant (only ``base`` has one: ``distilbert/distilbert-base-uncased``); a checkpoint
+        directory or hub id; or a ``.keras`` file holding a DistilBERT or a task model.
+        """
+        if variant not in VARIANTS:
+            raise ConfigError(
+                f"Unknown DistilBERT variant {variant!r}; expected one of {sorted(VARIANTS)}. "
+                "Pass the sizes as keywords to DistilBERT(...) for a custom shape."
+            )
+        if pretrained is False or pretrained is None:
+            return cls.from_config_model(DistilBertConfig.for_variant(variant, **overrides))
+        if pretrained is True:
+            if variant not in PRETRAINED_IDS:
+                raise ValueError(
+                    f"No published weights exist for the {variant!r} variant (only for "
+                    f"{', '.join(sorted(PRETRAINED_IDS))}). Use pretrained=False for random weights, or "
+                    "pretrained='<checkpoint dir or hub id>' for weights you have."
+                )
+            pretrained = PRETRAINED_IDS[variant]
+        source = os.fspath(pretrained)
+        if source.endswith(".keras"):
+            encoder = cls.from_keras_file(source, **overrides)
+        else:
+            encoder = cls.from_pretrained(source, **overrides)
+        _check_variant_shape(encoder.config, variant, source)
+        return encoder
+
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: str | os.PathLike, **overrides: Any) -> "DistilBERT":
+        """Load a Hugging Face DistilBERT checkpoint (directory or hub id).
+
+        Reads ``config.json`` and ``model.safetensors`` (or ``pytorch_model.bin`` with torch
+        installed), with or without the ``distilbert.`` key prefix, so base, masked-LM and
+        task checkpoints all give their encoder. ``overrides`` change config fields; a
+        different ``vocab_size`` keeps the fresh word embeddings and loads everything else.
+        The keys the checkpoint had but the encoder did not use, and the other way round, are
+        in ``encoder.load_report`` and logged.
+        """
+        from distilbert_heads import checkpoints
+
+        directory = checkpoints.resolve_checkpoint_dir(path_or_hub_id)
+        config = DistilBertConfig.from_hf_dict(checkpoints.read_hf_config(directory), **overrides)
+        encoder = cls.from_config_model(config)
+        encoder.load_report = checkpoints.load_encoder_weights(
+            encoder, checkpoints.read_state_dict(directory), source=str(path_or_hub_id)
+        )
+        return encoder
+
+    @classmethod
+    def from_keras_file(cls, path: str | os.PathLike, **overrides: Any) -> "DistilBERT":
+        """The encoder saved in a ``.keras`` file (a DistilBERT or a task model holding one)."""
+        from distilbert_heads import checkpoints
+
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"No such .keras file: {os.fspath(path)!r}")
+        loaded = keras.models.load_model(path)
+        encoder = loaded if isinstance(loaded, DistilBERT) else getattr(loaded, "encoder", None)
+        if not isinstance(encoder, DistilBERT):
+            raise ValueError(
+                f"{os.fspath(path)!r} holds a {type(loaded).__name__}, which has no DistilBERT encoder; "
+                "expected a file saved from DistilBERT or from create_distilbert_with_head(...)."
+            )
+        if not overrides:
+            return encoder
+        fresh = cls.from_config_model(DistilBertConfig.build(**{**encoder.config.model_dump(), **overrides}))
+        fresh.load_report = checkpoints.load_encoder_weights(
+            fresh, checkpoints.encoder_state_dict(encoder), source=os.fspath(path)
+        )
+        return fresh
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` in the Hugging Face DistilBertModel layout."""
+        from distilbert_heads import checkpoints
+
+        return checkpoints.write_checkpoint(directory, checkpoints.encoder_state_dict(self), self.config.to_hf_dict())
+
+    # -- serialization ------------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        base = super().get_config()
+        return {"name": base.get("name"), "trainable": base.get("trainable", True), "dtype": base.get("dtype"),
+                **self.config.model_dump()}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "DistilBERT":
+        config = dict(config)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+        return cls(**config)
+
+
+def as_input_dict(inputs: Any) -> dict[str, Any]:
+    """Accept a dict of named inputs, or a bare ``input_ids`` tensor or array."""
+    if isinstance(inputs, Mapping):
+        if "input_ids" not in inputs:
+            raise ValueError(
+                f"DistilBERT inputs must include 'input_ids'; got keys {sorted(inputs)}. "
+                "Pass {'input_ids': ids, 'attention_mask': mask}."
+            )
+        unknown = set(inputs) - set(INPUT_NAMES)
+        if unknown:
+            raise ValueError(
+                f"Unknown DistilBERT inputs {sorted(unknown)}; accepted inputs are {', '.join(INPUT_NAMES)}."
+            )
+        return {key: value for key, value in inputs.items() if key != "token_type_ids"}
+    return {"input_ids": inputs}
+
+
+def validate_encoder_inputs(inputs: Mapping[str, Any], config: DistilBertConfig) -> None:
+    """Raise `ValueError` for inputs the encoder would silently turn into garbage.
+
+    Shape checks run whenever shapes are known (also while tracing); value checks (ids in
+    ``[0, vocab_size)``, positions below ``max_position_embeddings``) run on concrete arrays:
+    eager calls and the data given to `predict`.
+    """
+    ids_shape = _static_shape(inputs["input_ids"])
+    if ids_shape is not None and len(ids_shape) != 2:
+        raise ValueError(
+            f"input_ids must have shape (batch, sequence_length); got shape {tuple(ids_shape)}. "
+            "Add a batch dimension for a single sequence, e.g. ids[None, :]."
+        )
+    if ids_shape is not None and ids_shape[1] is not None and ids_shape[1] > config.max_position_embeddings:
+        raise ValueError(
+            f"Sequence length {ids_shape[1]} exceeds max_position_embeddings={config.max_position_embeddings}. "
+            f"Truncate inputs to at most {config.max_position_embeddings} tokens (or split them with a stride)."
+        )
+    for name in ("attention_mask", "position_ids"):
+        other = inputs.get(name)
+        if other is None or ids_shape is None:
+            continue
+        other_shape = _static_shape(other)
+        if other_shape is not None and not _shapes_compatible(ids_shape, other_shape):
+            raise ValueError(
+                f"{name} has shape {tuple(other_shape)} but input_ids has shape {tuple(ids_shape)}; "
+                f"{name} must have the same (batch, sequence_length) shape as input_ids."
+            )
+
+    ids = concrete_array(inputs["input_ids"])
+    if ids is not None and ids.size:
+        _check_range("input_ids", ids, config.vocab_size, "vocab_size",
+                     "Tokenize with the vocabulary this model was built for, or build the encoder with a larger vocab_size.")
+    positions = concrete_array(inputs.get("position_ids"))
+    if positions is not None and positions.size:
+        _check_range("position_ids", positions, config.max_position_embeddings, "max_position_embeddings",
+                     "Positions count from 0 and must stay below the model's maximum length.")
+
+
+def _check_range(name: str, values: np.ndarray, limit: int, limit_name: str, advice: str) -> None:
+    low, high = values.min(), values.max()
+    if low < 0 or high >= limit:
+        bad = low if low < 0 else high
+        raise ValueError(f"{name} contains {bad}, outside [0, {limit}) where {limit_name}={limit}. {advice}")
+
+
+def _static_shape(value: Any) -> tuple[int | None, ...] | None:
+    shape = getattr(value, "shape", None)
+    if shape is None:
+        return None
+    return tuple(dim if isinstance(dim, int) else None for dim in shape)
+
+
+def _shapes_compatible(a: tuple[int | None, ...], b: tuple[int | None, ...]) -> bool:
+    if len(a) != len(b):
+        return False
+    return all(x is None or y is None or x == y for x, y in zip(a, b))
+
+
+def concrete_array(value: Any) -> np.ndarray | None:
+    """``value`` as a numpy array if it holds concrete data now, None if symbolic or traced."""
+    if value is None or isinstance(value, keras.KerasTensor):
+        return None
+    if isinstance(value, (np.ndarray, list, tuple, int)):
+        return np.asarray(value)
+    backend = keras.backend.backend()
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            if not tf.executing_eagerly() or not hasattr(value, "numpy"):
+                return None
+            return value.numpy()
+        if backend == "jax":
+            import jax
+
+            if isinstance(value, jax.core.Tracer):
+                return None
+            return np.asarray(value)
+        if backend == "torch":
+            if getattr(value, "device", None) is not None and value.device.type == "meta":
+                return None
+            return value.detach().cpu().numpy()
+    except Exception:  # an exotic tensor type: leave the value checks to the backend
+        return None
+    return None
+
+
+def _check_variant_shape(config: DistilBertConfig, variant: str, source: str) -> None:
+    expected = VARIANTS[variant]
+    actual = {key: getattr(config, key) for key in expected}
+    if actual != expected:
+        raise ValueError(
+            f"{source!r} holds a DistilBERT with {actual}, not the {variant!r} variant ({expected}). "
+            "Load it with DistilBERT.from_pretrained(...) to take its own shape."
+        )

@@ -1,0 +1,120 @@
+"""The `TaskHead` contract: what every head, built-in or third-party, provides.
+
+A head is a Keras layer that turns the encoder's ``last_hidden_state`` (B, L, D) and
+``attention_mask`` (B, L) into a dict of named outputs. Around that call it declares, as
+class attributes and methods, everything the rest of the library needs without knowing the
+head: which task types it serves, its options (a pydantic model), its default losses and
+metrics, the label format it trains on, how to decode outputs for people, and optionally how
+to take its weights from a Hugging Face task checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import keras
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class HeadOptions(BaseModel):
+    """Base of every head's options schema. Unknown options are errors, never ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HeadOptionsError(ValueError):
+    """Options that the chosen head does not accept, or accepts with other values."""
+
+
+class TaskHead(keras.layers.Layer):
+    """Base class for task heads. Subclass it, set the class attributes, implement `call`.
+
+    Class attributes a head sets:
+        task_types: the task types it serves (`NLPTaskType` members or plain strings).
+        aliases: short names that resolve to its first task type (e.g. ``"sentiment"``).
+        description: one line shown by ``distilbert-heads heads``.
+        options_schema: a `HeadOptions` subclass validating its options.
+        output_names: the keys of the dict `call` returns.
+        label_format: how training labels look, in words, for docs and error messages.
+    """
+
+    task_types: ClassVar[tuple[str, ...]] = ()
+    aliases: ClassVar[tuple[str, ...]] = ()
+    description: ClassVar[str] = ""
+    options_schema: ClassVar[type[HeadOptions]] = HeadOptions
+    output_names: ClassVar[tuple[str, ...]] = ()
+    label_format: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        task_type: str,
+        options: HeadOptions | Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.hidden_size = int(hidden_size)
+        self.task_type = str(getattr(task_type, "value", task_type))
+        self.options = self.validate_options(options)
+
+    @classmethod
+    def validate_options(cls, options: HeadOptions | Mapping[str, Any] | None) -> HeadOptions:
+        """Validate ``options`` against `options_schema`, with an error naming this head."""
+        if isinstance(options, cls.options_schema):
+            return options
+        raw = dict(options.model_dump() if isinstance(options, BaseModel) else (options or {}))
+        try:
+            return cls.options_schema(**raw)
+        except ValidationError as error:
+            accepted = ", ".join(sorted(cls.options_schema.model_fields)) or "none"
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in item['loc']) or 'options'}: {item['msg']}"
+                for item in error.errors()
+            )
+            raise HeadOptionsError(
+                f"{cls.__name__} (task types: {', '.join(cls.task_types) or '-'}) rejected its options: "
+                f"{problems}. Options it accepts: {accepted}."
+            ) from error
+
+    # -- the forward pass ---------------------------------------------------------------
+    def call(self, hidden_states: Any, attention_mask: Any, training: bool | None = None) -> dict[str, Any]:
+        raise NotImplementedError(f"{type(self).__name__} must implement call(hidden_states, attention_mask)")
+
+    # -- training -----------------------------------------------------------------------
+    def default_losses(self) -> dict[str, Any]:
+        """Loss per output name, used when the user compiles without one."""
+        raise NotImplementedError(f"{type(self).__name__} must implement default_losses()")
+
+    def default_metrics(self) -> dict[str, list[Any]]:
+        """Metrics per output name, used when the user compiles without any."""
+        return {}
+
+    # -- inference ----------------------------------------------------------------------
+    def decode(self, outputs: Mapping[str, np.ndarray], encoding: Any = None) -> list[Any]:
+        """Turn one batch of raw outputs (numpy) into answers for people, one per example."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement decode()")
+
+    # -- Hugging Face task checkpoints --------------------------------------------------
+    def load_hf_head_weights(self, state_dict: Mapping[str, np.ndarray]) -> bool:
+        """Copy this head's weights from a Hugging Face task checkpoint's state dict.
+
+        Returns True when weights were found and loaded, False when the checkpoint has no
+        weights for this head (the head then keeps its fresh initialisation).
+        """
+        return False
+
+    def hf_head_weights(self) -> dict[str, np.ndarray]:
+        """This head's weights under Hugging Face names, for `save_pretrained`; empty if none."""
+        return {}
+
+    # -- serialization ------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            hidden_size=self.hidden_size,
+            task_type=self.task_type,
+            options=self.options.model_dump(mode="json"),
+        )
+        return config

@@ -1,0 +1,26 @@
+"""The one hook a head plugin implements.
+
+A plugin is any module with::
+
+    from distilbert_heads import hookimpl
+
+    @hookimpl
+    def register_heads(register):
+        register(MyHead)                  # task types and aliases from the class
+        register(OtherHead, override=True)  # replace a built-in task type, knowingly
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT_NAME = "distilbert_heads"
+ENTRY_POINT_GROUP = "distilbert_heads"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def register_heads(register):  # type: ignore[no-untyped-def]
+    """Call ``register(HeadClass, task_types=None, aliases=None, override=False)`` once per head."""

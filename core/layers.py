@@ -1,0 +1,212 @@
+"""The building blocks of the encoder, each matching a module of Hugging Face's DistilBERT.
+
+`DistilBertEmbeddings` (word + position, LayerNorm, dropout), `MultiHeadSelfAttention`
+(q/k/v/out projections, softmax in float32), `FeedForward` (lin1, activation, lin2, dropout)
+and `TransformerBlock` (post-LN: ``sa_layer_norm(attn(x) + x)``, then
+``output_layer_norm(ffn(h) + h)``). Sublayer names follow the Hugging Face module names so
+the checkpoint mapping in `checkpoints.py` reads as a table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+# Added to the attention scores of masked keys. Large enough that exp() underflows to exactly 0
+# in float32 (as Hugging Face's dtype-min fill does), small enough that a row with every key
+# masked still gives a finite, uniform softmax instead of NaN.
+MASKED_SCORE = -1e9
+
+
+def sinusoidal_position_table(num_positions: int, dim: int) -> np.ndarray:
+    """The fixed table of Hugging Face's ``sinusoidal_pos_embds``: sin on even, cos on odd columns."""
+    positions = np.arange(num_positions, dtype=np.float64)[:, None]
+    rates = np.power(10000.0, 2 * (np.arange(dim) // 2) / dim)[None, :]
+    angles = positions / rates
+    table = np.empty((num_positions, dim), dtype=np.float64)
+    table[:, 0::2] = np.sin(angles[:, 0::2])
+    table[:, 1::2] = np.cos(angles[:, 1::2])
+    return table.astype(np.float32)
+
+
+def activation_fn(name: str):
+    """The activation Hugging Face means by ``name`` (``gelu`` is the exact erf form)."""
+    if name == "gelu":
+        return lambda x: ops.gelu(x, approximate=False)
+    if name in ("gelu_new", "gelu_pytorch_tanh"):
+        return lambda x: ops.gelu(x, approximate=True)
+    if name == "relu":
+        return ops.relu
+    if name in ("silu", "swish"):
+        return ops.silu
+    raise ValueError(f"Unknown activation {name!r}; expected gelu, gelu_new, gelu_pytorch_tanh, relu, silu or swish")
+
+
+class DistilBertEmbeddings(keras.layers.Layer):
+    """Word plus position embeddings, then LayerNorm and dropout. No token-type embeddings."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_size: int,
+        max_position_embeddings: int,
+        sinusoidal_pos_embds: bool,
+        initializer_range: float,
+        layer_norm_eps: float,
+        dropout_rate: float,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        init = keras.initializers.RandomNormal(stddev=initializer_range)
+        self.word_embeddings = keras.layers.Embedding(
+            vocab_size, hidden_size, embeddings_initializer=init, dtype=self.dtype_policy, name="word_embeddings"
+        )
+        if sinusoidal_pos_embds:
+            table = sinusoidal_position_table(max_position_embeddings, hidden_size)
+            position_init: Any = keras.initializers.Constant(table)
+        else:
+            position_init = init
+        self.position_embeddings = keras.layers.Embedding(
+            max_position_embeddings,
+            hidden_size,
+            embeddings_initializer=position_init,
+            trainable=not sinusoidal_pos_embds,
+            dtype=self.dtype_policy,
+            name="position_embeddings",
+        )
+        self.layer_norm = keras.layers.LayerNormalization(epsilon=layer_norm_eps, dtype=self.dtype_policy, name="LayerNorm")
+        self.dropout = keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy)
+        self.hidden_size = hidden_size
+
+    def build(self, input_shape: Any = None) -> None:
+        self.word_embeddings.build((None, None))
+        self.position_embeddings.build((None, None))
+        self.layer_norm.build((None, None, self.hidden_size))
+        self.built = True
+
+    def call(self, input_ids: Any, position_ids: Any, training: bool | None = None) -> Any:
+        embeddings = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
+        return self.dropout(self.layer_norm(embeddings), training=training)
+
+
+class MultiHeadSelfAttention(keras.layers.Layer):
+    """Scaled dot-product self-attention over a padding mask; scores and softmax in float32."""
+
+    def __init__(
+        self, hidden_size: int, num_heads: int, attention_dropout_rate: float, initializer_range: float, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.hidden_size = hidden_size
+        self.num_heads = num_heads
+        self.head_size = hidden_size // num_heads
+        init = keras.initializers.RandomNormal(stddev=initializer_range)
+
+        def projection(name: str) -> keras.layers.Dense:
+            return keras.layers.Dense(hidden_size, kernel_initializer=init, dtype=self.dtype_policy, name=name)
+
+        self.q_lin = projection("q_lin")
+        self.k_lin = projection("k_lin")
+        self.v_lin = projection("v_lin")
+        self.out_lin = projection("out_lin")
+        self.dropout = keras.layers.Dropout(attention_dropout_rate, dtype=self.dtype_policy)
+
+    def build(self, input_shape: Any = None) -> None:
+        for projection in (self.q_lin, self.k_lin, self.v_lin, self.out_lin):
+            projection.build((None, None, self.hidden_size))
+        self.built = True
+
+    def _split_heads(self, x: Any) -> Any:
+        batch, length = ops.shape(x)[0], ops.shape(x)[1]
+        return ops.reshape(x, (batch, length, self.num_heads, self.head_size))
+
+    def call(self, hidden_states: Any, attention_mask: Any, training: bool | None = None) -> Any:
+        """``attention_mask`` is (B, L), 1 for real tokens and 0 for padding (keys never attended)."""
+        # Built here rather than passed in as floats: Keras would cast a float bias to float16.
+        key_bias = (1.0 - ops.cast(attention_mask, "float32")) * MASKED_SCORE
+        key_bias = key_bias[:, None, None, :]
+        query = self._split_heads(self.q_lin(hidden_states))
+        key = self._split_heads(self.k_lin(hidden_states))
+        value = self._split_heads(self.v_lin(hidden_states))
+        scores = ops.einsum("bqhd,bkhd->bhqk", query, key)
+        scores = ops.cast(scores, "float32") * (1.0 / float(np.sqrt(self.head_size))) + key_bias
+        weights = ops.softmax(scores, axis=-1)
+        weights = self.dropout(ops.cast(weights, self.compute_dtype), training=training)
+        context = ops.einsum("bhqk,bkhd->bqhd", weights, value)
+        batch, length = ops.shape(hidden_states)[0], ops.shape(hidden_states)[1]
+        context = ops.reshape(context, (batch, length, self.hidden_size))
+        return self.out_lin(context)
+
+
+class FeedForward(keras.layers.Layer):
+    """``lin2(activation(lin1(x)))`` followed by dropout."""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        intermediate_size: int,
+        hidden_act: str,
+        dropout_rate: float,
+        initializer_range: float,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        init = keras.initializers.RandomNormal(stddev=initializer_range)
+        self.hidden_size = hidden_size
+        self.intermediate_size = intermediate_size
+        self.activation = activation_fn(hidden_act)
+        self.lin1 = keras.layers.Dense(intermediate_size, kernel_initializer=init, dtype=self.dtype_policy, name="lin1")
+        self.lin2 = keras.layers.Dense(hidden_size, kernel_initializer=init, dtype=self.dtype_policy, name="lin2")
+        self.dropout = keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy)
+
+    def build(self, input_shape: Any = None) -> None:
+        self.lin1.build((None, None, self.hidden_size))
+        self.lin2.build((None, None, self.intermediate_size))
+        self.built = True
+
+    def call(self, hidden_states: Any, training: bool | None = None) -> Any:
+        return self.dropout(self.lin2(self.activation(self.lin1(hidden_states))), training=training)
+
+
+class TransformerBlock(keras.layers.Layer):
+    """One post-LN encoder block, as Hugging Face's ``TransformerBlock``."""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        intermediate_size: int,
+        hidden_act: str,
+        dropout_rate: float,
+        attention_dropout_rate: float,
+        initializer_range: float,
+        layer_norm_eps: float,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.hidden_size = hidden_size
+        self.attention = MultiHeadSelfAttention(
+            hidden_size, num_heads, attention_dropout_rate, initializer_range, dtype=self.dtype_policy, name="attention"
+        )
+        self.sa_layer_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_eps, dtype=self.dtype_policy, name="sa_layer_norm"
+        )
+        self.ffn = FeedForward(
+            hidden_size, intermediate_size, hidden_act, dropout_rate, initializer_range, dtype=self.dtype_policy, name="ffn"
+        )
+        self.output_layer_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_eps, dtype=self.dtype_policy, name="output_layer_norm"
+        )
+
+    def build(self, input_shape: Any = None) -> None:
+        self.attention.build()
+        self.ffn.build()
+        self.sa_layer_norm.build((None, None, self.hidden_size))
+        self.output_layer_norm.build((None, None, self.hidden_size))
+        self.built = True
+
+    def call(self, hidden_states: Any, attention_mask: Any, training: bool | None = None) -> Any:
+        attended = self.sa_layer_norm(self.attention(hidden_states, attention_mask, training=training) + hidden_states)
+        return self.output_layer_norm(self.ffn(attended, training=training) + attended)

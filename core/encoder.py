@@ -21,6 +21,8 @@ from distilbert_heads.config import PRETRAINED_IDS, VARIANTS, ConfigError, Disti
 from distilbert_heads.layers import DistilBertEmbeddings, TransformerBlock
 
 INPUT_NAMES = ("input_ids", "attention_mask", "position_ids", "token_type_ids")
+# Keyword arguments that belong to the Keras model rather than to the DistilBERT config.
+MODEL_KWARGS = ("dtype", "name", "trainable")
 
 
 @keras.saving.register_keras_serializable(package="distilbert_heads")
@@ -179,7 +181,8 @@ class DistilBERT(keras.Model):
                 "Pass the sizes as keywords to DistilBERT(...) for a custom shape."
             )
         if pretrained is False or pretrained is None:
-            return cls.from_config_model(DistilBertConfig.for_variant(variant, **overrides))
+            overrides, model_kwargs = _split_model_kwargs(overrides)
+            return cls.from_config_model(DistilBertConfig.for_variant(variant, **overrides), **model_kwargs)
         if pretrained is True:
             if variant not in PRETRAINED_IDS:
                 raise ValueError(
@@ -209,9 +212,10 @@ class DistilBERT(keras.Model):
         """
         from distilbert_heads import checkpoints
 
+        overrides, model_kwargs = _split_model_kwargs(overrides)
         directory = checkpoints.resolve_checkpoint_dir(path_or_hub_id)
         config = DistilBertConfig.from_hf_dict(checkpoints.read_hf_config(directory), **overrides)
-        encoder = cls.from_config_model(config)
+        encoder = cls.from_config_model(config, **model_kwargs)
         encoder.load_report = checkpoints.load_encoder_weights(
             encoder, checkpoints.read_state_dict(directory), source=str(path_or_hub_id)
         )
@@ -233,7 +237,10 @@ class DistilBERT(keras.Model):
             )
         if not overrides:
             return encoder
-        fresh = cls.from_config_model(DistilBertConfig.build(**{**encoder.config.model_dump(), **overrides}))
+        overrides, model_kwargs = _split_model_kwargs(overrides)
+        fresh = cls.from_config_model(
+            DistilBertConfig.build(**{**encoder.config.model_dump(), **overrides}), **model_kwargs
+        )
         fresh.load_report = checkpoints.load_encoder_weights(
             fresh, checkpoints.encoder_state_dict(encoder), source=os.fspath(path)
         )
@@ -257,6 +264,11 @@ class DistilBERT(keras.Model):
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)
+
+
+def _split_model_kwargs(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    config_fields = {key: value for key, value in overrides.items() if key not in MODEL_KWARGS}
+    return config_fields, {key: value for key, value in overrides.items() if key in MODEL_KWARGS}
 
 
 def as_input_dict(inputs: Any) -> dict[str, Any]:

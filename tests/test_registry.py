@@ -1,0 +1,500 @@
+"""The head registry against real (throwaway) installed distributions.
+
+Each test builds fake plugin distributions in ``tmp_path`` (see `plugin_fixtures`) and a fresh
+`HeadRegistry` whose built-ins are the fake module ``dht_builtin_a`` (sentiment_analysis with
+alias ``sentiment``, and text_classification), so nothing here depends on ``heads/``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+import textwrap
+import traceback
+import warnings
+
+import pluggy
+import pytest
+
+from distilbert_heads.registry import (
+    BUILTIN_MODULES,
+    HeadRecord,
+    HeadRegistry,
+    PluginConflictError,
+    PluginLoadError,
+    UnknownTaskTypeError,
+    get_registry,
+    reset_registry,
+)
+from distilbert_heads.tasks import NLPTaskType
+from plugin_fixtures import fake_site  # noqa: F401  (pytest fixture)
+
+ROW_KEYS = {"task_type", "aliases", "head_class", "plugin", "distribution", "version", "status", "error"}
+
+
+def rows_by_plugin(rows: list[dict]) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for row in rows:
+        grouped.setdefault(row["plugin"], []).append(row)
+    return grouped
+
+
+# -- built-ins, aliases, provenance ----------------------------------------------------------
+def test_builtin_lookup_by_type_alias_and_member(fake_site):
+    registry = fake_site.registry()
+    record = registry.get_head("sentiment_analysis")
+    assert isinstance(record, HeadRecord)
+    assert record.head_class.__module__ == "dht_builtin_a"
+    assert record.task_type == "sentiment_analysis"
+    assert record.aliases == ("sentiment",)
+    assert (record.plugin, record.distribution, record.builtin) == ("builtin.dht_builtin_a", "distilbert-heads", True)
+    assert record.version == importlib.metadata.version("distilbert-heads")
+    assert registry.get_head("sentiment") is record
+    assert registry.get_head(NLPTaskType.SENTIMENT_ANALYSIS) is record
+    assert registry.get_head(" Sentiment_Analysis ") is record
+    # The second task type of the same class has its own record and no aliases.
+    second = registry.get_head(NLPTaskType.TEXT_CLASSIFICATION)
+    assert (second.task_type, second.aliases, second.head_class) == ("text_classification", (), record.head_class)
+
+
+def test_register_arguments_override_class_attributes(fake_site):
+    fake_site.head_module(
+        "dht_builtin_args",
+        ("ignored_type",),
+        ("ignored_alias",),
+        register_call=(
+            "register(DhtBuiltinArgsHead, task_types=[NLPTaskType.RANKING, 'my_rank'], aliases='rk')"
+        ),
+        preamble="from distilbert_heads.tasks import NLPTaskType",
+    )
+    registry = fake_site.registry(builtins=("dht_builtin_args",))
+    assert registry.get_head("rk").task_type == "ranking"
+    assert registry.get_head("my_rank").aliases == ()
+    with pytest.raises(UnknownTaskTypeError):
+        registry.get_head("ignored_type")
+
+
+def test_missing_builtin_module_is_a_failed_row_not_a_crash(fake_site):
+    registry = fake_site.registry(builtins=("dht_builtin_a", "dht_builtin_missing"))
+    assert registry.get_head("sentiment").task_type == "sentiment_analysis"
+    rows = rows_by_plugin(registry.list_heads())
+    (missing,) = rows["builtin.dht_builtin_missing"]
+    assert missing["status"] == "failed"
+    assert "dht_builtin_missing" in missing["error"] and "reinstall" in missing["error"]
+    assert isinstance(registry.failed_plugins()["builtin.dht_builtin_missing"], ModuleNotFoundError)
+
+
+def test_real_builtins_serve_their_task_types_and_aliases():
+    for module in BUILTIN_MODULES:
+        pytest.importorskip(module)
+    registry = HeadRegistry(entry_point_group="distilbert_heads_no_such_group")
+    expected = {
+        "sentiment": "sentiment_analysis",
+        "ner": "named_entity_recognition",
+        "qa": "question_answering",
+        "pairwise": "natural_language_inference",
+    }
+    for alias, task_type in expected.items():
+        record = registry.get_head(alias)
+        assert record.builtin and record.distribution == "distilbert-heads"
+        assert registry.get_head(task_type).head_class is record.head_class
+    for member in (NLPTaskType.TEXT_CLASSIFICATION, NLPTaskType.TOKEN_CLASSIFICATION, NLPTaskType.SPAN_EXTRACTION):
+        assert registry.get_head(member).builtin
+    assert all(row["status"] == "ok" for row in registry.list_heads())
+
+
+# -- lazy discovery -------------------------------------------------------------------------
+def test_good_plugin_is_found_lazily_with_provenance(fake_site):
+    module = fake_site.plugin("good", ("good_task",), ("gd",), version="1.2.3")
+    registry = fake_site.registry()
+    assert module not in sys.modules
+    record = registry.get_head("gd")
+    assert module in sys.modules
+    assert record.task_type == "good_task"
+    assert record.head_class.__module__ == module
+    assert (record.plugin, record.distribution, record.version, record.builtin) == (
+        "good",
+        "distilbert-head-good",
+        "1.2.3",
+        False,
+    )
+
+
+def test_builtin_lookup_imports_no_third_party_plugin(fake_site):
+    module = fake_site.plugin("good", ("good_task",))
+    registry = fake_site.registry()
+    registry.get_head("sentiment")
+    registry.get_head(NLPTaskType.TEXT_CLASSIFICATION)
+    assert module not in sys.modules
+    assert registry.failed_plugins() == {}
+
+
+def test_unknown_key_loads_plugin_named_after_it_first_then_sorted_until_found(fake_site):
+    fake_site.plugin("alpha", ("target",))
+    fake_site.plugin("beta", ("beta_task",))
+    fake_site.plugin("gamma", ("gamma",))
+    registry = fake_site.registry()
+
+    assert registry.get_head("gamma").plugin == "gamma"  # named after the key: loaded alone
+    assert "alpha_pkg" not in sys.modules and "beta_pkg" not in sys.modules
+
+    assert registry.get_head("target").plugin == "alpha"  # sorted order: alpha first, then stop
+    assert "beta_pkg" not in sys.modules
+
+    registry.list_heads()
+    assert "beta_pkg" in sys.modules
+
+
+@pytest.mark.slow
+def test_import_and_builtin_lookup_import_no_plugin_in_a_fresh_process(fake_site):
+    """The real entry-point group, a fresh interpreter: nothing third-party imported early."""
+    module = fake_site.head_module("dht_lazy_pkg", ("dht_lazy_task",))
+    fake_site.dist("distilbert-head-dht-lazy", "1.0.0", {"dht_lazy": module}, group="distilbert_heads")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import distilbert_heads
+        from distilbert_heads.registry import HeadRegistry
+        assert {module!r} not in sys.modules, "imported by import distilbert_heads"
+        registry = HeadRegistry(builtin_modules=("dht_builtin_a",))
+        registry.get_head("sentiment")
+        assert {module!r} not in sys.modules, "imported by a built-in lookup"
+        record = registry.get_head("dht_lazy_task")
+        assert {module!r} in sys.modules
+        print(record.plugin, record.distribution, record.version)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILBERT_HEADS_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(fake_site.root), env.get("PYTHONPATH", "")])
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["dht_lazy", "distilbert-head-dht-lazy", "1.0.0"]
+
+
+# -- isolation of broken plugins -------------------------------------------------------------
+def test_plugin_raising_on_import_is_recorded_and_others_work(fake_site):
+    fake_site.plugin("broken", ("broken_task",), preamble="raise RuntimeError('boom at import')")
+    fake_site.plugin("good", ("good_task",))
+    registry = fake_site.registry()
+
+    assert registry.get_head("good_task").plugin == "good"
+    rows = rows_by_plugin(registry.list_heads())
+    (broken,) = rows["broken"]
+    assert broken["status"] == "failed"
+    assert broken["error"] == "RuntimeError: boom at import"
+    assert broken["distribution"] == "distilbert-head-broken" and broken["version"] == "1.0.0"
+    assert rows["good"][0]["status"] == "ok"
+
+    error = registry.failed_plugins()["broken"]
+    assert isinstance(error, RuntimeError)
+    frames = traceback.extract_tb(error.__traceback__)
+    assert any(frame.filename.endswith(os.path.join("broken_pkg", "__init__.py")) for frame in frames)
+
+    # The key the broken plugin is named after: PluginLoadError chaining the original exception.
+    with pytest.raises(PluginLoadError, match="broken") as info:
+        registry.get_head("broken")
+    assert info.value.__cause__ is error
+
+
+def test_plugin_raising_in_register_heads_registers_nothing(fake_site):
+    fake_site.plugin(
+        "partial",
+        ("partial_first",),
+        register_call="register(PartialPkgHead)\nraise KeyError('missing setting')",
+    )
+    registry = fake_site.registry()
+    with pytest.raises(UnknownTaskTypeError) as info:
+        registry.get_head("partial_first")  # registered before the raise, rolled back
+    original = registry.failed_plugins()["partial"]
+    assert isinstance(original, KeyError)
+    assert info.value.__cause__ is original
+    assert "partial" in str(info.value) and "missing setting" in str(info.value)
+    assert registry.get_head("sentiment").builtin
+
+
+@pytest.mark.parametrize(
+    ("register_call", "message"),
+    [
+        ("register(dict)", "not a subclass of distilbert_heads.TaskHead"),
+        ("register('PlainPkgHead')", "not a subclass of distilbert_heads.TaskHead"),
+        ("register(PlainPkgHead, task_types=[])", "without task types"),
+        ("register(PlainPkgHead, aliases=['Not A Name'])", "not a valid task type name"),
+        ("pass", "registered no head"),
+    ],
+)
+def test_bad_registration_is_that_plugins_failure(fake_site, register_call, message):
+    fake_site.plugin("plain", ("plain_task",), register_call=register_call)
+    fake_site.plugin("good", ("good_task",))
+    registry = fake_site.registry()
+    rows = rows_by_plugin(registry.list_heads())
+    assert rows["plain"][0]["status"] == "failed"
+    assert message in rows["plain"][0]["error"]
+    assert "'plain'" in rows["plain"][0]["error"] and "distilbert-head-plain" in rows["plain"][0]["error"]
+    assert rows["good"][0]["status"] == "ok"
+
+
+def test_misspelled_hook_is_reported_naming_the_valid_hook(fake_site):
+    fake_site.module(
+        "typo_pkg",
+        "from distilbert_heads import hookimpl\n\n@hookimpl\ndef register_head(register):\n    pass\n",
+    )
+    fake_site.dist("distilbert-head-typo", "0.1", {"typo": "typo_pkg"})
+    fake_site.plugin("good", ("good_task",))
+    registry = fake_site.registry()
+    rows = rows_by_plugin(registry.list_heads())
+    assert rows["typo"][0]["status"] == "failed"
+    error = registry.failed_plugins()["typo"]
+    assert isinstance(error, pluggy.PluginValidationError)
+    assert "unknown hook 'register_head'" in str(error)
+    assert "register_heads(register)" in str(error)
+    # The bad plugin was unregistered: later plugins still validate and load.
+    assert rows["good"][0]["status"] == "ok"
+
+
+def test_hook_with_wrong_argument_or_no_hookimpl_is_reported(fake_site):
+    fake_site.module(
+        "wrongarg_pkg",
+        "from distilbert_heads import hookimpl\n\n@hookimpl\ndef register_heads(add):\n    pass\n",
+    )
+    fake_site.module("undecorated_pkg", "def register_heads(register):\n    pass\n")
+    fake_site.dist("distilbert-head-wrongarg", "0.1", {"wrongarg": "wrongarg_pkg"})
+    fake_site.dist("distilbert-head-undecorated", "0.1", {"undecorated": "undecorated_pkg"})
+    registry = fake_site.registry()
+    rows = rows_by_plugin(registry.list_heads())
+    assert rows["wrongarg"][0]["status"] == "failed" and "add" in rows["wrongarg"][0]["error"]
+    assert rows["undecorated"][0]["status"] == "failed"
+    assert "defines no hook implementation" in rows["undecorated"][0]["error"]
+
+
+def test_strict_mode_raises_plugin_load_error_chained_from_the_original(fake_site):
+    fake_site.plugin("broken", ("broken_task",), preamble="raise RuntimeError('boom at import')")
+    fake_site.plugin("good", ("good_task",))
+    fake_site.env(strict=True)
+    registry = fake_site.registry()
+    assert registry.get_head("sentiment").builtin  # nothing broken is needed for a built-in
+    with pytest.raises(PluginLoadError, match="boom at import") as info:
+        registry.list_heads()
+    assert isinstance(info.value.__cause__, RuntimeError)
+    with pytest.raises(PluginLoadError) as again:
+        registry.list_heads()  # a failure recorded earlier still raises in strict mode
+    assert again.value.__cause__ is info.value.__cause__
+
+    fresh = fake_site.registry()
+    with pytest.raises(PluginLoadError) as lookup:
+        fresh.get_head("broken_task")  # named "broken": loaded first, raises at once
+    assert str(lookup.value.__cause__) == "boom at import"
+
+
+def test_unknown_task_type_message_lists_what_is_installed(fake_site):
+    fake_site.plugin("good", ("good_task",), ("gd",))
+    registry = fake_site.registry()
+    with pytest.raises(UnknownTaskTypeError) as info:
+        registry.get_head("nothing_serves_this")
+    message = str(info.value)
+    assert "'nothing_serves_this'" in message
+    for name in ("sentiment_analysis", "text_classification", "good_task", "sentiment -> sentiment_analysis"):
+        assert name in message
+    assert "a plugin may provide it: pip install the plugin's distribution" in message.lower()
+    assert "`distilbert-heads heads`" in message
+    assert info.value.__cause__ is None
+    assert isinstance(info.value, LookupError) and isinstance(info.value, ValueError)
+
+
+# -- conflicts and overrides -----------------------------------------------------------------
+def test_two_plugins_claiming_one_task_type_conflict_naming_both(fake_site):
+    fake_site.plugin("one", ("shared_task",))
+    fake_site.plugin("two", ("shared_task",))
+    registry = fake_site.registry()
+    with pytest.raises(PluginConflictError) as info:
+        registry.list_heads()
+    message = str(info.value)
+    assert "distilbert-head-one" in message and "distilbert-head-two" in message
+    assert "DISTILBERT_HEADS_BLOCK_PLUGINS=distilbert-head-two" in message
+    # The conflict does not go away on the next call: the key never resolves by load order.
+    with pytest.raises(PluginConflictError):
+        registry.get_head("shared_task")
+    with pytest.raises(PluginConflictError):
+        registry.list_heads()
+    rows = rows_by_plugin(registry.list_heads(raise_on_conflict=False))
+    assert rows["two"][0]["status"] == "failed" and "claimed by two plugins" in rows["two"][0]["error"]
+    assert registry.get_head("sentiment").builtin  # unrelated keys still resolve
+
+    fake_site.env(block="Distilbert_Head_Two")
+    assert fake_site.registry().get_head("shared_task").distribution == "distilbert-head-one"
+
+
+def test_conflict_raised_by_the_lookup_that_loads_the_second_plugin(fake_site):
+    fake_site.plugin("aaa", ("aaa_task", "shared_task"))
+    fake_site.plugin("bbb", ("shared_task", "bbb_only"))
+    registry = fake_site.registry()
+    assert registry.get_head("shared_task").plugin == "aaa"  # lazy: stops at the first provider
+    with pytest.raises(PluginConflictError, match="distilbert-head-aaa.*distilbert-head-bbb"):
+        registry.get_head("bbb_only")  # loads bbb, which also claims shared_task
+    with pytest.raises(PluginConflictError):
+        registry.get_head("shared_task")  # from now on the key is conflicted
+    with pytest.raises(UnknownTaskTypeError) as info:
+        registry.get_head("bbb_only")  # bbb registered nothing: it failed as a whole
+    assert isinstance(info.value.__cause__, PluginConflictError)
+
+
+def test_alias_conflicting_with_another_plugins_task_type(fake_site):
+    fake_site.plugin("one", ("thing",))
+    fake_site.plugin("two", ("other_thing",), ("thing",))
+    with pytest.raises(PluginConflictError, match="'thing'"):
+        fake_site.registry().list_heads()
+
+
+def test_replacing_a_builtin_without_override_is_a_conflict(fake_site):
+    fake_site.plugin("sneaky", ("sentiment_analysis",))
+    registry = fake_site.registry()
+    with pytest.raises(PluginConflictError) as info:
+        registry.list_heads()
+    message = str(info.value)
+    assert "distilbert-heads" in message and "distilbert-head-sneaky" in message
+    assert "override=True" in message
+    assert registry.get_head("sentiment").builtin
+
+
+def test_replacing_a_builtin_alias_without_override_is_a_conflict(fake_site):
+    fake_site.plugin("sneaky", ("my_sentiment",), ("sentiment",))
+    with pytest.raises(PluginConflictError, match="'sentiment'"):
+        fake_site.registry().list_heads()
+
+
+def test_override_replaces_builtin_with_a_warning(fake_site):
+    fake_site.plugin(
+        "better",
+        ("sentiment_analysis",),
+        register_call="register(BetterPkgHead, override=True)",
+    )
+    registry = fake_site.registry()
+    with pytest.warns(UserWarning) as caught:
+        rows = registry.list_heads()
+    (warning,) = [w for w in caught if "overrides the built-in" in str(w.message)]
+    assert "distilbert-head-better" in str(warning.message) and "distilbert-heads" in str(warning.message)
+    record = registry.get_head("sentiment")  # the built-in's alias now resolves to the winner
+    assert (record.plugin, record.distribution, record.builtin) == ("better", "distilbert-head-better", False)
+    statuses = {(row["plugin"], row["task_type"]): row["status"] for row in rows}
+    assert statuses[("builtin.dht_builtin_a", "sentiment_analysis")] == "overridden"
+    assert statuses[("builtin.dht_builtin_a", "text_classification")] == "ok"
+    assert statuses[("better", "sentiment_analysis")] == "ok"
+
+
+def test_override_named_after_the_task_type_applies_to_builtin_lookups(fake_site):
+    fake_site.plugin(
+        "sentiment_analysis",
+        ("sentiment_analysis",),
+        register_call="register(SentimentAnalysisPkgHead, override=True)",
+        dist="distilbert-head-better-sentiment",
+    )
+    fake_site.plugin("good", ("good_task",))
+    registry = fake_site.registry()
+    with pytest.warns(UserWarning, match="overrides the built-in"):
+        record = registry.get_head(NLPTaskType.SENTIMENT_ANALYSIS)
+    assert record.distribution == "distilbert-head-better-sentiment"
+    assert "good_pkg" not in sys.modules
+
+    fresh = fake_site.registry()  # by the built-in's alias: the override is loaded too
+    with pytest.warns(UserWarning, match="overrides the built-in"):
+        assert fresh.get_head("sentiment").distribution == "distilbert-head-better-sentiment"
+
+
+def test_two_overrides_of_one_builtin_conflict(fake_site):
+    for name in ("first", "second"):
+        fake_site.plugin(name, ("sentiment_analysis",), register_call=f"register({name.title()}PkgHead, override=True)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with pytest.raises(PluginConflictError, match="distilbert-head-first.*distilbert-head-second"):
+            fake_site.registry().list_heads()
+
+
+# -- LOAD / BLOCK --------------------------------------------------------------------------
+@pytest.fixture
+def three_plugins(fake_site):
+    for name in ("red", "green", "blue"):
+        fake_site.plugin(name, (f"{name}_task",))
+    return fake_site
+
+
+def _status(registry: HeadRegistry) -> dict[str, str]:
+    return {row["plugin"]: row["status"] for row in registry.list_heads() if not row["plugin"].startswith("builtin.")}
+
+
+def test_load_unset_loads_all(three_plugins):
+    assert _status(three_plugins.registry()) == {"red": "ok", "green": "ok", "blue": "ok"}
+
+
+def test_load_empty_loads_none_and_imports_nothing(three_plugins):
+    three_plugins.env(load="")
+    registry = three_plugins.registry()
+    assert _status(registry) == {"red": "blocked", "green": "blocked", "blue": "blocked"}
+    assert not {"red_pkg", "green_pkg", "blue_pkg"} & set(sys.modules)
+    assert registry.get_head("sentiment").builtin  # built-ins are always loaded
+    with pytest.raises(UnknownTaskTypeError, match="DISTILBERT_HEADS_LOAD_PLUGINS"):
+        registry.get_head("red_task")
+
+
+def test_load_list_by_distribution_or_entry_point_name(three_plugins):
+    three_plugins.env(load="DISTILBERT_HEAD_RED, blue")
+    registry = three_plugins.registry()
+    assert _status(registry) == {"red": "ok", "green": "blocked", "blue": "ok"}
+    assert "green_pkg" not in sys.modules
+    row = next(r for r in registry.list_heads() if r["plugin"] == "green")
+    assert "DISTILBERT_HEADS_LOAD_PLUGINS" in row["error"]
+
+
+def test_block_by_distribution_or_entry_point_name(three_plugins):
+    three_plugins.env(block="distilbert.head.RED,Green")
+    registry = three_plugins.registry()
+    with pytest.raises(UnknownTaskTypeError, match="blocked by DISTILBERT_HEADS_BLOCK_PLUGINS"):
+        registry.get_head("red_task")
+    assert _status(registry) == {"red": "blocked", "green": "blocked", "blue": "ok"}
+    assert not {"red_pkg", "green_pkg"} & set(sys.modules)
+
+
+def test_block_wins_over_load_and_env_is_read_at_creation(three_plugins):
+    three_plugins.env(load="red,green", block="green")
+    registry = three_plugins.registry()
+    three_plugins.env()  # changing the environment later does not affect this registry
+    assert _status(registry) == {"red": "ok", "green": "blocked", "blue": "blocked"}
+
+
+# -- listing and the singleton -------------------------------------------------------------
+def test_listing_rows(fake_site):
+    fake_site.plugin("good", ("good_task", "good_other"), ("gd",), version="2.0")
+    fake_site.plugin("broken", ("broken_task",), preamble="raise ImportError('needs libfoo')")
+    rows = fake_site.registry().list_heads()
+    assert all(set(row) == ROW_KEYS for row in rows)
+    assert [row["plugin"] for row in rows] == ["builtin.dht_builtin_a"] * 2 + ["broken", "good", "good"]
+    good = [row for row in rows if row["plugin"] == "good"]
+    assert good[0] == {
+        "task_type": "good_task",
+        "aliases": ["gd"],
+        "head_class": "good_pkg:GoodPkgHead",
+        "plugin": "good",
+        "distribution": "distilbert-head-good",
+        "version": "2.0",
+        "status": "ok",
+        "error": None,
+    }
+    assert good[1]["task_type"] == "good_other" and good[1]["aliases"] == []
+    broken = rows[2]
+    assert (broken["task_type"], broken["head_class"], broken["status"]) == (None, None, "failed")
+    assert broken["error"] == "ImportError: needs libfoo"
+
+
+def test_get_registry_is_a_singleton_and_reset_rereads_the_environment(monkeypatch):
+    reset_registry()
+    try:
+        monkeypatch.setenv("DISTILBERT_HEADS_LOAD_PLUGINS", "")
+        first = get_registry()
+        assert get_registry() is first
+        assert first._load_only == frozenset()
+        monkeypatch.delenv("DISTILBERT_HEADS_LOAD_PLUGINS")
+        reset_registry()
+        second = get_registry()
+        assert second is not first and second._load_only is None
+    finally:
+        reset_registry()

@@ -10,7 +10,7 @@ to take its weights from a Hugging Face task checkpoint.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import keras
@@ -38,6 +38,11 @@ class TaskHead(keras.layers.Layer):
         options_schema: a `HeadOptions` subclass validating its options.
         output_names: the keys of the dict `call` returns.
         label_format: how training labels look, in words, for docs and error messages.
+        input_kind: how text is packed for it: ``"text"`` (``[CLS] a [SEP]``), ``"pair"``
+            (``[CLS] a [SEP] b [SEP]``) or ``"question_context"`` (a pair whose second part,
+            the context, is truncated or split into windows with a stride).
+        example_schema: a pydantic model of one training example as a JSONL/CSV row, for
+            training and evaluating from files.
     """
 
     task_types: ClassVar[tuple[str, ...]] = ()
@@ -46,6 +51,8 @@ class TaskHead(keras.layers.Layer):
     options_schema: ClassVar[type[HeadOptions]] = HeadOptions
     output_names: ClassVar[tuple[str, ...]] = ()
     label_format: ClassVar[str] = ""
+    input_kind: ClassVar[str] = "text"
+    example_schema: ClassVar[type[BaseModel] | None] = None
 
     def __init__(
         self,
@@ -95,6 +102,22 @@ class TaskHead(keras.layers.Layer):
     def decode(self, outputs: Mapping[str, np.ndarray], encoding: Any = None) -> list[Any]:
         """Turn one batch of raw outputs (numpy) into answers for people, one per example."""
         raise NotImplementedError(f"{type(self).__name__} does not implement decode()")
+
+    # -- data from files ----------------------------------------------------------------
+    @classmethod
+    def options_from_examples(cls, examples: Sequence[BaseModel]) -> dict[str, Any]:
+        """Options the training data implies (e.g. ``labels`` in order of first appearance)."""
+        return {}
+
+    def encode_examples(
+        self, examples: Sequence[BaseModel], tokenizer: Any, max_length: int
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Tokenize validated examples; return model inputs and labels keyed by output name."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement encode_examples(): it cannot train from files")
+
+    def evaluate(self, examples: Sequence[BaseModel], predictions: Sequence[Any]) -> dict[str, float]:
+        """The metrics people expect for this task, from `decode`'s answers against the gold examples."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement evaluate()")
 
     # -- Hugging Face task checkpoints --------------------------------------------------
     def load_hf_head_weights(self, state_dict: Mapping[str, np.ndarray]) -> bool:

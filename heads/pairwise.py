@@ -1,0 +1,99 @@
+"""Sentence-pair classification (NLI, paraphrase, duplicates) and similarity scoring.
+
+The input is one packed pair, ``[CLS] a [SEP] b [SEP]``; the encoder's attention already mixes
+the two texts, so the head is the same pooled [CLS] classifier as the sentiment head (and the
+Hugging Face sequence-classification checkpoints of MNLI, QQP, MRPC or STS-B models load into it).
+
+Similarity mode is regression: one output, trained with MSE on whatever scale the labels use
+(STS-B's 0-5, or 0-1 cosine-like targets), and the score is **not** squashed. Keeping it raw is
+what Hugging Face regression checkpoints (``num_labels=1``) do, so they load and match here,
+and it never caps the range of a label scale the head was not told about.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import keras
+from pydantic import Field
+
+from distilbert_heads.head import HeadOptions
+from distilbert_heads.heads._common import PooledClassifierHead, PooledClassifierOptions
+from distilbert_heads.hookspecs import hookimpl
+from distilbert_heads.tasks import NLPTaskType
+
+# Class names used when neither num_classes nor labels is given (GLUE conventions).
+DEFAULT_LABELS: dict[str, list[str]] = {
+    NLPTaskType.NATURAL_LANGUAGE_INFERENCE.value: ["entailment", "neutral", "contradiction"],
+    NLPTaskType.PARAPHRASE_DETECTION.value: ["not_paraphrase", "paraphrase"],
+    NLPTaskType.DUPLICATE_DETECTION.value: ["not_duplicate", "duplicate"],
+    NLPTaskType.TEXT_MATCHING.value: ["no_match", "match"],
+}
+
+
+class PairwiseOptions(PooledClassifierOptions):
+    """Options of `PairwiseHead`.
+
+    mode: "classification" or "similarity"; default "similarity" for text_similarity (or when
+        num_classes=1), else "classification".
+    num_classes / labels: classes; defaults per task type (NLI: entailment, neutral,
+        contradiction; paraphrase / duplicate / matching: 2 classes). Similarity has one output.
+    dropout_rate: dropout before the classifier (HF ``seq_classif_dropout``, 0.2).
+    label_smoothing: smoothing of the classification targets.
+    """
+
+    mode: Literal["classification", "similarity"] | None = Field(default=None)
+
+
+@keras.saving.register_keras_serializable(package="distilbert_heads")
+class PairwiseHead(PooledClassifierHead):
+    """Classification or similarity regression over a packed sentence pair, on [CLS]."""
+
+    task_types: ClassVar[tuple[str, ...]] = (
+        NLPTaskType.NATURAL_LANGUAGE_INFERENCE.value,
+        NLPTaskType.PARAPHRASE_DETECTION.value,
+        NLPTaskType.DUPLICATE_DETECTION.value,
+        NLPTaskType.TEXT_SIMILARITY.value,
+        NLPTaskType.TEXT_MATCHING.value,
+    )
+    aliases: ClassVar[tuple[str, ...]] = ("pairwise",)
+    description: ClassVar[str] = (
+        "Sentence-pair classification (NLI, paraphrase, duplicates) or similarity score over [CLS] a [SEP] b [SEP]"
+    )
+    options_schema: ClassVar[type[HeadOptions]] = PairwiseOptions
+    output_names: ClassVar[tuple[str, ...]] = ("logits",)
+    label_format: ClassVar[str] = (
+        "logits: classification: integer class ids, shape (batch,); similarity: float scores, shape (batch,)"
+    )
+
+    def resolve_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        mode = options["mode"]
+        if mode is None:
+            wants_score = self.task_type == NLPTaskType.TEXT_SIMILARITY.value and options["labels"] is None
+            mode = "similarity" if wants_score or options["num_classes"] == 1 else "classification"
+        if mode == "similarity":
+            if options["labels"] is not None or options["num_classes"] not in (None, 1):
+                raise ValueError(
+                    f"mode='similarity' predicts one score, but num_classes={options['num_classes']} and "
+                    f"labels={options['labels']} were given. Drop them for similarity, or set "
+                    "mode='classification' to classify pairs."
+                )
+            options["num_classes"] = 1
+        else:
+            if options["num_classes"] == 1:
+                raise ValueError(
+                    "mode='classification' needs num_classes >= 2 (num_classes=1 is a similarity score); "
+                    "set mode='similarity' or give the number of classes."
+                )
+            if options["labels"] is not None:
+                options["num_classes"] = len(options["labels"])
+            elif options["num_classes"] is None:
+                options["labels"] = DEFAULT_LABELS.get(self.task_type)
+                options["num_classes"] = len(options["labels"]) if options["labels"] else 2
+        options["mode"] = mode
+        return options
+
+
+@hookimpl
+def register_heads(register: Any) -> None:
+    register(PairwiseHead)

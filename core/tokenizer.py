@@ -1,0 +1,627 @@
+"""Text to ``input_ids``: BERT WordPiece tokenization on Hugging Face ``tokenizers`` (Rust).
+
+``DistilBertTokenizer`` wraps a ``tokenizers.Tokenizer`` set up exactly as ``transformers``'
+``DistilBertTokenizerFast`` sets up its own (``BertNormalizer``, ``BertPreTokenizer``, WordPiece with
+``##`` pieces, ``[CLS] a [SEP]`` / ``[CLS] a [SEP] b [SEP]``), so the ids are the same for the same
+vocabulary. On top it adds what the rest of the package needs: batches padded only as far as the
+longest row, truncation that keeps the question whole (QA), stride windows mapped back to their
+inputs, character offsets into the original text, and a file format that travels inside a ``.keras``
+file as Keras assets.
+
+Edge cases, by design:
+- an empty or whitespace-only text gives ``[CLS] [SEP]`` (and ``[CLS] [SEP] [SEP]`` for an empty pair);
+- a text longer than ``max_length`` is truncated, or cut into windows with ``return_overflowing=True``;
+  only ``truncation=False`` turns it into an error;
+- a word longer than 100 characters becomes one ``[UNK]``, as in BERT.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers.models import WordPiece
+
+from distilbert_heads import checkpoints
+
+VOCAB_NAME = "vocab.txt"
+TOKENIZER_JSON_NAME = "tokenizer.json"
+TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
+
+PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
+REQUIRED_SPECIAL_TOKENS = (PAD, UNK, CLS, SEP)
+MAX_INPUT_CHARS_PER_WORD = 100  # BERT's limit: a longer word is one [UNK]
+DEFAULT_MODEL_MAX_LENGTH = 512
+
+JSON_FORMAT = "distilbert_heads.tokenizer"
+JSON_FORMAT_VERSION = 1
+
+Truncation = Literal["longest_first", "only_second"] | bool
+Padding = Literal["longest", "max_length"] | bool
+
+
+@dataclass
+class BatchEncoding:
+    """A tokenized batch: one row per input, or per window when windows were asked for.
+
+    ``input_ids`` and ``attention_mask`` are int32 arrays of shape (N, L). Per row,
+    ``offsets`` holds (start, end) character offsets into the row's own text (the first text,
+    or the second for tokens of the pair's second sequence); special tokens and padding get
+    (0, 0). ``sequence_ids`` is None for special tokens and padding, else 0 (first text) or
+    1 (second text); ``word_ids`` numbers the words of each sequence (None for special tokens
+    and padding). ``overflow_to_sample[row]`` is the index of the input the row came from.
+    """
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    offsets: list[list[tuple[int, int]]] = field(default_factory=list)
+    sequence_ids: list[list[int | None]] = field(default_factory=list)
+    word_ids: list[list[int | None]] = field(default_factory=list)
+    overflow_to_sample: list[int] = field(default_factory=list)
+    tokens: list[list[str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def as_model_inputs(self) -> dict[str, np.ndarray]:
+        """The arrays the encoder takes: ``{"input_ids", "attention_mask"}``."""
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+
+
+class DistilBertTokenizer:
+    """BERT WordPiece tokenizer for DistilBERT, with the same ids as ``transformers``.
+
+    Build one with ``from_vocab``, ``from_tokenizer_json``, ``from_pretrained`` (a directory or a
+    hub id) or ``from_json_string``; call ``encode`` on texts or text pairs.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        *,
+        lowercase: bool | None = True,
+        strip_accents: bool | None = None,
+        tokenize_chinese_chars: bool = True,
+    ) -> None:
+        """Wrap a WordPiece ``tokenizers.Tokenizer``; prefer the ``from_*`` constructors.
+
+        ``lowercase``/``strip_accents``/``tokenize_chinese_chars`` describe the tokenizer's
+        ``BertNormalizer`` (``lowercase=None`` when it has a different normalizer); they are what
+        ``save`` writes to ``tokenizer_config.json``.
+        """
+        vocab = tokenizer.get_vocab(with_added_tokens=True)
+        _check_vocab(vocab, source="the tokenizer")
+        self._tokenizer = tokenizer
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+        self._lock = threading.Lock()  # truncation is set on the shared Rust object per call
+        self.lowercase = lowercase
+        self.strip_accents = strip_accents
+        self.tokenize_chinese_chars = tokenize_chinese_chars
+        self._special_ids = {token: vocab[token] for token in (PAD, UNK, CLS, SEP, MASK) if token in vocab}
+        # As in transformers, "[SEP]" typed in a text is the special token, matched before normalization.
+        self._tokenizer.add_special_tokens(
+            [AddedToken(token, special=True, normalized=False) for token in self._special_ids]
+        )
+        # Always the DistilBERT layout, whatever post-processor a loaded tokenizer.json carried.
+        self._tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{CLS}:0 $A:0 {SEP}:0",
+            pair=f"{CLS}:0 $A:0 {SEP}:0 $B:1 {SEP}:1",
+            special_tokens=[(CLS, self.cls_token_id), (SEP, self.sep_token_id)],
+        )
+        if self._tokenizer.decoder is None:
+            self._tokenizer.decoder = decoders.WordPiece(prefix="##")
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_vocab(
+        cls,
+        vocab_file_or_list: str | os.PathLike | Sequence[str] | Mapping[str, int],
+        lowercase: bool = True,
+        strip_accents: bool | None = None,
+        *,
+        tokenize_chinese_chars: bool = True,
+    ) -> DistilBertTokenizer:
+        """A tokenizer over a WordPiece vocabulary: a ``vocab.txt`` path, a token list or a token->id map.
+
+        ``lowercase=True, strip_accents=None`` is BERT uncased (lowercase and strip accents);
+        ``lowercase=False`` is BERT cased (neither). ``strip_accents=None`` follows ``lowercase``.
+        """
+        if isinstance(vocab_file_or_list, (str, os.PathLike)):
+            vocab = read_vocab_file(vocab_file_or_list)
+            source = f"vocab file {os.fspath(vocab_file_or_list)!r}"
+        elif isinstance(vocab_file_or_list, Mapping):
+            vocab = {str(token): int(index) for token, index in vocab_file_or_list.items()}
+            source = "the vocabulary mapping"
+        else:
+            vocab = _vocab_from_list(list(vocab_file_or_list))
+            source = "the vocabulary list"
+        _check_vocab(vocab, source=source)
+        tokenizer = Tokenizer(
+            WordPiece(vocab, unk_token=UNK, continuing_subword_prefix="##", max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD)
+        )
+        tokenizer.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=tokenize_chinese_chars, strip_accents=strip_accents, lowercase=lowercase
+        )
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.decoder = decoders.WordPiece(prefix="##")
+        return cls(tokenizer, lowercase=lowercase, strip_accents=strip_accents, tokenize_chinese_chars=tokenize_chinese_chars)
+
+    @classmethod
+    def from_tokenizer_json(cls, path: str | os.PathLike) -> DistilBertTokenizer:
+        """A tokenizer from a ``tokenizers`` ``tokenizer.json`` file holding a WordPiece model."""
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(
+                f"No tokenizer file at {os.fspath(path)!r}. Pass the path of a tokenizer.json written by "
+                "`tokenizers` or `transformers` (or use from_vocab('vocab.txt') for a plain vocabulary)."
+            )
+        return cls._from_json_text(path.read_text(encoding="utf-8"), source=os.fspath(path))
+
+    @classmethod
+    def from_pretrained(cls, dir_or_hub_id: str | os.PathLike) -> DistilBertTokenizer:
+        """A tokenizer from a checkpoint directory or a hub id (resolved as checkpoints are).
+
+        Reads ``tokenizer.json`` when present, else ``vocab.txt``. ``do_lower_case``,
+        ``strip_accents`` and ``tokenize_chinese_chars`` in ``tokenizer_config.json`` set the
+        normalizer, as ``transformers`` does (missing from both files: BERT uncased).
+        """
+        directory = checkpoints.resolve_checkpoint_dir(dir_or_hub_id)
+        return cls._from_directory(directory, source=os.fspath(dir_or_hub_id))
+
+    @classmethod
+    def _from_directory(cls, directory: Path, source: str) -> DistilBertTokenizer:
+        settings = _read_tokenizer_config(directory / TOKENIZER_CONFIG_NAME)
+        if (directory / TOKENIZER_JSON_NAME).is_file():
+            tokenizer = cls.from_tokenizer_json(directory / TOKENIZER_JSON_NAME)
+            if settings:
+                tokenizer._set_normalizer(
+                    lowercase=settings.get("do_lower_case", tokenizer.lowercase),
+                    strip_accents=settings.get("strip_accents", tokenizer.strip_accents),
+                    tokenize_chinese_chars=settings.get("tokenize_chinese_chars", tokenizer.tokenize_chinese_chars),
+                )
+            return tokenizer
+        if (directory / VOCAB_NAME).is_file():
+            return cls.from_vocab(
+                directory / VOCAB_NAME,
+                lowercase=settings.get("do_lower_case", True),
+                strip_accents=settings.get("strip_accents"),
+                tokenize_chinese_chars=settings.get("tokenize_chinese_chars", True),
+            )
+        present = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+        raise ValueError(
+            f"No tokenizer in {source!r} (directory {os.fspath(directory)!r} holds {present or 'nothing'}): expected "
+            f"{TOKENIZER_JSON_NAME} or {VOCAB_NAME}. Pass the directory of a checkpoint saved with its tokenizer, "
+            "or build one with DistilBertTokenizer.from_vocab('path/to/vocab.txt')."
+        )
+
+    @classmethod
+    def _from_json_text(cls, text: str, source: str, settings: Mapping[str, Any] | None = None) -> DistilBertTokenizer:
+        try:
+            spec = json.loads(text)
+            tokenizer = Tokenizer.from_str(text)
+        except Exception as error:  # the Rust side raises plain Exception
+            raise ValueError(f"Could not read the tokenizer from {source}: {error}") from error
+        model_type = (spec.get("model") or {}).get("type")
+        if model_type != "WordPiece":
+            raise ValueError(
+                f"The tokenizer in {source} has a {model_type!r} model; DistilBERT needs a WordPiece model. "
+                "Pass a BERT/DistilBERT tokenizer.json or a vocab.txt."
+            )
+        _check_vocab(tokenizer.get_vocab(with_added_tokens=True), source=source)
+        return cls(tokenizer, **(settings if settings is not None else _bert_normalizer_settings(spec.get("normalizer"))))
+
+    def _set_normalizer(self, *, lowercase: bool | None, strip_accents: bool | None, tokenize_chinese_chars: bool) -> None:
+        if lowercase is None:  # a custom normalizer: leave it as it is
+            return
+        self._tokenizer.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=tokenize_chinese_chars, strip_accents=strip_accents, lowercase=lowercase
+        )
+        self.lowercase, self.strip_accents, self.tokenize_chinese_chars = lowercase, strip_accents, tokenize_chinese_chars
+
+    # -- properties --------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        """Number of tokens, added tokens included (the encoder's ``vocab_size`` must be at least this)."""
+        return self._tokenizer.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def pad_token_id(self) -> int:
+        return self._special_ids[PAD]
+
+    @property
+    def unk_token_id(self) -> int:
+        return self._special_ids[UNK]
+
+    @property
+    def cls_token_id(self) -> int:
+        return self._special_ids[CLS]
+
+    @property
+    def sep_token_id(self) -> int:
+        return self._special_ids[SEP]
+
+    @property
+    def mask_token_id(self) -> int | None:
+        """The id of ``[MASK]``, or None when the vocabulary has none (it is optional)."""
+        return self._special_ids.get(MASK)
+
+    @property
+    def backend_tokenizer(self) -> Tokenizer:
+        """The underlying ``tokenizers.Tokenizer`` (do not set truncation or padding on it)."""
+        return self._tokenizer
+
+    def get_vocab(self) -> dict[str, int]:
+        """Token -> id."""
+        return self._tokenizer.get_vocab(with_added_tokens=True)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._tokenizer.token_to_id(token)
+
+    def id_to_token(self, token_id: int) -> str | None:
+        return self._tokenizer.id_to_token(int(token_id))
+
+    def decode(self, ids: Sequence[int] | np.ndarray, skip_special_tokens: bool = True) -> str:
+        """Ids back to text (``##`` pieces joined; lowercased/accent-stripped text stays so)."""
+        return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def __getstate__(self) -> dict[str, str]:
+        # The lock cannot be pickled (multiprocessing data loaders pickle the tokenizer): go through JSON.
+        return {"json": self.to_json_string()}
+
+    def __setstate__(self, state: dict[str, str]) -> None:
+        self.__dict__.update(type(self).from_json_string(state["json"]).__dict__)
+
+    def __repr__(self) -> str:
+        return (
+            f"DistilBertTokenizer(vocab_size={self.vocab_size}, lowercase={self.lowercase}, "
+            f"strip_accents={self.strip_accents})"
+        )
+
+    # -- encoding ----------------------------------------------------------------------------
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        pairs: str | Sequence[str] | None = None,
+        max_length: int = DEFAULT_MODEL_MAX_LENGTH,
+        truncation: Truncation = "longest_first",
+        padding: Padding = "longest",
+        stride: int = 0,
+        return_overflowing: bool = False,
+    ) -> BatchEncoding:
+        """Tokenize texts (``[CLS] a [SEP]``) or text pairs (``[CLS] a [SEP] b [SEP]``) into a batch.
+
+        truncation: ``"longest_first"`` (or True) trims the longer sequence token by token;
+        ``"only_second"`` trims only the second sequence (the context in QA); False raises a
+        ValueError for an input longer than ``max_length``.
+        padding: ``"longest"`` (or True) pads to the longest row of this batch, ``"max_length"``
+        to ``max_length``; False pads nothing and needs rows of one length.
+        return_overflowing: keep what truncation cut as further rows (windows), each overlapping
+        the previous one by ``stride`` tokens; ``overflow_to_sample`` maps rows to inputs. For
+        pairs it needs ``truncation="only_second"``: the question repeats in every window.
+        """
+        firsts, seconds = _as_batch(texts, pairs)
+        strategy = _check_options(max_length, truncation, padding, stride, return_overflowing, is_pair=seconds is not None)
+        inputs: list[Any] = firsts if seconds is None else list(zip(firsts, seconds))
+        specials = 2 if seconds is None else 3
+
+        with self._lock:
+            self._tokenizer.no_truncation()
+            encodings = self._tokenizer.encode_batch(inputs) if inputs else []
+            too_long = [i for i, encoding in enumerate(encodings) if len(encoding.ids) > max_length]
+            if too_long and strategy is None:
+                first = too_long[0]
+                raise ValueError(
+                    f"Input {first} is {len(encodings[first].ids)} tokens long (with special tokens), more than "
+                    f"max_length={max_length}, and truncation=False ({len(too_long)} input(s) too long in all). "
+                    "Pass truncation='longest_first' (or 'only_second' for question/context pairs) to cut it, "
+                    "or return_overflowing=True with a stride to split it into overlapping windows."
+                )
+            for i in too_long:
+                _check_room(encodings[i], i, max_length, strategy, stride if return_overflowing else 0, specials)
+            if too_long:
+                try:
+                    self._tokenizer.enable_truncation(
+                        max_length, stride=stride if return_overflowing else 0, strategy=strategy
+                    )
+                    truncated = self._tokenizer.encode_batch([inputs[i] for i in too_long])
+                finally:
+                    self._tokenizer.no_truncation()
+                for i, encoding in zip(too_long, truncated):
+                    encodings[i] = encoding
+
+        rows, sample_of_row = [], []
+        for sample, encoding in enumerate(encodings):
+            windows = [encoding, *encoding.overflowing] if return_overflowing else [encoding]
+            rows.extend(windows)
+            sample_of_row.extend([sample] * len(windows))
+        return self._pad(rows, sample_of_row, padding, max_length)
+
+    __call__ = encode
+
+    def _pad(self, rows: list[Any], sample_of_row: list[int], padding: Padding, max_length: int) -> BatchEncoding:
+        lengths = [len(row.ids) for row in rows]
+        if padding == "max_length":
+            width = max_length
+        elif padding is False:
+            if len(set(lengths)) > 1:
+                raise ValueError(
+                    f"padding=False needs rows of one length, got lengths from {min(lengths)} to {max(lengths)}. "
+                    "Pass padding='longest' to pad to the longest row of the batch (or 'max_length')."
+                )
+            width = lengths[0] if lengths else 0
+        else:
+            width = max(lengths, default=0)
+        input_ids = np.full((len(rows), width), self.pad_token_id, dtype=np.int32)
+        attention_mask = np.zeros((len(rows), width), dtype=np.int32)
+        batch = BatchEncoding(input_ids, attention_mask, overflow_to_sample=sample_of_row)
+        for r, (row, length) in enumerate(zip(rows, lengths)):
+            input_ids[r, :length] = row.ids
+            attention_mask[r, :length] = 1
+            pad = width - length
+            batch.offsets.append([tuple(o) for o in row.offsets] + [(0, 0)] * pad)
+            batch.sequence_ids.append(list(row.sequence_ids) + [None] * pad)
+            batch.word_ids.append(list(row.word_ids) + [None] * pad)
+            batch.tokens.append(list(row.tokens) + [PAD] * pad)
+        return batch
+
+    # -- files -------------------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``vocab.txt``, ``tokenizer.json`` and ``tokenizer_config.json`` into ``directory``.
+
+        ``transformers.DistilBertTokenizerFast.from_pretrained(directory)`` loads the result.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / VOCAB_NAME).write_text("".join(f"{token}\n" for token in self._vocab_in_id_order()), encoding="utf-8")
+        (directory / TOKENIZER_JSON_NAME).write_text(self._tokenizer.to_str(), encoding="utf-8")
+        config: dict[str, Any] = {
+            "tokenizer_class": "DistilBertTokenizer",
+            "tokenize_chinese_chars": self.tokenize_chinese_chars,
+            "strip_accents": self.strip_accents,
+            "model_max_length": DEFAULT_MODEL_MAX_LENGTH,
+            "unk_token": UNK,
+            "sep_token": SEP,
+            "pad_token": PAD,
+            "cls_token": CLS,
+            "mask_token": MASK,
+        }
+        if self.lowercase is not None:
+            config["do_lower_case"] = self.lowercase
+        (directory / TOKENIZER_CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        return directory
+
+    def _vocab_in_id_order(self) -> list[str]:
+        by_id = {index: token for token, index in self.get_vocab().items()}
+        missing = [index for index in range(len(by_id)) if index not in by_id]
+        if missing:
+            raise ValueError(
+                f"Cannot write {VOCAB_NAME}: the vocabulary's ids are not 0..{len(by_id) - 1} (no token has id "
+                f"{missing[0]}). Rebuild the tokenizer from a vocabulary with consecutive ids."
+            )
+        return [by_id[index] for index in range(len(by_id))]
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "lowercase": self.lowercase,
+            "strip_accents": self.strip_accents,
+            "tokenize_chinese_chars": self.tokenize_chinese_chars,
+        }
+
+    def to_json_string(self) -> str:
+        """One JSON document: the ``tokenizers`` JSON plus our settings (see ``from_json_string``)."""
+        return json.dumps(
+            {
+                "format": JSON_FORMAT,
+                "format_version": JSON_FORMAT_VERSION,
+                "settings": self._settings(),
+                "tokenizer": json.loads(self._tokenizer.to_str()),
+            },
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_json_string(cls, text: str) -> DistilBertTokenizer:
+        """The tokenizer ``to_json_string`` wrote."""
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"Not a tokenizer JSON string ({error}); pass what to_json_string() returned.") from error
+        if not isinstance(document, dict) or document.get("format") != JSON_FORMAT:
+            raise ValueError(
+                f"Not a {JSON_FORMAT} JSON string (its 'format' is "
+                f"{document.get('format') if isinstance(document, dict) else None!r}); pass what "
+                "DistilBertTokenizer.to_json_string() returned, or use from_tokenizer_json() for a plain tokenizer.json."
+            )
+        if document.get("format_version", 0) > JSON_FORMAT_VERSION:
+            raise ValueError(
+                f"This tokenizer was written in format version {document['format_version']}, newer than this "
+                f"distilbert_heads reads ({JSON_FORMAT_VERSION}). Upgrade distilbert-heads."
+            )
+        settings = document.get("settings") or {}
+        return cls._from_json_text(
+            json.dumps(document["tokenizer"]),
+            source="the tokenizer JSON string",
+            settings={
+                "lowercase": settings.get("lowercase", True),
+                "strip_accents": settings.get("strip_accents"),
+                "tokenize_chinese_chars": settings.get("tokenize_chinese_chars", True),
+            },
+        )
+
+    def save_assets(self, dir_path: str | os.PathLike) -> None:
+        """Keras ``save_assets`` hook: write the tokenizer's files into ``dir_path`` (as ``save`` does)."""
+        self.save(dir_path)
+
+    @classmethod
+    def load_assets(cls, dir_path: str | os.PathLike) -> DistilBertTokenizer:
+        """Keras ``load_assets`` counterpart: the tokenizer ``save_assets`` wrote into ``dir_path``.
+
+        A class method returning a new tokenizer; a layer's own ``load_assets(dir_path)`` calls it
+        and keeps the result.
+        """
+        directory = Path(dir_path)
+        if not (directory / TOKENIZER_JSON_NAME).is_file() and not (directory / VOCAB_NAME).is_file():
+            raise ValueError(
+                f"No tokenizer assets in {os.fspath(directory)!r}: expected {TOKENIZER_JSON_NAME} written by "
+                "DistilBertTokenizer.save_assets(). Was the model saved without a tokenizer?"
+            )
+        return cls._from_directory(directory, source=os.fspath(directory))
+
+
+# -- vocabulary files ----------------------------------------------------------------------------
+def read_vocab_file(path: str | os.PathLike) -> dict[str, int]:
+    """A ``vocab.txt`` (one token per line, id = line number) as token -> id."""
+    path = Path(path)
+    if not path.is_file():
+        where = "is a directory" if path.is_dir() else "does not exist"
+        raise ValueError(
+            f"Vocabulary file {os.fspath(path)!r} {where}. Pass the path of a WordPiece vocab.txt (one token per "
+            "line), a list of tokens, or use DistilBertTokenizer.from_pretrained(directory) for a checkpoint directory."
+        )
+    with path.open(encoding="utf-8") as handle:
+        return _vocab_from_list([line.rstrip("\n") for line in handle], source=f"vocab file {os.fspath(path)!r}")
+
+
+def _vocab_from_list(tokens: list[str], source: str = "the vocabulary list") -> dict[str, int]:
+    """Token -> id, id = position (a file's line number minus one), as BERT's ``load_vocab`` reads it."""
+    vocab: dict[str, int] = {}
+    for index, token in enumerate(tokens):
+        if not isinstance(token, str):
+            raise ValueError(f"Vocabulary entries must be strings; entry {index} of {source} is {type(token).__name__}.")
+        if token in vocab:
+            raise ValueError(
+                f"Token {token!r} appears twice in {source} (ids {vocab[token]} and {index}): its id would be "
+                "ambiguous. Remove the duplicate entry."
+            )
+        vocab[token] = index
+    return vocab
+
+
+def _check_vocab(vocab: Mapping[str, int], source: str) -> None:
+    if not vocab:
+        raise ValueError(
+            f"The vocabulary from {source} is empty. Pass a WordPiece vocabulary holding at least "
+            f"{', '.join(REQUIRED_SPECIAL_TOKENS)} and the word pieces."
+        )
+    missing = [token for token in REQUIRED_SPECIAL_TOKENS if token not in vocab]
+    if missing:
+        raise ValueError(
+            f"The vocabulary from {source} lacks the special token(s) {', '.join(missing)}. A DistilBERT vocabulary "
+            f"needs {', '.join(REQUIRED_SPECIAL_TOKENS)} (and usually {MASK}); add them (BERT puts them near the top) "
+            "or pass the vocab.txt that belongs to the checkpoint."
+        )
+
+
+def _read_tokenizer_config(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{os.fspath(path)!r} is not valid JSON ({error}). Fix or delete the file.") from error
+    if not isinstance(config, dict):
+        raise ValueError(f"{os.fspath(path)!r} must hold a JSON object, not {type(config).__name__}.")
+    keys = ("do_lower_case", "strip_accents", "tokenize_chinese_chars")
+    return {key: config[key] for key in keys if key in config}
+
+
+def _bert_normalizer_settings(spec: Any) -> dict[str, Any]:
+    if isinstance(spec, dict) and spec.get("type") == "BertNormalizer":
+        return {
+            "lowercase": bool(spec.get("lowercase", True)),
+            "strip_accents": spec.get("strip_accents"),
+            "tokenize_chinese_chars": bool(spec.get("handle_chinese_chars", True)),
+        }
+    return {"lowercase": None, "strip_accents": None, "tokenize_chinese_chars": True}
+
+
+# -- argument checks -----------------------------------------------------------------------------
+def _as_batch(texts: Any, pairs: Any) -> tuple[list[str], list[str] | None]:
+    firsts = _as_text_list(texts, "texts")
+    if pairs is None:
+        return firsts, None
+    seconds = _as_text_list(pairs, "pairs")
+    if isinstance(texts, str) != isinstance(pairs, str) or len(firsts) != len(seconds):
+        raise ValueError(
+            f"texts and pairs must match one to one: got {len(firsts)} text(s) and {len(seconds)} pair text(s). "
+            "Pass two lists of the same length (or two strings)."
+        )
+    return firsts, seconds
+
+
+def _as_text_list(value: Any, name: str) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (bytes, Mapping)) or not isinstance(value, (Sequence, np.ndarray)):
+        raise ValueError(f"{name} must be a string or a list of strings, not {type(value).__name__}.")
+    items = list(value)
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise ValueError(
+                f"{name}[{index}] is {type(item).__name__} ({item!r}); every entry must be a string. "
+                "Convert missing values to '' first."
+            )
+    return items
+
+
+def _check_options(
+    max_length: Any, truncation: Any, padding: Any, stride: Any, return_overflowing: bool, *, is_pair: bool
+) -> str | None:
+    """Validate encode's options; return the ``tokenizers`` truncation strategy (None: no truncation)."""
+    minimum = 4 if is_pair else 3
+    if not isinstance(max_length, (int, np.integer)) or isinstance(max_length, bool) or max_length < minimum:
+        raise ValueError(
+            f"max_length must be an integer of at least {minimum} (the special tokens plus one token), got {max_length!r}."
+        )
+    if not isinstance(stride, (int, np.integer)) or isinstance(stride, bool) or stride < 0:
+        raise ValueError(f"stride must be a non-negative integer (tokens of overlap between windows), got {stride!r}.")
+    if padding not in ("longest", "max_length", True, False):
+        raise ValueError(f"padding must be 'longest', 'max_length' or False, got {padding!r}.")
+    if truncation is True or truncation is False:
+        strategy = "longest_first" if truncation else None
+    elif isinstance(truncation, str) and truncation in ("longest_first", "only_second"):
+        strategy = truncation
+    else:
+        raise ValueError(f"truncation must be 'longest_first', 'only_second' or False, got {truncation!r}.")
+    if strategy == "only_second" and not is_pair:
+        raise ValueError("truncation='only_second' trims the second sequence of pairs: pass pairs=..., or use 'longest_first'.")
+    if return_overflowing and strategy is None:
+        raise ValueError("return_overflowing=True splits inputs longer than max_length, which needs truncation; "
+                         "pass truncation='longest_first' (or 'only_second' for pairs).")
+    if return_overflowing and is_pair and strategy != "only_second":
+        raise ValueError(
+            "Windows over pairs need truncation='only_second': the first text (the question) is kept whole in every "
+            "window and the second (the context) is split with the stride."
+        )
+    return strategy
+
+
+def _check_room(encoding: Any, index: int, max_length: int, strategy: str | None, stride: int, specials: int) -> None:
+    """Refuse, with a readable error, what ``tokenizers`` would reject (or panic on) while truncating."""
+    if specials == 3 and strategy == "only_second":
+        first_length = sum(1 for s in encoding.sequence_ids if s == 0)
+        room = max_length - specials - first_length
+        if room < 1:
+            raise ValueError(
+                f"Pair {index}: the first text is {first_length} tokens long, which leaves no room for the second text "
+                f"within max_length={max_length} (3 special tokens). Shorten the first text (the question), raise "
+                "max_length, or use truncation='longest_first'."
+            )
+    elif specials == 3:
+        return  # longest_first over pairs: no windows, so no stride to check
+    else:
+        room = max_length - specials
+    if stride >= room:
+        raise ValueError(
+            f"stride={stride} must be smaller than the {room} tokens of text that fit in a window of input {index} "
+            f"(max_length={max_length} minus special tokens{' and the first text' if specials == 3 else ''}). "
+            "Lower the stride or raise max_length."
+        )

@@ -1,0 +1,237 @@
+"""Build task models: an encoder (random or from a checkpoint) plus heads from the registry.
+
+Two entry points:
+
+* `create_distilbert_with_head` for one head, in either of two spellings::
+
+      create_distilbert_with_head(task_type="foo", distilbert_variant="tiny", num_classes=3)
+      create_distilbert_with_head(distilbert_variant="base", pretrained=False,
+                                  task_config=NLPTaskConfig(name="sent", task_type="sentiment", num_classes=3))
+
+* `create_distilbert_with_heads` for several heads on one encoder.
+
+Keyword arguments whose names are `DistilBertConfig` fields (``vocab_size``, ``num_layers``,
+``dropout_rate``, ...) override the encoder; every other keyword is a head option, validated
+by the head's own schema. (``dropout_rate`` and ``hidden_size`` therefore mean the encoder's;
+give a head's dropout in ``task_config`` or ``head_options``.)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from distilbert_heads.config import PRETRAINED_IDS, DistilBertConfig
+from distilbert_heads.encoder import DistilBERT
+from distilbert_heads.model import DistilBertTaskModel
+from distilbert_heads.tasks import NLPTaskConfig, NLPTaskType, normalize_task_type
+
+__all__ = ["ENCODER_FIELDS", "create_distilbert_with_head", "create_distilbert_with_heads"]
+
+ENCODER_FIELDS = frozenset(DistilBertConfig.model_fields)
+
+Pretrained = bool | str | os.PathLike
+
+
+def create_distilbert_with_head(
+    task_type: str | NLPTaskType | None = None,
+    *,
+    task_config: NLPTaskConfig | Mapping[str, Any] | None = None,
+    distilbert_variant: str = "base",
+    pretrained: Pretrained = False,
+    name: str | None = None,
+    head_options: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> DistilBertTaskModel:
+    """A DistilBERT encoder with one task head; outputs are ``outputs[head_name][output_name]``.
+
+    Args:
+        task_type: an `NLPTaskType`, its value, an alias (``"sentiment"``, ``"ner"``, ``"qa"``,
+            ``"pairwise"``) or a plugin's task type (``"foo"``). May come from ``task_config``.
+        task_config: the original README's form; its fields and ``options`` go to the head.
+        distilbert_variant: ``"tiny"``, ``"small"`` or ``"base"`` (ignored when ``pretrained``
+            names a checkpoint, whose own shape is used).
+        pretrained: False (random weights); True (the variant's published checkpoint); or a
+            Hugging Face checkpoint directory or hub id, whose task-head weights (if any)
+            are loaded into the head too.
+        name: the head's name, keying its outputs and labels; defaults to the task type as
+            given (``"sentiment"`` for ``task_type="sentiment"``).
+        head_options: head options given as a mapping (for names that are also encoder fields).
+        **kwargs: `DistilBertConfig` fields override the encoder; anything else is a head option.
+
+    Raises:
+        UnknownTaskTypeError: no installed plugin serves ``task_type``.
+        HeadOptionsError: an option the head does not accept, named with the head.
+    """
+    encoder_overrides = {key: value for key, value in kwargs.items() if key in ENCODER_FIELDS}
+    options = {key: value for key, value in kwargs.items() if key not in ENCODER_FIELDS}
+    options.update(head_options or {})
+
+    if task_config is None:
+        if task_type is None:
+            raise TypeError(
+                "create_distilbert_with_head needs a task: pass task_type='sentiment' (or another task type) "
+                "or task_config=NLPTaskConfig(task_type=...)."
+            )
+        config = _task_config({"task_type": task_type, "name": name, **options}, index=0)
+    else:
+        config = _task_config(task_config, index=0)
+        if task_type is not None and normalize_task_type(task_type) != config.task_type:
+            raise ValueError(
+                f"task_type={normalize_task_type(task_type)!r} disagrees with task_config.task_type="
+                f"{config.task_type!r}; give the task type once."
+            )
+        if name is not None and config.name is not None and name != config.name:
+            raise ValueError(f"name={name!r} disagrees with task_config.name={config.name!r}; give the name once.")
+        updates: dict[str, Any] = dict(options)
+        if name is not None:
+            updates["name"] = name
+        if updates:
+            merged = config.model_dump(exclude_unset=True)
+            merged["options"] = {**merged.get("options", {}), **updates.pop("options", {})}
+            config = _task_config({**merged, **updates}, index=0)
+    return create_distilbert_with_heads(
+        [config], distilbert_variant=distilbert_variant, pretrained=pretrained, **encoder_overrides
+    )
+
+
+def create_distilbert_with_heads(
+    task_configs: Sequence[NLPTaskConfig | Mapping[str, Any]],
+    *,
+    distilbert_variant: str = "base",
+    pretrained: Pretrained = False,
+    model_name: str | None = None,
+    **encoder_overrides: Any,
+) -> DistilBertTaskModel:
+    """One encoder with several heads; outputs are keyed by head name, losses weighted by ``loss_weight``.
+
+    ``task_configs`` are `NLPTaskConfig` objects or dicts of their fields; head names default
+    to the task type as given and must be unique. ``encoder_overrides`` must be
+    `DistilBertConfig` fields. ``pretrained`` as in `create_distilbert_with_head`.
+    """
+    from distilbert_heads.registry import get_head
+
+    unknown = sorted(set(encoder_overrides) - ENCODER_FIELDS)
+    if unknown:
+        raise TypeError(
+            f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not DistilBERT encoder options "
+            f"(those are {', '.join(sorted(ENCODER_FIELDS))}); put head options in each task config."
+        )
+    if isinstance(task_configs, (NLPTaskConfig, Mapping)) or not task_configs:
+        raise TypeError("task_configs must be a non-empty list of NLPTaskConfig (or dicts of their fields).")
+    configs = [_task_config(item, index) for index, item in enumerate(task_configs)]
+    names = [config.name or _default_head_name(config.task_type) for config in configs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(
+            f"Several heads would be named {', '.join(map(repr, duplicates))}; head names key the outputs and "
+            "must be unique. Give each a name: NLPTaskConfig(name='...', task_type=...)."
+        )
+    records = [get_head(config.task_type) for config in configs]
+
+    encoder, checkpoint = _make_encoder(distilbert_variant, pretrained, encoder_overrides)
+    heads = []
+    for config, head_name, record in zip(configs, names, records):
+        options = config.head_options()
+        if checkpoint is not None:
+            options = _infer_classes(options, record.head_class, checkpoint)
+        heads.append(
+            record.head_class(
+                hidden_size=encoder.config.hidden_size,
+                task_type=record.task_type,
+                options=options,
+                name=head_name,
+            )
+        )
+    model = DistilBertTaskModel(
+        encoder,
+        heads,
+        loss_weights={head_name: config.loss_weight for head_name, config in zip(names, configs)},
+        provenance={
+            head_name: {"plugin": r.plugin, "distribution": r.distribution, "version": r.version}
+            for head_name, r in zip(names, records)
+        },
+        name=model_name,
+    )
+    if pretrained is not False and pretrained is not None:
+        _load_head_weights(model, checkpoint, source=str(pretrained if pretrained is not True else
+                                                          PRETRAINED_IDS.get(distilbert_variant)))
+    return model
+
+
+# -- helpers -----------------------------------------------------------------------------------
+class _Checkpoint:
+    """A Hugging Face checkpoint's config and state dict, read once for encoder and heads."""
+
+    def __init__(self, hf_config: dict[str, Any], state_dict: dict[str, Any]) -> None:
+        self.hf_config = hf_config
+        self.state_dict = state_dict
+
+
+def _task_config(item: NLPTaskConfig | Mapping[str, Any], index: int) -> NLPTaskConfig:
+    if isinstance(item, NLPTaskConfig):
+        return item
+    if isinstance(item, Mapping):
+        fields = {key: value for key, value in item.items() if not (key == "name" and value is None)}
+        return NLPTaskConfig(**fields)
+    raise TypeError(
+        f"task config #{index} is a {type(item).__name__}; expected NLPTaskConfig(...) or a dict of its fields."
+    )
+
+
+def _default_head_name(task_type: str) -> str:
+    """The task type as given (an alias or a key), made into an identifier."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", task_type)
+
+
+def _make_encoder(
+    variant: str, pretrained: Pretrained, overrides: dict[str, Any]
+) -> tuple[DistilBERT, _Checkpoint | None]:
+    if pretrained is False or pretrained is None:
+        return DistilBERT.from_variant(variant, pretrained=False, **overrides), None
+    from distilbert_heads import checkpoints
+
+    if pretrained is True:
+        # from_variant checks that the variant has published weights and the right shape.
+        encoder = DistilBERT.from_variant(variant, pretrained=True, **overrides)
+        directory = checkpoints.resolve_checkpoint_dir(PRETRAINED_IDS[variant])
+    else:
+        source = os.fspath(pretrained)
+        if source.endswith(".keras"):
+            return DistilBERT.from_keras_file(source, **overrides), None
+        directory = checkpoints.resolve_checkpoint_dir(source)
+        encoder = DistilBERT.from_pretrained(directory, **overrides)
+    return encoder, _Checkpoint(checkpoints.read_hf_config(directory), checkpoints.read_state_dict(directory))
+
+
+def _infer_classes(options: dict[str, Any], head_class: type, checkpoint: _Checkpoint) -> dict[str, Any]:
+    """Take ``num_classes`` (and class names) from the checkpoint's classifier when not given."""
+    fields = getattr(head_class.options_schema, "model_fields", {})
+    if "num_classes" not in fields or options.get("num_classes") is not None or options.get("labels"):
+        return options
+    classifier = checkpoint.state_dict.get("classifier.weight")
+    if classifier is None or len(getattr(classifier, "shape", ())) != 2:
+        return options
+    options = {**options, "num_classes": int(classifier.shape[0])}
+    id2label = checkpoint.hf_config.get("id2label") or {}
+    names = [id2label.get(str(i), id2label.get(i)) for i in range(options["num_classes"])]
+    generic = all(n == f"LABEL_{i}" for i, n in enumerate(names))
+    if "labels" in fields and all(isinstance(n, str) for n in names) and not generic and len(set(names)) == len(names):
+        options["labels"] = names
+    return options
+
+
+def _load_head_weights(model: DistilBertTaskModel, checkpoint: _Checkpoint | None, source: str) -> None:
+    """Load each head's weights from the checkpoint; say once per head when there are none."""
+    for head_name, head in model.heads.items():
+        loaded = checkpoint is not None and head.load_hf_head_weights(checkpoint.state_dict)
+        if not loaded:
+            warnings.warn(
+                f"{source} has no weights for head {head_name!r} ({type(head).__name__}, task type "
+                f"{head.task_type!r}); the head starts from a random initialisation. Train it before use.",
+                UserWarning,
+                stacklevel=3,
+            )

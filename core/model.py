@@ -1,0 +1,558 @@
+"""`DistilBertTaskModel`: one DistilBERT encoder with one or more named task heads.
+
+Outputs are a dict keyed by head name, each a dict of that head's named outputs::
+
+    outputs = model({"input_ids": ids, "attention_mask": mask})
+    outputs["sentiment"]["logits"]          # (batch, num_classes)
+    outputs["qa"]["start_logits"]           # (batch, length)
+
+Training. Keras' compile machinery is handed a *flat* view of the same outputs, keyed
+``"<head>/<output>"`` (``"sentiment/logits"``), because flat dicts are the structure whose
+losses, loss weights and metrics Keras matches identically under TensorFlow, JAX and PyTorch
+(nested dicts work for losses but not for per-output metrics). The flattening happens in
+`compute_loss` / `compute_metrics`, so users write labels in whichever form is natural:
+nested like the outputs (``{"qa": {"start_logits": s, "end_logits": e}}``), flat
+(``{"qa/start_logits": s, ...}``), or, for a model with a single output, the bare array.
+Logged metric names are the flat keys, e.g. ``sentiment/logits_accuracy``.
+
+Saving. `get_config` stores plain data only: the encoder's `DistilBertConfig` fields and,
+per head, its name, task type, options (JSON), loss weight and provenance (plugin,
+distribution, version, head class, for information). `from_config` rebuilds every head
+through `distilbert_heads.registry.get_head(task_type)`, never by importing a module or class
+named in the file, so a ``.keras`` file can only instantiate heads of installed, non-blocked
+plugins. A head no plugin provides raises `MissingHeadPluginError` saying what to install.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from distilbert_heads.config import DistilBertConfig
+from distilbert_heads.encoder import DistilBERT, as_input_dict, validate_encoder_inputs
+from distilbert_heads.head import TaskHead
+
+__all__ = ["OUTPUT_SEPARATOR", "DistilBertTaskModel", "MissingHeadPluginError", "flat_output_key"]
+
+CONFIG_FORMAT_VERSION = 1
+OUTPUT_SEPARATOR = "/"
+# Marker in the compile config: "compiled with the heads' default losses and metrics".
+_DEFAULTS_MARKER = "distilbert_heads_head_defaults"
+_HEAD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def flat_output_key(head_name: str, output_name: str) -> str:
+    """The key Keras' compile machinery sees for one head output: ``"<head>/<output>"``."""
+    return f"{head_name}{OUTPUT_SEPARATOR}{output_name}"
+
+
+class MissingHeadPluginError(ImportError):
+    """A saved model names a head that no installed (or no unblocked) plugin provides.
+
+    Attributes: ``task_type``, ``distribution`` and ``version`` (what provided the head when
+    the model was saved), ``head_name``, and ``blocked_by`` (the environment variable that
+    blocks the distribution, if one does).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        task_type: str,
+        head_name: str,
+        distribution: str | None,
+        version: str | None,
+        blocked_by: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.task_type = task_type
+        self.head_name = head_name
+        self.distribution = distribution
+        self.version = version
+        self.blocked_by = blocked_by
+
+
+class _Provenance(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    plugin: str | None = None
+    distribution: str | None = None
+    version: str | None = None
+    head_class: str | None = None
+
+
+class _SavedHead(BaseModel):
+    """One head as stored in the model config: plain, validated data."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(pattern=_HEAD_NAME.pattern)
+    task_type: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    loss_weight: float = Field(default=1.0, ge=0.0)
+    trainable: bool = True
+    provenance: _Provenance = Field(default_factory=_Provenance)
+
+
+def _dummy_inputs() -> dict[str, np.ndarray]:
+    return {"input_ids": np.zeros((1, 2), dtype="int32"), "attention_mask": np.ones((1, 2), dtype="int32")}
+
+
+def _is_concrete(value: Any) -> bool:
+    return isinstance(value, (np.ndarray, list, tuple, int)) and not isinstance(value, keras.KerasTensor)
+
+
+@keras.saving.register_keras_serializable(package="distilbert_heads")
+class DistilBertTaskModel(keras.Model):
+    """A DistilBERT encoder plus named task heads; outputs ``{head_name: {output_name: tensor}}``.
+
+    Build it with `distilbert_heads.create_distilbert_with_head(s)`; construct it directly
+    only with already-made parts:
+
+    Args:
+        encoder: the `DistilBERT` encoder.
+        heads: the heads, each a `TaskHead` whose layer ``name`` is its head name (a Python
+            identifier, unique in the model).
+        loss_weights: head name -> weight of that head's losses (default 1.0 each).
+        provenance: head name -> ``{"plugin", "distribution", "version"}`` of the plugin that
+            provided the head; stored in the config and used in error messages on load.
+    """
+
+    def __init__(
+        self,
+        encoder: DistilBERT,
+        heads: Sequence[TaskHead],
+        *,
+        loss_weights: Mapping[str, float] | None = None,
+        provenance: Mapping[str, Mapping[str, Any]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs.get("name") is None:
+            kwargs["name"] = "distilbert_task_model"
+        super().__init__(**kwargs)
+        if not isinstance(encoder, DistilBERT):
+            raise TypeError(f"encoder must be a distilbert_heads.DistilBERT, got {type(encoder).__name__}")
+        heads = list(heads)
+        if not heads:
+            raise ValueError("A DistilBertTaskModel needs at least one head; got none.")
+        seen: set[str] = set()
+        for head in heads:
+            if not isinstance(head, TaskHead):
+                raise TypeError(
+                    f"Every head must be a distilbert_heads.TaskHead, got {type(head).__name__} ({head!r})."
+                )
+            if not _HEAD_NAME.match(head.name):
+                raise ValueError(
+                    f"Head name {head.name!r} must be a Python identifier (letters, digits, '_'), "
+                    "because outputs, labels and saved weights are keyed by it."
+                )
+            if head.name in seen:
+                raise ValueError(
+                    f"Two heads are named {head.name!r}; head names key the outputs and must be unique. "
+                    "Give each head its own name (NLPTaskConfig(name=...) or name=...)."
+                )
+            if head.hidden_size != encoder.config.hidden_size:
+                raise ValueError(
+                    f"Head {head.name!r} was built for hidden_size={head.hidden_size} but the encoder's "
+                    f"hidden_size is {encoder.config.hidden_size}; build the head with the encoder's size."
+                )
+            seen.add(head.name)
+        loss_weights = dict(loss_weights or {})
+        unknown = set(loss_weights) - seen
+        if unknown:
+            raise ValueError(f"loss_weights names unknown heads {sorted(unknown)}; heads are {sorted(seen)}.")
+        provenance = dict(provenance or {})
+
+        self.encoder = encoder
+        self.heads = {head.name: head for head in heads}
+        self.head_loss_weights = {name: float(loss_weights.get(name, 1.0)) for name in self.heads}
+        self.head_provenance = {
+            name: _Provenance(
+                **{**dict(provenance.get(name, {})), "head_class": _class_path(type(head))}
+            ).model_dump()
+            for name, head in self.heads.items()
+        }
+        self._uses_head_defaults = False
+        self._head_output_names: dict[str, tuple[str, ...]] = {}
+        # Build now (a forward pass on a tiny dummy batch), so every weight exists before
+        # checkpoints or `.keras` files load into it and `load_model` restores them all.
+        self.build()
+
+    # -- building and the forward pass -----------------------------------------------------
+    def build(self, input_shape: Any = None) -> None:
+        if self.built and self._head_output_names:
+            return
+        outputs = self.call(_dummy_inputs(), training=False)
+        self._head_output_names = {name: tuple(head_outputs) for name, head_outputs in outputs.items()}
+        self.built = True
+
+    def call(self, inputs: Any, training: bool | None = None) -> dict[str, dict[str, Any]]:
+        encoded = self.encoder(inputs, training=training)
+        hidden_states, attention_mask = encoded["last_hidden_state"], encoded["attention_mask"]
+        outputs: dict[str, dict[str, Any]] = {}
+        for name, head in self.heads.items():
+            head_outputs = head(hidden_states, attention_mask, training=training)
+            if not isinstance(head_outputs, Mapping) or not head_outputs:
+                raise TypeError(
+                    f"Head {name!r} ({type(head).__name__}) returned {type(head_outputs).__name__}; "
+                    "TaskHead.call must return a non-empty dict of named outputs, e.g. {'logits': logits}."
+                )
+            outputs[name] = dict(head_outputs)
+        return outputs
+
+    def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        if _is_concrete_inputs(inputs):
+            validate_encoder_inputs(as_input_dict(inputs), self.encoder.config)
+        return super().__call__(inputs, *args, **kwargs)
+
+    def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        """`keras.Model.predict`, after checking concrete numpy inputs against the encoder config."""
+        if _is_concrete_inputs(x):
+            validate_encoder_inputs(as_input_dict(x), self.encoder.config)
+        return super().predict(x, *args, **kwargs)
+
+    @property
+    def output_keys(self) -> dict[str, tuple[str, ...]]:
+        """Head name -> the names of that head's outputs."""
+        return dict(self._head_output_names)
+
+    @property
+    def flat_output_keys(self) -> list[str]:
+        """Every ``"<head>/<output>"`` key, the names Keras' losses and metrics are keyed by."""
+        return [flat_output_key(h, o) for h, names in self._head_output_names.items() for o in names]
+
+    def decode(self, outputs: Mapping[str, Mapping[str, Any]], encoding: Any = None) -> dict[str, list[Any]]:
+        """Each head's `decode` on its outputs: head name -> one answer per example."""
+        return {name: head.decode(outputs[name], encoding) for name, head in self.heads.items()}
+
+    # -- training ----------------------------------------------------------------------------
+    def compile(
+        self,
+        optimizer: Any = "rmsprop",
+        loss: Any = None,
+        loss_weights: Any = None,
+        metrics: Any = None,
+        weighted_metrics: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """`keras.Model.compile`; with ``loss=None`` every head's `default_losses` are used.
+
+        Then ``loss_weights`` default to each head's ``loss_weight`` and ``metrics`` to each
+        head's `default_metrics`. ``loss``, ``loss_weights``, ``metrics`` and
+        ``weighted_metrics`` may be keyed flat (``"qa/start_logits"``), nested
+        (``{"qa": {"start_logits": ...}}``), by head for a single-output head
+        (``{"sentiment": loss}``), or be one value for every output.
+        """
+        self._uses_head_defaults = loss is None
+        if loss is None:
+            loss = {
+                flat_output_key(name, output): value
+                for name, head in self.heads.items()
+                for output, value in self._head_defaults(name, head, "default_losses").items()
+            }
+            if loss_weights is None:
+                loss_weights = {key: self.head_loss_weights[key.split(OUTPUT_SEPARATOR)[0]] for key in loss}
+            if metrics is None:
+                metrics = {
+                    flat_output_key(name, output): list(value)
+                    for name, head in self.heads.items()
+                    for output, value in self._head_defaults(name, head, "default_metrics").items()
+                }
+        flat_loss = self._flatten_setting(loss, "loss")
+        if loss_weights is None:
+            loss_weights = {key: self.head_loss_weights[key.split(OUTPUT_SEPARATOR)[0]] for key in flat_loss}
+        super().compile(
+            optimizer=optimizer,
+            loss=flat_loss,
+            loss_weights=self._flatten_setting(loss_weights, "loss_weights", restrict_to=flat_loss),
+            metrics=self._flatten_setting(metrics, "metrics"),
+            weighted_metrics=self._flatten_setting(weighted_metrics, "weighted_metrics"),
+            **kwargs,
+        )
+        # The model is always built, so build the optimizer now: a model saved after compile()
+        # but before fit() then stores the same optimizer variables that loading creates.
+        if self.optimizer is not None and not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def _head_defaults(self, name: str, head: TaskHead, method: str) -> dict[str, Any]:
+        values = dict(getattr(head, method)() or {})
+        unknown = set(values) - set(self._head_output_names[name])
+        if unknown:
+            raise ValueError(
+                f"Head {name!r} ({type(head).__name__}).{method}() names outputs {sorted(unknown)} that its "
+                f"call() does not return (it returns {list(self._head_output_names[name])})."
+            )
+        return values
+
+    def _flatten_setting(self, value: Any, what: str, restrict_to: Mapping[str, Any] | None = None) -> Any:
+        """A per-output compile setting as a dict keyed ``"<head>/<output>"`` (None stays None)."""
+        if value is None:
+            return None
+        keys = [k for k in self.flat_output_keys if restrict_to is None or k in restrict_to]
+        if not isinstance(value, Mapping):
+            return {key: value for key in keys}
+        flat = self._flatten_structure(value, what)
+        if restrict_to is not None:
+            flat = {key: item for key, item in flat.items() if key in restrict_to}
+        return flat
+
+    def _flatten_structure(self, value: Mapping[str, Any], what: str) -> dict[str, Any]:
+        """Flatten a nested/flat/by-head mapping onto the flat output keys, or explain the mismatch."""
+        flat_keys = set(self.flat_output_keys)
+        flat: dict[str, Any] = {}
+        only_head = next(iter(self.heads)) if len(self.heads) == 1 else None
+        for key, item in value.items():
+            if key in flat_keys:
+                flat[key] = item
+            elif key in self.heads and isinstance(item, Mapping):
+                for output, inner in item.items():
+                    full = flat_output_key(key, output)
+                    if full not in flat_keys:
+                        raise ValueError(self._key_error(what, full))
+                    flat[full] = inner
+            elif key in self.heads and len(self._head_output_names[key]) == 1:
+                flat[flat_output_key(key, self._head_output_names[key][0])] = item
+            elif only_head is not None and flat_output_key(only_head, key) in flat_keys:
+                flat[flat_output_key(only_head, key)] = item
+            else:
+                raise ValueError(self._key_error(what, key))
+        return flat
+
+    def _key_error(self, what: str, key: str) -> str:
+        return (
+            f"{what} has an entry for {key!r}, which is not an output of this model. Outputs are "
+            f"{self.flat_output_keys} (or nested: {self.output_keys}); key {what} by those names."
+        )
+
+    def _flatten_targets(self, y: Any, what: str) -> Any:
+        if y is None:
+            return None
+        if isinstance(y, Mapping):
+            return self._flatten_structure(y, what)
+        keys = self.flat_output_keys
+        if len(keys) == 1:
+            return {keys[0]: y}
+        raise ValueError(
+            f"This model has several outputs {keys}, so {what} must be a dict keyed by them (or nested by "
+            f"head: {self.output_keys}); got a single {type(y).__name__}."
+        )
+
+    def _flatten_predictions(self, y_pred: Any) -> Any:
+        if isinstance(y_pred, Mapping) and all(isinstance(v, Mapping) for v in y_pred.values()):
+            return {flat_output_key(h, o): t for h, outputs in y_pred.items() for o, t in outputs.items()}
+        return y_pred
+
+    def compute_loss(
+        self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None, training: bool = True
+    ) -> Any:
+        return super().compute_loss(
+            x=x,
+            y=self._flatten_targets(y, "labels (y)"),
+            y_pred=self._flatten_predictions(y_pred),
+            sample_weight=self._flatten_sample_weight(sample_weight),
+            training=training,
+        )
+
+    def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        return super().compute_metrics(
+            x,
+            self._flatten_targets(y, "labels (y)"),
+            self._flatten_predictions(y_pred),
+            sample_weight=self._flatten_sample_weight(sample_weight),
+        )
+
+    def _flatten_sample_weight(self, sample_weight: Any) -> Any:
+        if isinstance(sample_weight, Mapping):
+            return self._flatten_structure(sample_weight, "sample_weight")
+        return sample_weight
+
+    def get_compile_config(self) -> dict[str, Any] | None:
+        config = super().get_compile_config()
+        if config and self._uses_head_defaults:
+            # Default losses and metrics are rebuilt from the heads on load: nothing custom
+            # needs to be deserialized, and loss weights come from the saved head specs.
+            config = {
+                key: value
+                for key, value in config.items()
+                if key not in {"loss", "loss_weights", "metrics", "weighted_metrics"}
+            }
+            config[_DEFAULTS_MARKER] = True
+        return config
+
+    def compile_from_config(self, config: Mapping[str, Any]) -> None:
+        config = dict(config)
+        use_defaults = bool(config.pop(_DEFAULTS_MARKER, False))
+        config = keras.saving.deserialize_keras_object(config)
+        if use_defaults:
+            for key in ("loss", "loss_weights", "metrics"):
+                config.pop(key, None)
+        self.compile(**config)
+
+    # -- serialization -----------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        """Plain data only (no serialized Keras objects): see the module docstring."""
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "format_version": CONFIG_FORMAT_VERSION,
+            "encoder_name": self.encoder.name,
+            "encoder_trainable": self.encoder.trainable,
+            "encoder": self.encoder.config.model_dump(mode="json"),
+            "heads": [
+                {
+                    "name": name,
+                    "task_type": head.task_type,
+                    "options": head.options.model_dump(mode="json"),
+                    "loss_weight": self.head_loss_weights[name],
+                    "trainable": head.trainable,
+                    "provenance": dict(self.head_provenance[name]),
+                }
+                for name, head in self.heads.items()
+            ],
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> "DistilBertTaskModel":
+        """Rebuild the model; every head comes from `registry.get_head(task_type)`."""
+        from distilbert_heads import registry
+
+        version = config.get("format_version", CONFIG_FORMAT_VERSION)
+        if version != CONFIG_FORMAT_VERSION:
+            raise ValueError(
+                f"This model was saved with config format {version}; this distilbert-heads reads format "
+                f"{CONFIG_FORMAT_VERSION}. Install the distilbert-heads version that saved it."
+            )
+        try:
+            encoder_config = DistilBertConfig.build(**dict(config["encoder"]))
+            saved_heads = [_SavedHead.model_validate(item) for item in config["heads"]]
+        except (KeyError, TypeError, ValidationError) as error:
+            raise ValueError(
+                f"The model config is not a DistilBertTaskModel config (missing or malformed 'encoder'/'heads'): "
+                f"{error}. Was the .keras file edited or saved by another library?"
+            ) from error
+        encoder = DistilBERT.from_config_model(encoder_config, name=str(config.get("encoder_name", "distilbert")))
+        encoder.trainable = bool(config.get("encoder_trainable", True))
+        heads: list[TaskHead] = []
+        provenance: dict[str, dict[str, Any]] = {}
+        for saved in saved_heads:
+            record = _lookup_saved_head(saved, registry)
+            heads.append(
+                record.head_class(
+                    hidden_size=encoder_config.hidden_size,
+                    task_type=record.task_type,
+                    options=saved.options,
+                    name=saved.name,
+                )
+            )
+            heads[-1].trainable = saved.trainable
+            provenance[saved.name] = {
+                "plugin": record.plugin,
+                "distribution": record.distribution,
+                "version": record.version,
+            }
+        return cls(
+            encoder,
+            heads,
+            loss_weights={saved.name: saved.loss_weight for saved in saved_heads},
+            provenance=provenance,
+            name=config.get("name"),
+            trainable=bool(config.get("trainable", True)),
+        )
+
+
+def _is_concrete_inputs(inputs: Any) -> bool:
+    if isinstance(inputs, Mapping):
+        return "input_ids" in inputs and all(_is_concrete(v) for v in inputs.values() if v is not None)
+    return _is_concrete(inputs)
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _lookup_saved_head(saved: _SavedHead, registry: Any) -> Any:
+    """The installed head record for a saved head, or `MissingHeadPluginError` saying what to install."""
+    try:
+        record = registry.get_head(saved.task_type)
+    except (registry.UnknownTaskTypeError, registry.PluginLoadError) as error:
+        raise _missing_plugin_error(saved, registry, error) from error
+    prov = saved.provenance
+    if prov.distribution and _canonical(record.distribution) != _canonical(prov.distribution):
+        warnings.warn(
+            f"Head {saved.name!r} (task type {saved.task_type!r}) was saved with {prov.distribution} "
+            f"{prov.version} and is now provided by {record.distribution} {record.version} "
+            f"({record.head_class.__qualname__}); its weights load only if both heads have the same layout.",
+            UserWarning,
+            stacklevel=4,
+        )
+    return record
+
+
+def _missing_plugin_error(saved: _SavedHead, registry: Any, cause: BaseException) -> MissingHeadPluginError:
+    prov = saved.provenance
+    distribution, version = prov.distribution, prov.version
+    blocked_by = _blocking_env(distribution, prov.plugin, registry)
+    if distribution:
+        requirement = f"{distribution}=={version}" if version else distribution
+        install = f"pip install {requirement}"
+        origin = f"it was provided by {distribution} {version or '(version unknown)'} when saved"
+    else:
+        install = "pip install <the plugin that provides it>"
+        origin = "the file does not record which distribution provided it"
+    lines = [
+        f"Cannot load head {saved.name!r}: no available plugin provides task type {saved.task_type!r} "
+        f"({origin}).",
+    ]
+    if isinstance(cause, registry.PluginLoadError):
+        lines[0] = (
+            f"Cannot load head {saved.name!r}: the plugin that provides task type {saved.task_type!r} is "
+            f"installed but failed to load ({origin})."
+        )
+        lines.append(f"Fix or reinstall it: {install.replace('pip install', 'pip install --force-reinstall')}")
+    elif blocked_by:
+        fix = "remove it from" if blocked_by.endswith("BLOCK_PLUGINS") else "add it to"
+        lines.append(
+            f"Loading {distribution} is blocked by the environment variable "
+            f"{blocked_by}={os.environ.get(blocked_by, '')!r}: unset the variable or {fix} it "
+            f"(and {install} if it is not installed)."
+        )
+    else:
+        lines.append(f"Install it with: {install}")
+    lines.append(f"Registry said: {cause}")
+    return MissingHeadPluginError(
+        "\n".join(lines),
+        task_type=saved.task_type,
+        head_name=saved.name,
+        distribution=distribution,
+        version=version,
+        blocked_by=blocked_by,
+    )
+
+
+def _canonical(name: str | None) -> str:
+    return re.sub(r"[-_.]+", "-", (name or "").strip()).lower()
+
+
+def _blocking_env(distribution: str | None, plugin: str | None, registry: Any) -> str | None:
+    """The environment variable that keeps this distribution from loading, if any."""
+    names = {_canonical(n) for n in (distribution, plugin) if n}
+    if not names:
+        return None
+    block_env = getattr(registry, "BLOCK_ENV", "DISTILBERT_HEADS_BLOCK_PLUGINS")
+    load_env = getattr(registry, "LOAD_ENV", "DISTILBERT_HEADS_LOAD_PLUGINS")
+    blocked = {_canonical(n) for n in os.environ.get(block_env, "").split(",") if n.strip()}
+    if names & blocked:
+        return block_env
+    load_only = os.environ.get(load_env)
+    if load_only is not None:
+        allowed = {_canonical(n) for n in load_only.split(",") if n.strip()}
+        if not names & allowed:
+            return load_env
+    return None

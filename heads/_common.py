@@ -1,6 +1,7 @@
 """Pieces the built-in heads share: sparse cross-entropy that ignores -100 labels and smooths
 correctly, a matching accuracy metric, the Hugging Face Linear <-> Keras Dense weight mapping,
-and the pooled [CLS] classifier that both the sentiment and the pairwise heads are.
+the label rules of file rows (class names, class indices, numbers), and the pooled [CLS]
+classifier that both the sentiment and the pairwise heads are.
 
 Everything here is written with `keras.ops` only, so it runs under the TensorFlow, JAX and
 PyTorch backends and inside `jit_compile=True` train steps.
@@ -8,14 +9,16 @@ PyTorch backends and inside `jit_compile=True` train steps.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import keras
 import numpy as np
 from keras import ops
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
+from distilbert_heads import metrics
 from distilbert_heads.head import HeadOptions, HeadOptionsError, TaskHead
 
 IGNORE_INDEX = -100  # the label value Hugging Face (and we) use for "no loss here"
@@ -243,6 +246,138 @@ def softmax_np(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
+# -- labels of file rows ---------------------------------------------------------------------
+Label = str | int | float
+
+
+def coerce_label(value: Any) -> Any:
+    """A ``label`` cell as the schema should see it (a ``mode="before"`` validator).
+
+    CSV cells are strings: ``"3"`` becomes the integer 3 and ``"0.75"`` the float 0.75, as they
+    would be in JSON; other strings are class names (surrounding spaces dropped). Booleans,
+    empty cells and NaN/infinite numbers are rejected with a message saying what a label is.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"label is the boolean {value}; give a class name, a class index or a number")
+    if isinstance(value, str):
+        value = value.strip()
+        if not value:
+            raise ValueError("label is empty; give a class name, a class index (0, 1, ...) or a number for regression")
+        try:
+            return int(value)
+        except ValueError:
+            pass
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        if not math.isfinite(number):  # "nan", "inf" are more likely class names gone wrong
+            raise ValueError(f"label {value!r} is not a finite number; give a class name or a real number")
+        return number
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"label is {value}; regression targets must be finite numbers")
+    return value
+
+
+def label_options(labels: Iterable[Label]) -> dict[str, Any]:
+    """Options implied by a training file's labels.
+
+    Any non-integer number makes it a regression: ``{"num_classes": 1}``. Only integers: the
+    classes are those integers as names, in numeric order (so class index i is the integer i
+    for 0-based data). Otherwise the class names in order of first appearance.
+    """
+    values = list(labels)
+    if not values:
+        return {}
+    if any(isinstance(v, float) and not float(v).is_integer() for v in values):
+        strings = sorted({v for v in values if isinstance(v, str)})
+        if strings:
+            raise ValueError(
+                f"the labels mix class names ({', '.join(map(repr, strings[:5]))}) with fractional numbers; "
+                "use class names (or indices) for classification, or only numbers for regression"
+            )
+        return {"num_classes": 1}
+    if all(isinstance(v, (int, float)) for v in values):
+        return {"labels": [str(v) for v in sorted({int(v) for v in values})]}
+    return {"labels": [str(int(v)) if isinstance(v, float) else str(v) for v in dict.fromkeys(values)]}
+
+
+def class_index(label: Label, names: Sequence[str], where: str) -> int:
+    """The class id of a row's ``label``: a name of ``names``, or an integer index.
+
+    An integer whose text is one of the names (classes ``"1"`` .. ``"5"`` of star ratings)
+    means that name; any other integer is an index into ``names``.
+    """
+    if isinstance(label, float) and label.is_integer():
+        label = int(label)
+    if isinstance(label, int):
+        if str(label) in names:
+            return list(names).index(str(label))
+        if 0 <= label < len(names):
+            return label
+        raise ValueError(
+            f"{where}: label {label} is neither a class name nor a class index: this head has {len(names)} "
+            f"classes {list(names)} (indices 0 to {len(names) - 1}). Fix the row, or build the head with "
+            "labels=[...] covering every class in the data."
+        )
+    if isinstance(label, float):
+        raise ValueError(
+            f"{where}: label {label} is a fractional number but this head classifies into {list(names)}. "
+            "Use num_classes=1 (regression / similarity) for numeric targets."
+        )
+    if label not in names:
+        raise ValueError(
+            f"{where}: unknown label {label!r}; this head knows the labels {list(names)}. Fix the row, or build "
+            "the head with labels=[...] that include it (the trainer takes them from the training file when "
+            "you give none)."
+        )
+    return list(names).index(label)
+
+
+def regression_target(label: Label, where: str) -> float:
+    """A row's ``label`` as a float target for a regression head."""
+    if isinstance(label, str):
+        raise ValueError(
+            f"{where}: label {label!r} is not a number, but this head predicts a score (num_classes=1). "
+            "Give numeric labels, or build the head with labels=[...] for classification."
+        )
+    return float(label)
+
+
+def check_predictions(examples: Sequence[Any], predictions: Sequence[Any]) -> None:
+    if len(examples) != len(predictions):
+        raise ValueError(
+            f"evaluate() got {len(examples)} examples but {len(predictions)} predictions; pass decode()'s "
+            "answers, one per example, in the order of the examples"
+        )
+
+
+def predicted_label(prediction: Any) -> Any:
+    """The label of one decode answer: ``{"label"}``, a top-k list (its first) or a bare value."""
+    if isinstance(prediction, list):
+        prediction = prediction[0] if prediction else None
+    if isinstance(prediction, Mapping):
+        return prediction.get("label", prediction.get("score"))
+    return prediction
+
+
+def predicted_score(prediction: Any) -> float:
+    if isinstance(prediction, Mapping):
+        return float(prediction["score"])
+    return float(prediction)
+
+
+def first_row_per_sample(encoding: Any, rows: int) -> list[int]:
+    """Row indices holding each input's first window (all rows when there are no windows)."""
+    samples = encoding_field(encoding, "overflow_to_sample")
+    if not samples or len(samples) != rows:
+        return list(range(rows))
+    first: dict[int, int] = {}
+    for row, sample in enumerate(samples):
+        first.setdefault(int(sample), row)
+    return [first[sample] for sample in sorted(first)]
+
+
 # -- the pooled [CLS] classifier ------------------------------------------------------------
 class ClassificationOptions(HeadOptions):
     """Options of a classifier over classes with optional names (``num_classes=1``: regression)."""
@@ -345,15 +480,24 @@ class PooledClassifierHead(TaskHead):
         return {"logits": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]}
 
     def decode(
-        self, outputs: Mapping[str, Any], encoding: Any = None, *, top_k: int | None = None
+        self,
+        outputs: Mapping[str, Any],
+        encoding: Any = None,
+        *,
+        top_k: int | None = None,
+        texts: Sequence[str] | None = None,
+        pairs: Sequence[tuple[str, str]] | None = None,
     ) -> list[Any]:
-        """Per example ``{"label", "score"}`` (softmax probability), or the ``top_k`` best as a list.
+        """Per input ``{"label", "score"}`` (softmax probability), or the ``top_k`` best as a list.
 
-        Regression heads return ``{"score"}``, the raw predicted value.
+        Regression heads return ``{"score"}``, the raw predicted value. ``texts`` / ``pairs``
+        (what the pipeline passes) are not needed to classify. When ``encoding`` holds several
+        windows of one input (``overflow_to_sample``), the input's first window decides.
         """
         logits = np.asarray(ops.convert_to_numpy(outputs["logits"]), dtype=np.float32)
+        logits = logits.reshape(len(logits), -1)[first_row_per_sample(encoding, len(logits))]
         if self.is_regression:
-            return [{"score": float(row[0])} for row in logits.reshape(len(logits), -1)]
+            return [{"score": float(row[0])} for row in logits]
         probs = softmax_np(logits)
         names = self.class_names
         results: list[Any] = []
@@ -362,6 +506,46 @@ class PooledClassifierHead(TaskHead):
             ranked = [{"label": names[i], "score": float(row[i])} for i in order]
             results.append(ranked[: max(1, int(top_k))] if top_k is not None else ranked[0])
         return results
+
+    # -- training and evaluating from files ----------------------------------------------------
+    def tokenize_examples(self, examples: Sequence[Any], tokenizer: Any, max_length: int) -> Any:
+        """The tokenizer's `BatchEncoding` of the examples' text(s); subclasses set the packing."""
+        raise NotImplementedError
+
+    def label_targets(self, examples: Sequence[Any]) -> np.ndarray:
+        """Class ids (int32) or, for regression, float32 targets; shape (N,)."""
+        if self.is_regression:
+            return np.array(
+                [regression_target(ex.label, f"example {i}") for i, ex in enumerate(examples)], dtype=np.float32
+            )
+        names = self.class_names
+        return np.array([class_index(ex.label, names, f"example {i}") for i, ex in enumerate(examples)], dtype=np.int32)
+
+    def encode_examples(
+        self, examples: Sequence[BaseModel], tokenizer: Any, max_length: int
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Token ids padded to the longest example (truncated to ``max_length``) and ``{"logits": targets}``."""
+        targets = self.label_targets(examples)
+        encoding = self.tokenize_examples(examples, tokenizer, max_length)
+        return encoding.as_model_inputs(), {"logits": targets}
+
+    def evaluate(self, examples: Sequence[BaseModel], predictions: Sequence[Any]) -> dict[str, float]:
+        """Classification: ``accuracy`` and ``macro_f1`` over class names. Regression: ``pearson``,
+        ``spearman`` and ``mse``. ``predictions`` are `decode`'s answers, one per example."""
+        check_predictions(examples, predictions)
+        if self.is_regression:
+            gold = [regression_target(ex.label, f"example {i}") for i, ex in enumerate(examples)]
+            guess = [predicted_score(p) for p in predictions]
+            return {
+                "pearson": metrics.pearson(gold, guess),
+                "spearman": metrics.spearman(gold, guess),
+                "mse": float(np.mean((np.asarray(gold) - np.asarray(guess)) ** 2)) if gold else 0.0,
+            }
+        names = self.class_names
+        gold_names = [names[class_index(ex.label, names, f"example {i}")] for i, ex in enumerate(examples)]
+        guessed = [predicted_label(p) for p in predictions]
+        guessed = [names[g] if isinstance(g, (int, np.integer)) and 0 <= g < len(names) else str(g) for g in guessed]
+        return {"accuracy": metrics.accuracy(gold_names, guessed), "macro_f1": metrics.macro_f1(gold_names, guessed)}
 
     def load_hf_head_weights(self, state_dict: Mapping[str, Any]) -> bool:
         if not any(key.startswith("pre_classifier.") for key in state_dict):

@@ -3,21 +3,45 @@
 Hugging Face ``DistilBertForTokenClassification``'s head: dropout -> ``classifier``
 Dense(num_classes) on every position. Training labels use -100 for positions without a label
 (special tokens, sub-word continuations, padding); loss and accuracy skip them.
+
+File rows come in two forms (JSONL, or CSV with a header):
+
+* words and their tags: ``{"tokens": ["Ada", "visited", "Paris"], "tags": ["B-PER", "O", "B-LOC"]}``
+  (CSV cells: space-separated, ``Ada visited Paris``). The text the model reads is the words
+  joined by single spaces. Any tag set works: BIO/IOB2, IOB1, or plain tags (IO, part of speech).
+* text and character-span entities: ``{"text": "Ada visited Paris.", "entities": [{"start": 0,
+  "end": 3, "label": "PER"}, ...]}`` (CSV: the entities cell holds that JSON list). Spans become
+  BIO tags on the tokenizer's words: a word starting inside an entity is ``B-`` (its first word)
+  or ``I-``, every other word ``O``.
+
+Training labels go on the first sub-token of each tokenizer word; ``##`` continuations, special
+tokens and padding get -100. When the tokenizer splits one file word into several (``U.S.``),
+the later ones get the continuation tag (``I-X`` after ``B-X``, else the same tag) when the head
+knows it, -100 otherwise.
+
+Evaluation is entity level on character spans: a predicted entity counts only if its type,
+start and end all match a gold entity (gold entities of the words form are grouped exactly as
+`decode` groups predicted tags).
 """
 
 from __future__ import annotations
 
+import bisect
+import json
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import keras
 import numpy as np
 from keras import ops
-from pydantic import Field
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from distilbert_heads.head import HeadOptions, TaskHead
 from distilbert_heads.heads._common import (
+    IGNORE_INDEX,
     ClassificationOptions,
+    check_predictions,
     MaskedSparseCategoricalAccuracy,
     MaskedSparseCategoricalCrossentropy,
     check_hidden_shape,
@@ -43,6 +67,137 @@ class NerOptions(ClassificationOptions):
 
     dropout_rate: float = Field(default=0.1, ge=0.0, lt=1.0)
 
+
+# -- file rows -----------------------------------------------------------------------------------
+class EntitySpan(BaseModel):
+    """A gold entity: characters ``text[start:end]`` of type ``label`` (e.g. ``PER``, no B-/I-)."""
+
+    start: int = Field(ge=0)
+    end: int
+    label: str
+
+    @field_validator("label")
+    @classmethod
+    def _type_only(cls, value: str) -> str:
+        value = value.strip()
+        if not value or value == "O":
+            raise ValueError(f"entity label {value!r} is not an entity type; give the type, such as 'PER'")
+        prefix, entity_type = split_tag(value)
+        if prefix is not None:
+            raise ValueError(
+                f"entity label {value!r} has a B-/I- prefix; give the type alone ({entity_type!r}): the tags are made from the spans"
+            )
+        return value
+
+
+class NerExample(BaseModel):
+    """One row: ``tokens`` + ``tags`` (one tag per word), or ``text`` + ``entities`` (character spans).
+
+    After validation ``text`` is always set (the words joined by single spaces for the first
+    form): it is what a pipeline should be given to predict this row.
+    """
+
+    tokens: list[str] | None = None
+    tags: list[str] | None = None
+    text: str | None = None
+    entities: list[EntitySpan] | None = None
+
+    @field_validator("tokens", "tags", mode="before")
+    @classmethod
+    def _split_cell(cls, value: Any) -> Any:
+        if isinstance(value, str):  # a CSV cell: words separated by spaces
+            return value.split() or None
+        return value
+
+    @field_validator("entities", mode="before")
+    @classmethod
+    def _parse_cell(cls, value: Any) -> Any:
+        if isinstance(value, str):  # a CSV cell holding the JSON list
+            if not value.strip():
+                return None
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"entities must be a JSON list like [{{\"start\": 0, \"end\": 3, \"label\": \"PER\"}}] ({error.msg})"
+                ) from None
+        return value
+
+    @field_validator("text", mode="before")
+    @classmethod
+    def _empty_cell(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "NerExample":
+        has_words = self.tokens is not None or self.tags is not None
+        has_spans = self.entities is not None
+        if has_words:
+            if self.tokens is None or self.tags is None:
+                missing = "tags" if self.tags is None else "tokens"
+                raise ValueError(f"{missing} is missing: rows with tokens need tags too, one tag per token")
+            if has_spans:
+                raise ValueError("give either tokens + tags or text + entities, not both")
+            if len(self.tokens) != len(self.tags):
+                raise ValueError(
+                    f"tokens has {len(self.tokens)} words but tags has {len(self.tags)}; give exactly one tag per word"
+                )
+            if not self.tokens:
+                raise ValueError("tokens is empty; every row needs at least one word")
+            for i, token in enumerate(self.tokens):
+                if not token or token != token.strip() or len(token.split()) != 1:
+                    raise ValueError(f"tokens[{i}] is {token!r}; a word must be non-empty and without spaces")
+            for i, tag in enumerate(self.tags):
+                if not tag or len(tag.split()) != 1:
+                    raise ValueError(f"tags[{i}] is {tag!r}; a tag must be non-empty and without spaces")
+            joined = " ".join(self.tokens)
+            if self.text is not None and self.text != joined:
+                raise ValueError("text must be the tokens joined by single spaces (or be left out) in rows with tokens")
+            self.text = joined
+            return self
+        if self.text is None:
+            raise ValueError(
+                "a row needs tokens + tags (one BIO tag per word) or text + entities (character spans); found neither"
+            )
+        if not self.text.strip():
+            raise ValueError("text is empty; every row needs the text to tag")
+        entities = sorted(self.entities or [], key=lambda e: (e.start, e.end))
+        for entity in entities:
+            if not entity.start < entity.end <= len(self.text):
+                raise ValueError(
+                    f"entity {entity.label} has start={entity.start}, end={entity.end}, but the text has "
+                    f"{len(self.text)} characters; spans need 0 <= start < end <= {len(self.text)} (end exclusive)"
+                )
+        for before, after in zip(entities, entities[1:]):
+            if after.start < before.end:
+                raise ValueError(
+                    f"entities {before.label} [{before.start}, {before.end}) and {after.label} [{after.start}, "
+                    f"{after.end}) overlap; nested or overlapping entities cannot be tagged with BIO"
+                )
+        self.entities = entities
+        return self
+
+    def word_spans(self) -> list[tuple[int, int]]:
+        """Character spans of the words in ``text`` (words form only)."""
+        spans, position = [], 0
+        for token in self.tokens or []:
+            spans.append((position, position + len(token)))
+            position += len(token) + 1
+        return spans
+
+    def gold_entities(self) -> set[tuple[str, int, int]]:
+        """``(type, start, end)`` character spans of the gold entities."""
+        if self.entities is not None:
+            return {(e.label, e.start, e.end) for e in self.entities}
+        spans = self.word_spans()
+        grouped = group_entities(self.tags, [1.0] * len(spans), spans, self.text, list(range(len(spans))))
+        return {(e["entity"], e["start"], e["end"]) for e in grouped}
+
+
+def continuation_tag(tag: str) -> str:
+    """The tag of a later piece of a word tagged ``tag``: ``I-X`` inside an entity, else the same tag."""
+    prefix, entity_type = split_tag(tag)
+    return f"I-{entity_type}" if prefix is not None else tag
 
 
 def split_tag(tag: str) -> tuple[str | None, str]:
@@ -123,6 +278,8 @@ class NerHead(TaskHead):
         "logits: integer tag ids per token, shape (batch, length); -100 marks positions without a label "
         "(special tokens, sub-word continuations, padding), which loss and metrics ignore"
     )
+    input_kind: ClassVar[str] = "text"
+    example_schema: ClassVar[type[BaseModel]] = NerExample
 
     def __init__(self, hidden_size: int, task_type: str, options: Any = None, **kwargs: Any) -> None:
         super().__init__(hidden_size, task_type, options, **kwargs)
@@ -158,19 +315,30 @@ class NerHead(TaskHead):
     def default_metrics(self) -> dict[str, list[Any]]:
         return {"logits": [MaskedSparseCategoricalAccuracy(ignore_index=-100, name="accuracy")]}
 
-    def decode(self, outputs: Mapping[str, Any], encoding: Any = None) -> list[Any]:
-        """Per example ``{"tags", "scores"}`` for its unpadded tokens, plus ``"entities"`` when
-        ``encoding`` carries ``offsets`` (per example a list of (start, end) per token) and
-        ``text`` (the example strings); ``word_ids`` and ``attention_mask`` are used if present.
+    def decode(self, outputs: Mapping[str, Any], encoding: Any = None, *, texts: Sequence[str] | None = None) -> list[Any]:
+        """Entities for people: with ``texts`` (the pipeline's inputs) and the tokenizer's ``encoding``
+        (a `BatchEncoding`, or a dict with ``offsets``, ``word_ids``, ``attention_mask`` and optionally
+        ``overflow_to_sample``), one list per text of ``{"entity", "score", "start", "end", "word"}``
+        with character spans into the text and ``word == text[start:end]``.
+
+        Sub-words are merged into their word (the word's tag is its first sub-token's) and BIO/IOB2
+        tags grouped as `group_entities` says. Windows of one long text (``overflow_to_sample``) are
+        stitched: a token seen in two windows keeps the first window's prediction.
+
+        Without ``texts`` there are no characters to point at: each row gets its per-token
+        ``{"tags", "scores"}`` for its unpadded tokens, plus ``"entities"`` when ``encoding`` is a
+        dict that carries ``offsets`` and ``text`` (the row strings).
         """
         logits = np.asarray(ops.convert_to_numpy(outputs["logits"]), dtype=np.float32)
         probs = softmax_np(logits)
         ids = probs.argmax(axis=-1)
         best = probs.max(axis=-1)
         names = self.class_names
+        if texts is not None:
+            return self._entities_per_text(ids, best, encoding, list(texts))
         mask = encoding_field(encoding, "attention_mask")
         offsets = encoding_field(encoding, "offsets")
-        texts = encoding_field(encoding, "text")
+        row_texts = encoding_field(encoding, "text")
         word_ids = encoding_field(encoding, "word_ids")
         results = []
         for b in range(logits.shape[0]):
@@ -178,16 +346,139 @@ class NerHead(TaskHead):
             tags = [names[int(i)] for i in ids[b, :length]]
             scores = [float(s) for s in best[b, :length]]
             result: dict[str, Any] = {"tags": tags, "scores": scores}
-            if offsets is not None and texts is not None:
+            if offsets is not None and row_texts is not None:
                 result["entities"] = group_entities(
                     tags,
                     scores,
                     offsets[b][:length],
-                    texts[b],
+                    row_texts[b],
                     None if word_ids is None else list(word_ids[b])[:length],
                 )
             results.append(result)
         return results
+
+    def _entities_per_text(
+        self, ids: np.ndarray, best: np.ndarray, encoding: Any, texts: list[str]
+    ) -> list[list[dict[str, Any]]]:
+        offsets = encoding_field(encoding, "offsets")
+        word_ids = encoding_field(encoding, "word_ids")
+        if offsets is None or word_ids is None:
+            raise ValueError(
+                "NerHead.decode(texts=...) needs the tokenizer's encoding of those texts (offsets and word_ids) to "
+                "find the entities' characters: pass the BatchEncoding that DistilBertTokenizer.encode returned."
+            )
+        mask = encoding_field(encoding, "attention_mask")
+        samples = encoding_field(encoding, "overflow_to_sample") or list(range(len(ids)))
+        if len(samples) != len(ids):
+            raise ValueError(f"the encoding has {len(samples)} rows but the outputs have {len(ids)}; pass this batch's encoding")
+        names = self.class_names
+        # Per text: its tokens (first window wins), keyed by (word, start, end) to drop window overlaps.
+        tokens: list[dict[tuple[int, int, int], tuple[str, float]]] = [{} for _ in texts]
+        for row, sample in enumerate(samples):
+            if not 0 <= int(sample) < len(texts):
+                raise ValueError(f"encoding row {row} belongs to input {sample}, but {len(texts)} texts were given")
+            seen = tokens[int(sample)]
+            for j, word in enumerate(word_ids[row]):
+                if word is None or (mask is not None and not mask[row][j]):
+                    continue
+                key = (int(word), int(offsets[row][j][0]), int(offsets[row][j][1]))
+                seen.setdefault(key, (names[int(ids[row, j])], float(best[row, j])))
+        results = []
+        for text, seen in zip(texts, tokens):
+            keys = sorted(seen, key=lambda key: (key[1], key[2], key[0]))
+            results.append(
+                group_entities(
+                    [seen[k][0] for k in keys],
+                    [seen[k][1] for k in keys],
+                    [(k[1], k[2]) for k in keys],
+                    text,
+                    [k[0] for k in keys],
+                )
+            )
+        return results
+
+    # -- training and evaluating from files -----------------------------------------------------
+    @classmethod
+    def options_from_examples(cls, examples: Sequence[BaseModel]) -> dict[str, Any]:
+        """``{"labels": [...]}``: ``"O"`` first, then the tags in order of first appearance (spans
+        give ``B-X``, ``I-X``); an ``I-X`` is added after the rest for every ``B-X`` that lacks one."""
+        tags: dict[str, None] = {"O": None}
+        for example in examples:
+            if example.tags is not None:
+                tags.update(dict.fromkeys(example.tags))
+            for entity in example.entities or []:
+                tags.update(dict.fromkeys((f"B-{entity.label}", f"I-{entity.label}")))
+        for tag in list(tags):
+            prefix, entity_type = split_tag(tag)
+            if prefix == "B":
+                tags.setdefault(f"I-{entity_type}", None)
+        return {"labels": list(tags)}
+
+    def encode_examples(
+        self, examples: Sequence[BaseModel], tokenizer: Any, max_length: int
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Token ids of each row's ``text`` (truncated to ``max_length``) and ``{"logits": (N, L) tag ids}``,
+        -100 on special tokens, padding and ``##`` continuations (see the module docstring)."""
+        encoding = tokenizer.encode([example.text for example in examples], max_length=max_length)
+        index = {name: i for i, name in enumerate(self.class_names)}
+        labels = np.full(encoding.input_ids.shape, IGNORE_INDEX, dtype=np.int32)
+        misaligned = 0
+        for row, example in enumerate(examples):
+            units = _tag_units(example)
+            starts = [unit[0] for unit in units]
+            word_starts: set[int] = set()
+            previous_word, previous_unit = None, None
+            for j, word in enumerate(encoding.word_ids[row]):
+                if word is None or word == previous_word:
+                    continue
+                previous_word = word
+                char = int(encoding.offsets[row][j][0])
+                word_starts.add(char)
+                u = bisect.bisect_right(starts, char) - 1
+                unit = u if u >= 0 and char < units[u][1] else None
+                if unit is None:
+                    tag, required = "O", True
+                elif unit == previous_unit:
+                    tag, required = units[unit][3], False
+                else:
+                    tag, required = units[unit][2], True
+                previous_unit = unit
+                if tag in index:
+                    labels[row, j] = index[tag]
+                elif required:
+                    raise ValueError(
+                        f"example {row}: unknown tag {tag!r}; this head knows the tags {list(index)}. Fix the row, "
+                        "or build the head with labels=[...] that include it (the trainer takes them from the "
+                        "training file when you give none)."
+                    )
+            if example.entities is not None:
+                last = max((int(o[1]) for o in encoding.offsets[row]), default=0)
+                misaligned += sum(1 for e in example.entities if e.start < last and e.start not in word_starts)
+        if misaligned:
+            warnings.warn(
+                f"{misaligned} entit{'y' if misaligned == 1 else 'ies'} start inside a word of the tokenizer, so they "
+                "cannot be tagged exactly; check that the entities' start offsets fall on word boundaries.",
+                stacklevel=2,
+            )
+        return encoding.as_model_inputs(), {"logits": labels}
+
+    def evaluate(self, examples: Sequence[BaseModel], predictions: Sequence[Any]) -> dict[str, float]:
+        """Entity-level micro ``precision``, ``recall`` and ``f1`` on character spans: a predicted
+        entity counts when its type, start and end equal a gold entity's."""
+        check_predictions(examples, predictions)
+        tp = fp = fn = 0
+        for example, predicted in zip(examples, predictions):
+            if isinstance(predicted, Mapping):
+                predicted = predicted.get("entities", [])
+            guessed = {(e["entity"], int(e["start"]), int(e["end"])) for e in predicted}
+            gold = example.gold_entities()
+            tp += len(gold & guessed)
+            fp += len(guessed - gold)
+            fn += len(gold - guessed)
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+        return {"precision": precision, "recall": recall, "f1": f1}
 
     def load_hf_head_weights(self, state_dict: Mapping[str, Any]) -> bool:
         # A sequence-classification checkpoint also has classifier.*, but over [CLS] after a
@@ -201,6 +492,14 @@ class NerHead(TaskHead):
 
     def hf_head_weights(self) -> dict[str, np.ndarray]:
         return dense_weights(self.classifier, "classifier") if self.built else {}
+
+
+def _tag_units(example: NerExample) -> list[tuple[int, int, str, str]]:
+    """Sorted ``(start, end, tag of its first word, tag of later words)`` character units of a row:
+    its words (words form) or its entities (spans form; characters outside them are ``O``)."""
+    if example.entities is not None:
+        return [(e.start, e.end, f"B-{e.label}", f"I-{e.label}") for e in example.entities]
+    return [(start, end, tag, continuation_tag(tag)) for (start, end), tag in zip(example.word_spans(), example.tags)]
 
 
 @hookimpl

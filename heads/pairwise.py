@@ -8,17 +8,21 @@ Similarity mode is regression: one output, trained with MSE on whatever scale th
 (STS-B's 0-5, or 0-1 cosine-like targets), and the score is **not** squashed. Keeping it raw is
 what Hugging Face regression checkpoints (``num_labels=1``) do, so they load and match here,
 and it never caps the range of a label scale the head was not told about.
+
+File rows (JSONL or CSV with a header): ``{"text_a": "...", "text_b": "...", "label": "paraphrase"}``;
+the label is a class name, a class index, or a number (a similarity score).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import keras
-from pydantic import Field
+from pydantic import BaseModel, Field, field_validator
 
 from distilbert_heads.head import HeadOptions
-from distilbert_heads.heads._common import PooledClassifierHead, PooledClassifierOptions
+from distilbert_heads.heads._common import Label, PooledClassifierHead, PooledClassifierOptions, coerce_label, label_options
 from distilbert_heads.hookspecs import hookimpl
 from distilbert_heads.tasks import NLPTaskType
 
@@ -45,6 +49,26 @@ class PairwiseOptions(PooledClassifierOptions):
     mode: Literal["classification", "similarity"] | None = Field(default=None)
 
 
+class PairExample(BaseModel):
+    """One row: ``text_a``, ``text_b`` and their ``label`` (class name or index, or a similarity score)."""
+
+    text_a: str
+    text_b: str
+    label: Label
+
+    @field_validator("text_a", "text_b")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the text is empty; every row needs both texts of the pair")
+        return value
+
+    @field_validator("label", mode="before")
+    @classmethod
+    def _label(cls, value: Any) -> Any:
+        return coerce_label(value)
+
+
 @keras.saving.register_keras_serializable(package="distilbert_heads")
 class PairwiseHead(PooledClassifierHead):
     """Classification or similarity regression over a packed sentence pair, on [CLS]."""
@@ -65,6 +89,8 @@ class PairwiseHead(PooledClassifierHead):
     label_format: ClassVar[str] = (
         "logits: classification: integer class ids, shape (batch,); similarity: float scores, shape (batch,)"
     )
+    input_kind: ClassVar[str] = "pair"
+    example_schema: ClassVar[type[BaseModel]] = PairExample
 
     def resolve_options(self, options: dict[str, Any]) -> dict[str, Any]:
         mode = options["mode"]
@@ -92,6 +118,27 @@ class PairwiseHead(PooledClassifierHead):
                 options["num_classes"] = len(options["labels"]) if options["labels"] else 2
         options["mode"] = mode
         return options
+
+    @classmethod
+    def options_from_examples(cls, examples: Sequence[BaseModel], task_type: str | None = None) -> dict[str, Any]:
+        """``{"labels": [...]}`` for class labels (names in order of first appearance, integers in
+        numeric order); ``{"num_classes": 1}`` (similarity) for fractional scores, or for numeric
+        labels when ``task_type`` is text_similarity."""
+        options = label_options(example.label for example in examples)
+        wants_score = str(getattr(task_type, "value", task_type)) == NLPTaskType.TEXT_SIMILARITY.value
+        if wants_score and all(not isinstance(example.label, str) for example in examples):
+            return {"num_classes": 1}
+        return options
+
+    def tokenize_examples(self, examples: Sequence[Any], tokenizer: Any, max_length: int) -> Any:
+        return tokenizer.encode(
+            [example.text_a for example in examples], [example.text_b for example in examples], max_length=max_length
+        )
+
+    def evaluate(self, examples: Sequence[BaseModel], predictions: Sequence[Any]) -> dict[str, float]:
+        """Classification: ``accuracy`` and ``macro_f1``. Similarity: ``pearson`` and ``spearman``
+        (and ``mse``, on the labels' scale)."""
+        return super().evaluate(examples, predictions)
 
 
 @hookimpl

@@ -5,21 +5,32 @@ split into start and end logits (B, L). One deliberate difference: positions whe
 ``attention_mask`` is 0 (padding) get a large negative logit (-1e9; -6e4 under float16), so
 no softmax, loss or decode ever picks them. On unpadded positions the logits are exactly
 Hugging Face's. Long contexts are split into windows (doc stride) by the tokenizer / pipeline;
-this head sees one window at a time.
+this head sees one window at a time, and `decode` picks each question's best span across its windows.
+
+File rows (SQuAD style, JSONL): ``{"question": "...", "context": "...", "answers": {"text":
+["Paris"], "answer_start": [41]}}``; CSV: columns ``question,context,answer_text,answer_start``.
+``answer_start`` is a character index into the context, and the context must read the answer
+text there. Every row needs an answer: this head does not predict "no answer" (SQuAD 2.0).
+Training uses a row's first answer; evaluation scores against all of them (SQuAD exact match
+and token F1).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import keras
 import numpy as np
 from keras import ops
-from pydantic import Field
+from pydantic import BaseModel, Field, model_validator
 
+from distilbert_heads import metrics
 from distilbert_heads.head import HeadOptions, TaskHead
 from distilbert_heads.heads._common import (
+    check_predictions,
     MaskedSparseCategoricalAccuracy,
     MaskedSparseCategoricalCrossentropy,
     check_hidden_shape,
@@ -45,6 +56,70 @@ class QASpanOptions(HeadOptions):
     max_answer_length: int = Field(default=30, ge=1)
     dropout_rate: float = Field(default=0.1, ge=0.0, lt=1.0)
 
+
+# -- file rows -----------------------------------------------------------------------------------
+class Answers(BaseModel):
+    """SQuAD's answers: parallel lists of answer texts and their character starts in the context."""
+
+    text: list[str]
+    answer_start: list[int]
+
+
+class QAExample(BaseModel):
+    """One row: ``question``, ``context`` and SQuAD ``answers`` (or CSV ``answer_text``, ``answer_start``)."""
+
+    question: str
+    context: str
+    answers: Answers
+
+    @model_validator(mode="before")
+    @classmethod
+    def _csv_columns(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        if isinstance(data.get("answers"), str):  # a CSV cell holding SQuAD's JSON
+            try:
+                data["answers"] = json.loads(data["answers"])
+            except json.JSONDecodeError as error:
+                raise ValueError(f'answers must be JSON like {{"text": ["Paris"], "answer_start": [41]}} ({error.msg})') from None
+        if "answers" not in data and ("answer_text" in data or "answer_start" in data):
+            text, start = data.pop("answer_text", None), data.pop("answer_start", None)
+            if text in (None, "") or start in (None, ""):
+                raise ValueError("answer_text and answer_start are both needed (the answer and its character start)")
+            try:
+                start = int(str(start).strip())
+            except ValueError:
+                raise ValueError(f"answer_start {start!r} is not an integer character index") from None
+            data["answers"] = {"text": [text], "answer_start": [start]}
+        return data
+
+    @model_validator(mode="after")
+    def _answers_in_context(self) -> "QAExample":
+        if not self.question.strip():
+            raise ValueError("question is empty")
+        if not self.context.strip():
+            raise ValueError("context is empty")
+        texts, starts = self.answers.text, self.answers.answer_start
+        if len(texts) != len(starts):
+            raise ValueError(f"answers has {len(texts)} texts but {len(starts)} answer_start values; give one start per text")
+        if not texts:
+            raise ValueError(
+                "answers is empty: this head always extracts a span and does not support unanswerable "
+                "(SQuAD 2.0) rows; drop the row or give the answer"
+            )
+        for i, (text, start) in enumerate(zip(texts, starts)):
+            if not text.strip():
+                raise ValueError(f"answers.text[{i}] is empty; give the answer as it appears in the context")
+            found = self.context[start : start + len(text)] if start >= 0 else ""
+            if found != text:
+                at = [k for k in range(len(self.context)) if self.context.startswith(text, k)][:3]
+                hint = f"it occurs at {at}" if at else "it does not occur in the context at all"
+                raise ValueError(
+                    f"answers.text[{i}] {text!r} does not match the context at answer_start={start}, which reads "
+                    f"{found!r}; answer_start is the 0-based character index of the answer ({hint})"
+                )
+        return self
 
 
 def _masked_softmax(logits: np.ndarray, allowed: np.ndarray) -> np.ndarray:
@@ -92,6 +167,8 @@ class QASpanHead(TaskHead):
         "start_logits / end_logits: the answer's first and last token index, integers of shape (batch,) "
         "each (-100 to skip an example); they must point at unpadded positions"
     )
+    input_kind: ClassVar[str] = "question_context"
+    example_schema: ClassVar[type[BaseModel]] = QAExample
 
     def __init__(self, hidden_size: int, task_type: str, options: Any = None, **kwargs: Any) -> None:
         super().__init__(hidden_size, task_type, options, **kwargs)
@@ -130,21 +207,32 @@ class QASpanHead(TaskHead):
         outputs: Mapping[str, Any],
         encoding: Any = None,
         *,
+        questions: Sequence[str] | None = None,
+        contexts: Sequence[str] | None = None,
         context_mask: Any = None,
         max_answer_length: int | None = None,
     ) -> list[Any]:
-        """Per example the best legal span ``{"start", "end", "score"}`` in token indices.
+        """Answers for people: with ``contexts`` (and ``questions``, as the pipeline passes them) and the
+        tokenizer's ``encoding`` of the pairs, one ``{"answer", "score", "start", "end"}`` per question,
+        ``start``/``end`` being character offsets into its context (``answer == context[start:end]``).
 
-        Legal: start <= end, at most ``max_answer_length`` tokens (default: the option), not on
-        padding, and inside ``context_mask`` (B, L) if given (as argument or encoding field), which
-        keeps answers out of the question and special tokens. With ``offsets`` and ``text`` in
-        ``encoding`` the result also has ``"answer"`` and its ``"char_start"`` / ``"char_end"``.
-        No legal span gives start and end None and score 0.0.
+        The rows of ``encoding`` may be several windows per question (``overflow_to_sample``); each
+        window's best legal span is scored by its probability (softmax of start times softmax of end
+        within the window) and the best window wins, so an answer that crosses one window's edge is
+        found whole in a window that holds it. Legal: inside the context (``sequence_ids == 1``), not
+        on padding, start <= end, at most ``max_answer_length`` tokens (default: the option). No legal
+        span anywhere gives ``{"answer": "", "score": 0.0, "start": None, "end": None}``.
+
+        Without ``contexts``, one result per row in token indices (``{"start", "end", "score"}``),
+        restricted to ``context_mask`` (B, L) if given (as argument or encoding field); with ``offsets``
+        and ``text`` in a dict ``encoding`` it also has ``"answer"``, ``"char_start"`` and ``"char_end"``.
         """
         starts = np.asarray(ops.convert_to_numpy(outputs["start_logits"]), dtype=np.float32)
         ends = np.asarray(ops.convert_to_numpy(outputs["end_logits"]), dtype=np.float32)
         limit = int(max_answer_length or self.options.max_answer_length)
         allowed = (starts > PADDING_THRESHOLD) & (ends > PADDING_THRESHOLD)
+        if contexts is not None:
+            return self._answers_per_question(starts, ends, allowed, limit, encoding, list(contexts), questions)
         if context_mask is None:
             context_mask = encoding_field(encoding, "context_mask")
         for extra in (encoding_field(encoding, "attention_mask"), context_mask):
@@ -167,6 +255,120 @@ class QASpanHead(TaskHead):
                     result.update(answer=texts[b][char_start:char_end], char_start=char_start, char_end=char_end)
             results.append(result)
         return results
+
+    def _answers_per_question(
+        self,
+        starts: np.ndarray,
+        ends: np.ndarray,
+        allowed: np.ndarray,
+        limit: int,
+        encoding: Any,
+        contexts: list[str],
+        questions: Sequence[str] | None,
+    ) -> list[dict[str, Any]]:
+        offsets = encoding_field(encoding, "offsets")
+        sequence_ids = encoding_field(encoding, "sequence_ids")
+        if offsets is None or sequence_ids is None:
+            raise ValueError(
+                "QASpanHead.decode(contexts=...) needs the tokenizer's encoding of the (question, context) pairs "
+                "(offsets and sequence_ids): pass the BatchEncoding that DistilBertTokenizer.encode returned."
+            )
+        if questions is not None and len(questions) != len(contexts):
+            raise ValueError(f"{len(questions)} questions but {len(contexts)} contexts; pass one context per question")
+        mask = encoding_field(encoding, "attention_mask")
+        samples = encoding_field(encoding, "overflow_to_sample") or list(range(len(starts)))
+        if len(samples) != len(starts):
+            raise ValueError(f"the encoding has {len(samples)} rows but the outputs have {len(starts)}; pass this batch's encoding")
+        best: list[tuple[float, int, int] | None] = [None] * len(contexts)
+        for row, sample in enumerate(samples):
+            sample = int(sample)
+            if not 0 <= sample < len(contexts):
+                raise ValueError(f"encoding row {row} belongs to question {sample}, but {len(contexts)} contexts were given")
+            legal = allowed[row] & np.array([s == 1 for s in sequence_ids[row]], dtype=bool)
+            if mask is not None:
+                legal &= np.asarray(mask[row]).astype(bool)
+            span = best_span(starts[row], ends[row], legal, limit)
+            if span is None:
+                continue
+            start, end, score = span
+            if best[sample] is None or score > best[sample][0]:
+                best[sample] = (score, int(offsets[row][start][0]), int(offsets[row][end][1]))
+        results = []
+        for context, found in zip(contexts, best):
+            if found is None:
+                results.append({"answer": "", "score": 0.0, "start": None, "end": None})
+            else:
+                score, char_start, char_end = found
+                results.append({"answer": context[char_start:char_end], "score": score, "start": char_start, "end": char_end})
+        return results
+
+    # -- training and evaluating from files -----------------------------------------------------
+    def encode_examples(
+        self, examples: Sequence[BaseModel], tokenizer: Any, max_length: int, stride: int | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """``[CLS] question [SEP] context [SEP]`` rows and the first answer's token positions.
+
+        Contexts longer than the window are split (``truncation="only_second"``) into windows that
+        overlap by ``stride`` tokens (default: a quarter of ``max_length``, less if a question leaves
+        less room); only windows that hold the whole answer are kept, and a warning says how many
+        were dropped. Labels: ``{"start_logits": (N,), "end_logits": (N,)}`` token indices.
+        """
+        questions = [example.question for example in examples]
+        contexts = [example.context for example in examples]
+        if stride is None:
+            longest_question = max(len(row) - 2 for row in tokenizer.encode(questions, max_length=max_length).tokens)
+            room = max_length - 3 - longest_question
+            stride = max(0, min(max_length // 4, room // 2))
+        encoding = tokenizer.encode(
+            questions, contexts, max_length=max_length, truncation="only_second", stride=stride, return_overflowing=True
+        )
+        kept, start_labels, end_labels, answered = [], [], [], set()
+        for row, sample in enumerate(encoding.overflow_to_sample):
+            answer = examples[sample].answers
+            char_start = answer.answer_start[0]
+            char_end = char_start + len(answer.text[0])
+            context_tokens = [j for j, s in enumerate(encoding.sequence_ids[row]) if s == 1]
+            if not context_tokens:
+                continue
+            offsets = encoding.offsets[row]
+            if offsets[context_tokens[0]][0] > char_start or offsets[context_tokens[-1]][1] < char_end:
+                continue  # the answer is not whole in this window
+            start = max(j for j in context_tokens if offsets[j][0] <= char_start)
+            end = min(j for j in context_tokens if offsets[j][1] >= char_end)
+            kept.append(row)
+            start_labels.append(start)
+            end_labels.append(end)
+            answered.add(sample)
+        dropped_windows = len(encoding) - len(kept)
+        lost = len(examples) - len(answered)
+        if not kept:
+            raise ValueError(
+                f"No example kept its answer within max_length={max_length} tokens: every answer is cut off. "
+                "Raise max_length, or shorten the questions and answers."
+            )
+        if dropped_windows:
+            warnings.warn(
+                f"QA training data: dropped {dropped_windows} of {len(encoding)} windows (max_length={max_length}, "
+                f"stride={stride}) that do not hold their whole answer; {lost} of {len(examples)} examples lost "
+                f"entirely because their answer fits no window.",
+                stacklevel=2,
+            )
+        width = int(encoding.attention_mask[kept].sum(axis=1).max())
+        inputs = {
+            "input_ids": np.ascontiguousarray(encoding.input_ids[kept, :width]),
+            "attention_mask": np.ascontiguousarray(encoding.attention_mask[kept, :width]),
+        }
+        labels = {
+            "start_logits": np.array(start_labels, dtype=np.int32),
+            "end_logits": np.array(end_labels, dtype=np.int32),
+        }
+        return inputs, labels
+
+    def evaluate(self, examples: Sequence[BaseModel], predictions: Sequence[Any]) -> dict[str, float]:
+        """SQuAD ``exact_match`` and token ``f1`` of each predicted answer against all gold answers."""
+        check_predictions(examples, predictions)
+        answers = [p.get("answer", "") if isinstance(p, Mapping) else str(p) for p in predictions]
+        return metrics.squad_scores(answers, [example.answers.text for example in examples])
 
     def load_hf_head_weights(self, state_dict: Mapping[str, Any]) -> bool:
         if not any(key.startswith("qa_outputs.") for key in state_dict):

@@ -3,16 +3,22 @@
 The head is Hugging Face's ``DistilBertForSequenceClassification`` head, weight for weight:
 ``hidden_states[:, 0]`` -> ``pre_classifier`` Dense(D) -> ReLU -> dropout -> ``classifier``
 Dense(num_classes), so its checkpoints load here and give the same logits.
+
+File rows (JSONL or CSV with a header): ``{"text": "Great film!", "label": "positive"}``. The
+label is a class name, a class index (0, 1, ...) or, for regression, a number; CSV cells that
+are numbers are read as numbers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import keras
+from pydantic import BaseModel, field_validator
 
 from distilbert_heads.head import HeadOptions
-from distilbert_heads.heads._common import PooledClassifierHead, PooledClassifierOptions
+from distilbert_heads.heads._common import Label, PooledClassifierHead, PooledClassifierOptions, coerce_label, label_options
 from distilbert_heads.hookspecs import hookimpl
 from distilbert_heads.tasks import NLPTaskType
 
@@ -34,6 +40,25 @@ class SentimentOptions(PooledClassifierOptions):
     dropout_rate: dropout before the classifier (HF ``seq_classif_dropout``, 0.2).
     label_smoothing: smoothing of the sparse cross-entropy targets (classification only).
     """
+
+
+class TextExample(BaseModel):
+    """One row: ``text`` and its ``label`` (class name, class index, or a number for regression)."""
+
+    text: str
+    label: Label
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("text is empty; every row needs the text to classify")
+        return value
+
+    @field_validator("label", mode="before")
+    @classmethod
+    def _label(cls, value: Any) -> Any:
+        return coerce_label(value)
 
 
 @keras.saving.register_keras_serializable(package="distilbert_heads")
@@ -60,6 +85,8 @@ class SentimentHead(PooledClassifierHead):
     label_format: ClassVar[str] = (
         "logits: integer class ids, shape (batch,); with num_classes=1 (regression) float targets, shape (batch,)"
     )
+    input_kind: ClassVar[str] = "text"
+    example_schema: ClassVar[type[BaseModel]] = TextExample
 
     def resolve_options(self, options: dict[str, Any]) -> dict[str, Any]:
         if options["num_classes"] is None:
@@ -68,6 +95,17 @@ class SentimentHead(PooledClassifierHead):
             else:
                 options["num_classes"] = 1 if self.task_type in REGRESSION_TASK_TYPES else 2
         return options
+
+    @classmethod
+    def options_from_examples(cls, examples: Sequence[BaseModel], task_type: str | None = None) -> dict[str, Any]:
+        """``{"labels": [...]}`` (names in order of first appearance; integer classes in numeric
+        order) or ``{"num_classes": 1}`` when a label is fractional or ``task_type`` is a regression."""
+        if task_type is not None and str(getattr(task_type, "value", task_type)) in REGRESSION_TASK_TYPES:
+            return {"num_classes": 1}
+        return label_options(example.label for example in examples)
+
+    def tokenize_examples(self, examples: Sequence[Any], tokenizer: Any, max_length: int) -> Any:
+        return tokenizer.encode([example.text for example in examples], max_length=max_length)
 
 
 @hookimpl

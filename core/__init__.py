@@ -10,6 +10,7 @@ from distilbert_heads.factory import create_distilbert_with_head, create_distilb
 from distilbert_heads.head import HeadOptions, HeadOptionsError, TaskHead
 from distilbert_heads.hookspecs import hookimpl
 from distilbert_heads.model import DistilBertTaskModel, MissingHeadPluginError
+from distilbert_heads.pipeline import Pipeline, pipeline
 from distilbert_heads.tasks import NLPTaskConfig, NLPTaskType
 
 __version__ = "0.1.0"
@@ -24,9 +25,11 @@ __all__ = [
     "MissingHeadPluginError",
     "NLPTaskConfig",
     "NLPTaskType",
+    "Pipeline",
     "TaskHead",
     "create_distilbert_with_head",
     "create_distilbert_with_heads",
     "hookimpl",
+    "pipeline",
     "__version__",
 ]

@@ -28,6 +28,7 @@ from distilbert_heads.config import PRETRAINED_IDS, DistilBertConfig
 from distilbert_heads.encoder import DistilBERT
 from distilbert_heads.model import DistilBertTaskModel
 from distilbert_heads.tasks import NLPTaskConfig, NLPTaskType, normalize_task_type
+from distilbert_heads.tokenizer import DistilBertTokenizer
 
 __all__ = ["ENCODER_FIELDS", "create_distilbert_with_head", "create_distilbert_with_heads"]
 
@@ -44,6 +45,7 @@ def create_distilbert_with_head(
     pretrained: Pretrained = False,
     name: str | None = None,
     head_options: Mapping[str, Any] | None = None,
+    tokenizer: DistilBertTokenizer | None = None,
     **kwargs: Any,
 ) -> DistilBertTaskModel:
     """A DistilBERT encoder with one task head; outputs are ``outputs[head_name][output_name]``.
@@ -60,6 +62,7 @@ def create_distilbert_with_head(
         name: the head's name, keying its outputs and labels; defaults to the task type as
             given (``"sentiment"`` for ``task_type="sentiment"``).
         head_options: head options given as a mapping (for names that are also encoder fields).
+        tokenizer: the model's tokenizer, saved inside its ``.keras`` file (``model.tokenizer``).
         **kwargs: `DistilBertConfig` fields override the encoder; anything else is a head option.
 
     Raises:
@@ -94,7 +97,7 @@ def create_distilbert_with_head(
             merged["options"] = {**merged.get("options", {}), **updates.pop("options", {})}
             config = _task_config({**merged, **updates}, index=0)
     return create_distilbert_with_heads(
-        [config], distilbert_variant=distilbert_variant, pretrained=pretrained, **encoder_overrides
+        [config], distilbert_variant=distilbert_variant, pretrained=pretrained, tokenizer=tokenizer, **encoder_overrides
     )
 
 
@@ -104,13 +107,14 @@ def create_distilbert_with_heads(
     distilbert_variant: str = "base",
     pretrained: Pretrained = False,
     model_name: str | None = None,
+    tokenizer: DistilBertTokenizer | None = None,
     **encoder_overrides: Any,
 ) -> DistilBertTaskModel:
     """One encoder with several heads; outputs are keyed by head name, losses weighted by ``loss_weight``.
 
     ``task_configs`` are `NLPTaskConfig` objects or dicts of their fields; head names default
     to the task type as given and must be unique. ``encoder_overrides`` must be
-    `DistilBertConfig` fields. ``pretrained`` as in `create_distilbert_with_head`.
+    `DistilBertConfig` fields. ``pretrained`` and ``tokenizer`` as in `create_distilbert_with_head`.
     """
     from distilbert_heads.registry import get_head
 
@@ -155,6 +159,7 @@ def create_distilbert_with_heads(
             for head_name, r in zip(names, records)
         },
         name=model_name,
+        tokenizer=tokenizer,
     )
     if pretrained is not False and pretrained is not None:
         _load_head_weights(model, checkpoint, source=str(pretrained if pretrained is not True else

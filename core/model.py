@@ -21,6 +21,11 @@ distribution, version, head class, for information). `from_config` rebuilds ever
 through `distilbert_heads.registry.get_head(task_type)`, never by importing a module or class
 named in the file, so a ``.keras`` file can only instantiate heads of installed, non-blocked
 plugins. A head no plugin provides raises `MissingHeadPluginError` saying what to install.
+
+The tokenizer (optional, ``model.tokenizer``) travels as Keras assets: `save_assets` writes its
+files under ``assets/tokenizer/`` inside the ``.keras`` archive and `load_assets` reads them
+back, so one file is a complete text-in, answers-out model. ``max_length`` (the longest input
+the model is meant to see, at most the encoder's ``max_position_embeddings``) is in the config.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from distilbert_heads.config import DistilBertConfig
 from distilbert_heads.encoder import DistilBERT, as_input_dict, validate_encoder_inputs
 from distilbert_heads.head import TaskHead
+from distilbert_heads.tokenizer import DistilBertTokenizer
 
 __all__ = ["OUTPUT_SEPARATOR", "DistilBertTaskModel", "MissingHeadPluginError", "flat_output_key"]
 
@@ -46,6 +52,8 @@ OUTPUT_SEPARATOR = "/"
 # Marker in the compile config: "compiled with the heads' default losses and metrics".
 _DEFAULTS_MARKER = "distilbert_heads_head_defaults"
 _HEAD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Subdirectory of the model's assets directory that holds the tokenizer's files.
+TOKENIZER_ASSETS_DIR = "tokenizer"
 
 
 def flat_output_key(head_name: str, output_name: str) -> str:
@@ -123,6 +131,10 @@ class DistilBertTaskModel(keras.Model):
         loss_weights: head name -> weight of that head's losses (default 1.0 each).
         provenance: head name -> ``{"plugin", "distribution", "version"}`` of the plugin that
             provided the head; stored in the config and used in error messages on load.
+        tokenizer: the `DistilBertTokenizer` that makes this model's inputs (optional); saved
+            inside the ``.keras`` file as assets and restored by ``keras.models.load_model``.
+        max_length: the longest input, in tokens, pipelines feed the model (default: the
+            encoder's ``max_position_embeddings``); stored in the config.
     """
 
     def __init__(
@@ -132,6 +144,8 @@ class DistilBertTaskModel(keras.Model):
         *,
         loss_weights: Mapping[str, float] | None = None,
         provenance: Mapping[str, Mapping[str, Any]] | None = None,
+        tokenizer: DistilBertTokenizer | None = None,
+        max_length: int | None = None,
         **kwargs: Any,
     ) -> None:
         if kwargs.get("name") is None:
@@ -179,6 +193,9 @@ class DistilBertTaskModel(keras.Model):
             ).model_dump()
             for name, head in self.heads.items()
         }
+        self.max_length = _check_max_length(max_length, encoder.config)
+        self._tokenizer: DistilBertTokenizer | None = None
+        self.tokenizer = tokenizer
         self._uses_head_defaults = False
         self._head_output_names: dict[str, tuple[str, ...]] = {}
         # Build now (a forward pass on a tiny dummy batch), so every weight exists before
@@ -231,6 +248,41 @@ class DistilBertTaskModel(keras.Model):
     def decode(self, outputs: Mapping[str, Mapping[str, Any]], encoding: Any = None) -> dict[str, list[Any]]:
         """Each head's `decode` on its outputs: head name -> one answer per example."""
         return {name: head.decode(outputs[name], encoding) for name, head in self.heads.items()}
+
+    # -- the tokenizer (saved as Keras assets) ------------------------------------------------
+    @property
+    def tokenizer(self) -> DistilBertTokenizer | None:
+        """The tokenizer that makes this model's inputs, or None; saved inside ``.keras`` files."""
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, tokenizer: DistilBertTokenizer | None) -> None:
+        if tokenizer is not None:
+            if not isinstance(tokenizer, DistilBertTokenizer):
+                raise TypeError(
+                    f"tokenizer must be a distilbert_heads.tokenizer.DistilBertTokenizer (or None), got "
+                    f"{type(tokenizer).__name__}. Build one with DistilBertTokenizer.from_pretrained(dir) or "
+                    "DistilBertTokenizer.from_vocab('vocab.txt')."
+                )
+            if tokenizer.vocab_size > self.encoder.config.vocab_size:
+                raise ValueError(
+                    f"The tokenizer has {tokenizer.vocab_size} tokens but the encoder's vocab_size is "
+                    f"{self.encoder.config.vocab_size}, so some token ids would have no embedding. Use the "
+                    "tokenizer the encoder was trained with, or build the model with "
+                    f"vocab_size={tokenizer.vocab_size} (or more)."
+                )
+        self._tokenizer = tokenizer
+
+    def save_assets(self, dir_path: str) -> None:
+        """Keras hook: write the tokenizer (if any) into ``dir_path/tokenizer``."""
+        if self._tokenizer is not None:
+            self._tokenizer.save_assets(os.path.join(dir_path, TOKENIZER_ASSETS_DIR))
+
+    def load_assets(self, dir_path: str) -> None:
+        """Keras hook: restore the tokenizer `save_assets` wrote (a file without one leaves None)."""
+        directory = os.path.join(dir_path, TOKENIZER_ASSETS_DIR)
+        if os.path.isdir(directory):
+            self.tokenizer = DistilBertTokenizer.load_assets(directory)
 
     # -- training ----------------------------------------------------------------------------
     def compile(
@@ -405,6 +457,7 @@ class DistilBertTaskModel(keras.Model):
             "encoder_name": self.encoder.name,
             "encoder_trainable": self.encoder.trainable,
             "encoder": self.encoder.config.model_dump(mode="json"),
+            "max_length": self.max_length,
             "heads": [
                 {
                     "name": name,
@@ -462,9 +515,23 @@ class DistilBertTaskModel(keras.Model):
             heads,
             loss_weights={saved.name: saved.loss_weight for saved in saved_heads},
             provenance=provenance,
+            max_length=config.get("max_length"),
             name=config.get("name"),
             trainable=bool(config.get("trainable", True)),
         )
+
+
+def _check_max_length(max_length: Any, encoder_config: DistilBertConfig) -> int:
+    """``max_length`` as an int in [3, max_position_embeddings]; None means max_position_embeddings."""
+    limit = encoder_config.max_position_embeddings
+    if max_length is None:
+        return int(limit)
+    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or not 3 <= max_length <= limit:
+        raise ValueError(
+            f"max_length must be an integer from 3 (room for [CLS] x [SEP]) to the encoder's "
+            f"max_position_embeddings={limit}, got {max_length!r}."
+        )
+    return int(max_length)
 
 
 def _is_concrete_inputs(inputs: Any) -> bool:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -153,6 +153,76 @@ class DistilBertTokenizer:
         tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tokenizer.decoder = decoders.WordPiece(prefix="##")
         return cls(tokenizer, lowercase=lowercase, strip_accents=strip_accents, tokenize_chinese_chars=tokenize_chinese_chars)
+
+    @classmethod
+    def train_from_texts(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int = 1000,
+        lowercase: bool = True,
+        *,
+        min_frequency: int = 1,
+        whole_words: bool = False,
+    ) -> DistilBertTokenizer:
+        """A new WordPiece vocabulary learnt from ``texts`` (for training a model from scratch).
+
+        Uses the ``tokenizers`` WordPiece trainer after the same BERT normalization and
+        pre-tokenization that encoding applies, so every learnt piece is reachable. The special
+        tokens come first (``[PAD]`` = 0, ``[UNK]``, ``[CLS]``, ``[SEP]``, ``[MASK]``), then every
+        character seen (as a word start and as a ``##`` piece, so unseen words split into
+        characters instead of becoming ``[UNK]``), then merged pieces up to ``vocab_size``.
+        The result may be smaller than ``vocab_size`` when the texts hold fewer pieces.
+
+        ``whole_words=True`` learns a vocabulary of whole words instead: the words seen at least
+        ``min_frequency`` times, most frequent first, up to ``vocab_size``; any other word becomes
+        one ``[UNK]``. On small data this keeps a small model from learning names by their
+        spelling: paired with token dropout in training it learns to read the context around an
+        unknown word, which is what generalises to names it never saw.
+        """
+        from tokenizers import trainers
+
+        if isinstance(texts, str):
+            raise ValueError("train_from_texts takes a list (or iterable) of texts, not a single string.")
+        special = [PAD, UNK, CLS, SEP, MASK]
+        if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size <= len(special):
+            raise ValueError(
+                f"vocab_size must be an integer above {len(special)} (the special tokens plus word pieces), "
+                f"got {vocab_size!r}."
+            )
+        texts = [text for text in texts if isinstance(text, str) and text.strip()]
+        if not texts:
+            raise ValueError("train_from_texts needs at least one non-empty text to learn a vocabulary from.")
+        tokenizer = Tokenizer(
+            WordPiece(unk_token=UNK, continuing_subword_prefix="##", max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD)
+        )
+        tokenizer.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
+        )
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        if whole_words:
+            counts: dict[str, int] = {}
+            for text in texts:
+                for word, _ in tokenizer.pre_tokenizer.pre_tokenize_str(tokenizer.normalizer.normalize_str(text)):
+                    counts[word] = counts.get(word, 0) + 1
+            # Most frequent first; ties keep their order of first appearance (dicts keep insertion order).
+            ranked = sorted((w for w, n in counts.items() if n >= min_frequency and w not in special), key=lambda w: -counts[w])
+            return cls.from_vocab(special + ranked[: vocab_size - len(special)], lowercase=lowercase)
+        # Every character as a ``##`` piece too, so any word made of seen characters is encodable.
+        alphabet = sorted({char for text in texts for char in tokenizer.normalizer.normalize_str(text) if not char.isspace()})
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=special,
+            initial_alphabet=alphabet,
+            continuing_subword_prefix="##",
+            show_progress=False,
+        )
+        tokenizer.train_from_iterator(texts, trainer=trainer)
+        learnt = tokenizer.get_vocab(with_added_tokens=True)
+        tokens = [token for token, _ in sorted(learnt.items(), key=lambda item: item[1])]
+        known = set(tokens)
+        tokens += [f"##{char}" for char in alphabet if f"##{char}" not in known]
+        return cls.from_vocab(tokens, lowercase=lowercase)
 
     @classmethod
     def from_tokenizer_json(cls, path: str | os.PathLike) -> DistilBertTokenizer:

@@ -1,0 +1,648 @@
+"""Train and evaluate a task model from JSONL/CSV files, for any head that implements the data contract.
+
+`train` reads and validates the rows with the head's ``example_schema`` (a bad row fails with
+its file and line number), takes the head's options (label names) from the training file,
+builds or loads a tokenizer, builds the model through the factory, fits it with Keras
+progress bars and early stopping on the head's own evaluation metric, and saves one ``.keras``
+file with the tokenizer inside. `evaluate` scores a saved (or in-memory) model on a file with
+the metrics people expect for the task (the head's ``evaluate`` on its decoded answers).
+
+Learning rates: Adam with 5e-5 when fine-tuning a pretrained checkpoint (the usual BERT
+fine-tuning rate) and 1e-3 when training from scratch (small random models learn far too
+slowly at fine-tuning rates). Pass ``learning_rate`` to choose another.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from pydantic import BaseModel
+
+from distilbert_heads import data as data_files
+from distilbert_heads.head import TaskHead
+from distilbert_heads.tokenizer import DistilBertTokenizer
+
+__all__ = [
+    "DEFAULT_LEARNING_RATE_PRETRAINED",
+    "DEFAULT_LEARNING_RATE_SCRATCH",
+    "DEFAULT_VOCAB_SIZE",
+    "HeadEvaluationCallback",
+    "TokenDropoutBatches",
+    "TrainResult",
+    "TrainingError",
+    "evaluate",
+    "example_texts",
+    "load_model",
+    "predict_examples",
+    "primary_metric",
+    "read_task_examples",
+    "train",
+]
+
+DEFAULT_LEARNING_RATE_PRETRAINED = 5e-5
+DEFAULT_LEARNING_RATE_SCRATCH = 1e-3
+DEFAULT_VOCAB_SIZE = 2000
+# Which of a head's metrics early stopping watches, first match wins; otherwise the first one it returns.
+PRIMARY_METRICS = ("f1", "entity_f1", "exact_match", "accuracy", "macro_f1", "micro_f1", "pearson", "spearman")
+LOWER_IS_BETTER = frozenset({"mse", "mae", "rmse", "loss"})
+
+
+class TrainingError(ValueError):
+    """A problem with what was asked (task, files, model, options), explained for the user."""
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns: the trained model, its final metrics, the Keras history and the saved path.
+
+    ``metrics`` are on the eval file when one was given, else on the training file
+    (``metrics_split`` says which). ``history`` is Keras' per-epoch logs, plus ``val_<metric>``
+    for each of the head's metrics when there was an eval file.
+    """
+
+    model: Any
+    metrics: dict[str, float]
+    history: dict[str, list[float]]
+    path: Path | None
+    tokenizer: DistilBertTokenizer
+    metrics_split: str = "eval"
+    epochs_run: int = 0
+    best_epoch: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# -- reading data ------------------------------------------------------------------------------
+def head_record(task: str) -> Any:
+    """The registry record serving ``task`` (`UnknownTaskTypeError` lists what is installed)."""
+    from distilbert_heads.registry import get_head
+
+    return get_head(task)
+
+
+def read_task_examples(path: str | os.PathLike, head_class: type[TaskHead], task: str) -> list[BaseModel]:
+    """Every row of ``path`` validated by ``head_class.example_schema``."""
+    schema = getattr(head_class, "example_schema", None)
+    if schema is None:
+        raise TrainingError(
+            f"The {task!r} head ({head_class.__name__}) declares no example_schema, so it cannot train or evaluate "
+            "from files. Train it in Python with model.fit, or ask its plugin's author to add the data contract."
+        )
+    return data_files.read_examples(path, schema, task=f"task {task!r}")
+
+
+def _line_numbers(path: str | os.PathLike) -> list[int]:
+    return [number for number, _ in data_files.read_rows(path)]
+
+
+def _locate_bad_example(
+    error: Exception, check: Callable[[int], Any], count: int, path: str | os.PathLike | None
+) -> TrainingError:
+    """Turn an error about a batch of examples into one that names the file line of the first bad row."""
+    if path is None:
+        return TrainingError(str(error))
+    lines = _line_numbers(path)
+    for index in range(count):
+        try:
+            check(index)
+        except (ValueError, KeyError, IndexError, TypeError) as row_error:
+            line = lines[index] if index < len(lines) else "?"
+            message = _strip_example_prefix(str(row_error))
+            return TrainingError(f"{Path(path).name} line {line}: {message}")
+    return TrainingError(f"{Path(path).name}: {error}")
+
+
+def _strip_example_prefix(message: str) -> str:
+    # Heads say "example 0: ..." about the one-row batch we re-ran; the line number replaces it.
+    head, sep, rest = message.partition(": ")
+    return rest if sep and head.startswith("example ") else message
+
+
+def encode_examples(
+    head: TaskHead, examples: Sequence[BaseModel], tokenizer: DistilBertTokenizer, max_length: int,
+    path: str | os.PathLike | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The head's `encode_examples`, with a failing row reported by its line in ``path``."""
+    try:
+        return head.encode_examples(examples, tokenizer, max_length)
+    except (ValueError, KeyError, IndexError) as error:
+        raise _locate_bad_example(
+            error, lambda i: head.encode_examples([examples[i]], tokenizer, max_length), len(examples), path
+        ) from None
+
+
+def infer_options(head_class: type[TaskHead], examples: Sequence[BaseModel], task_type: str) -> dict[str, Any]:
+    """Options the training data implies (label names), passing ``task_type`` to heads that take it."""
+    method = head_class.options_from_examples
+    try:
+        accepts_task = "task_type" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        accepts_task = False
+    options = method(examples, task_type=task_type) if accepts_task else method(examples)
+    return dict(options or {})
+
+
+def example_texts(examples: Sequence[BaseModel]) -> list[str]:
+    """Every piece of text in the examples (string fields, and lists of strings joined by spaces).
+
+    Schema-agnostic, so a vocabulary can be learnt for any plugin head's rows.
+    """
+    texts: list[str] = []
+
+    def collect(value: Any) -> None:
+        if isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                collect(item)
+        elif isinstance(value, (list, tuple)):
+            if value and all(isinstance(item, str) for item in value):
+                texts.append(" ".join(value))
+            else:
+                for item in value:
+                    collect(item)
+
+    for example in examples:
+        collect(example.model_dump())
+    return texts
+
+
+# -- the model and its tokenizer ------------------------------------------------------------------
+def load_model(model_or_path: Any) -> Any:
+    """A `DistilBertTaskModel` as given, or loaded from a ``.keras`` path with a clear error if missing."""
+    if not isinstance(model_or_path, (str, os.PathLike)):
+        return model_or_path
+    path = Path(model_or_path)
+    if not path.is_file():
+        raise TrainingError(
+            f"No model file at {os.fspath(path)!r}. Pass a .keras file written by `distilbert-heads train` "
+            "(or model.save('model.keras'))."
+        )
+    if path.suffix != ".keras":
+        raise TrainingError(f"{path.name} is not a .keras file; pass a model saved as .keras.")
+    import distilbert_heads  # noqa: F401  (registers the Keras classes)
+
+    return keras.models.load_model(path)
+
+
+def model_tokenizer(model: Any, tokenizer: DistilBertTokenizer | None = None) -> DistilBertTokenizer:
+    """The tokenizer given, else the one saved inside the model, else a clear error."""
+    found = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    if found is None:
+        raise TrainingError(
+            "This model holds no tokenizer, so text cannot be turned into input ids. Train it with "
+            "`distilbert-heads train` (which saves the tokenizer inside), or pass tokenizer=... explicitly."
+        )
+    return found
+
+
+def select_head(model: Any, head: str | None = None) -> tuple[str, TaskHead]:
+    """(name, head) of the model's only head, or of the head named ``head``."""
+    heads = dict(model.heads)
+    if head is None:
+        if len(heads) != 1:
+            raise TrainingError(f"The model has several heads {sorted(heads)}; say which one to use (head=...).")
+        return next(iter(heads.items()))
+    if head not in heads:
+        raise TrainingError(f"The model has no head named {head!r}; its heads are {sorted(heads)}.")
+    return head, heads[head]
+
+
+def build_tokenizer(
+    pretrained: str | os.PathLike | None,
+    texts: Sequence[str],
+    *,
+    vocab_size: int = DEFAULT_VOCAB_SIZE,
+    lowercase: bool = True,
+    whole_words: bool = False,
+) -> DistilBertTokenizer:
+    """The checkpoint's tokenizer when ``pretrained`` names one, else a WordPiece vocab learnt on ``texts``."""
+    if pretrained is not None:
+        source = os.fspath(pretrained)
+        if source.endswith(".keras"):
+            return model_tokenizer(load_model(source))
+        return DistilBertTokenizer.from_pretrained(source)
+    return DistilBertTokenizer.train_from_texts(texts, vocab_size=vocab_size, lowercase=lowercase, whole_words=whole_words)
+
+
+def attach_tokenizer(model: Any, tokenizer: DistilBertTokenizer) -> None:
+    """Put the tokenizer on the model so it is saved inside the ``.keras`` file."""
+    setter = getattr(model, "set_tokenizer", None)
+    if callable(setter):
+        setter(tokenizer)
+    else:
+        model.tokenizer = tokenizer
+
+
+# -- predicting and scoring examples -----------------------------------------------------------------
+def predict_examples(
+    model: Any,
+    examples: Sequence[BaseModel],
+    *,
+    head: str | None = None,
+    tokenizer: DistilBertTokenizer | None = None,
+    batch_size: int = 32,
+    max_length: int | None = None,
+) -> list[Any]:
+    """The head's decoded answers for the examples' inputs (through `distilbert_heads.pipeline`)."""
+    from distilbert_heads.pipeline import pipeline
+
+    head_name, task_head = select_head(model, head)
+    pipe = pipeline(
+        model,
+        tokenizer=model_tokenizer(model, tokenizer),
+        head=head_name,
+        batch_size=batch_size,
+        max_length=max_length,
+        show_progress=False,
+    )
+    args, kwargs = pipeline_inputs(task_head, examples)
+    answers = pipe(*args, **kwargs)
+    if isinstance(answers, Mapping) and head_name in answers:
+        answers = answers[head_name]
+    return list(answers)
+
+
+def pipeline_inputs(head: TaskHead, examples: Sequence[BaseModel]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Positional and keyword arguments of the pipeline call for these examples, by the head's input kind."""
+    kind = getattr(head, "input_kind", "text")
+    try:
+        if kind == "pair":
+            return ([(ex.text_a, ex.text_b) for ex in examples],), {}
+        if kind == "question_context":
+            return (), {"question": [ex.question for ex in examples], "context": [ex.context for ex in examples]}
+        return ([ex.text for ex in examples],), {}
+    except AttributeError as error:
+        raise TrainingError(
+            f"{type(head).__name__} has input_kind {kind!r} but its example rows lack the field it needs ({error}); "
+            "text heads need 'text', pair heads 'text_a' and 'text_b', QA heads 'question' and 'context'."
+        ) from None
+
+
+def score_examples(
+    model: Any,
+    examples: Sequence[BaseModel],
+    *,
+    head: str | None = None,
+    tokenizer: DistilBertTokenizer | None = None,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    path: str | os.PathLike | None = None,
+) -> dict[str, float]:
+    """The head's metrics (its `evaluate`) of the model's answers on ``examples``."""
+    _, task_head = select_head(model, head)
+    predictions = predict_examples(
+        model, examples, head=head, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length
+    )
+    try:
+        scores = task_head.evaluate(examples, predictions)
+    except (ValueError, KeyError, IndexError) as error:
+        raise _locate_bad_example(
+            error, lambda i: task_head.evaluate([examples[i]], [predictions[i]]), len(examples), path
+        ) from None
+    return {key: float(value) for key, value in scores.items()}
+
+
+def evaluate(
+    model_or_path: Any,
+    eval_file: str | os.PathLike,
+    *,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    head: str | None = None,
+    tokenizer: DistilBertTokenizer | None = None,
+) -> dict[str, float]:
+    """Metrics of a model (or a ``.keras`` path) on a JSONL/CSV file in its head's row format.
+
+    Classification: accuracy and macro-F1; NER: entity precision/recall/F1; QA: exact match
+    and token F1; pairs: accuracy (or Pearson/Spearman for similarity), as the head defines.
+    """
+    model = load_model(model_or_path)
+    _, task_head = select_head(model, head)
+    examples = read_task_examples(eval_file, type(task_head), task_head.task_type)
+    return score_examples(
+        model, examples, head=head, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length, path=eval_file
+    )
+
+
+def primary_metric(metrics: Mapping[str, float]) -> str:
+    """The metric early stopping watches: the first of `PRIMARY_METRICS` present, else the first key."""
+    for name in PRIMARY_METRICS:
+        if name in metrics:
+            return name
+    if not metrics:
+        raise TrainingError("The head's evaluate() returned no metrics; early stopping needs at least one.")
+    return next(iter(metrics))
+
+
+class HeadEvaluationCallback(keras.callbacks.Callback):
+    """Each epoch, score the model on held-out examples with the head's own metrics.
+
+    Adds ``val_<metric>`` to the epoch logs (so they land in the history), stops training when
+    the watched metric has not improved for ``patience`` epochs, and restores the best
+    epoch's weights when training ends.
+    """
+
+    def __init__(
+        self,
+        score: Callable[[Any], dict[str, float]],
+        *,
+        monitor: str | None = None,
+        patience: int = 2,
+        restore_best_weights: bool = True,
+        verbose: int = 1,
+    ) -> None:
+        super().__init__()
+        self.score = score
+        self.monitor = monitor
+        self.patience = int(patience)
+        self.restore_best_weights = restore_best_weights
+        self.verbose = verbose
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.best_metrics: dict[str, float] = {}
+        self.last_metrics: dict[str, float] = {}
+        self._best_weights: list[np.ndarray] | None = None
+        self._wait = 0
+
+    def _improved(self, value: float) -> bool:
+        if self.best is None or math.isnan(self.best):
+            return not math.isnan(value)
+        if self.monitor in LOWER_IS_BETTER:
+            return value < self.best
+        return value > self.best
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        metrics = self.score(self.model)
+        self.last_metrics = metrics
+        if self.monitor is None:
+            self.monitor = primary_metric(metrics)
+        if logs is not None:
+            logs.update({f"val_{key}": value for key, value in metrics.items()})
+        value = float(metrics[self.monitor])
+        if self.verbose:
+            shown = "  ".join(f"{key}={val:.4f}" for key, val in metrics.items())
+            print(f"epoch {epoch + 1} held-out: {shown}", flush=True)
+        if self._improved(value):
+            self.best, self.best_epoch, self.best_metrics, self._wait = value, epoch, dict(metrics), 0
+            if self.restore_best_weights:
+                self._best_weights = self.model.get_weights()
+            return
+        self._wait += 1
+        if self.patience > 0 and self._wait >= self.patience:
+            self.model.stop_training = True
+            if self.verbose:
+                print(
+                    f"early stopping: held-out {self.monitor} has not improved for {self._wait} epoch(s) "
+                    f"(best {self.best:.4f} at epoch {self.best_epoch + 1})",
+                    flush=True,
+                )
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self.restore_best_weights and self._best_weights is not None and self.best_epoch is not None:
+            self.model.set_weights(self._best_weights)
+
+
+# -- training --------------------------------------------------------------------------------------
+def train(
+    task: str,
+    train_file: str | os.PathLike,
+    *,
+    eval_file: str | os.PathLike | None = None,
+    variant: str = "tiny",
+    pretrained: str | os.PathLike | None = None,
+    epochs: int = 3,
+    batch_size: int = 16,
+    learning_rate: float | None = None,
+    max_length: int = 128,
+    out: str | os.PathLike | None = None,
+    tokenizer: DistilBertTokenizer | None = None,
+    vocab_size: int = DEFAULT_VOCAB_SIZE,
+    lowercase: bool = True,
+    whole_words: bool = False,
+    token_dropout: float = 0.0,
+    patience: int = 2,
+    verbose: int = 1,
+    head_options: Mapping[str, Any] | None = None,
+    **encoder_overrides: Any,
+) -> TrainResult:
+    """Train a model for ``task`` on a JSONL/CSV file and (with ``out``) save it as one ``.keras`` file.
+
+    Args:
+        task: a task type or alias (``"sentiment"``, ``"ner"``, ``"qa"``, ``"pairwise"``, a plugin's).
+        train_file: rows in the head's format (see ``distilbert-heads train --help``).
+        eval_file: held-out rows; scored each epoch for early stopping (best weights restored)
+            and for the final metrics. Without it the final metrics are on the training rows.
+        variant: ``"tiny"``, ``"small"`` or ``"base"`` when training from scratch.
+        pretrained: a Hugging Face checkpoint directory or hub id (or a ``.keras`` model) to fine-tune;
+            its tokenizer is used. Without it the tokenizer's vocabulary is learnt from the training texts.
+        epochs, batch_size, max_length: as usual; ``max_length`` is in tokens, special tokens included.
+        learning_rate: Adam's; default 5e-5 with ``pretrained``, 1e-3 from scratch.
+        out: where to save the ``.keras`` file (tokenizer inside); None to not save.
+        tokenizer: use this tokenizer instead of building one.
+        vocab_size: size of the vocabulary learnt from scratch (at most; small data gives fewer pieces).
+        lowercase: whether a vocabulary learnt from scratch is uncased (True) or cased (False,
+            which keeps capitalisation, a strong cue for names).
+        whole_words: learn a vocabulary of whole words (unseen words become ``[UNK]``) instead of
+            word pieces; see `DistilBertTokenizer.train_from_texts`. Use it with ``token_dropout``.
+        token_dropout: while training, replace each text token by ``[UNK]`` with this probability
+            (fresh each epoch). It keeps a small model from memorising names and makes it read the
+            context around them; 0 (default) turns it off.
+        patience: epochs without improvement of the held-out metric before stopping (0: never stop early).
+        verbose: 0 silent, 1 progress bars and tables, 2 one line per epoch.
+        head_options: extra head options (the label names come from the training file).
+        **encoder_overrides: `DistilBertConfig` fields, e.g. ``hidden_size=64, num_layers=2``.
+    """
+    from distilbert_heads.factory import create_distilbert_with_head
+
+    if epochs < 1 or batch_size < 1:
+        raise TrainingError(f"epochs and batch_size must be at least 1, got epochs={epochs}, batch_size={batch_size}.")
+    if out is not None and not os.fspath(out).endswith(".keras"):
+        raise TrainingError(f"--out must name a .keras file (e.g. model.keras), got {os.fspath(out)!r}.")
+    record = head_record(task)
+    head_class = record.head_class
+    train_examples = read_task_examples(train_file, head_class, task)
+    eval_examples = read_task_examples(eval_file, head_class, task) if eval_file is not None else None
+
+    options = infer_options(head_class, train_examples, record.task_type)
+    options.update(head_options or {})
+    if tokenizer is None:
+        tokenizer = build_tokenizer(
+            pretrained, example_texts(train_examples), vocab_size=vocab_size, lowercase=lowercase,
+            whole_words=whole_words,
+        )
+    if pretrained is None:
+        encoder_overrides.setdefault("vocab_size", tokenizer.vocab_size)
+    model = create_distilbert_with_head(
+        task_type=task,
+        distilbert_variant=variant,
+        pretrained=pretrained if pretrained is not None else False,
+        head_options=options,
+        **encoder_overrides,
+    )
+    if tokenizer.vocab_size > model.encoder.config.vocab_size:
+        raise TrainingError(
+            f"The tokenizer has {tokenizer.vocab_size} tokens but the encoder's vocab_size is "
+            f"{model.encoder.config.vocab_size}; use the checkpoint's own tokenizer (or a larger vocab_size)."
+        )
+    max_length = min(max_length, model.encoder.config.max_position_embeddings)
+    attach_tokenizer(model, tokenizer)
+    # Saved in the model's config: pipelines (and `evaluate` on the saved file) use the length it was trained at.
+    model.max_length = max_length
+    head_name, head = select_head(model)
+
+    x, y = encode_examples(head, train_examples, tokenizer, max_length, path=train_file)
+    if learning_rate is None:
+        learning_rate = DEFAULT_LEARNING_RATE_PRETRAINED if pretrained is not None else DEFAULT_LEARNING_RATE_SCRATCH
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate))
+
+    callbacks: list[keras.callbacks.Callback] = []
+    evaluation: HeadEvaluationCallback | None = None
+    if eval_examples is not None:
+        # Check the eval rows fit the head (e.g. no label unseen in training) before spending time on training.
+        encode_examples(head, eval_examples, tokenizer, max_length, path=eval_file)
+        evaluation = HeadEvaluationCallback(
+            lambda m: score_examples(
+                m, eval_examples, head=head_name, tokenizer=tokenizer, batch_size=max(batch_size, 32),
+                max_length=max_length, path=eval_file,
+            ),
+            patience=patience,
+            verbose=verbose,
+        )
+        callbacks.append(evaluation)
+    if not 0.0 <= token_dropout < 1.0:
+        raise TrainingError(f"token_dropout must be in [0, 1), got {token_dropout}.")
+    if token_dropout > 0:
+        batches = TokenDropoutBatches(x, {head_name: y}, batch_size=batch_size, rate=token_dropout, tokenizer=tokenizer)
+        history = model.fit(batches, epochs=epochs, callbacks=callbacks, verbose=verbose)
+    else:
+        history = model.fit(
+            x, {head_name: y}, batch_size=batch_size, epochs=epochs, shuffle=True, callbacks=callbacks, verbose=verbose
+        )
+    if evaluation is not None and evaluation.best_metrics:
+        metrics, split = dict(evaluation.best_metrics), "eval"
+    else:
+        metrics = score_examples(
+            model, train_examples, head=head_name, tokenizer=tokenizer, batch_size=max(batch_size, 32),
+            max_length=max_length, path=train_file,
+        )
+        split = "train"
+    path = None
+    if out is not None:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model.save(path)
+    result = TrainResult(
+        model=model,
+        metrics=metrics,
+        history={key: [float(v) for v in values] for key, values in history.history.items()},
+        path=path,
+        tokenizer=tokenizer,
+        metrics_split=split,
+        epochs_run=len(history.epoch),
+        best_epoch=None if evaluation is None or evaluation.best_epoch is None else evaluation.best_epoch + 1,
+    )
+    if verbose:
+        print_metrics_table(
+            {task: metrics},
+            title=f"{task}: metrics on the {'eval file' if split == 'eval' else 'training file (no --eval given)'}",
+        )
+        if path is not None:
+            print(f"saved {path} (tokenizer inside)")
+    return result
+
+
+class TokenDropoutBatches(keras.utils.PyDataset):
+    """Shuffled training batches in which text tokens are replaced by ``[UNK]`` at random (anew each epoch).
+
+    Special tokens and padding are never replaced; labels are untouched.
+    """
+
+    def __init__(
+        self,
+        x: Mapping[str, np.ndarray],
+        y: Any,
+        *,
+        batch_size: int,
+        rate: float,
+        tokenizer: DistilBertTokenizer,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.x, self.y, self.batch_size, self.rate = dict(x), y, int(batch_size), float(rate)
+        self.unk_id = tokenizer.unk_token_id
+        self.special_ids = np.array(
+            [i for i in (tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.unk_token_id,
+                         tokenizer.mask_token_id) if i is not None]
+        )
+        self.size = len(self.x["input_ids"])
+        self.rng = np.random.default_rng(seed if seed is not None else int(keras.random.randint((), 0, 2**31 - 1)))
+        self.order = self.rng.permutation(self.size)
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[dict[str, np.ndarray], Any]:
+        rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        inputs = {key: value[rows] for key, value in self.x.items()}
+        ids = inputs["input_ids"].copy()
+        droppable = ~np.isin(ids, self.special_ids)
+        if "attention_mask" in inputs:
+            droppable &= inputs["attention_mask"].astype(bool)
+        ids[droppable & (self.rng.random(ids.shape) < self.rate)] = self.unk_id
+        inputs["input_ids"] = ids
+        return inputs, _take_rows(self.y, rows)
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(self.size)
+
+
+def _take_rows(value: Any, rows: np.ndarray) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _take_rows(item, rows) for key, item in value.items()}
+    return np.asarray(value)[rows]
+
+
+def print_metrics_table(
+    rows: Mapping[str, Mapping[str, float]],
+    *,
+    title: str = "metrics",
+    baselines: Mapping[str, Mapping[str, float]] | None = None,
+    floors: Mapping[str, Mapping[str, float]] | None = None,
+    caption: str | None = None,
+) -> None:
+    """A rich table: one row per (model, metric), with the chance baseline and floor when given."""
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120
+    table = Table(title=title, caption=caption)
+    table.add_column("Model")
+    table.add_column("Metric")
+    table.add_column("Value", justify="right")
+    if baselines is not None:
+        table.add_column("Chance", justify="right")
+    if floors is not None:
+        table.add_column("Floor", justify="right")
+        table.add_column("Pass")
+    for name, metrics in rows.items():
+        for metric, value in metrics.items():
+            cells = [name, metric, f"{value:.4f}"]
+            if baselines is not None:
+                base = (baselines.get(name) or {}).get(metric)
+                cells.append("-" if base is None else f"{base:.4f}")
+            if floors is not None:
+                floor = (floors.get(name) or {}).get(metric)
+                cells.append("-" if floor is None else f"{floor:.2f}")
+                cells.append("-" if floor is None else ("[green]yes[/]" if value >= floor else "[bold red]NO[/]"))
+            table.add_row(*cells)
+    Console(width=width).print(table)

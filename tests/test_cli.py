@@ -1,0 +1,304 @@
+"""The ``distilbert-heads`` commands train, evaluate, predict, convert, export and demo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import distilbert_heads  # noqa: F401  (registers the Keras classes)
+from distilbert_heads.cli import main
+from distilbert_heads.training import train
+from test_training import TINY, task_files, write_rows
+
+SCRIPT = Path(sys.executable).with_name("distilbert-heads")
+COMMANDS = ["heads", "train", "evaluate", "predict", "convert", "export", "demo"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Task -> (saved .keras path, test file): one tiny model per built-in head, trained for one epoch."""
+    cache: dict[str, tuple[Path, Path]] = {}
+
+    def get(task: str) -> tuple[Path, Path]:
+        if task not in cache:
+            directory = tmp_path_factory.mktemp(task)
+            train_file, test_file = task_files(directory, task)
+            out = directory / f"{task}.keras"
+            train(task, train_file, epochs=1, batch_size=8, max_length=48, out=out, vocab_size=200, verbose=0, **TINY)
+            cache[task] = (out, test_file)
+        return cache[task]
+
+    return get
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# -- help ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(capsys, command):
+    code, out, _ = run(capsys, command, "--help")
+    assert code == 0
+    assert f"usage: distilbert-heads {command}" in out
+    assert "example" in out and f"distilbert-heads {command}" in out.split("example", 1)[1]
+
+
+def test_top_level_help_lists_every_command(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for command in COMMANDS:
+        assert command in out
+
+
+# -- train and evaluate ----------------------------------------------------------------------------------
+def test_train_then_evaluate_prints_metrics(tmp_path, capsys):
+    train_file, test_file = task_files(tmp_path, "pairwise", "csv")
+    out = tmp_path / "pairs.keras"
+    code, stdout, err = run(capsys, "train", "--task", "pairwise", "--train", str(train_file), "--eval", str(test_file),
+                            "--epochs", "1", "--batch-size", "8", "--max-length", "48", "--vocab-size", "200",
+                            "--cased", "--whole-words", "--token-dropout", "0.1", "--out", str(out), "--json")
+    assert code == 0, err
+    assert out.is_file()
+    assert "accuracy" in stdout and "macro_f1" in stdout and f"saved {out}" in stdout
+    reported = json.loads(stdout.strip().splitlines()[-1])
+    assert reported["split"] == "eval" and set(reported["metrics"]) == {"accuracy", "macro_f1"}
+
+    code, stdout, err = run(capsys, "evaluate", "--model", str(out), "--data", str(test_file), "--json")
+    assert code == 0, err
+    assert json.loads(stdout) == pytest.approx(reported["metrics"], abs=1e-6)
+    code, stdout, _ = run(capsys, "evaluate", "--model", str(out), "--data", str(test_file))
+    assert code == 0 and "accuracy" in stdout and "macro_f1" in stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('{"text": "good", "label": "positive"}\n{"text": "bad", "label": "negative"\n', r"train.jsonl line 2: not valid JSON"),
+        ('{"text": "good", "label": "positive"}\n{"label": "negative"}\n', r"train.jsonl line 2: .*text"),
+        ("", r"train.jsonl: no examples found"),
+    ],
+    ids=["bad-json-line", "missing-field", "empty-file"],
+)
+def test_broken_training_file_exits_2_with_the_line(tmp_path, capsys, content, expected):
+    import re
+
+    (tmp_path / "train.jsonl").write_text(content, encoding="utf-8")
+    code, _, err = run(capsys, "train", "--task", "sentiment", "--train", str(tmp_path / "train.jsonl"),
+                       "--out", str(tmp_path / "m.keras"))
+    assert code == 2
+    assert re.search(expected, err), err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_missing_csv_column_exits_2_with_the_line(tmp_path, capsys):
+    (tmp_path / "train.csv").write_text("text,label\ngood,positive\nbad\n", encoding="utf-8")
+    code, _, err = run(capsys, "train", "--task", "sentiment", "--train", str(tmp_path / "train.csv"),
+                       "--out", str(tmp_path / "m.keras"))
+    assert code == 2 and "train.csv line 3" in err and "label" in err
+
+
+def test_unknown_label_in_eval_file_exits_2_with_the_line(tmp_path, capsys):
+    train_file, _ = task_files(tmp_path, "sentiment")
+    eval_file = write_rows(tmp_path / "dev.jsonl", "sentiment",
+                           [{"text": "fine", "label": "positive"}, {"text": "so so", "label": "neutral"}])
+    code, _, err = run(capsys, "train", "--task", "sentiment", "--train", str(train_file), "--eval", str(eval_file),
+                       "--out", str(tmp_path / "m.keras"))
+    assert code == 2 and "dev.jsonl line 2" in err and "neutral" in err
+
+
+def test_unknown_label_in_evaluate_data_exits_2_with_the_line(trained, tmp_path, capsys):
+    model, _ = trained("sentiment")
+    data = write_rows(tmp_path / "test.jsonl", "sentiment",
+                      [{"text": "fine", "label": "positive"}, {"text": "ok", "label": "negative"},
+                       {"text": "so so", "label": "neutral"}])
+    code, _, err = run(capsys, "evaluate", "--model", str(model), "--data", str(data))
+    assert code == 2 and "test.jsonl line 3" in err and "neutral" in err
+
+
+def test_unknown_task_missing_files_and_models_exit_2(tmp_path, capsys):
+    train_file, _ = task_files(tmp_path, "sentiment")
+    code, _, err = run(capsys, "train", "--task", "no_such_task", "--train", str(train_file), "--out", str(tmp_path / "m.keras"))
+    assert code == 2 and "no_such_task" in err and "Traceback" not in err
+    code, _, err = run(capsys, "train", "--task", "sentiment", "--train", str(tmp_path / "nope.csv"), "--out", "m.keras")
+    assert code == 2 and "nope.csv" in err
+    code, _, err = run(capsys, "evaluate", "--model", str(tmp_path / "nope.keras"), "--data", str(train_file))
+    assert code == 2 and "No model file" in err
+    code, _, err = run(capsys, "predict", "--model", str(tmp_path / "nope.keras"), "--text", "hi")
+    assert code == 2 and "No model file" in err
+
+
+# -- predict ------------------------------------------------------------------------------------------------
+def test_predict_texts_readable_and_json(trained, capsys):
+    model, _ = trained("sentiment")
+    code, out, err = run(capsys, "predict", "--model", str(model), "--text", "What a lovely meal.", "A dull show.")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0] == "What a lovely meal." and lines[2] == "A dull show."
+    for line in (lines[1], lines[3]):
+        assert line.startswith("  -> ") and ("positive (score " in line or "negative (score " in line)
+
+    code, out, _ = run(capsys, "predict", "--model", str(model), "--text", "What a lovely meal.", "--json")
+    record = json.loads(out)
+    assert record["input"] == "What a lovely meal."
+    assert record["prediction"]["label"] in {"positive", "negative"} and 0.0 <= record["prediction"]["score"] <= 1.0
+
+
+def test_predict_question_answering(trained, capsys):
+    model, _ = trained("qa")
+    context = "Grace Hopper founded Globex in 1971. The headquarters of Globex are in Oslo."
+    code, out, err = run(capsys, "predict", "--model", str(model), "--question", "Who founded Globex?",
+                         "--context", context, "--json")
+    assert code == 0, err
+    answer = json.loads(out)["prediction"]
+    assert set(answer) >= {"answer", "score", "start", "end"}
+    assert answer["answer"] == context[answer["start"]:answer["end"]] and answer["answer"]
+    # A QA model asked with --text says what it needs.
+    code, _, err = run(capsys, "predict", "--model", str(model), "--text", "hello")
+    assert code == 2 and "--question" in err
+
+
+def test_predict_pairs_and_file_input(trained, tmp_path, capsys):
+    model, _ = trained("pairwise")
+    code, out, err = run(capsys, "predict", "--model", str(model), "--text-a", "The cat bought a red car.",
+                         "--text-b", "The cat purchased a red car.")
+    assert code == 0, err
+    assert "The cat bought a red car. || The cat purchased a red car." in out
+    assert "paraphrase (score" in out or "different (score" in out
+    rows = tmp_path / "pairs.csv"
+    rows.write_text("text_a,text_b\nA b.,C d.\nE f.,G h.\n", encoding="utf-8")
+    code, out, err = run(capsys, "predict", "--model", str(model), "--input", str(rows), "--json")
+    assert code == 0, err
+    assert [json.loads(line)["input"] for line in out.strip().splitlines()] == ["A b. || C d.", "E f. || G h."]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text\nno pair here\n", encoding="utf-8")
+    code, _, err = run(capsys, "predict", "--model", str(model), "--input", str(bad))
+    assert code == 2 and "bad.csv line 2" in err and "text_a" in err
+
+
+def test_predict_entities_from_a_file(trained, tmp_path, capsys):
+    model, _ = trained("ner")
+    rows = tmp_path / "sentences.jsonl"
+    rows.write_text('{"text": "Ada Lovelace moved to Paris ."}\n{"text": "Nothing here ."}\n', encoding="utf-8")
+    code, out, err = run(capsys, "predict", "--model", str(model), "--input", str(rows), "--json")
+    assert code == 0, err
+    records = [json.loads(line) for line in out.strip().splitlines()]
+    assert [r["input"] for r in records] == ["Ada Lovelace moved to Paris .", "Nothing here ."]
+    for record in records:
+        assert isinstance(record["prediction"], list)
+        for entity in record["prediction"]:
+            assert record["input"][entity["start"]:entity["end"]] == entity["word"]
+
+
+# -- convert -----------------------------------------------------------------------------------------------
+def _tiny_vocab() -> list[str]:
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+    words = ["the", "film", "was", "great", "bad", "good", "movie", ".", ",", "!", "?"]
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *[f"##{c}" for c in letters], *words]
+
+
+def test_convert_hf_checkpoint_matches_transformers(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from distilbert_heads.tokenizer import DistilBertTokenizer
+
+    vocab = _tiny_vocab()
+    config = transformers.DistilBertConfig(vocab_size=len(vocab), dim=32, n_layers=2, n_heads=4, hidden_dim=37,
+                                           num_labels=3, max_position_embeddings=64)
+    torch.manual_seed(0)
+    reference = transformers.DistilBertForSequenceClassification(config).eval()
+    checkpoint = tmp_path / "hf"
+    reference.save_pretrained(checkpoint)
+    DistilBertTokenizer.from_vocab(vocab).save(checkpoint)
+
+    out = tmp_path / "converted.keras"
+    code, stdout, err = run(capsys, "convert", str(checkpoint), "--task", "sentiment", "--out", str(out))
+    assert code == 0, err
+    assert f"saved {out}" in stdout
+
+    model = keras.models.load_model(out)
+    assert model.tokenizer is not None and model.tokenizer.vocab_size == len(vocab)
+    encoding = model.tokenizer.encode(["The film was great!", "a bad movie"])
+    ours = keras.ops.convert_to_numpy(model(encoding.as_model_inputs())["sentiment"]["logits"])
+    with torch.no_grad():
+        theirs = reference(input_ids=torch.tensor(encoding.input_ids, dtype=torch.long),
+                           attention_mask=torch.tensor(encoding.attention_mask, dtype=torch.long)).logits.numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+def test_convert_without_vocabulary_exits_2(tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.DistilBertConfig(vocab_size=99, dim=32, n_layers=1, n_heads=4, hidden_dim=37)
+    transformers.DistilBertModel(config).save_pretrained(tmp_path / "hf")
+    code, _, err = run(capsys, "convert", str(tmp_path / "hf"), "--task", "sentiment", "--out", str(tmp_path / "m.keras"))
+    assert code == 2 and "vocab.txt" in err
+
+
+# -- export ------------------------------------------------------------------------------------------------
+def test_export_saved_model_gives_the_keras_outputs(trained, tmp_path, capsys):
+    tf = pytest.importorskip("tensorflow")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("export needs the TensorFlow backend")
+    model_path, _ = trained("qa")
+    out = tmp_path / "serving" / "1"
+    code, stdout, err = run(capsys, "export", "--model", str(model_path), "--out", str(out))
+    assert code == 0, err
+    assert "qa__start_logits" in stdout and (out / "tokenizer" / "vocab.txt").is_file()
+
+    model = keras.models.load_model(model_path)
+    encoding = model.tokenizer.encode(["Who founded Hooli?", "Where?"],
+                                      ["Ada Lovelace founded Hooli in 1990.", "In Paris, they say."])
+    expected = model(encoding.as_model_inputs(), training=False)["qa"]
+    loaded = tf.saved_model.load(str(out))
+    serve = loaded.signatures["serving_default"]
+    outputs = serve(input_ids=tf.constant(encoding.input_ids, tf.int32),
+                    attention_mask=tf.constant(encoding.attention_mask, tf.int32))
+    assert set(outputs) == {"qa__start_logits", "qa__end_logits"}
+    for name in ("start_logits", "end_logits"):
+        np.testing.assert_allclose(outputs[f"qa__{name}"].numpy(), keras.ops.convert_to_numpy(expected[name]),
+                                   rtol=1e-5, atol=1e-5)
+    # A batch of another shape runs through the same signature.
+    single = serve(input_ids=tf.constant(encoding.input_ids[:1, :5]), attention_mask=tf.constant(encoding.attention_mask[:1, :5]))
+    assert single["qa__start_logits"].shape == (1, 5)
+
+
+def test_export_refuses_other_backends(trained, tmp_path, capsys, monkeypatch):
+    model_path, _ = trained("sentiment")
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    code, _, err = run(capsys, "export", "--model", str(model_path), "--out", str(tmp_path / "out"))
+    assert code == 2 and "TensorFlow backend" in err and "KERAS_BACKEND=tensorflow" in err
+
+
+# -- the installed script and the demo --------------------------------------------------------------------
+@pytest.mark.slow
+def test_installed_script_prints_one_error_line_without_traceback(tmp_path):
+    train_file, _ = task_files(tmp_path, "sentiment")
+    completed = subprocess.run(
+        [str(SCRIPT), "train", "--task", "no_such_task", "--train", str(train_file), "--out", str(tmp_path / "m.keras")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 2
+    errors = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no_such_task" in errors[0]
+    assert "Traceback" not in completed.stderr
+
+
+@pytest.mark.slow
+def test_demo_quick_runs_every_step_and_prints_the_table(tmp_path, capsys):
+    code, out, err = run(capsys, "demo", "--quick", "--out", str(tmp_path))
+    assert code == 0, err
+    for task in ("sentiment", "ner", "qa", "pairwise"):
+        assert (tmp_path / f"{task}.keras").is_file()
+        assert f"{task}: 1 epoch(s)" in out
+    assert "identical to the in-process ones" in out
+    assert "held-out test metrics" in out and "Chance" in out
+    for metric in ("accuracy", "f1", "exact_match"):
+        assert metric in out

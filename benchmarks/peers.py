@@ -1,0 +1,111 @@
+"""The contenders: our encoder and its peers, each built on the same weights, each optional.
+
+A peer that is not installed (or fails to build) is returned as a `Skipped` with the reason,
+and the report shows that note instead of a number.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Skipped:
+    reason: str
+
+
+def tf_function(fn: Callable[[Any], Any], jit_compile: bool) -> Callable[[Any], Any]:
+    """``fn`` traced once per input signature; with XLA when ``jit_compile``."""
+    import tensorflow as tf
+
+    return tf.function(fn, jit_compile=jit_compile, reduce_retracing=True)
+
+
+def to_tf(batch: dict[str, np.ndarray]) -> dict[str, Any]:
+    import tensorflow as tf
+
+    return {key: tf.constant(value) for key, value in batch.items()}
+
+
+# -- transformers (PyTorch) ---------------------------------------------------------------------
+def hf_model(checkpoint: Path, cls_name: str = "DistilBertModel") -> Any:
+    try:
+        import torch  # noqa: F401
+        import transformers
+    except ImportError as error:
+        return Skipped(f"transformers/torch not installed ({error})")
+    model = getattr(transformers, cls_name).from_pretrained(checkpoint)
+    return model.eval()
+
+
+def hf_encoder_runner(model: Any, batch: dict[str, np.ndarray]) -> Callable[[], Any]:
+    import torch
+
+    ids = torch.from_numpy(batch["input_ids"].astype(np.int64))
+    mask = torch.from_numpy(batch["attention_mask"].astype(np.int64))
+
+    def run() -> Any:
+        with torch.inference_mode():
+            return model(input_ids=ids, attention_mask=mask).last_hidden_state.numpy()
+
+    return run
+
+
+# -- keras-hub ------------------------------------------------------------------------------------
+def keras_hub_backbone(classifier_checkpoint: Path, dtype: str | None = None) -> Any:
+    """keras-hub's DistilBertBackbone, loaded from a transformers task checkpoint directory."""
+    try:
+        import keras_hub
+    except ImportError as error:
+        return Skipped(f"keras-hub not installed ({error})")
+    try:
+        return keras_hub.models.DistilBertBackbone.from_preset(str(classifier_checkpoint), dtype=dtype)
+    except Exception as error:  # noqa: BLE001  (an unreadable checkpoint must not stop the other contenders)
+        return Skipped(f"keras-hub could not load the checkpoint: {type(error).__name__}: {error}")
+
+
+def keras_hub_inputs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {"token_ids": batch["input_ids"], "padding_mask": batch["attention_mask"]}
+
+
+# -- ONNX Runtime ---------------------------------------------------------------------------------
+def onnx_session(hf: Any, workdir: Path, threads: int | None = None) -> Any:
+    """Export the transformers model to ONNX (dynamic batch and length) and open an ORT session."""
+    try:
+        import onnxruntime as ort
+        import torch
+    except ImportError as error:
+        return Skipped(f"onnxruntime/torch not installed ({error})")
+    path = workdir / "distilbert.onnx"
+    if not path.exists():
+        ids = torch.ones((2, 16), dtype=torch.int64)
+        try:
+            torch.onnx.export(
+                hf,
+                (ids, torch.ones_like(ids)),
+                str(path),
+                input_names=["input_ids", "attention_mask"],
+                output_names=["last_hidden_state"],
+                dynamic_axes={name: {0: "batch", 1: "length"} for name in ("input_ids", "attention_mask", "last_hidden_state")},
+                opset_version=17,
+                dynamo=False,
+            )
+        except Exception as error:  # noqa: BLE001  (any export failure skips this peer with its reason)
+            return Skipped(f"torch.onnx.export failed: {type(error).__name__}: {str(error)[:300]}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+    # Spinning worker threads would steal CPU from the next contender in the interleaved loop.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_runner(session: Any, batch: dict[str, np.ndarray]) -> Callable[[], Any]:
+    feed = {key: batch[key].astype(np.int64) for key in ("input_ids", "attention_mask")}
+    return lambda: session.run(None, feed)[0]

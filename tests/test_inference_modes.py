@@ -1,0 +1,51 @@
+"""The encoder's inference modes: the bf16 policy the benchmarks document, and the fast projection
+path (`layers.dense_2d`) keeping Keras' own Dense behaviour where it matters (quantization)."""
+
+from __future__ import annotations
+
+import numpy as np
+from keras import ops
+
+from distilbert_heads import DistilBERT
+from hf_reference import make_hf_model, random_batch, save_hf_model
+
+
+def _per_token_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+def test_bf16_mode_matches_float32_per_token(tmp_path):
+    directory = save_hf_model(make_hf_model(dim=64, n_heads=4, hidden_dim=128, n_layers=2), tmp_path)
+    full = DistilBERT.from_pretrained(directory)
+    low = DistilBERT.from_pretrained(directory, dtype="mixed_bfloat16")
+    ids, mask = random_batch(97, batch=4, length=24)
+    mask[0] = 0  # a fully masked row must stay finite in bf16 too
+    inputs = {"input_ids": ids, "attention_mask": mask}
+
+    reference = ops.convert_to_numpy(full(inputs)["last_hidden_state"])
+    output = low(inputs)["last_hidden_state"]
+    assert "bfloat16" in str(output.dtype)
+    output = ops.convert_to_numpy(ops.cast(output, "float32"))
+
+    assert np.isfinite(output).all()
+    keep = mask.astype(bool)
+    cosine = _per_token_cosine(output, reference)[keep]
+    assert cosine.min() >= 0.999, cosine.min()
+    # The numerically delicate parts stay float32 under the policy.
+    block = low.transformer_layers[0]
+    assert block.sa_layer_norm.dtype_policy.variable_dtype == "float32"
+    assert low.compute_dtype == "bfloat16"
+
+
+def test_quantized_projections_run_their_own_call():
+    """`dense_2d` reads kernels directly for speed; an int8-quantized Dense must still dequantize."""
+    encoder = DistilBERT(vocab_size=50, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=48,
+                         max_position_embeddings=20)
+    inputs = {"input_ids": np.array([[1, 5, 7, 9, 11, 3]], dtype="int32"), "attention_mask": np.ones((1, 6), "int32")}
+    reference = ops.convert_to_numpy(encoder(inputs)["last_hidden_state"])
+
+    encoder.quantize("int8")
+    assert encoder.transformer_layers[0].ffn.lin1.quantization_mode == "int8"
+    output = ops.convert_to_numpy(encoder(inputs)["last_hidden_state"])
+
+    assert _per_token_cosine(output, reference).min() > 0.99

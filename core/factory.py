@@ -46,6 +46,7 @@ def create_distilbert_with_head(
     name: str | None = None,
     head_options: Mapping[str, Any] | None = None,
     tokenizer: DistilBertTokenizer | None = None,
+    dtype: str | None = None,
     **kwargs: Any,
 ) -> DistilBertTaskModel:
     """A DistilBERT encoder with one task head; outputs are ``outputs[head_name][output_name]``.
@@ -63,6 +64,8 @@ def create_distilbert_with_head(
             given (``"sentiment"`` for ``task_type="sentiment"``).
         head_options: head options given as a mapping (for names that are also encoder fields).
         tokenizer: the model's tokenizer, saved inside its ``.keras`` file (``model.tokenizer``).
+        dtype: a Keras dtype policy for encoder and heads, e.g. ``"mixed_bfloat16"`` for fast CPU
+            inference (matmuls in bfloat16, softmax and LayerNorm in float32); saved with the model.
         **kwargs: `DistilBertConfig` fields override the encoder; anything else is a head option.
 
     Raises:
@@ -97,7 +100,8 @@ def create_distilbert_with_head(
             merged["options"] = {**merged.get("options", {}), **updates.pop("options", {})}
             config = _task_config({**merged, **updates}, index=0)
     return create_distilbert_with_heads(
-        [config], distilbert_variant=distilbert_variant, pretrained=pretrained, tokenizer=tokenizer, **encoder_overrides
+        [config], distilbert_variant=distilbert_variant, pretrained=pretrained, tokenizer=tokenizer, dtype=dtype,
+        **encoder_overrides,
     )
 
 
@@ -108,13 +112,14 @@ def create_distilbert_with_heads(
     pretrained: Pretrained = False,
     model_name: str | None = None,
     tokenizer: DistilBertTokenizer | None = None,
+    dtype: str | None = None,
     **encoder_overrides: Any,
 ) -> DistilBertTaskModel:
     """One encoder with several heads; outputs are keyed by head name, losses weighted by ``loss_weight``.
 
     ``task_configs`` are `NLPTaskConfig` objects or dicts of their fields; head names default
     to the task type as given and must be unique. ``encoder_overrides`` must be
-    `DistilBertConfig` fields. ``pretrained`` and ``tokenizer`` as in `create_distilbert_with_head`.
+    `DistilBertConfig` fields. ``pretrained``, ``tokenizer`` and ``dtype`` as in `create_distilbert_with_head`.
     """
     from distilbert_heads.registry import get_head
 
@@ -136,7 +141,8 @@ def create_distilbert_with_heads(
         )
     records = [get_head(config.task_type) for config in configs]
 
-    encoder, checkpoint = _make_encoder(distilbert_variant, pretrained, encoder_overrides)
+    model_kwargs = {} if dtype is None else {"dtype": dtype}
+    encoder, checkpoint = _make_encoder(distilbert_variant, pretrained, {**encoder_overrides, **model_kwargs})
     heads = []
     for config, head_name, record in zip(configs, names, records):
         options = config.head_options()
@@ -148,6 +154,7 @@ def create_distilbert_with_heads(
                 task_type=record.task_type,
                 options=options,
                 name=head_name,
+                **model_kwargs,
             )
         )
     model = DistilBertTaskModel(
@@ -160,6 +167,7 @@ def create_distilbert_with_heads(
         },
         name=model_name,
         tokenizer=tokenizer,
+        **model_kwargs,
     )
     if pretrained is not False and pretrained is not None:
         _load_head_weights(model, checkpoint, source=str(pretrained if pretrained is not True else

@@ -454,6 +454,7 @@ class DistilBertTaskModel(keras.Model):
             "name": self.name,
             "trainable": self.trainable,
             "format_version": CONFIG_FORMAT_VERSION,
+            "dtype_policy": self.dtype_policy.name,
             "encoder_name": self.encoder.name,
             "encoder_trainable": self.encoder.trainable,
             "encoder": self.encoder.config.model_dump(mode="json"),
@@ -490,7 +491,11 @@ class DistilBertTaskModel(keras.Model):
                 f"The model config is not a DistilBertTaskModel config (missing or malformed 'encoder'/'heads'): "
                 f"{error}. Was the .keras file edited or saved by another library?"
             ) from error
-        encoder = DistilBERT.from_config_model(encoder_config, name=str(config.get("encoder_name", "distilbert")))
+        # The policy the model was saved with (e.g. mixed_bfloat16), whatever the global policy is now.
+        policy = {"dtype": config["dtype_policy"]} if config.get("dtype_policy") else {}
+        encoder = DistilBERT.from_config_model(
+            encoder_config, name=str(config.get("encoder_name", "distilbert")), **policy
+        )
         encoder.trainable = bool(config.get("encoder_trainable", True))
         heads: list[TaskHead] = []
         provenance: dict[str, dict[str, Any]] = {}
@@ -502,6 +507,7 @@ class DistilBertTaskModel(keras.Model):
                     task_type=record.task_type,
                     options=saved.options,
                     name=saved.name,
+                    **policy,
                 )
             )
             heads[-1].trainable = saved.trainable
@@ -518,6 +524,7 @@ class DistilBertTaskModel(keras.Model):
             max_length=config.get("max_length"),
             name=config.get("name"),
             trainable=bool(config.get("trainable", True)),
+            **policy,
         )
 
 

@@ -49,3 +49,21 @@ def test_quantized_projections_run_their_own_call():
     output = ops.convert_to_numpy(encoder(inputs)["last_hidden_state"])
 
     assert _per_token_cosine(output, reference).min() > 0.99
+
+
+def test_task_model_in_bfloat16_keeps_its_policy_through_save_and_load(tmp_path):
+    import keras
+
+    from distilbert_heads import create_distilbert_with_head
+
+    model = create_distilbert_with_head(
+        task_type="sentiment", distilbert_variant="tiny", vocab_size=60, num_layers=1, dtype="mixed_bfloat16"
+    )
+    assert model.encoder.dtype_policy.name == "mixed_bfloat16"
+    assert model.heads["sentiment"].dtype_policy.name == "mixed_bfloat16"
+    inputs = {"input_ids": np.arange(1, 13, dtype="int32").reshape(2, 6), "attention_mask": np.ones((2, 6), "int32")}
+    expected = model.predict(inputs, verbose=0)["sentiment"]["logits"]
+    model.save(tmp_path / "bf16.keras")
+    reloaded = keras.models.load_model(tmp_path / "bf16.keras")
+    assert reloaded.encoder.dtype_policy.name == "mixed_bfloat16"
+    np.testing.assert_array_equal(reloaded.predict(inputs, verbose=0)["sentiment"]["logits"], expected)

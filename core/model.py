@@ -31,6 +31,7 @@ the model is meant to see, at most the encoder's ``max_position_embeddings``) is
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -630,3 +631,31 @@ def _blocking_env(distribution: str | None, plugin: str | None, registry: Any) -
         if not names & allowed:
             return load_env
     return None
+
+
+def load_task_model(model_or_path: Any) -> DistilBertTaskModel:
+    """A `DistilBertTaskModel` as given, or loaded from a ``.keras`` path, with errors that say what to pass."""
+    if isinstance(model_or_path, DistilBertTaskModel):
+        return model_or_path
+    if not isinstance(model_or_path, (str, os.PathLike)):
+        raise TypeError(
+            f"Expected a DistilBertTaskModel or the path of a .keras file, got {type(model_or_path).__name__}."
+        )
+    path = Path(model_or_path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No model file at {os.fspath(path)!r}. Pass the path of a .keras file written by model.save(...) "
+            "(or `distilbert-heads train ... --out model.keras`)."
+        )
+    if path.suffix != ".keras":
+        raise ValueError(
+            f"{os.fspath(path)!r} is not a .keras file; pass a model saved with model.save('name.keras'), "
+            "for a Hugging Face checkpoint directory, convert it first (`distilbert-heads convert`)."
+        )
+    model = keras.models.load_model(path)
+    if not isinstance(model, DistilBertTaskModel):
+        raise TypeError(
+            f"{os.fspath(path)!r} holds a {type(model).__name__}, not a distilbert_heads DistilBertTaskModel; "
+            "expected a task model made with create_distilbert_with_head(...)."
+        )
+    return model

@@ -46,14 +46,13 @@ import inspect
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
 from distilbert_heads.head import TaskHead
-from distilbert_heads.model import DistilBertTaskModel
+from distilbert_heads.model import DistilBertTaskModel, load_task_model
 from distilbert_heads.tokenizer import BatchEncoding, DistilBertTokenizer
 
 __all__ = ["PROGRESS_THRESHOLD", "Pipeline", "pipeline"]
@@ -94,7 +93,7 @@ def pipeline(
     Raises:
         ValueError: no tokenizer anywhere, an unknown or ambiguous ``head``, or bad settings.
     """
-    model = _load_model(model_or_path)
+    model = load_task_model(model_or_path)
     return Pipeline(
         model,
         tokenizer=tokenizer,
@@ -299,33 +298,6 @@ class Pipeline:
 
 
 # -- choosing model, head and tokenizer -----------------------------------------------------------
-def _load_model(model_or_path: Any) -> DistilBertTaskModel:
-    if isinstance(model_or_path, DistilBertTaskModel):
-        return model_or_path
-    if not isinstance(model_or_path, (str, os.PathLike)):
-        raise TypeError(
-            f"pipeline() takes a DistilBertTaskModel or the path of a .keras file, got {type(model_or_path).__name__}."
-        )
-    path = Path(model_or_path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"No model file at {os.fspath(path)!r}. Pass the path of a .keras file written by model.save(...) "
-            "(or `distilbert-heads train ... --out model.keras`)."
-        )
-    if path.suffix != ".keras":
-        raise ValueError(
-            f"{os.fspath(path)!r} is not a .keras file. pipeline() loads models saved with model.save('name.keras'); "
-            "for a Hugging Face checkpoint directory, convert it first (`distilbert-heads convert`)."
-        )
-    model = keras.models.load_model(path)
-    if not isinstance(model, DistilBertTaskModel):
-        raise TypeError(
-            f"{os.fspath(path)!r} holds a {type(model).__name__}, not a distilbert_heads DistilBertTaskModel; "
-            "pipelines run task models made with create_distilbert_with_head(...)."
-        )
-    return model
-
-
 def _choose_head(model: DistilBertTaskModel, head: str | None) -> str:
     names = list(model.heads)
     described = ", ".join(f"{name!r} ({model.heads[name].task_type})" for name in names)

@@ -176,20 +176,13 @@ def example_texts(examples: Sequence[BaseModel]) -> list[str]:
 
 # -- the model and its tokenizer ------------------------------------------------------------------
 def load_model(model_or_path: Any) -> Any:
-    """A `DistilBertTaskModel` as given, or loaded from a ``.keras`` path with a clear error if missing."""
-    if not isinstance(model_or_path, (str, os.PathLike)):
-        return model_or_path
-    path = Path(model_or_path)
-    if not path.is_file():
-        raise TrainingError(
-            f"No model file at {os.fspath(path)!r}. Pass a .keras file written by `distilbert-heads train` "
-            "(or model.save('model.keras'))."
-        )
-    if path.suffix != ".keras":
-        raise TrainingError(f"{path.name} is not a .keras file; pass a model saved as .keras.")
-    import distilbert_heads  # noqa: F401  (registers the Keras classes)
+    """`model.load_task_model`, with its problems reported as `TrainingError` for the CLI."""
+    from distilbert_heads.model import load_task_model
 
-    return keras.models.load_model(path)
+    try:
+        return load_task_model(model_or_path)
+    except (OSError, ValueError, TypeError) as error:
+        raise TrainingError(str(error)) from error
 
 
 def model_tokenizer(model: Any, tokenizer: DistilBertTokenizer | None = None) -> DistilBertTokenizer:

@@ -347,13 +347,11 @@ def _add_predict(subparsers: Any) -> None:
 def _cmd_convert(args: argparse.Namespace) -> int:
     from distilbert_heads.factory import create_distilbert_with_head
     from distilbert_heads.tokenizer import DistilBertTokenizer
-    from distilbert_heads.training import attach_tokenizer
 
     if not args.out.endswith(".keras"):
         raise CLIError(f"--out must name a .keras file (e.g. model.keras), got {args.out!r}.")
     tokenizer = DistilBertTokenizer.from_pretrained(args.checkpoint)
-    model = create_distilbert_with_head(task_type=args.task, pretrained=args.checkpoint)
-    attach_tokenizer(model, tokenizer)
+    model = create_distilbert_with_head(task_type=args.task, pretrained=args.checkpoint, tokenizer=tokenizer)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     model.save(args.out)
     heads = ", ".join(f"{name} ({type(head).__name__})" for name, head in model.heads.items())

@@ -225,15 +225,6 @@ def build_tokenizer(
     return DistilBertTokenizer.train_from_texts(texts, vocab_size=vocab_size, lowercase=lowercase, whole_words=whole_words)
 
 
-def attach_tokenizer(model: Any, tokenizer: DistilBertTokenizer) -> None:
-    """Put the tokenizer on the model so it is saved inside the ``.keras`` file."""
-    setter = getattr(model, "set_tokenizer", None)
-    if callable(setter):
-        setter(tokenizer)
-    else:
-        model.tokenizer = tokenizer
-
-
 # -- predicting and scoring examples -----------------------------------------------------------------
 def predict_examples(
     model: Any,
@@ -486,7 +477,7 @@ def train(
             f"{model.encoder.config.vocab_size}; use the checkpoint's own tokenizer (or a larger vocab_size)."
         )
     max_length = min(max_length, model.encoder.config.max_position_embeddings)
-    attach_tokenizer(model, tokenizer)
+    model.tokenizer = tokenizer  # saved inside the .keras file
     # Saved in the model's config: pipelines (and `evaluate` on the saved file) use the length it was trained at.
     model.max_length = max_length
     head_name, head = select_head(model)

@@ -94,11 +94,7 @@ class MaskedSparseCategoricalCrossentropy(keras.losses.Loss):
         safe_labels, valid = _valid_and_safe_labels(labels, self.ignore_index)
         losses = sparse_crossentropy_from_logits(safe_labels, logits, self.label_smoothing)
         weights = ops.cast(valid, self.dtype)
-        if sample_weight is not None:
-            sample_weight = ops.cast(ops.convert_to_tensor(sample_weight), self.dtype)
-            while len(sample_weight.shape) < len(weights.shape):
-                sample_weight = ops.expand_dims(sample_weight, -1)
-            weights = weights * sample_weight
+        weights = _times_sample_weight(weights, sample_weight)
         return losses * weights, weights
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
@@ -122,6 +118,16 @@ class MaskedSparseCategoricalCrossentropy(keras.losses.Loss):
         return config
 
 
+def _times_sample_weight(weights: Any, sample_weight: Any) -> Any:
+    """``weights`` times a per-example or per-position ``sample_weight`` (broadcast over trailing axes)."""
+    if sample_weight is None:
+        return weights
+    sample_weight = ops.cast(ops.convert_to_tensor(sample_weight), weights.dtype)
+    while len(sample_weight.shape) < len(weights.shape):
+        sample_weight = ops.expand_dims(sample_weight, -1)
+    return weights * sample_weight
+
+
 @keras.saving.register_keras_serializable(package="distilbert_heads")
 class MaskedSparseCategoricalAccuracy(keras.metrics.Metric):
     """Accuracy of ``argmax(logits)`` over the positions whose label is not ``ignore_index``."""
@@ -138,11 +144,7 @@ class MaskedSparseCategoricalAccuracy(keras.metrics.Metric):
         safe_labels, valid = _valid_and_safe_labels(labels, self.ignore_index)
         predicted = ops.cast(ops.argmax(logits, axis=-1), "int32")
         weights = ops.cast(valid, self.dtype)
-        if sample_weight is not None:
-            sample_weight = ops.cast(ops.convert_to_tensor(sample_weight), self.dtype)
-            while len(sample_weight.shape) < len(weights.shape):
-                sample_weight = ops.expand_dims(sample_weight, -1)
-            weights = weights * sample_weight
+        weights = _times_sample_weight(weights, sample_weight)
         hits = ops.cast(ops.equal(predicted, safe_labels), self.dtype) * weights
         self.correct.assign(self.correct + ops.sum(hits))
         self.count.assign(self.count + ops.sum(weights))

@@ -65,6 +65,15 @@ def sinusoidal_position_table(num_positions: int, dim: int) -> np.ndarray:
     return table.astype(np.float32)
 
 
+def normal_initializer(stddev: float) -> keras.initializers.Initializer:
+    """A fresh ``N(0, stddev)`` initializer; call once per weight.
+
+    An unseeded Keras initializer fixes its seed when it is created, so one instance shared by
+    several layers gives them all the same values (q, k, v and out would start identical).
+    """
+    return keras.initializers.RandomNormal(stddev=stddev)
+
+
 def activation_fn(name: str):
     """The activation Hugging Face means by ``name`` (``gelu`` is the exact erf form)."""
     if name == "gelu":
@@ -93,15 +102,14 @@ class DistilBertEmbeddings(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        init = keras.initializers.RandomNormal(stddev=initializer_range)
         self.word_embeddings = keras.layers.Embedding(
-            vocab_size, hidden_size, embeddings_initializer=init, dtype=self.dtype_policy, name="word_embeddings"
+            vocab_size, hidden_size, embeddings_initializer=normal_initializer(initializer_range), dtype=self.dtype_policy, name="word_embeddings"
         )
         if sinusoidal_pos_embds:
             table = sinusoidal_position_table(max_position_embeddings, hidden_size)
             position_init: Any = keras.initializers.Constant(table)
         else:
-            position_init = init
+            position_init = normal_initializer(initializer_range)
         self.position_embeddings = keras.layers.Embedding(
             max_position_embeddings,
             hidden_size,
@@ -135,10 +143,11 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.hidden_size = hidden_size
         self.num_heads = num_heads
         self.head_size = hidden_size // num_heads
-        init = keras.initializers.RandomNormal(stddev=initializer_range)
 
         def projection(name: str) -> keras.layers.Dense:
-            return keras.layers.Dense(hidden_size, kernel_initializer=init, dtype=self.dtype_policy, name=name)
+            return keras.layers.Dense(
+                hidden_size, kernel_initializer=normal_initializer(initializer_range), dtype=self.dtype_policy, name=name
+            )
 
         self.q_lin = projection("q_lin")
         self.k_lin = projection("k_lin")
@@ -188,12 +197,15 @@ class FeedForward(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        init = keras.initializers.RandomNormal(stddev=initializer_range)
         self.hidden_size = hidden_size
         self.intermediate_size = intermediate_size
         self.activation = activation_fn(hidden_act)
-        self.lin1 = keras.layers.Dense(intermediate_size, kernel_initializer=init, dtype=self.dtype_policy, name="lin1")
-        self.lin2 = keras.layers.Dense(hidden_size, kernel_initializer=init, dtype=self.dtype_policy, name="lin2")
+        self.lin1 = keras.layers.Dense(
+            intermediate_size, kernel_initializer=normal_initializer(initializer_range), dtype=self.dtype_policy, name="lin1"
+        )
+        self.lin2 = keras.layers.Dense(
+            hidden_size, kernel_initializer=normal_initializer(initializer_range), dtype=self.dtype_policy, name="lin2"
+        )
         self.dropout = keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy)
 
     def build(self, input_shape: Any = None) -> None:

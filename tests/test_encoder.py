@@ -70,6 +70,24 @@ def test_base_has_the_published_parameter_count():
 
 
 # -- inputs and outputs -----------------------------------------------------------------------
+@pytest.mark.parametrize("seeded", [False, True])
+def test_random_init_gives_every_weight_its_own_values(seeded):
+    # One initializer shared by several layers would give q, k, v and out (and lin1/lin2,
+    # word/position embeddings) the same values; Hugging Face draws each independently.
+    if seeded:
+        keras.utils.set_random_seed(0)
+    encoder = DistilBERT.from_variant("tiny", max_position_embeddings=64)
+    matrices = {w.path: np.asarray(w.numpy()).ravel() for w in encoder.weights if len(w.shape) == 2}
+    assert len(matrices) == 2 + 6 * encoder.config.num_layers
+    paths = list(matrices)
+    for i, path in enumerate(paths):
+        for other in paths[i + 1 :]:
+            same = np.array_equal(matrices[path][:64], matrices[other][:64])
+            assert not same, f"{path} and {other} start with the same values"
+        values = matrices[path]
+        assert 0.015 < values.std() < 0.025, f"{path}: std {values.std():.4f}, expected initializer_range 0.02"
+
+
 def test_outputs_and_optional_inputs():
     encoder = DistilBERT(**TINY)
     inputs = batch()

@@ -64,8 +64,10 @@ def create_distilbert_with_head(
             given (``"sentiment"`` for ``task_type="sentiment"``).
         head_options: head options given as a mapping (for names that are also encoder fields).
         tokenizer: the model's tokenizer, saved inside its ``.keras`` file (``model.tokenizer``).
-        dtype: a Keras dtype policy for encoder and heads, e.g. ``"mixed_bfloat16"`` for fast CPU
-            inference (matmuls in bfloat16, softmax and LayerNorm in float32); saved with the model.
+        dtype: a Keras dtype policy for encoder and heads, saved with the model. On CPUs with
+            bfloat16 instructions, ``"bfloat16"`` is the fastest inference mode (weights stored in
+            bfloat16; softmax and LayerNorm still computed in float32); ``"mixed_bfloat16"`` keeps
+            float32 weights and is the one to train with.
         **kwargs: `DistilBertConfig` fields override the encoder; anything else is a head option.
 
     Raises:

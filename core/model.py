@@ -46,6 +46,9 @@ from distilbert_heads.encoder import DistilBERT, as_input_dict, validate_encoder
 from distilbert_heads.head import TaskHead
 from distilbert_heads.tokenizer import DistilBertTokenizer
 
+# Variable dtypes that suit inference but lose small training updates.
+HALF_PRECISION = ("bfloat16", "float16")
+
 __all__ = ["OUTPUT_SEPARATOR", "DistilBertTaskModel", "MissingHeadPluginError", "flat_output_key"]
 
 CONFIG_FORMAT_VERSION = 1
@@ -303,6 +306,14 @@ class DistilBertTaskModel(keras.Model):
         (``{"qa": {"start_logits": ...}}``), by head for a single-output head
         (``{"sentiment": loss}``), or be one value for every output.
         """
+        if self.dtype_policy.variable_dtype in HALF_PRECISION:
+            warnings.warn(
+                f"This model stores its weights in {self.dtype_policy.variable_dtype} (dtype policy "
+                f"{self.dtype_policy.name!r}), which is meant for inference: training updates smaller than "
+                "about 1/256 of a weight are rounded away. To train, build the model with "
+                "dtype='mixed_bfloat16' (bfloat16 matmuls, float32 weights).",
+                stacklevel=2,
+            )
         self._uses_head_defaults = loss is None
         if loss is None:
             loss = {

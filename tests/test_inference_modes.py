@@ -3,7 +3,10 @@ path (`layers.dense_2d`) keeping Keras' own Dense behaviour where it matters (qu
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import pytest
 from keras import ops
 
 from distilbert_heads import DistilBERT
@@ -14,10 +17,11 @@ def _per_token_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
-def test_bf16_mode_matches_float32_per_token(tmp_path):
+@pytest.mark.parametrize(("policy", "weights"), [("mixed_bfloat16", "float32"), ("bfloat16", "bfloat16")])
+def test_bf16_modes_match_float32_per_token(tmp_path, policy, weights):
     directory = save_hf_model(make_hf_model(dim=64, n_heads=4, hidden_dim=128, n_layers=2), tmp_path)
     full = DistilBERT.from_pretrained(directory)
-    low = DistilBERT.from_pretrained(directory, dtype="mixed_bfloat16")
+    low = DistilBERT.from_pretrained(directory, dtype=policy)
     ids, mask = random_batch(97, batch=4, length=24)
     mask[0] = 0  # a fully masked row must stay finite in bf16 too
     inputs = {"input_ids": ids, "attention_mask": mask}
@@ -31,10 +35,8 @@ def test_bf16_mode_matches_float32_per_token(tmp_path):
     keep = mask.astype(bool)
     cosine = _per_token_cosine(output, reference)[keep]
     assert cosine.min() >= 0.999, cosine.min()
-    # The numerically delicate parts stay float32 under the policy.
-    block = low.transformer_layers[0]
-    assert block.sa_layer_norm.dtype_policy.variable_dtype == "float32"
     assert low.compute_dtype == "bfloat16"
+    assert {str(w.dtype) for w in low.weights} == {weights}
 
 
 def test_quantized_projections_run_their_own_call():
@@ -67,3 +69,17 @@ def test_task_model_in_bfloat16_keeps_its_policy_through_save_and_load(tmp_path)
     reloaded = keras.models.load_model(tmp_path / "bf16.keras")
     assert reloaded.encoder.dtype_policy.name == "mixed_bfloat16"
     np.testing.assert_array_equal(reloaded.predict(inputs, verbose=0)["sentiment"]["logits"], expected)
+
+
+def test_compiling_a_model_with_bfloat16_weights_warns_and_names_the_training_policy():
+    from distilbert_heads import create_distilbert_with_head
+
+    options = {"task_type": "sentiment", "distilbert_variant": "tiny", "vocab_size": 60, "num_layers": 1}
+    inference_model = create_distilbert_with_head(**options, dtype="bfloat16")
+    with pytest.warns(UserWarning, match="dtype='mixed_bfloat16'"):
+        inference_model.compile(optimizer="adam")
+
+    training_model = create_distilbert_with_head(**options, dtype="mixed_bfloat16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        training_model.compile(optimizer="adam")

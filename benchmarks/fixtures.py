@@ -56,7 +56,23 @@ def prepare(workdir: Path, corpus_size: int) -> Fixtures:
         hf.save_pretrained(classifier_dir)
         tokenizer = DistilBertTokenizer.train_from_texts(sentences(2000, seed=SEED + 1), vocab_size=2000)
         tokenizer.save(classifier_dir)
+    check_weights_are_distinct(encoder_dir)
     return Fixtures(workdir, encoder_dir, classifier_dir, corpus)
+
+
+def check_weights_are_distinct(checkpoint_dir: Path) -> None:
+    """Refuse weights in which two matrices are equal: ONNX Runtime merges equal initializers and
+    then skips the duplicate matmuls, which would time a smaller model than the others run."""
+    from safetensors.numpy import load_file
+
+    state = load_file(checkpoint_dir / "model.safetensors")
+    first_seen: dict[bytes, str] = {}
+    for key, value in state.items():
+        if value.ndim == 2:
+            digest = value.tobytes()[:4096]
+            if digest in first_seen:
+                raise RuntimeError(f"{key} equals {first_seen[digest]} in {checkpoint_dir}; delete it and rerun.")
+            first_seen[digest] = key
 
 
 def token_batch(batch: int, length: int, seed: int = SEED) -> dict[str, np.ndarray]:

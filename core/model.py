@@ -253,6 +253,26 @@ class DistilBertTaskModel(keras.Model):
         """Each head's `decode` on its outputs: head name -> one answer per example."""
         return {name: head.decode(outputs[name], encoding) for name, head in self.heads.items()}
 
+    def with_dtype(self, dtype: str) -> DistilBertTaskModel:
+        """This model under another dtype policy: same heads, weights (cast) and tokenizer.
+
+        The way to serve a model trained in float32 or ``mixed_bfloat16`` with bfloat16 weights:
+        ``model.with_dtype("bfloat16")``. Returns ``self`` when the policy is already ``dtype``.
+        """
+        try:
+            policy = keras.dtype_policies.get(dtype)
+        except ValueError as error:
+            raise ValueError(
+                f"Unknown dtype policy {dtype!r}; expected e.g. 'float32', 'mixed_bfloat16' or 'bfloat16'."
+            ) from error
+        if policy.name == self.dtype_policy.name:
+            return self
+        config = {**self.get_config(), "dtype_policy": policy.name}
+        copy = type(self).from_config(config)
+        copy.set_weights(self.get_weights())
+        copy.tokenizer = self.tokenizer
+        return copy
+
     # -- the tokenizer (saved as Keras assets) ------------------------------------------------
     @property
     def tokenizer(self) -> DistilBertTokenizer | None:
@@ -644,8 +664,14 @@ def _blocking_env(distribution: str | None, plugin: str | None, registry: Any) -
     return None
 
 
-def load_task_model(model_or_path: Any) -> DistilBertTaskModel:
-    """A `DistilBertTaskModel` as given, or loaded from a ``.keras`` path, with errors that say what to pass."""
+def load_task_model(model_or_path: Any, dtype: str | None = None) -> DistilBertTaskModel:
+    """A `DistilBertTaskModel` as given, or loaded from a ``.keras`` path, with errors that say what to pass;
+    with ``dtype``, under that dtype policy (see `DistilBertTaskModel.with_dtype`)."""
+    model = _load_task_model(model_or_path)
+    return model if dtype is None else model.with_dtype(dtype)
+
+
+def _load_task_model(model_or_path: Any) -> DistilBertTaskModel:
     if isinstance(model_or_path, DistilBertTaskModel):
         return model_or_path
     if not isinstance(model_or_path, (str, os.PathLike)):

@@ -152,6 +152,21 @@ def test_predict_texts_readable_and_json(trained, capsys):
     assert record["prediction"]["label"] in {"positive", "negative"} and 0.0 <= record["prediction"]["score"] <= 1.0
 
 
+def test_predict_in_bfloat16_gives_the_same_answers_and_rejects_unknown_policies(trained, capsys):
+    model, _ = trained("sentiment")
+    texts = ["What a lovely meal.", "A dull show.", "The film was fine."]
+    code, out32, err = run(capsys, "predict", "--model", str(model), "--json", "--text", *texts)
+    assert code == 0, err
+    code, out16, err = run(capsys, "predict", "--model", str(model), "--json", "--dtype", "bfloat16", "--text", *texts)
+    assert code == 0, err
+    for full, low in zip(out32.splitlines(), out16.splitlines(), strict=True):
+        full, low = json.loads(full)["prediction"], json.loads(low)["prediction"]
+        assert abs(full["score"] - low["score"]) < 0.02 and (full["label"] == low["label"] or abs(full["score"] - 0.5) < 0.02)
+
+    code, _, err = run(capsys, "predict", "--model", str(model), "--dtype", "float8", "--text", "x")
+    assert code == 2 and "Unknown dtype policy 'float8'" in err
+
+
 def test_predict_question_answering(trained, capsys):
     model, _ = trained("qa")
     context = "Grace Hopper founded Globex in 1971. The headquarters of Globex are in Oslo."

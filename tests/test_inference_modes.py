@@ -83,3 +83,34 @@ def test_compiling_a_model_with_bfloat16_weights_warns_and_names_the_training_po
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         training_model.compile(optimizer="adam")
+
+
+def test_with_dtype_serves_a_trained_float32_model_in_bfloat16(tmp_path):
+    from distilbert_heads import create_distilbert_with_head, pipeline
+    from distilbert_heads.tokenizer import DistilBertTokenizer
+
+    texts = ["a good film", "a bad film", "good food and good music", "bad food"]
+    tokenizer = DistilBertTokenizer.train_from_texts(texts * 5, vocab_size=40)
+    model = create_distilbert_with_head(
+        task_type="sentiment", distilbert_variant="tiny", vocab_size=tokenizer.vocab_size, num_layers=1,
+        tokenizer=tokenizer,
+    )
+    serving = model.with_dtype("bfloat16")
+
+    assert {str(w.dtype) for w in serving.weights} == {"bfloat16"}
+    assert {str(w.dtype) for w in model.weights} == {"float32"}, "the original model is left as it was"
+    assert serving.tokenizer is model.tokenizer
+    assert model.with_dtype("float32") is model
+    inputs = {"input_ids": np.arange(1, 13, dtype="int32").reshape(2, 6), "attention_mask": np.ones((2, 6), "int32")}
+    reference = model.predict(inputs, verbose=0)["sentiment"]["logits"]
+    low = serving.predict(inputs, verbose=0)["sentiment"]["logits"].astype("float32")
+    np.testing.assert_allclose(low, reference, atol=0.05)
+
+    model.save(tmp_path / "float32.keras")
+    full_answers = pipeline(tmp_path / "float32.keras")(texts)
+    low_answers = pipeline(tmp_path / "float32.keras", dtype="bfloat16")(texts)
+    for full, fast in zip(full_answers, low_answers, strict=True):
+        assert abs(full["score"] - fast["score"]) < 0.02
+
+    with pytest.raises(ValueError, match="Unknown dtype policy 'float8'"):
+        model.with_dtype("float8")

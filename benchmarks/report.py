@@ -82,6 +82,10 @@ def markdown(r: dict[str, Any]) -> str:
             if "ratio_vs_transformers_batch32" in p:
                 lines += [(f"Same labels as transformers on {100 * p['label_agreement']:.1f}% of texts "
                            f"(max score difference {p['max_score_diff']:.1e})."), ""]
+                if "bf16_label_agreement" in p:
+                    lines += [(f"Our bfloat16 pipeline gives the float32 pipeline's label on "
+                               f"{100 * p['bf16_label_agreement']:.1f}% of texts (max score difference "
+                               f"{p['bf16_max_score_diff']:.1e})."), ""]
                 ratio = p["ratio_vs_transformers_batch32"]
                 targets.append(("pipeline texts/s vs transformers.pipeline (both batch 32) >= 2x", f"{ratio:.2f}x", ratio >= 2))
         else:

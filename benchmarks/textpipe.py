@@ -5,7 +5,7 @@ Both load one Hugging Face `DistilBertForSequenceClassification` checkpoint (our
 and classify the same corpus of variable-length sentences with batch size 32. transformers is
 also timed once at its default batch size (1) on the first 64 sentences (it is slow). Ours runs
 Keras' compiled predict function (``predict_on_batch``; on a CPU-only TensorFlow that is a
-oneDNN graph, not XLA). The first pass (cold: tracing, XLA compiles per
+oneDNN graph, not XLA), in float32 and with ``dtype="bfloat16"``. The first pass (cold: tracing, XLA compiles per
 new shape) is reported apart from the warm median.
 """
 
@@ -21,13 +21,13 @@ from benchmarks.fixtures import Fixtures
 BATCH_SIZE = 32
 
 
-def _ours(fx: Fixtures) -> Callable[[list[str]], list[Any]]:
+def _ours(fx: Fixtures, dtype: str | None = None) -> Callable[[list[str]], list[Any]]:
     import distilbert_heads
     from distilbert_heads.tokenizer import DistilBertTokenizer
 
     tokenizer = DistilBertTokenizer.from_pretrained(fx.classifier_dir)
     model = distilbert_heads.create_distilbert_with_head(task_type="sentiment", pretrained=fx.classifier_dir)
-    return distilbert_heads.pipeline(model, tokenizer=tokenizer, batch_size=BATCH_SIZE, max_length=128)
+    return distilbert_heads.pipeline(model, tokenizer=tokenizer, batch_size=BATCH_SIZE, max_length=128, dtype=dtype)
 
 
 def _hf(fx: Fixtures, batch_size: int) -> Callable[[list[str]], list[Any]]:
@@ -41,11 +41,14 @@ def _hf(fx: Fixtures, batch_size: int) -> Callable[[list[str]], list[Any]]:
 
 def run(fx: Fixtures, quick: bool) -> dict[str, Any]:
     try:
-        ours = _ours(fx)
+        ours, ours_bf16 = _ours(fx), _ours(fx, dtype="bfloat16")
     except Exception as error:  # noqa: BLE001  (reported as skipped, with the error)
         return {"skipped": {"ours": f"{type(error).__name__}: {error}"}}
     texts = fx.corpus
-    contenders: dict[str, Callable[[], Any]] = {"ours/pipeline": lambda: ours(texts)}
+    contenders: dict[str, Callable[[], Any]] = {
+        "ours/pipeline": lambda: ours(texts),
+        "ours/pipeline(dtype=bfloat16)": lambda: ours_bf16(texts),
+    }
     skipped = {}
     hf_default = None
     try:
@@ -75,6 +78,9 @@ def run(fx: Fixtures, quick: bool) -> dict[str, Any]:
             "median_s": seconds, "texts_per_s": len(subset) / seconds, "cold_s": None, "n": 1,
         }
     result: dict[str, Any] = {"texts": len(texts), "batch_size": BATCH_SIZE, "rows": rows, "skipped": skipped}
+    full, low = answers["ours/pipeline"], answers["ours/pipeline(dtype=bfloat16)"]
+    result["bf16_label_agreement"] = sum(a["label"] == b["label"] for a, b in zip(full, low)) / len(texts)
+    result["bf16_max_score_diff"] = max(abs(a["score"] - b["score"]) for a, b in zip(full, low))
     peer = "peer/transformers.pipeline(batch_size=32)"
     if peer in rows:
         result["ratio_vs_transformers_batch32"] = rows["ours/pipeline"]["texts_per_s"] / rows[peer]["texts_per_s"]

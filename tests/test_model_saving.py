@@ -120,13 +120,19 @@ def multi_head_labels(inputs):
     }
 
 
-def test_trained_multi_head_model_reloads_exactly_in_process(tmp_path):
+def trained_multi_head_file(tmp_path):
+    """A multi-head model compiled and trained for one epoch, saved; returns (model, inputs, path)."""
     model = multi_head()
     model.compile(optimizer="adam")
     inputs = sample_inputs()
     model.fit(inputs, multi_head_labels(inputs), epochs=1, verbose=0)
     path = tmp_path / "multi.keras"
     model.save(path)
+    return model, inputs, path
+
+
+def test_trained_multi_head_model_reloads_exactly_in_process(tmp_path):
+    model, inputs, path = trained_multi_head_file(tmp_path)
 
     loaded = keras.models.load_model(path)
     assert type(loaded) is type(model) and list(loaded.heads) == ["sentiment", "tags", "qa"]
@@ -187,12 +193,7 @@ def test_every_builtin_head_reloads_identically_in_a_fresh_process(tmp_path, tas
 
 @pytest.mark.slow
 def test_trained_multi_head_model_reloads_identically_in_a_fresh_process(tmp_path):
-    model = multi_head()
-    model.compile(optimizer="adam")
-    inputs = sample_inputs()
-    model.fit(inputs, multi_head_labels(inputs), epochs=1, verbose=0)
-    path = tmp_path / "multi.keras"
-    model.save(path)
+    model, inputs, path = trained_multi_head_file(tmp_path)
     actual, summary = reload_in_subprocess(path, inputs)
     assert summary["compiled"]
     assert_same_outputs(flat_outputs(model, inputs), actual)

@@ -59,14 +59,19 @@ def entity_scores(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequen
     """Micro-averaged entity-level precision, recall and F1 over a corpus of tag sequences."""
     if len(true_tags) != len(pred_tags):
         raise ValueError(f"{len(true_tags)} gold sequences but {len(pred_tags)} predicted; pass one per example")
-    tp = fp = fn = 0
     for index, (true, pred) in enumerate(zip(true_tags, pred_tags)):
         if len(true) != len(pred):
             raise ValueError(f"example {index}: {len(true)} gold tags but {len(pred)} predicted tags")
-        gold, guessed = bio_entities(true), bio_entities(pred)
-        tp += len(gold & guessed)
-        fp += len(guessed - gold)
-        fn += len(gold - guessed)
+    return micro_scores((bio_entities(true), bio_entities(pred)) for true, pred in zip(true_tags, pred_tags))
+
+
+def micro_scores(gold_and_predicted: Iterable[tuple[set, set]]) -> dict[str, float]:
+    """Micro-averaged precision, recall and F1 over ``(gold items, predicted items)`` set pairs."""
+    tp = fp = fn = 0
+    for gold, predicted in gold_and_predicted:
+        tp += len(gold & predicted)
+        fp += len(predicted - gold)
+        fn += len(gold - predicted)
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     return {"precision": precision, "recall": recall, "f1": _f1(tp, fp, fn)}

@@ -52,6 +52,7 @@ from distilbert_heads.heads._common import (
     softmax_np,
 )
 from distilbert_heads.hookspecs import hookimpl
+from distilbert_heads.metrics import micro_scores
 from distilbert_heads.tasks import NLPTaskType
 
 # CoNLL-2003 BIO tags in the order of the Hugging Face ``conll2003`` dataset.
@@ -466,19 +467,13 @@ class NerHead(TaskHead):
         """Entity-level micro ``precision``, ``recall`` and ``f1`` on character spans: a predicted
         entity counts when its type, start and end equal a gold entity's."""
         check_predictions(examples, predictions)
-        tp = fp = fn = 0
-        for example, predicted in zip(examples, predictions):
+
+        def spans(predicted: Any) -> set[tuple[str, int, int]]:
             if isinstance(predicted, Mapping):
                 predicted = predicted.get("entities", [])
-            guessed = {(e["entity"], int(e["start"]), int(e["end"])) for e in predicted}
-            gold = example.gold_entities()
-            tp += len(gold & guessed)
-            fp += len(guessed - gold)
-            fn += len(gold - guessed)
-        precision = tp / (tp + fp) if tp + fp else 0.0
-        recall = tp / (tp + fn) if tp + fn else 0.0
-        f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-        return {"precision": precision, "recall": recall, "f1": f1}
+            return {(e["entity"], int(e["start"]), int(e["end"])) for e in predicted}
+
+        return micro_scores((example.gold_entities(), spans(p)) for example, p in zip(examples, predictions))
 
     def load_hf_head_weights(self, state_dict: Mapping[str, Any]) -> bool:
         # A sequence-classification checkpoint also has classifier.*, but over [CLS] after a

@@ -29,6 +29,7 @@ from keras import ops
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from distilbert_heads import HeadOptions, TaskHead, hookimpl
+from distilbert_heads.metrics import micro_scores
 
 __version__ = "0.1.0"
 __all__ = ["FooExample", "FooHead", "FooOptions", "register_heads"]
@@ -167,22 +168,16 @@ class FooHead(TaskHead):
 
     def evaluate(self, examples: Sequence[BaseModel], predictions: Sequence[Any]) -> dict[str, float]:
         """Micro precision, recall and F1 over (example, label) pairs, and exact-set accuracy."""
-        tp = fp = fn = exact = 0
-        for example, predicted in zip(examples, predictions, strict=True):
-            gold = set(example.labels)
-            chosen = {item["label"] for item in predicted}
-            tp += len(gold & chosen)
-            fp += len(chosen - gold)
-            fn += len(gold - chosen)
-            exact += gold == chosen
-        precision = tp / (tp + fp) if tp + fp else 0.0
-        recall = tp / (tp + fn) if tp + fn else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        label_sets = [
+            (set(example.labels), {item["label"] for item in predicted})
+            for example, predicted in zip(examples, predictions, strict=True)
+        ]
+        scores = micro_scores(label_sets)
         return {
-            "micro_precision": precision,
-            "micro_recall": recall,
-            "micro_f1": f1,
-            "exact_match": exact / len(examples) if examples else 0.0,
+            "micro_precision": scores["precision"],
+            "micro_recall": scores["recall"],
+            "micro_f1": scores["f1"],
+            "exact_match": sum(gold == chosen for gold, chosen in label_sets) / len(examples) if examples else 0.0,
         }
 
 

@@ -13,7 +13,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -299,10 +299,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     model_tokenizer(model)
     shown, pipe_args, pipe_kwargs = _predict_inputs(args, getattr(head, "input_kind", "text"))
     pipe = pipeline(model, head=head_name, batch_size=args.batch_size, show_progress=False, dtype=args.dtype)
-    answers = pipe(*pipe_args, **pipe_kwargs)
-    if isinstance(answers, Mapping) and head_name in answers:
-        answers = answers[head_name]
-    for text, answer in zip(shown, answers):
+    answers = pipe(*pipe_args, **pipe_kwargs)  # one answer per input: the inputs are lists
+    for text, answer in zip(shown, answers, strict=True):
         if args.json:
             print(json.dumps({"input": text, "prediction": jsonable(answer)}, ensure_ascii=False))
         else:

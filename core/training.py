@@ -248,10 +248,7 @@ def predict_examples(
         show_progress=False,
     )
     args, kwargs = pipeline_inputs(task_head, examples)
-    answers = pipe(*args, **kwargs)
-    if isinstance(answers, Mapping) and head_name in answers:
-        answers = answers[head_name]
-    return list(answers)
+    return list(pipe(*args, **kwargs))
 
 
 def pipeline_inputs(head: TaskHead, examples: Sequence[BaseModel]) -> tuple[tuple[Any, ...], dict[str, Any]]:

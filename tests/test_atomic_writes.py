@@ -27,7 +27,7 @@ from distilbert_heads import atomic
 from distilbert_heads.cli import main
 from distilbert_heads.encoder import DistilBERT
 from distilbert_heads.model import DistilBertTaskModel, load_task_model
-from distilbert_heads.testing import TINY_ENCODER, tiny_model
+from distilbert_heads.testing import tiny_model
 from distilbert_heads.tokenizer import DistilBertTokenizer
 from test_training import TINY, task_files
 
@@ -240,13 +240,13 @@ def test_a_failed_train_or_convert_keeps_the_previous_model(command, fault, old_
         from distilbert_heads.training import train
 
         train_file, _ = task_files(tmp_path, "sentiment")
-        run = lambda: train("sentiment", train_file, epochs=1, batch_size=8, max_length=32, out=target,  # noqa: E731
+        run = lambda: train("sentiment", train_file, epochs=1, batch_size=8, max_length=32, out=target,
                             vocab_size=200, verbose=0, **TINY)
     else:
         checkpoint = tmp_path / "hf"
         make_model(2).encoder.save_pretrained(checkpoint)
         make_tokenizer(2).save(checkpoint)
-        run = lambda: main(["convert", str(checkpoint), "--task", "sentiment", "--out", str(target)])  # noqa: E731
+        run = lambda: main(["convert", str(checkpoint), "--task", "sentiment", "--out", str(target)])
     with monkeypatch.context() as patch:
         FAULTS[fault](patch, target.parent)
         try:

@@ -210,7 +210,7 @@ def save_keras_model(
         return save(filepath, overwrite=overwrite, zipped=zipped, **kwargs)
     target = Path(filepath)
     as_directory = zipped is False
-    if not as_directory and target.suffix not in _KERAS_FILE_SUFFIXES:
+    if (target.suffix == ".keras") == as_directory or (not as_directory and target.suffix not in _KERAS_FILE_SUFFIXES):
         return save(filepath, overwrite=overwrite, zipped=zipped, **kwargs)  # Keras raises its own error
     if target.exists() and not overwrite:
         from keras.src.utils.io_utils import ask_to_proceed_with_overwrite

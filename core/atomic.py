@@ -135,7 +135,8 @@ def atomic_directory(target: str | os.PathLike, keep_other_entries: bool = False
     target = Path(target)
     if target.exists() and not target.is_dir():
         raise NotADirectoryError(
-            f"Cannot write the folder {os.fspath(target)!r}: a file is in the way. Choose another path or remove the file."
+            f"Cannot write the folder {os.fspath(target)!r}: a file is in the way. Choose another path or "
+            "remove the file."
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     while True:

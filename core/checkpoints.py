@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from distilbert_heads import atomic
+
 if TYPE_CHECKING:
     from distilbert_heads.encoder import DistilBERT
 
@@ -226,13 +228,18 @@ def load_encoder_weights(encoder: "DistilBERT", state: Mapping[str, np.ndarray],
 
 # -- writing ----------------------------------------------------------------------------------
 def write_checkpoint(directory: str | os.PathLike, state: Mapping[str, np.ndarray], hf_config: Mapping[str, Any]) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` that ``transformers`` loads."""
+    """Write ``config.json`` and ``model.safetensors`` that ``transformers`` loads.
+
+    The folder is written beside ``directory`` and swapped in whole (`atomic.atomic_directory`),
+    so a failure or a kill never leaves a config that does not match its weights. Other files
+    already in ``directory`` (a tokenizer, a README) are kept.
+    """
     from safetensors.numpy import save_file
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / CONFIG_NAME, "w", encoding="utf-8") as handle:
-        json.dump(dict(hf_config), handle, indent=2, sort_keys=True)
-    save_file({key: np.ascontiguousarray(value) for key, value in state.items()},
-              str(directory / SAFETENSORS_NAME), metadata={"format": "pt"})
+    with atomic.atomic_directory(directory, keep_other_entries=True) as temp:
+        with open(temp / CONFIG_NAME, "w", encoding="utf-8") as handle:
+            json.dump(dict(hf_config), handle, indent=2, sort_keys=True)
+        save_file({key: np.ascontiguousarray(value) for key, value in state.items()},
+                  str(temp / SAFETENSORS_NAME), metadata={"format": "pt"})
     return directory

@@ -387,54 +387,15 @@ def _add_convert(subparsers: Any) -> None:
 
 # -- export ---------------------------------------------------------------------------------------------
 def _cmd_export(args: argparse.Namespace) -> int:
-    import keras
-
-    from distilbert_heads.model import flat_output_key
+    from distilbert_heads.export import TOKENIZER_DIR, export_saved_model, signature_output_name
     from distilbert_heads.training import load_model
 
-    if keras.backend.backend() != "tensorflow":
-        raise CLIError(
-            f"export writes a TensorFlow SavedModel and needs the TensorFlow backend, but Keras runs on "
-            f"{keras.backend.backend()!r}. Run it as: KERAS_BACKEND=tensorflow distilbert-heads export ..."
-        )
-    import tensorflow as tf
-
     model = load_model(args.model)
-    out = Path(args.out)
-    if out.is_file() or (out.is_dir() and any(out.iterdir())):
-        raise CLIError(f"{args.out!r} exists and is not an empty directory; choose a new --out directory.")
-
-    def serve(input_ids: Any, attention_mask: Any) -> dict[str, Any]:
-        outputs = model({"input_ids": input_ids, "attention_mask": attention_mask}, training=False)
-        return {
-            signature_output_name(flat_output_key(head, name)): tensor
-            for head, named in outputs.items()
-            for name, tensor in named.items()
-        }
-
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(
-        name="serve",
-        fn=serve,
-        input_signature=[
-            tf.TensorSpec((None, None), tf.int32, name="input_ids"),
-            tf.TensorSpec((None, None), tf.int32, name="attention_mask"),
-        ],
-    )
-    archive.write_out(os.fspath(out), verbose=False)
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is not None:
-        tokenizer.save(out / "tokenizer")
+    out = export_saved_model(model, args.out)
     names = ", ".join(signature_output_name(key) for key in model.flat_output_keys)
     print(f"exported {out} (signature 'serving_default': input_ids, attention_mask int32 (batch, length) -> {names})"
-          + ("; tokenizer files in tokenizer/" if tokenizer is not None else ""))
+          + (f"; tokenizer files in {TOKENIZER_DIR}/" if model.tokenizer is not None else ""))
     return 0
-
-
-def signature_output_name(flat_key: str) -> str:
-    """A SavedModel output name for a ``"<head>/<output>"`` key (``"/"`` is not allowed there)."""
-    return flat_key.replace("/", "__")
 
 
 def _add_export(subparsers: Any) -> None:

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from distilbert_heads.atomic import atomic_path
+
 DATA_DIR = Path(__file__).parent / "data"
 SEED = 20261124
 SIZES = {"train": 480, "test": 120}
@@ -171,12 +173,10 @@ def data_path(task: str, split: str) -> Path:
 
 
 def write_all(directory: Path = DATA_DIR) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
     for task in GENERATORS:
         for split in SIZES:
-            with open(directory / f"{task}.{split}.jsonl", "w", encoding="utf-8") as handle:
-                for example in generate(task, split):
-                    handle.write(json.dumps(example, ensure_ascii=False) + "\n")
+            with atomic_path(directory / f"{task}.{split}.jsonl") as temp, open(temp, "w", encoding="utf-8") as handle:
+                handle.writelines(json.dumps(example, ensure_ascii=False) + "\n" for example in generate(task, split))
 
 
 if __name__ == "__main__":

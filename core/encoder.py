@@ -17,6 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from distilbert_heads import atomic
 from distilbert_heads.config import PRETRAINED_IDS, VARIANTS, ConfigError, DistilBertConfig
 from distilbert_heads.layers import DistilBertEmbeddings, TransformerBlock
 
@@ -247,12 +248,23 @@ class DistilBERT(keras.Model):
         return fresh
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` in the Hugging Face DistilBertModel layout."""
+        """Write ``config.json`` and ``model.safetensors`` in the Hugging Face DistilBertModel layout.
+
+        The folder is replaced atomically (other files already in it are kept): see
+        `distilbert_heads.checkpoints.write_checkpoint`.
+        """
         from distilbert_heads import checkpoints
 
         return checkpoints.write_checkpoint(directory, checkpoints.encoder_state_dict(self), self.config.to_hf_dict())
 
     # -- serialization ------------------------------------------------------------------------
+    def save(self, filepath: Any, overwrite: bool = True, zipped: bool | None = None, **kwargs: Any) -> None:
+        """Keras' ``Model.save``, written atomically: a failed or interrupted save leaves the old file intact.
+
+        See `distilbert_heads.atomic` (a leftover ``.<name>.tmp-*`` file after a kill is safe to delete).
+        """
+        atomic.save_keras_model(super().save, filepath, overwrite=overwrite, zipped=zipped, **kwargs)
+
     def get_config(self) -> dict[str, Any]:
         base = super().get_config()
         return {"name": base.get("name"), "trainable": base.get("trainable", True), "dtype": base.get("dtype"),

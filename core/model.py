@@ -41,6 +41,7 @@ import keras
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from distilbert_heads import atomic
 from distilbert_heads.config import DistilBertConfig
 from distilbert_heads.encoder import DistilBERT, as_input_dict, validate_encoder_inputs
 from distilbert_heads.head import TaskHead
@@ -480,6 +481,13 @@ class DistilBertTaskModel(keras.Model):
         self.compile(**config)
 
     # -- serialization -----------------------------------------------------------------------
+    def save(self, filepath: Any, overwrite: bool = True, zipped: bool | None = None, **kwargs: Any) -> None:
+        """Keras' ``Model.save``, written atomically: a failed or interrupted save leaves the old file intact.
+
+        See `distilbert_heads.atomic` (a leftover ``.<name>.tmp-*`` file after a kill is safe to delete).
+        """
+        atomic.save_keras_model(super().save, filepath, overwrite=overwrite, zipped=zipped, **kwargs)
+
     def get_config(self) -> dict[str, Any]:
         """Plain data only (no serialized Keras objects): see the module docstring."""
         return {

@@ -29,7 +29,7 @@ import numpy as np
 from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 
-from distilbert_heads import checkpoints
+from distilbert_heads import atomic, checkpoints
 
 VOCAB_NAME = "vocab.txt"
 TOKENIZER_JSON_NAME = "tokenizer.json"
@@ -446,10 +446,17 @@ class DistilBertTokenizer:
     def save(self, directory: str | os.PathLike) -> Path:
         """Write ``vocab.txt``, ``tokenizer.json`` and ``tokenizer_config.json`` into ``directory``.
 
-        ``transformers.DistilBertTokenizerFast.from_pretrained(directory)`` loads the result.
+        ``transformers.DistilBertTokenizerFast.from_pretrained(directory)`` loads the result. The
+        folder is swapped in whole (`atomic.atomic_directory`; other files in it are kept), so a
+        failed save leaves the previous files as they were.
         """
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        with atomic.atomic_directory(directory, keep_other_entries=True) as temp:
+            self._write_files(temp)
+        return directory
+
+    def _write_files(self, directory: Path) -> None:
+        """The three tokenizer files, written straight into ``directory`` (the caller makes it atomic)."""
         (directory / VOCAB_NAME).write_text("".join(f"{token}\n" for token in self._vocab_in_id_order()), encoding="utf-8")
         (directory / TOKENIZER_JSON_NAME).write_text(self._tokenizer.to_str(), encoding="utf-8")
         config: dict[str, Any] = {
@@ -466,17 +473,32 @@ class DistilBertTokenizer:
         if self.lowercase is not None:
             config["do_lower_case"] = self.lowercase
         (directory / TOKENIZER_CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        return directory
 
     def _vocab_in_id_order(self) -> list[str]:
-        by_id = {index: token for token, index in self.get_vocab().items()}
-        missing = [index for index in range(len(by_id)) if index not in by_id]
-        if missing:
+        """The tokens by id, for ``vocab.txt`` (whose line number is the id); an error if ids skip or repeat."""
+        vocab = self.get_vocab()
+        by_id: dict[int, list[str]] = {}
+        for token, index in vocab.items():
+            by_id.setdefault(index, []).append(token)
+        top = max(by_id)
+        missing = [index for index in range(top + 1) if index not in by_id]
+        shared = {index: sorted(tokens) for index, tokens in by_id.items() if len(tokens) > 1}
+        if missing or shared:
+            problems = []
+            if missing:
+                shown = ", ".join(str(index) for index in missing[:10]) + (", ..." if len(missing) > 10 else "")
+                problems.append(f"no token has id {shown} ({len(missing)} of the ids 0..{top} missing)")
+            if shared:
+                index, tokens = next(iter(sorted(shared.items())))
+                problems.append(f"{len(shared)} id(s) belong to several tokens (id {index}: {tokens})")
             raise ValueError(
-                f"Cannot write {VOCAB_NAME}: the vocabulary's ids are not 0..{len(by_id) - 1} (no token has id "
-                f"{missing[0]}). Rebuild the tokenizer from a vocabulary with consecutive ids."
+                f"Cannot save this tokenizer: {VOCAB_NAME} gives each token the id of its line, so ids must run "
+                f"0..N-1 with one token each, but {'; '.join(problems)}. Fix the vocabulary it was built from (a "
+                "tokenizer.json's model.vocab, or the token->id mapping): give each missing id a placeholder "
+                "token (BERT uses '[unused<N>]') and each token its own id, keeping the other ids so the model's "
+                "embeddings still match. Nothing was written."
             )
-        return [by_id[index] for index in range(len(by_id))]
+        return [by_id[index][0] for index in range(top + 1)]
 
     def _settings(self) -> dict[str, Any]:
         return {
@@ -527,8 +549,14 @@ class DistilBertTokenizer:
         )
 
     def save_assets(self, dir_path: str | os.PathLike) -> None:
-        """Keras ``save_assets`` hook: write the tokenizer's files into ``dir_path`` (as ``save`` does)."""
-        self.save(dir_path)
+        """Keras ``save_assets`` hook: write the tokenizer's files into ``dir_path`` (as ``save`` does).
+
+        ``dir_path`` is Keras' own scratch folder inside a save that is already atomic, so the
+        files go straight in.
+        """
+        directory = Path(dir_path)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._write_files(directory)
 
     @classmethod
     def load_assets(cls, dir_path: str | os.PathLike) -> DistilBertTokenizer:

@@ -120,7 +120,7 @@ class _Lines:
         if b"\x00" in raw:
             at = raw.index(b"\x00")
             raise DataFileError(
-                f"{self.name} line {self.number} (byte {start + at} of the file): a NUL byte, which text never holds. "
+                f"{self.name} line {self.number} (byte offset {start + at}): a NUL byte, which text never holds. "
                 "The file is probably UTF-16 (convert it: `iconv -f UTF-16 -t UTF-8 "
                 f"{self.name} > utf8-{self.name}`) or not a text file at all (export spreadsheets as CSV UTF-8)."
             )
@@ -129,7 +129,7 @@ class _Lines:
         except UnicodeDecodeError as error:
             bad = raw[error.start:error.start + 4]
             raise DataFileError(
-                f"{self.name} line {self.number} (byte {start + error.start} of the file): the bytes {bad!r} are not "
+                f"{self.name} line {self.number} (byte offset {start + error.start}): the bytes {bad!r} are not "
                 "UTF-8, and data files must be UTF-8. If the file is Latin-1 or Windows-1252 (older spreadsheet "
                 f"exports), convert it: `iconv -f latin1 -t utf-8 {self.name} > utf8-{self.name}`."
             ) from None

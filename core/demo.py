@@ -88,27 +88,6 @@ def _write_jsonl(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
     return path
 
 
-def _chance_predictions(head: Any, examples: Sequence[Any], seed: int = 0) -> list[Any]:
-    """What guessing gives: the majority class, no entities, or a random 1-3 word span of the context."""
-    import random
-    from collections import Counter
-
-    kind = getattr(head, "input_kind", "text")
-    if kind == "question_context":
-        rng = random.Random(seed)
-        guesses = []
-        for example in examples:
-            words = example.context.split()
-            start = rng.randrange(len(words))
-            span = " ".join(words[start:start + rng.randint(1, 3)])
-            guesses.append({"answer": span.rstrip(".,"), "score": 0.0, "start": 0, "end": 0})
-        return guesses
-    if hasattr(examples[0], "label"):
-        majority, _ = Counter(str(example.label) for example in examples).most_common(1)[0]
-        return [{"label": majority, "score": 1.0} for _ in examples]
-    return [[] for _ in examples]  # taggers: no entities
-
-
 def _same_answers(a: Any, b: Any, tolerance: float = 1e-3) -> bool:
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         return set(a) == set(b) and all(_same_answers(a[key], b[key], tolerance) for key in a)
@@ -125,6 +104,7 @@ def run_demo(*, quick: bool = False, out: str | os.PathLike | None = None, seed:
 
     from distilbert_heads import demo_data
     from distilbert_heads.training import (
+        chance_predictions,
         pipeline_inputs,
         predict_examples,
         print_metrics_table,
@@ -179,7 +159,7 @@ def run_demo(*, quick: bool = False, out: str | os.PathLike | None = None, seed:
         test_examples = read_task_examples(test_path, type(head), task)
         metrics[task] = score_examples(model, test_examples, max_length=DEMO_MAX_LENGTH, path=test_path)
         baselines[task] = {key: float(value) for key, value in
-                           head.evaluate(test_examples, _chance_predictions(head, test_examples)).items()}
+                           head.evaluate(test_examples, chance_predictions(head, test_examples)).items()}
         sample = test_examples[:DEMO_SHOWN]
         in_process[task] = [jsonable(a) for a in predict_examples(model, sample, max_length=DEMO_MAX_LENGTH)]
         pipe_args, pipe_kwargs = pipeline_inputs(head, sample)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,7 @@ def run_demo(*, quick: bool = False, out: str | os.PathLike | None = None, seed:
 
     from distilbert_heads import demo_data
     from distilbert_heads.training import (
+        ChanceLevelWarning,
         chance_predictions,
         pipeline_inputs,
         predict_examples,
@@ -141,19 +143,22 @@ def run_demo(*, quick: bool = False, out: str | os.PathLike | None = None, seed:
         train_path = _write_jsonl(out / "data" / f"{task}.train.jsonl", rows)
         test_path = _write_jsonl(out / "data" / f"{task}.test.jsonl", test_rows)
         screen.rule(f"[bold]{task}[/]: {len(rows)} training rows, {len(test_rows)} held-out test rows, {epochs} epoch(s)")
-        result = train(
-            task,
-            train_path,
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            token_dropout=token_dropout,
-            max_length=DEMO_MAX_LENGTH,
-            out=out / f"{task}.keras",
-            verbose=2 if verbose else 0,
-            **DEMO_VOCABULARY,
-            **DEMO_ENCODER,
-        )
+        with warnings.catch_warnings():
+            if quick:  # one epoch on a few rows is expected to stay at chance; the table shows chance beside it
+                warnings.simplefilter("ignore", ChanceLevelWarning)
+            result = train(
+                task,
+                train_path,
+                epochs=epochs,
+                batch_size=batch_size,
+                learning_rate=learning_rate,
+                token_dropout=token_dropout,
+                max_length=DEMO_MAX_LENGTH,
+                out=out / f"{task}.keras",
+                verbose=2 if verbose else 0,
+                **DEMO_VOCABULARY,
+                **DEMO_ENCODER,
+            )
         model = result.model
         _, head = select_head(model)
         test_examples = read_task_examples(test_path, type(head), task)

@@ -300,6 +300,8 @@ def label_options(
         f"If the labels are scores to predict (regression), train the task type {regression_task!r} "
         f"(`--task {regression_task}`) or pass the head option num_classes=1"
     )
+    if task_type == regression_task:  # e.g. text_similarity with some class names: a score needs numbers only
+        regression = f"{task_type} predicts a score when every label is a number; make all labels numbers"
     first_name = next((v for v in values if isinstance(v, str)), None)
     for index, value in enumerate(values):
         if isinstance(value, float) and not value.is_integer():

@@ -199,6 +199,7 @@ LABEL_CASES = [
     ("text_regression", [0.37, 1, 2.5], {"num_classes": 1}),
     ("text_regression", [1, 1, 1], {"num_classes": 1}),
     ("text_similarity", [0.5, 4.2, 3], {"num_classes": 1}),
+    ("text_similarity", ["same", 0.5], ["line 2", "fractional", "every label is a number"]),
     ("paraphrase_detection", [0, 1, 1], {"labels": ["0", "1"]}),
     ("paraphrase_detection", [0.5, 1], ["line 1", "fractional", "--task text_similarity"]),
     ("natural_language_inference", ["entailment"] * 3, ["every row has the label 'entailment'"]),

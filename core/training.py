@@ -17,6 +17,10 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import random
+import re
+import warnings
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,13 +35,17 @@ from distilbert_heads.head import TaskHead
 from distilbert_heads.tokenizer import DistilBertTokenizer
 
 __all__ = [
+    "CHANCE_MARGIN",
     "DEFAULT_LEARNING_RATE_PRETRAINED",
     "DEFAULT_LEARNING_RATE_SCRATCH",
     "DEFAULT_VOCAB_SIZE",
+    "ChanceLevelWarning",
     "HeadEvaluationCallback",
     "TokenDropoutBatches",
     "TrainResult",
     "TrainingError",
+    "chance_level_warning",
+    "chance_predictions",
     "evaluate",
     "example_texts",
     "load_model",
@@ -53,10 +61,18 @@ DEFAULT_VOCAB_SIZE = 2000
 # Which of a head's metrics early stopping watches, first match wins; otherwise the first one it returns.
 PRIMARY_METRICS = ("f1", "entity_f1", "exact_match", "accuracy", "macro_f1", "micro_f1", "pearson", "spearman")
 LOWER_IS_BETTER = frozenset({"mse", "mae", "rmse", "loss"})
+# A final score within this of what guessing gets counts as chance level (the scores are fractions in [0, 1]).
+CHANCE_MARGIN = 0.02
+# Options that say what the labels are; when head_options gives one, the training file's labels are not used to infer them.
+LABEL_OPTION_KEYS = ("labels", "num_classes")
 
 
 class TrainingError(ValueError):
     """A problem with what was asked (task, files, model, options), explained for the user."""
+
+
+class ChanceLevelWarning(UserWarning):
+    """Training ended with the model scoring no better than guessing (see `chance_level_warning`)."""
 
 
 @dataclass
@@ -65,7 +81,8 @@ class TrainResult:
 
     ``metrics`` are on the eval file when one was given, else on the training file
     (``metrics_split`` says which). ``history`` is Keras' per-epoch logs, plus ``val_<metric>``
-    for each of the head's metrics when there was an eval file.
+    for each of the head's metrics when there was an eval file. ``warnings`` holds what
+    `train` also issued as Python warnings (e.g. a `ChanceLevelWarning`).
     """
 
     model: Any
@@ -77,6 +94,7 @@ class TrainResult:
     epochs_run: int = 0
     best_epoch: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 # -- reading data ------------------------------------------------------------------------------
@@ -138,15 +156,60 @@ def encode_examples(
         ) from None
 
 
-def infer_options(head_class: type[TaskHead], examples: Sequence[BaseModel], task_type: str) -> dict[str, Any]:
-    """Options the training data implies (label names), passing ``task_type`` to heads that take it."""
+def infer_options(
+    head_class: type[TaskHead],
+    examples: Sequence[BaseModel],
+    task_type: str,
+    *,
+    given: Mapping[str, Any] | None = None,
+    path: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Options the training data implies (label names), passing ``task_type`` to heads that take it.
+
+    When ``given`` (the caller's head options) sets ``labels`` or ``num_classes``, those say what
+    the labels are and nothing is inferred. A head's complaint about the labels (one class, a
+    fractional label for a classification task, ...) becomes a `TrainingError` naming the line
+    of ``path`` when it is about one row (``"example <index>: ..."``).
+    """
+    if given and any(key in given for key in LABEL_OPTION_KEYS):
+        return {}
     method = head_class.options_from_examples
     try:
         accepts_task = "task_type" in inspect.signature(method).parameters
     except (TypeError, ValueError):
         accepts_task = False
-    options = method(examples, task_type=task_type) if accepts_task else method(examples)
+    try:
+        options = method(examples, task_type=task_type) if accepts_task else method(examples)
+    except ValueError as error:
+        raise _error_at_example_line(error, path) from None
     return dict(options or {})
+
+
+def _error_at_example_line(error: Exception, path: str | os.PathLike | None) -> TrainingError:
+    """``error`` as a `TrainingError`; an ``example <index>:`` prefix becomes the file and line of that row."""
+    message = str(error)
+    if path is None:
+        return TrainingError(message)
+    name = Path(path).name
+    match = re.match(r"example (\d+): ", message)
+    if match:
+        lines = _line_numbers(path)
+        index = int(match.group(1))
+        line = lines[index] if index < len(lines) else "?"
+        return TrainingError(f"{name} line {line}: {message[match.end():]}")
+    return TrainingError(f"{name}: {message}")
+
+
+def numeric_class_note(options: Mapping[str, Any]) -> str | None:
+    """A note when the inferred class names are all numbers (they are classes, not scores)."""
+    names = options.get("labels") or []
+    if not names or not all(re.fullmatch(r"-?\d+", str(name)) for name in names):
+        return None
+    return (
+        f"note: the labels are numbers ({', '.join(names[:10])}{', ...' if len(names) > 10 else ''}); they are read "
+        f"as {len(names)} class names, so this trains a classifier. If they are scores to predict instead, train a "
+        "regression task type (text_regression, or text_similarity for pairs)."
+    )
 
 
 def example_texts(examples: Sequence[BaseModel]) -> list[str]:
@@ -282,6 +345,14 @@ def score_examples(
     predictions = predict_examples(
         model, examples, head=head, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length
     )
+    return score_predictions(task_head, examples, predictions, path=path)
+
+
+def score_predictions(
+    task_head: TaskHead, examples: Sequence[BaseModel], predictions: Sequence[Any], *,
+    path: str | os.PathLike | None = None,
+) -> dict[str, float]:
+    """The head's metrics (its `evaluate`) of ``predictions``; a failing row is reported by its line in ``path``."""
     try:
         scores = task_head.evaluate(examples, predictions)
     except (ValueError, KeyError, IndexError) as error:
@@ -321,6 +392,97 @@ def primary_metric(metrics: Mapping[str, float]) -> str:
     if not metrics:
         raise TrainingError("The head's evaluate() returned no metrics; early stopping needs at least one.")
     return next(iter(metrics))
+
+
+# -- chance level ------------------------------------------------------------------------------------
+def chance_predictions(head: TaskHead, examples: Sequence[BaseModel], seed: int = 0) -> list[Any]:
+    """What guessing gives: the majority class, no entities, or a random 1-3 word span of the context."""
+    kind = getattr(head, "input_kind", "text")
+    if kind == "question_context":
+        rng = random.Random(seed)
+        guesses = []
+        for example in examples:
+            words = example.context.split()
+            start = rng.randrange(len(words))
+            span = " ".join(words[start:start + rng.randint(1, 3)])
+            guesses.append({"answer": span.rstrip(".,"), "score": 0.0, "start": 0, "end": 0})
+        return guesses
+    if hasattr(examples[0], "label"):
+        majority, _ = Counter(str(example.label) for example in examples).most_common(1)[0]
+        return [{"label": majority, "score": 1.0} for _ in examples]
+    return [[] for _ in examples]  # taggers: no entities
+
+
+def _same_answer_everywhere(predictions: Sequence[Any]) -> str | None:
+    """Says so when every answer is the same class, or no answer found anything."""
+    if len(predictions) < 2:
+        return None
+    labels = {str(p.get("label")) for p in predictions if isinstance(p, Mapping) and "label" in p}
+    if len(labels) == 1 and all(isinstance(p, Mapping) and "label" in p for p in predictions):
+        return f"every prediction is the class {labels.pop()!r}"
+    if all(isinstance(p, list) and not p for p in predictions):
+        return "no row got any answer (e.g. no entity found)"
+    return None
+
+
+def chance_level_warning(
+    head: TaskHead,
+    examples: Sequence[BaseModel],
+    predictions: Sequence[Any],
+    metrics: Mapping[str, float],
+    *,
+    split: str = "eval",
+    advice: str = "",
+) -> str | None:
+    """A warning when ``metrics`` (of ``predictions`` on ``examples``) are at or near chance level, else None.
+
+    Chance is what `chance_predictions` scores with the head's own ``evaluate``; "near" is within
+    `CHANCE_MARGIN` of it on the watched metric (`primary_metric`), or every prediction being the
+    same class. Heads whose answers guessing cannot imitate (some plugins) get no check.
+    """
+    if not examples or not metrics:
+        return None
+    monitor = primary_metric(metrics)
+    try:
+        chance = head.evaluate(examples, chance_predictions(head, examples))
+    except Exception:  # noqa: BLE001 - a plugin's evaluate may reject guesses any way; the check must not end a finished training
+        return None
+    if monitor not in chance:
+        return None
+    value, level = float(metrics[monitor]), float(chance[monitor])
+    lower_is_better = monitor in LOWER_IS_BETTER
+    if not lower_is_better and level >= 1.0 - CHANCE_MARGIN:
+        return None  # e.g. an eval file with one class: guessing is perfect, so the score shows nothing
+    near = value >= level - CHANCE_MARGIN if lower_is_better else value <= level + CHANCE_MARGIN
+    same = _same_answer_everywhere(predictions)
+    if not near and same is None:
+        return None
+    where = "the eval file" if split == "eval" else "the training rows"
+    detail = f"; {same}" if same else ""
+    return (
+        f"Training ended at chance level (no better than guessing): {monitor} on {where} is {value:.3f}, and "
+        f"guessing scores {level:.3f} ({_guess_description(head, examples)}){detail}. The model has not learnt "
+        f"the task. Try {advice or 'more data or more epochs'}."
+    )
+
+
+def _guess_description(head: TaskHead, examples: Sequence[BaseModel]) -> str:
+    if getattr(head, "input_kind", "text") == "question_context":
+        return "a random 1-3 word span of the context"
+    if hasattr(examples[0], "label"):
+        return "always the most common label"
+    return "predicting nothing"
+
+
+def _chance_advice(rows: int, epochs_run: int, pretrained: Any, variant: str) -> str:
+    steps = [f"more training rows (it had {rows}; aim for hundreds per class)",
+             f"more epochs (it ran {epochs_run}; --epochs)"]
+    if pretrained is None:
+        steps.append("fine-tuning a pretrained checkpoint instead of training from scratch "
+                     "(--pretrained distilbert-base-uncased)")
+    if variant != "base":
+        steps.append(f"a larger model than {variant!r} (--variant small or base)")
+    return ", ".join(steps[:-1]) + " or " + steps[-1]
 
 
 class HeadEvaluationCallback(keras.callbacks.Callback):
@@ -452,7 +614,10 @@ def train(
     train_examples = read_task_examples(train_file, head_class, task)
     eval_examples = read_task_examples(eval_file, head_class, task) if eval_file is not None else None
 
-    options = infer_options(head_class, train_examples, record.task_type)
+    options = infer_options(head_class, train_examples, record.task_type, given=head_options, path=train_file)
+    note = numeric_class_note(options)
+    if note and verbose:
+        print(note, flush=True)
     options.update(head_options or {})
     if tokenizer is None:
         tokenizer = build_tokenizer(
@@ -507,14 +672,20 @@ def train(
         history = model.fit(
             x, {head_name: y}, batch_size=batch_size, epochs=epochs, shuffle=True, callbacks=callbacks, verbose=verbose
         )
+    # The best epoch's weights are restored, so these predictions are the ones its metrics scored.
+    split, split_examples, split_file = (
+        ("eval", eval_examples, eval_file) if eval_examples is not None else ("train", train_examples, train_file)
+    )
+    final_predictions = predict_examples(
+        model, split_examples, head=head_name, tokenizer=tokenizer, batch_size=max(batch_size, 32),
+        max_length=max_length,
+    )
     if evaluation is not None and evaluation.best_metrics:
-        metrics, split = dict(evaluation.best_metrics), "eval"
+        metrics = dict(evaluation.best_metrics)
     else:
-        metrics = score_examples(
-            model, train_examples, head=head_name, tokenizer=tokenizer, batch_size=max(batch_size, 32),
-            max_length=max_length, path=train_file,
-        )
-        split = "train"
+        metrics = score_predictions(head, split_examples, final_predictions, path=split_file)
+    advice = _chance_advice(len(train_examples), len(history.epoch), pretrained, variant)
+    chance_warning = chance_level_warning(head, split_examples, final_predictions, metrics, split=split, advice=advice)
     path = None
     if out is not None:
         path = Path(out)
@@ -530,6 +701,9 @@ def train(
         epochs_run=len(history.epoch),
         best_epoch=None if evaluation is None or evaluation.best_epoch is None else evaluation.best_epoch + 1,
     )
+    if chance_warning is not None:
+        result.warnings.append(chance_warning)
+        warnings.warn(chance_warning, ChanceLevelWarning, stacklevel=2)
     if verbose:
         print_metrics_table(
             {task: metrics},
@@ -537,6 +711,8 @@ def train(
         )
         if path is not None:
             print(f"saved {path} (tokenizer inside)")
+        for message in result.warnings:
+            print(f"warning: {message}", flush=True)
     return result
 
 

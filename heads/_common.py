@@ -281,27 +281,52 @@ def coerce_label(value: Any) -> Any:
     return value
 
 
-def label_options(labels: Iterable[Label]) -> dict[str, Any]:
-    """Options implied by a training file's labels.
+def label_options(
+    labels: Iterable[Label], *, task_type: str = "this classification task", regression_task: str = "text_regression"
+) -> dict[str, Any]:
+    """The class names a classification task's training labels imply: ``{"labels": [...]}``.
 
-    Any non-integer number makes it a regression: ``{"num_classes": 1}``. Only integers: the
-    classes are those integers as names, in numeric order (so class index i is the integer i
-    for 0-based data). Otherwise the class names in order of first appearance.
+    Integers (numbers like ``"0"``, ``"1"`` in CSV included) are class names in numeric order,
+    so class index i is the integer i for 0-based data; other labels are class names in order
+    of first appearance. Labels never turn a classification into a regression: a fractional
+    number, names mixed with numbers, or a single class raise a ValueError that says what to do
+    (a regression task type, ``regression_task``, or head option ``num_classes=1``); a problem
+    of one row starts with ``example <index>:`` so the trainer can name its line.
     """
     values = list(labels)
     if not values:
         return {}
-    if any(isinstance(v, float) and not float(v).is_integer() for v in values):
-        strings = sorted({v for v in values if isinstance(v, str)})
-        if strings:
+    regression = (
+        f"If the labels are scores to predict (regression), train the task type {regression_task!r} "
+        f"(`--task {regression_task}`) or pass the head option num_classes=1"
+    )
+    if task_type == regression_task:  # e.g. text_similarity with some class names: a score needs numbers only
+        regression = f"{task_type} predicts a score when every label is a number; make all labels numbers"
+    first_name = next((v for v in values if isinstance(v, str)), None)
+    for index, value in enumerate(values):
+        if isinstance(value, float) and not value.is_integer():
             raise ValueError(
-                f"the labels mix class names ({', '.join(map(repr, strings[:5]))}) with fractional numbers; "
-                "use class names (or indices) for classification, or only numbers for regression"
+                f"example {index}: label {value} is a fractional number, but {task_type} is a classification task "
+                f"(labels are class names or class ids 0, 1, ...). {regression}; if they are classes, give them as "
+                "names or whole numbers."
             )
-        return {"num_classes": 1}
-    if all(isinstance(v, (int, float)) for v in values):
-        return {"labels": [str(v) for v in sorted({int(v) for v in values})]}
-    return {"labels": [str(int(v)) if isinstance(v, float) else str(v) for v in dict.fromkeys(values)]}
+        if first_name is not None and not isinstance(value, str):
+            raise ValueError(
+                f"example {index}: label {value} is a number, but other rows use class names (such as "
+                f"{first_name!r}); use one kind of label throughout: class names, or class ids 0, 1, ... "
+                "(a number means a class id here, so mixing them is ambiguous)."
+            )
+    if first_name is None:
+        names = [str(v) for v in sorted({int(v) for v in values})]
+    else:
+        names = list(dict.fromkeys(values))
+    if len(names) < 2:
+        raise ValueError(
+            f"every row has the label {names[0]!r}: one class cannot be learnt, a classifier needs examples of at "
+            f"least two classes. Add rows of the other classes (or pass the head option labels=[...] naming them). "
+            f"{regression}."
+        )
+    return {"labels": names}
 
 
 def class_index(label: Label, names: Sequence[str], where: str) -> int:

@@ -122,13 +122,14 @@ class PairwiseHead(PooledClassifierHead):
     @classmethod
     def options_from_examples(cls, examples: Sequence[BaseModel], task_type: str | None = None) -> dict[str, Any]:
         """``{"labels": [...]}`` for class labels (names in order of first appearance, integers in
-        numeric order); ``{"num_classes": 1}`` (similarity) for fractional scores, or for numeric
-        labels when ``task_type`` is text_similarity."""
-        options = label_options(example.label for example in examples)
-        wants_score = str(getattr(task_type, "value", task_type)) == NLPTaskType.TEXT_SIMILARITY.value
-        if wants_score and all(not isinstance(example.label, str) for example in examples):
+        numeric order; see `label_options`); ``{"num_classes": 1}`` (similarity) for numeric labels
+        when ``task_type`` is text_similarity."""
+        task = str(getattr(task_type, "value", task_type)) if task_type is not None else "pairwise"
+        if task == NLPTaskType.TEXT_SIMILARITY.value and all(not isinstance(ex.label, str) for ex in examples):
             return {"num_classes": 1}
-        return options
+        return label_options(
+            (example.label for example in examples), task_type=task, regression_task=NLPTaskType.TEXT_SIMILARITY.value
+        )
 
     def tokenize_examples(self, examples: Sequence[Any], tokenizer: Any, max_length: int) -> Any:
         return tokenizer.encode(

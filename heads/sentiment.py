@@ -98,11 +98,12 @@ class SentimentHead(PooledClassifierHead):
 
     @classmethod
     def options_from_examples(cls, examples: Sequence[BaseModel], task_type: str | None = None) -> dict[str, Any]:
-        """``{"labels": [...]}`` (names in order of first appearance; integer classes in numeric
-        order) or ``{"num_classes": 1}`` when a label is fractional or ``task_type`` is a regression."""
-        if task_type is not None and str(getattr(task_type, "value", task_type)) in REGRESSION_TASK_TYPES:
+        """``{"num_classes": 1}`` for the regression task types, else ``{"labels": [...]}`` (names in
+        order of first appearance; integer classes in numeric order; see `label_options`)."""
+        task = str(getattr(task_type, "value", task_type)) if task_type is not None else "sentiment"
+        if task in REGRESSION_TASK_TYPES:
             return {"num_classes": 1}
-        return label_options(example.label for example in examples)
+        return label_options((example.label for example in examples), task_type=task, regression_task="text_regression")
 
     def tokenize_examples(self, examples: Sequence[Any], tokenizer: Any, max_length: int) -> Any:
         return tokenizer.encode([example.text for example in examples], max_length=max_length)

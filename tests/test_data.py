@@ -33,7 +33,7 @@ def test_jsonl_and_csv(tmp_path):
         ("bad.jsonl", '{"text": "ok", "label": "x"}\n{"text": "no label"}\n', "bad.jsonl line 2: label: Field required"),
         ("bad.jsonl", '{"text": "ok", "label": "x"}\n{oops\n', "bad.jsonl line 2: not valid JSON"),
         ("bad.jsonl", '["a list"]\n', "bad.jsonl line 1: expected a JSON object"),
-        ("bad.csv", "text,label\nok,x,extra\n", "bad.csv line 2: more cells than the 2 columns"),
+        ("bad.csv", "text,label\nok,x,extra\n", "bad.csv line 2: 3 cells, more than the 2 columns"),
         ("bad.csv", "", "the CSV file is empty"),
         ("bad.jsonl", "\n\n", "no examples found"),
         ("bad.txt", "text\n", "unknown file type '.txt'"),

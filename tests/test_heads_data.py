@@ -161,7 +161,7 @@ def test_options_from_examples():
     ints = [TextExample(text="t", label=v) for v in (2, 0, 1, 2)]
     assert SentimentHead.options_from_examples(ints) == {"labels": ["0", "1", "2"]}
     scores = [TextExample(text="t", label=v) for v in (1, 0.5, 3)]
-    assert SentimentHead.options_from_examples(scores) == {"num_classes": 1}
+    assert SentimentHead.options_from_examples(scores, task_type="text_regression") == {"num_classes": 1}
     assert SentimentHead.options_from_examples(ints, task_type="text_regression") == {"num_classes": 1}
 
     pairs = read_examples(data_path("pairwise", "train"), PairExample)

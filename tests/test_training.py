@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from pathlib import Path
 
 import keras
@@ -14,6 +15,7 @@ import distilbert_heads  # noqa: F401  (registers the Keras classes)
 from distilbert_heads import demo_data
 from distilbert_heads.tokenizer import DistilBertTokenizer
 from distilbert_heads.training import (
+    ChanceLevelWarning,
     HeadEvaluationCallback,
     TrainingError,
     evaluate,
@@ -66,6 +68,7 @@ def task_files(tmp_path: Path, task: str, fmt: str = "jsonl", train_rows: int = 
     )
 
 
+@pytest.mark.filterwarnings("ignore::distilbert_heads.training.ChanceLevelWarning")  # one epoch stays at chance
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 @pytest.mark.parametrize("task", ["sentiment", "ner", "qa", "pairwise"])
 def test_train_and_evaluate_from_files(tmp_path, task, fmt):
@@ -88,13 +91,18 @@ def test_train_and_evaluate_from_files(tmp_path, task, fmt):
 def test_training_learns_sentiment(tmp_path):
     train_file, test_file = task_files(tmp_path, "sentiment", train_rows=240, test_rows=80)
     keras.utils.set_random_seed(1)
-    result = train("sentiment", train_file, epochs=3, batch_size=16, max_length=32, vocab_size=300, verbose=0,
-                   hidden_size=64, num_layers=1, num_heads=4, intermediate_size=128, max_position_embeddings=32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train("sentiment", train_file, epochs=3, batch_size=16, max_length=32, vocab_size=300, verbose=0,
+                       hidden_size=64, num_layers=1, num_heads=4, intermediate_size=128, max_position_embeddings=32)
     assert result.metrics_split == "train"  # no eval file: final metrics are on the training rows
+    # A model that learnt is not at chance level: no warning (tests/test_hostile_data.py has the one that is).
+    assert result.warnings == [] and not [w for w in caught if issubclass(w.category, ChanceLevelWarning)]
     held_out = evaluate(result.model, test_file)
     assert held_out["accuracy"] > 0.85, held_out
 
 
+@pytest.mark.filterwarnings("ignore::distilbert_heads.training.ChanceLevelWarning")  # one epoch stays at chance
 def test_plugin_head_trains_from_a_file(tmp_path):
     rows = [{"text": f"{word} news today", "labels": labels}
             for word, labels in [("football", ["sports"]), ("election", ["politics"]), ("chip", ["tech"]),

@@ -1,25 +1,21 @@
 """Discovery and lookup of task heads: the built-in modules plus third-party pluggy plugins.
 
-A plugin is a module with ``@hookimpl def register_heads(register)``, declared in the entry-point
-group ``distilbert_heads`` (``foo = "distilbert_head_foo"``). Rules this module owns:
+A plugin is a module with ``@hookimpl def register_heads(register)`` in the entry-point group
+``distilbert_heads`` (``foo = "distilbert_head_foo"``). Rules this module owns:
 
-* Lazy, then whole. Importing it imports no plugin; the first lookup or listing loads every
-  allowed plugin at once, so what a key resolves to and which errors show never depend on the
-  order of calls. An entry-point name is only the plugin's name: it never shadows a task type.
+* Lazy, then whole. Importing it imports no plugin; the first lookup or listing loads every allowed
+  plugin, so results never depend on call order. An entry-point name never shadows a task type.
 * Provenance. Every `HeadRecord` names its plugin, distribution and version.
-* Conflicts. A key (task type or alias) claimed by two third-party plugins is contested: every
-  lookup of it raises `PluginConflictError` naming both distributions, while their other keys
-  keep working. A built-in keeps its keys unless exactly one plugin claims them with
-  ``register(..., override=True)``, which then wins with a warning; a plugin claiming one
-  without it is a conflict that leaves the built-in in place. Listing raises while any
-  conflict exists (``raise_on_conflict=False`` shows the table anyway).
-* Isolation. A plugin that fails to import, validate or register contributes nothing, is listed
-  as failed and warns once per process; the other heads keep working. With
-  ``DISTILBERT_HEADS_STRICT_PLUGINS=1`` every lookup and listing raises `PluginLoadError` while
-  any allowed plugin is failed, whatever key is asked for, so strictness never depends on order.
+* Conflicts. A key (task type or alias) two third-party plugins claim is contested: every lookup of
+  it raises `PluginConflictError` naming both, their other keys keep working. A built-in keeps its
+  keys unless exactly one plugin claims one with ``register(..., override=True)`` (it wins, with a
+  warning). Listing raises while any conflict exists.
+* Isolation. A plugin failing to import, validate or register contributes nothing, is listed as
+  failed and warns once per process. ``DISTILBERT_HEADS_STRICT_PLUGINS=1``: every lookup and listing
+  raises `PluginLoadError` while any allowed plugin is failed, whatever key is asked for.
 * Control. ``DISTILBERT_HEADS_LOAD_PLUGINS`` (unset: all, empty: none, ``a,b``: only these) and
-  ``DISTILBERT_HEADS_BLOCK_PLUGINS`` (never these) name entry points or distributions, matched
-  case-insensitively with ``-``/``_``/``.`` alike (PEP 503); they are read when a registry is made.
+  ``DISTILBERT_HEADS_BLOCK_PLUGINS`` name entry points or distributions (PEP 503 normalised); they
+  are read when a registry is created.
 """
 
 from __future__ import annotations
@@ -48,7 +44,7 @@ from distilbert_heads.tasks import NLPTaskType, normalize_task_type
 if TYPE_CHECKING:
     from distilbert_heads.head import TaskHead
 
-BUILTIN_MODULES: tuple[str, ...] = tuple(f"distilbert_heads.heads.{m}" for m in ("sentiment", "ner", "qa_span", "pairwise"))
+BUILTIN_MODULES = tuple(f"distilbert_heads.heads.{name}" for name in ("sentiment", "ner", "qa_span", "pairwise"))
 BUILTIN_DISTRIBUTION = "distilbert-heads"
 LOAD_ENV = "DISTILBERT_HEADS_LOAD_PLUGINS"
 BLOCK_ENV = "DISTILBERT_HEADS_BLOCK_PLUGINS"
@@ -147,14 +143,12 @@ def _describe(error: BaseException) -> str:
     return text
 
 
-def _import_builtin(module: str) -> Any:
+@functools.cache
+def _builtin_version() -> str:
     try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as error:
-        if error.name != module:
-            raise
-        raise ModuleNotFoundError(f"built-in head module {module!r} is missing; reinstall it "
-                                  f"(pip install --force-reinstall {BUILTIN_DISTRIBUTION})", name=module) from error
+        return importlib.metadata.version(BUILTIN_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return str(getattr(sys.modules.get("distilbert_heads"), "__version__", "unknown"))
 
 
 @contextlib.contextmanager
@@ -299,16 +293,12 @@ class HeadRegistry:
         return LOAD_ENV if self._load_only is not None and not canonical & self._load_only else None
 
     def _discover(self) -> list[_Plugin]:
-        try:
-            version = importlib.metadata.version(BUILTIN_DISTRIBUTION)
-        except importlib.metadata.PackageNotFoundError:
-            version = str(getattr(sys.modules.get("distilbert_heads"), "__version__", "unknown"))
-        plugins = [_Plugin(f"builtin.{m.rsplit('.', 1)[-1]}", BUILTIN_DISTRIBUTION, version,
-                           functools.partial(_import_builtin, m), builtin=True) for m in self.builtin_modules]
+        plugins = [_Plugin(f"builtin.{m.rsplit('.', 1)[-1]}", BUILTIN_DISTRIBUTION, _builtin_version(),
+                           functools.partial(importlib.import_module, m), builtin=True) for m in self.builtin_modules]
         found = {}
         for ep in importlib.metadata.entry_points(group=self.entry_point_group):
-            dist = getattr(ep, "dist", None)
-            name, ver = (dist.name, dist.version) if dist is not None else ("unknown", "unknown")
+            meta = ep.dist.metadata if ep.dist is not None else {}  # parsed once: it is most of the cost
+            name, ver = meta.get("Name") or "unknown", meta.get("Version") or "unknown"
             found.setdefault((ep.name, _canonical(name)), _Plugin(ep.name, name, ver, ep.load))
         for _, plugin in sorted(found.items()):
             blocked_by = self._blocked_by(plugin.name, plugin.distribution)
@@ -322,13 +312,19 @@ class HeadRegistry:
     def _register(self, pm: pluggy.PluginManager, plugin: _Plugin, claims: dict, interrupted: list[int]) -> None:
         """Import, validate and run one plugin's hook; record its claims, or its failure."""
         pending: list[tuple[HeadRecord, bool]] = []
+        owners: dict[str, type] = {}  # key -> the head class this plugin registered for it
         open_ = [True]
 
         def register(head_class: type[TaskHead], *, task_types: Iterable[str | NLPTaskType] | str | None = None,
                      aliases: Iterable[str] | str | None = None, override: bool = False) -> None:
             if not open_[0]:
                 raise RuntimeError(f"{plugin} called register() after register_heads returned")
-            pending.extend((record, override) for record in _records(plugin, head_class, task_types, aliases))
+            for record in _records(plugin, head_class, task_types, aliases):
+                for key in (record.task_type, *record.aliases):
+                    if owners.setdefault(key, head_class) is not head_class:
+                        raise ValueError(f"{plugin} registered two head classes for {key!r}: "
+                                         f"{owners[key].__qualname__} and {head_class.__qualname__}")
+                pending.append((record, override))
 
         module = None
         try:
@@ -350,8 +346,10 @@ class HeadRegistry:
             plugin.status, plugin.error = "failed", error
             if not self._strict and (plugin.distribution, plugin.name) not in _warned:
                 _warned.add((plugin.distribution, plugin.name))
-                warnings.warn(f"{plugin} failed to load and provides no heads: {_describe(error)}. Fix or uninstall "
-                              f"it, or block it with {BLOCK_ENV}={plugin.distribution}.", UserWarning, stacklevel=4)
+                fix = (f"reinstall it (pip install --force-reinstall {BUILTIN_DISTRIBUTION})" if plugin.builtin else
+                       f"fix or uninstall it, or block it with {BLOCK_ENV}={plugin.distribution}")
+                warnings.warn(f"{plugin} failed to load and provides no heads: {_describe(error)}. To fix: {fix}.",
+                              UserWarning, stacklevel=4)
             return
         finally:
             open_[0] = False
@@ -437,7 +435,8 @@ class HeadRegistry:
                       f"installed but failed to load ({origin}): {_describe(state.error)}"),
                      f"Fix or reinstall it: {install.replace('pip install', 'pip install --force-reinstall')}"]
         else:
-            lines = [f"Cannot load head {head_name!r}: no available plugin provides task type {task_type!r} ({origin})."]
+            lines = [f"Cannot load head {head_name!r}: no available plugin provides task type {task_type!r} "
+                     f"({origin})."]
             if blocked_by:
                 fix = "remove it from" if blocked_by == BLOCK_ENV else "add it to"
                 lines.append(f"Loading {distribution or plugin_name} is blocked by the environment variable "
@@ -457,9 +456,11 @@ def _records(plugin: _Plugin, head_class: Any, task_types: Any, aliases: Any) ->
     if not (isinstance(head_class, type) and issubclass(head_class, TaskHead)):
         raise TypeError(f"{plugin} registered {head_class!r}, which is not a subclass of distilbert_heads.TaskHead; "
                         "register(HeadClass) takes the head class itself.")
-    raw = [head_class.task_types if task_types is None else task_types, head_class.aliases if aliases is None else aliases]
+    raw = (head_class.task_types if task_types is None else task_types,
+           head_class.aliases if aliases is None else aliases)
     try:
-        keys, alias_keys = (tuple(dict.fromkeys(map(normalize_task_type, (r,) if isinstance(r, str) else r))) for r in raw)
+        keys, alias_keys = (tuple(dict.fromkeys(map(normalize_task_type, [n] if isinstance(n, str) else n)))
+                            for n in raw)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{plugin} registered {head_class.__qualname__} with a bad name: {error}") from error
     if not keys:

@@ -92,11 +92,12 @@ def test_register_arguments_override_class_attributes(fake_site):
 
 def test_missing_builtin_module_is_a_failed_row_not_a_crash(fake_site):
     registry = fake_site.registry(builtins=("dht_builtin_a", "dht_builtin_missing"))
-    assert registry.get_head("sentiment").task_type == "sentiment_analysis"
+    with pytest.warns(UserWarning, match="reinstall it .pip install --force-reinstall distilbert-heads"):
+        assert registry.get_head("sentiment").task_type == "sentiment_analysis"
     rows = rows_by_plugin(registry.list_heads())
     (missing,) = rows["builtin.dht_builtin_missing"]
     assert missing.status == "failed"
-    assert "dht_builtin_missing" in missing.error and "reinstall" in missing.error
+    assert "dht_builtin_missing" in missing.error
     assert isinstance(registry.failed_plugins()["builtin.dht_builtin_missing"], ModuleNotFoundError)
 
 
@@ -226,6 +227,7 @@ def test_plugin_raising_in_register_heads_registers_nothing(fake_site):
         ("register(PlainPkgHead, task_types=[])", "without task types"),
         ("register(PlainPkgHead, aliases=['Not A Name'])", "not a valid task type name"),
         ("pass", "registered no head"),
+        ("register(PlainPkgHead)\nregister(type('Other', (PlainPkgHead,), {}))", "two head classes for 'plain_task'"),
     ],
 )
 def test_bad_registration_is_that_plugins_failure(fake_site, register_call, message):
@@ -568,5 +570,126 @@ def test_get_registry_is_a_singleton_and_reset_rereads_the_environment(monkeypat
         reset_registry()
         second = get_registry()
         assert second is not first and second._load_only is None
+    finally:
+        reset_registry()
+
+
+# -- hostile plugins: nothing a plugin does takes down the listing, the built-ins or other plugins --
+BUILTIN_ALIASES = ("sentiment", "ner", "qa", "pairwise")
+RECURSE = "def deeper(depth):\n    return deeper(depth + 1)\ndeeper(0)"
+HOSTILE = {  # behaviour -> (plugin_fixtures.plugin keywords, the exception the plugin's failure records)
+    "import-SystemExit": ({"preamble": "raise SystemExit(3)"}, SystemExit),
+    "import-KeyboardInterrupt": ({"preamble": "raise KeyboardInterrupt('from plugin code')"}, KeyboardInterrupt),
+    "import-GeneratorExit": ({"preamble": "raise GeneratorExit"}, GeneratorExit),
+    "import-Exception": ({"preamble": "raise RuntimeError('boom')"}, RuntimeError),
+    "import-RecursionError": ({"preamble": RECURSE}, RecursionError),
+    "register-SystemExit": ({"register_call": "register({cls})\nraise SystemExit('bye')"}, SystemExit),
+    "register-KeyboardInterrupt": ({"register_call": "register({cls})\nraise KeyboardInterrupt"}, KeyboardInterrupt),
+    "register-Exception": ({"register_call": "register({cls})\nraise ValueError('bad')"}, ValueError),
+    "register-RecursionError": ({"register_call": RECURSE}, RecursionError),
+}
+
+
+def build_every_builtin_head(registry: HeadRegistry) -> None:
+    for alias in BUILTIN_ALIASES:
+        record = registry.get_head(alias)
+        assert record.builtin, alias
+        head = record.head_class(hidden_size=8, task_type=record.task_type)
+        outputs = head(keras.ops.zeros((2, 5, 8)), keras.ops.ones((2, 5), "int32"))
+        assert set(outputs) == set(head.output_names), alias
+
+
+@pytest.mark.parametrize("entry_point", ["hostile", "sentiment"])  # "sentiment": named like a built-in alias
+@pytest.mark.parametrize("behaviour", list(HOSTILE))
+def test_hostile_plugin_fails_alone(fake_site, behaviour, entry_point):
+    keywords, raised = HOSTILE[behaviour]
+    cls = f"{entry_point.title()}PkgHead"
+    fake_site.plugin(entry_point, ("hostile_task",), **{k: v.format(cls=cls) for k, v in keywords.items()})
+    fake_site.plugin("good", ("good_task",), ("gd",))
+    registry = fake_site.registry(builtins=BUILTIN_MODULES)
+    before = signal.getsignal(signal.SIGINT)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_every_builtin_head(registry)
+        rows = rows_by_plugin(registry.list_heads())
+        assert registry.get_head("gd").plugin == "good"
+        with pytest.raises(UnknownTaskTypeError) as info:
+            registry.get_head("hostile_task")  # registered before the raise: rolled back
+        build_every_builtin_head(registry)
+    assert signal.getsignal(signal.SIGINT) is before
+    (row,) = rows[entry_point]
+    assert (row.status, row.distribution) == ("failed", f"distilbert-head-{entry_point}")
+    assert row.error.startswith(raised.__name__)
+    assert all(row.status == "ok" for name, group in rows.items() if name != entry_point for row in group)
+    error = registry.failed_plugins()[entry_point]
+    assert type(error) is raised and info.value.__cause__ is error
+    assert f"'{entry_point}'" in str(info.value) and raised.__name__ in str(info.value)
+    (warning,) = [w for w in caught if "failed to load" in str(w.message)]
+    assert f"distilbert-head-{entry_point}" in str(warning.message) and raised.__name__ in str(warning.message)
+
+
+@pytest.mark.parametrize("entry_point", ["sentiment", "sentiment_analysis", "ner", "question_answering"])
+def test_entry_point_named_like_a_builtin_key_is_only_a_plugin_name(fake_site, entry_point):
+    fake_site.plugin(entry_point, ("other_task",))
+    registry = fake_site.registry(builtins=BUILTIN_MODULES)
+    assert registry.get_head(entry_point).builtin  # the first lookup, with the plugin loaded
+    build_every_builtin_head(registry)
+    assert registry.get_head("other_task").plugin == entry_point
+    assert all(row.status == "ok" for row in registry.list_heads())
+
+
+def test_real_ctrl_c_while_plugins_load_still_stops(fake_site):
+    """A KeyboardInterrupt from a real SIGINT is not a plugin failure: it propagates, and the handler is restored."""
+    fake_site.plugin("slow", ("slow_task",), preamble="import _thread, time\n_thread.interrupt_main()\ntime.sleep(5)")
+    registry = fake_site.registry()
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        registry.list_heads()
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_builtin_creation_with_a_broken_plugin_named_like_it_in_the_real_group(fake_site, monkeypatch):
+    """The factory path through the process-wide registry and the real entry-point group."""
+    from distilbert_heads import create_distilbert_with_head
+    from distilbert_heads.testing import TINY_ENCODER
+
+    module = fake_site.head_module("dht_named_pkg", ("dht_named_task",), preamble="raise SystemExit(1)")
+    fake_site.dist("distilbert-head-dht-named", "1.0.0", {"sentiment": module}, group="distilbert_heads")
+    reset_registry()
+    try:
+        with pytest.warns(UserWarning, match="distilbert-head-dht-named"):
+            model = create_distilbert_with_head(task_type="sentiment", distilbert_variant="tiny", **TINY_ENCODER)
+        assert model.head_provenance["sentiment"]["distribution"] == "distilbert-heads"
+    finally:
+        reset_registry()
+
+
+def test_loading_a_model_whose_task_type_became_contested_fails_naming_both(fake_site, tmp_path):
+    from distilbert_heads.testing import sample_inputs, tiny_model
+
+    first = fake_site.head_module("dht_first_pkg", ("dht_shared",))
+    fake_site.dist("distilbert-head-dht-first", "1.0.0", {"dht_first": first}, group="distilbert_heads")
+    reset_registry()
+    try:
+        path = tmp_path / "shared.keras"
+        tiny_model("dht_shared").save(path)
+        second = fake_site.head_module("dht_second_pkg", ("dht_shared", "dht_second_only"))
+        fake_site.dist("distilbert-head-dht-second", "2.0.0", {"dht_second": second}, group="distilbert_heads")
+        reset_registry()
+        importlib.invalidate_caches()
+        with pytest.raises(PluginConflictError) as info:
+            keras.models.load_model(path)
+        message = str(info.value)
+        for fact in ("'dht_shared'", "distilbert-head-dht-first 1.0.0", "distilbert-head-dht-second 2.0.0",
+                     "Uninstall one", f"{BLOCK_ENV}=distilbert-head-dht"):
+            assert fact in message
+        assert registry_module.get_head("dht_second_only").plugin == "dht_second"  # the rest still works
+        assert registry_module.get_head("sentiment").builtin
+
+        fake_site.env(block="distilbert-head-dht-second")
+        reset_registry()
+        loaded = keras.models.load_model(path)
+        assert loaded.head_provenance["dht_shared"]["distribution"] == "distilbert-head-dht-first"
+        loaded(sample_inputs())
     finally:
         reset_registry()

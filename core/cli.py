@@ -105,10 +105,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from distilbert_heads.data import DataFileError
     from distilbert_heads.head import HeadOptionsError
     from distilbert_heads.model import MissingHeadPluginError
-    from distilbert_heads.registry import PluginLoadError, UnknownTaskTypeError
+    from distilbert_heads.registry import PluginConflictError, PluginLoadError, UnknownTaskTypeError
     from distilbert_heads.training import TrainingError
 
-    return (CLIError, DataFileError, HeadOptionsError, MissingHeadPluginError, PluginLoadError,
+    return (CLIError, DataFileError, HeadOptionsError, MissingHeadPluginError, PluginConflictError, PluginLoadError,
             UnknownTaskTypeError, TrainingError, ValueError, OSError)
 
 

@@ -161,9 +161,6 @@ def _noting_sigint() -> Iterator[list[int]]:
     """
     received: list[int] = []
     previous = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or previous is None:
-        yield received
-        return
 
     def note(signum: int, frame: Any) -> None:
         received.append(signum)
@@ -172,11 +169,16 @@ def _noting_sigint() -> Iterator[list[int]]:
         elif previous != signal.SIG_IGN:
             raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, note)
+    installed = False
+    if threading.current_thread() is threading.main_thread() and previous is not None:
+        with contextlib.suppress(ValueError):  # not the main interpreter
+            signal.signal(signal.SIGINT, note)
+            installed = True
     try:
         yield received
     finally:
-        signal.signal(signal.SIGINT, previous)
+        if installed:
+            signal.signal(signal.SIGINT, previous)
 
 
 class HeadRegistry:

@@ -693,3 +693,17 @@ def test_loading_a_model_whose_task_type_became_contested_fails_naming_both(fake
         loaded(sample_inputs())
     finally:
         reset_registry()
+
+
+def test_threads_share_one_load_and_a_plugins_keyboardinterrupt_off_the_main_thread_is_its_failure(fake_site):
+    from concurrent.futures import ThreadPoolExecutor
+
+    fake_site.plugin("hostile", ("hostile_task",), preamble="raise KeyboardInterrupt")
+    fake_site.plugin("good", ("good_task",), preamble="import time\ntime.sleep(0.2)  # widen the race")
+    registry = fake_site.registry()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with ThreadPoolExecutor(4) as pool:
+            records = list(pool.map(lambda _: registry.get_head("good_task"), range(8)))
+    assert all(record is records[0] for record in records)
+    assert isinstance(registry.failed_plugins()["hostile"], KeyboardInterrupt)

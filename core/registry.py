@@ -348,10 +348,10 @@ class HeadRegistry:
             plugin.status, plugin.error = "failed", error
             if not self._strict and (plugin.distribution, plugin.name) not in _warned:
                 _warned.add((plugin.distribution, plugin.name))
-                fix = (f"reinstall it (pip install --force-reinstall {BUILTIN_DISTRIBUTION})" if plugin.builtin else
-                       f"fix or uninstall it, or block it with {BLOCK_ENV}={plugin.distribution}")
-                warnings.warn(f"{plugin} failed to load and provides no heads: {_describe(error)}. To fix: {fix}.",
-                              UserWarning, stacklevel=4)
+                fix = (f"Reinstall it: pip install --force-reinstall {BUILTIN_DISTRIBUTION}" if plugin.builtin else
+                       f"Fix or uninstall it, or block it with {BLOCK_ENV}={plugin.distribution}")
+                warnings.warn(f"{plugin} failed to load and provides no heads: {_describe(error)}. {fix}.",
+                              UserWarning, stacklevel=5)  # the caller of get_head / list_heads
             return
         finally:
             open_[0] = False

@@ -92,7 +92,7 @@ def test_register_arguments_override_class_attributes(fake_site):
 
 def test_missing_builtin_module_is_a_failed_row_not_a_crash(fake_site):
     registry = fake_site.registry(builtins=("dht_builtin_a", "dht_builtin_missing"))
-    with pytest.warns(UserWarning, match="reinstall it .pip install --force-reinstall distilbert-heads"):
+    with pytest.warns(UserWarning, match="Reinstall it: pip install --force-reinstall distilbert-heads"):
         assert registry.get_head("sentiment").task_type == "sentiment_analysis"
     rows = rows_by_plugin(registry.list_heads())
     (missing,) = rows["builtin.dht_builtin_missing"]

@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 USER_ERROR_EXIT = 2
 
-_STATUS_STYLE = {"ok": "green", "failed": "bold red", "blocked": "yellow", "overridden": "dim"}
+_STATUS_STYLE = {"ok": "green", "failed": "bold red", "conflict": "bold red", "blocked": "yellow", "overridden": "dim"}
 
 
 def _cmd_heads(args: argparse.Namespace) -> int:
@@ -31,7 +31,7 @@ def _cmd_heads(args: argparse.Namespace) -> int:
 
     registry = get_registry()
     try:
-        rows = registry.list_heads(raise_on_conflict=False)
+        rows = [row.as_dict() for row in registry.list_heads(raise_on_conflict=False)]
     except PluginLoadError as error:  # strict mode
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -105,10 +105,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from distilbert_heads.data import DataFileError
     from distilbert_heads.head import HeadOptionsError
     from distilbert_heads.model import MissingHeadPluginError
-    from distilbert_heads.registry import PluginLoadError, UnknownTaskTypeError
+    from distilbert_heads.registry import PluginConflictError, PluginLoadError, UnknownTaskTypeError
     from distilbert_heads.training import TrainingError
 
-    return (CLIError, DataFileError, HeadOptionsError, MissingHeadPluginError, PluginLoadError,
+    return (CLIError, DataFileError, HeadOptionsError, MissingHeadPluginError, PluginConflictError, PluginLoadError,
             UnknownTaskTypeError, TrainingError, ValueError, OSError)
 
 

@@ -45,6 +45,7 @@ from distilbert_heads import atomic
 from distilbert_heads.config import DistilBertConfig
 from distilbert_heads.encoder import DistilBERT, as_input_dict, validate_encoder_inputs
 from distilbert_heads.head import TaskHead
+from distilbert_heads.registry import MissingHeadPluginError, get_registry
 from distilbert_heads.tokenizer import DistilBertTokenizer
 
 # Variable dtypes that suit inference but lose small training updates.
@@ -64,32 +65,6 @@ TOKENIZER_ASSETS_DIR = "tokenizer"
 def flat_output_key(head_name: str, output_name: str) -> str:
     """The key Keras' compile machinery sees for one head output: ``"<head>/<output>"``."""
     return f"{head_name}{OUTPUT_SEPARATOR}{output_name}"
-
-
-class MissingHeadPluginError(ImportError):
-    """A saved model names a head that no installed (or no unblocked) plugin provides.
-
-    Attributes: ``task_type``, ``distribution`` and ``version`` (what provided the head when
-    the model was saved), ``head_name``, and ``blocked_by`` (the environment variable that
-    blocks the distribution, if one does).
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        task_type: str,
-        head_name: str,
-        distribution: str | None,
-        version: str | None,
-        blocked_by: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.task_type = task_type
-        self.head_name = head_name
-        self.distribution = distribution
-        self.version = version
-        self.blocked_by = blocked_by
 
 
 class _Provenance(BaseModel):
@@ -515,8 +490,6 @@ class DistilBertTaskModel(keras.Model):
     @classmethod
     def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> "DistilBertTaskModel":
         """Rebuild the model; every head comes from `registry.get_head(task_type)`."""
-        from distilbert_heads import registry
-
         version = config.get("format_version", CONFIG_FORMAT_VERSION)
         if version != CONFIG_FORMAT_VERSION:
             raise ValueError(
@@ -540,7 +513,11 @@ class DistilBertTaskModel(keras.Model):
         heads: list[TaskHead] = []
         provenance: dict[str, dict[str, Any]] = {}
         for saved in saved_heads:
-            record = _lookup_saved_head(saved, registry)
+            prov = saved.provenance
+            record = get_registry().head_for_saved(
+                saved.task_type, head_name=saved.name, distribution=prov.distribution, version=prov.version,
+                plugin=prov.plugin,
+            )
             heads.append(
                 record.head_class(
                     hidden_size=encoder_config.hidden_size,
@@ -589,87 +566,6 @@ def _is_concrete_inputs(inputs: Any) -> bool:
 
 def _class_path(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
-
-
-def _lookup_saved_head(saved: _SavedHead, registry: Any) -> Any:
-    """The installed head record for a saved head, or `MissingHeadPluginError` saying what to install."""
-    try:
-        record = registry.get_head(saved.task_type)
-    except (registry.UnknownTaskTypeError, registry.PluginLoadError) as error:
-        raise _missing_plugin_error(saved, registry, error) from error
-    prov = saved.provenance
-    if prov.distribution and _canonical(record.distribution) != _canonical(prov.distribution):
-        warnings.warn(
-            f"Head {saved.name!r} (task type {saved.task_type!r}) was saved with {prov.distribution} "
-            f"{prov.version} and is now provided by {record.distribution} {record.version} "
-            f"({record.head_class.__qualname__}); its weights load only if both heads have the same layout.",
-            UserWarning,
-            stacklevel=4,
-        )
-    return record
-
-
-def _missing_plugin_error(saved: _SavedHead, registry: Any, cause: BaseException) -> MissingHeadPluginError:
-    prov = saved.provenance
-    distribution, version = prov.distribution, prov.version
-    blocked_by = _blocking_env(distribution, prov.plugin, registry)
-    if distribution:
-        requirement = f"{distribution}=={version}" if version else distribution
-        install = f"pip install {requirement}"
-        origin = f"it was provided by {distribution} {version or '(version unknown)'} when saved"
-    else:
-        install = "pip install <the plugin that provides it>"
-        origin = "the file does not record which distribution provided it"
-    lines = [
-        f"Cannot load head {saved.name!r}: no available plugin provides task type {saved.task_type!r} "
-        f"({origin}).",
-    ]
-    if isinstance(cause, registry.PluginLoadError):
-        lines[0] = (
-            f"Cannot load head {saved.name!r}: the plugin that provides task type {saved.task_type!r} is "
-            f"installed but failed to load ({origin})."
-        )
-        lines.append(f"Fix or reinstall it: {install.replace('pip install', 'pip install --force-reinstall')}")
-    elif blocked_by:
-        fix = "remove it from" if blocked_by.endswith("BLOCK_PLUGINS") else "add it to"
-        lines.append(
-            f"Loading {distribution} is blocked by the environment variable "
-            f"{blocked_by}={os.environ.get(blocked_by, '')!r}: unset the variable or {fix} it "
-            f"(and {install} if it is not installed)."
-        )
-    else:
-        lines.append(f"Install it with: {install}")
-    lines.append(f"Registry said: {cause}")
-    return MissingHeadPluginError(
-        "\n".join(lines),
-        task_type=saved.task_type,
-        head_name=saved.name,
-        distribution=distribution,
-        version=version,
-        blocked_by=blocked_by,
-    )
-
-
-def _canonical(name: str | None) -> str:
-    return re.sub(r"[-_.]+", "-", (name or "").strip()).lower()
-
-
-def _blocking_env(distribution: str | None, plugin: str | None, registry: Any) -> str | None:
-    """The environment variable that keeps this distribution from loading, if any."""
-    names = {_canonical(n) for n in (distribution, plugin) if n}
-    if not names:
-        return None
-    block_env = getattr(registry, "BLOCK_ENV", "DISTILBERT_HEADS_BLOCK_PLUGINS")
-    load_env = getattr(registry, "LOAD_ENV", "DISTILBERT_HEADS_LOAD_PLUGINS")
-    blocked = {_canonical(n) for n in os.environ.get(block_env, "").split(",") if n.strip()}
-    if names & blocked:
-        return block_env
-    load_only = os.environ.get(load_env)
-    if load_only is not None:
-        allowed = {_canonical(n) for n in load_only.split(",") if n.strip()}
-        if not names & allowed:
-            return load_env
-    return None
 
 
 def load_task_model(model_or_path: Any, dtype: str | None = None) -> DistilBertTaskModel:

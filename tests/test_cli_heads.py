@@ -51,7 +51,7 @@ def test_heads_json_is_the_listing(fake_site, use_registry, capsys):
     use_registry()
     assert main(["heads", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert rows == registry_module.get_registry().list_heads()
+    assert rows == [row.as_dict() for row in registry_module.get_registry().list_heads()]
     assert {row["task_type"] for row in rows} == {"sentiment_analysis", "text_classification", "good_task"}
     good = next(row for row in rows if row["plugin"] == "good")
     assert good["aliases"] == ["gd"] and good["status"] == "ok" and good["error"] is None
@@ -64,7 +64,7 @@ def test_heads_on_conflict_still_lists_then_exits_1(fake_site, use_registry, cap
     assert main(["heads", "--json"]) == 1
     captured = capsys.readouterr()
     rows = json.loads(captured.out)
-    assert next(row for row in rows if row["plugin"] == "two")["status"] == "failed"
+    assert next(row for row in rows if row["plugin"] == "two")["status"] == "conflict"
     assert "distilbert-head-one" in captured.err and "DISTILBERT_HEADS_BLOCK_PLUGINS" in captured.err
 
 

@@ -2,26 +2,34 @@
 
 Each test builds fake plugin distributions in ``tmp_path`` (see `plugin_fixtures`) and a fresh
 `HeadRegistry` whose built-ins are the fake module ``dht_builtin_a`` (sentiment_analysis with
-alias ``sentiment``, and text_classification), so nothing here depends on ``heads/``.
+alias ``sentiment``, and text_classification), so most tests do not depend on ``heads/``; the
+hostile-plugin tests use the real built-ins and build every built-in head.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
+import itertools
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 import traceback
 import warnings
 
+import keras
 import pluggy
 import pytest
 
+import distilbert_heads.registry as registry_module
 from distilbert_heads.registry import (
+    BLOCK_ENV,
     BUILTIN_MODULES,
     HeadRecord,
     HeadRegistry,
+    HeadRow,
     PluginConflictError,
     PluginLoadError,
     UnknownTaskTypeError,
@@ -34,11 +42,17 @@ from plugin_fixtures import fake_site  # noqa: F401  (pytest fixture)
 ROW_KEYS = {"task_type", "aliases", "head_class", "plugin", "distribution", "version", "status", "error"}
 
 
-def rows_by_plugin(rows: list[dict]) -> dict[str, list[dict]]:
-    grouped: dict[str, list[dict]] = {}
+def rows_by_plugin(rows: list[HeadRow]) -> dict[str, list[HeadRow]]:
+    grouped: dict[str, list[HeadRow]] = {}
     for row in rows:
-        grouped.setdefault(row["plugin"], []).append(row)
+        grouped.setdefault(row.plugin, []).append(row)
     return grouped
+
+
+@pytest.fixture(autouse=True)
+def fresh_process_warnings(monkeypatch):
+    """Each test sees the registry as a new process would: no plugin failure warned about yet."""
+    monkeypatch.setattr(registry_module, "_warned", set())
 
 
 # -- built-ins, aliases, provenance ----------------------------------------------------------
@@ -78,11 +92,12 @@ def test_register_arguments_override_class_attributes(fake_site):
 
 def test_missing_builtin_module_is_a_failed_row_not_a_crash(fake_site):
     registry = fake_site.registry(builtins=("dht_builtin_a", "dht_builtin_missing"))
-    assert registry.get_head("sentiment").task_type == "sentiment_analysis"
+    with pytest.warns(UserWarning, match="Reinstall it: pip install --force-reinstall distilbert-heads"):
+        assert registry.get_head("sentiment").task_type == "sentiment_analysis"
     rows = rows_by_plugin(registry.list_heads())
     (missing,) = rows["builtin.dht_builtin_missing"]
-    assert missing["status"] == "failed"
-    assert "dht_builtin_missing" in missing["error"] and "reinstall" in missing["error"]
+    assert missing.status == "failed"
+    assert "dht_builtin_missing" in missing.error
     assert isinstance(registry.failed_plugins()["builtin.dht_builtin_missing"], ModuleNotFoundError)
 
 
@@ -102,11 +117,11 @@ def test_real_builtins_serve_their_task_types_and_aliases():
         assert registry.get_head(task_type).head_class is record.head_class
     for member in (NLPTaskType.TEXT_CLASSIFICATION, NLPTaskType.TOKEN_CLASSIFICATION, NLPTaskType.SPAN_EXTRACTION):
         assert registry.get_head(member).builtin
-    assert all(row["status"] == "ok" for row in registry.list_heads())
+    assert all(row.status == "ok" for row in registry.list_heads())
 
 
-# -- lazy discovery -------------------------------------------------------------------------
-def test_good_plugin_is_found_lazily_with_provenance(fake_site):
+# -- loading: lazy, then every allowed plugin at once ---------------------------------------
+def test_good_plugin_is_found_with_provenance(fake_site):
     module = fake_site.plugin("good", ("good_task",), ("gd",), version="1.2.3")
     registry = fake_site.registry()
     assert module not in sys.modules
@@ -122,45 +137,34 @@ def test_good_plugin_is_found_lazily_with_provenance(fake_site):
     )
 
 
-def test_builtin_lookup_imports_no_third_party_plugin(fake_site):
-    module = fake_site.plugin("good", ("good_task",))
+def test_first_lookup_loads_every_allowed_plugin_once(fake_site):
+    modules = [fake_site.plugin(name, (f"{name}_task",)) for name in ("alpha", "beta", "gamma")]
     registry = fake_site.registry()
-    registry.get_head("sentiment")
-    registry.get_head(NLPTaskType.TEXT_CLASSIFICATION)
-    assert module not in sys.modules
-    assert registry.failed_plugins() == {}
-
-
-def test_unknown_key_loads_plugin_named_after_it_first_then_sorted_until_found(fake_site):
-    fake_site.plugin("alpha", ("target",))
-    fake_site.plugin("beta", ("beta_task",))
-    fake_site.plugin("gamma", ("gamma",))
-    registry = fake_site.registry()
-
-    assert registry.get_head("gamma").plugin == "gamma"  # named after the key: loaded alone
-    assert "alpha_pkg" not in sys.modules and "beta_pkg" not in sys.modules
-
-    assert registry.get_head("target").plugin == "alpha"  # sorted order: alpha first, then stop
-    assert "beta_pkg" not in sys.modules
-
+    assert not set(modules) & set(sys.modules)  # creating a registry imports nothing
+    assert registry.get_head("sentiment").builtin
+    assert set(modules) <= set(sys.modules)  # so conflicts show whichever key is asked first
+    for module in modules:
+        del sys.modules[module]
+    assert registry.get_head("beta_task").plugin == "beta"
     registry.list_heads()
-    assert "beta_pkg" in sys.modules
+    assert not set(modules) & set(sys.modules)  # loaded once per registry, not per call
 
 
 @pytest.mark.slow
-def test_import_and_builtin_lookup_import_no_plugin_in_a_fresh_process(fake_site):
-    """The real entry-point group, a fresh interpreter: nothing third-party imported early."""
-    module = fake_site.head_module("dht_lazy_pkg", ("dht_lazy_task",))
+def test_import_imports_no_plugin_in_a_fresh_process(fake_site):
+    """The real entry-point group, a fresh interpreter: ``import distilbert_heads`` runs no plugin code."""
+    marker = fake_site.root / "imported.txt"
+    module = fake_site.head_module(
+        "dht_lazy_pkg", ("dht_lazy_task",), preamble=f"import pathlib\npathlib.Path({str(marker)!r}).write_text('x')"
+    )
     fake_site.dist("distilbert-head-dht-lazy", "1.0.0", {"dht_lazy": module}, group="distilbert_heads")
     script = textwrap.dedent(
         f"""
-        import sys
+        import pathlib, sys
         import distilbert_heads
-        from distilbert_heads.registry import HeadRegistry
+        from distilbert_heads import registry
         assert {module!r} not in sys.modules, "imported by import distilbert_heads"
-        registry = HeadRegistry(builtin_modules=("dht_builtin_a",))
-        registry.get_head("sentiment")
-        assert {module!r} not in sys.modules, "imported by a built-in lookup"
+        assert not pathlib.Path({str(marker)!r}).exists(), "plugin code ran at import distilbert_heads"
         record = registry.get_head("dht_lazy_task")
         assert {module!r} in sys.modules
         print(record.plugin, record.distribution, record.version)
@@ -168,9 +172,10 @@ def test_import_and_builtin_lookup_import_no_plugin_in_a_fresh_process(fake_site
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILBERT_HEADS_")}
     env["PYTHONPATH"] = os.pathsep.join([str(fake_site.root), env.get("PYTHONPATH", "")])
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["dht_lazy", "distilbert-head-dht-lazy", "1.0.0"]
+    assert marker.exists()
 
 
 # -- isolation of broken plugins -------------------------------------------------------------
@@ -182,10 +187,10 @@ def test_plugin_raising_on_import_is_recorded_and_others_work(fake_site):
     assert registry.get_head("good_task").plugin == "good"
     rows = rows_by_plugin(registry.list_heads())
     (broken,) = rows["broken"]
-    assert broken["status"] == "failed"
-    assert broken["error"] == "RuntimeError: boom at import"
-    assert broken["distribution"] == "distilbert-head-broken" and broken["version"] == "1.0.0"
-    assert rows["good"][0]["status"] == "ok"
+    assert broken.status == "failed"
+    assert broken.error == "RuntimeError: boom at import"
+    assert broken.distribution == "distilbert-head-broken" and broken.version == "1.0.0"
+    assert rows["good"][0].status == "ok"
 
     error = registry.failed_plugins()["broken"]
     assert isinstance(error, RuntimeError)
@@ -222,6 +227,7 @@ def test_plugin_raising_in_register_heads_registers_nothing(fake_site):
         ("register(PlainPkgHead, task_types=[])", "without task types"),
         ("register(PlainPkgHead, aliases=['Not A Name'])", "not a valid task type name"),
         ("pass", "registered no head"),
+        ("register(PlainPkgHead)\nregister(type('Other', (PlainPkgHead,), {}))", "two head classes for 'plain_task'"),
     ],
 )
 def test_bad_registration_is_that_plugins_failure(fake_site, register_call, message):
@@ -229,10 +235,10 @@ def test_bad_registration_is_that_plugins_failure(fake_site, register_call, mess
     fake_site.plugin("good", ("good_task",))
     registry = fake_site.registry()
     rows = rows_by_plugin(registry.list_heads())
-    assert rows["plain"][0]["status"] == "failed"
-    assert message in rows["plain"][0]["error"]
-    assert "'plain'" in rows["plain"][0]["error"] and "distilbert-head-plain" in rows["plain"][0]["error"]
-    assert rows["good"][0]["status"] == "ok"
+    assert rows["plain"][0].status == "failed"
+    assert message in rows["plain"][0].error
+    assert "'plain'" in rows["plain"][0].error and "distilbert-head-plain" in rows["plain"][0].error
+    assert rows["good"][0].status == "ok"
 
 
 def test_misspelled_hook_is_reported_naming_the_valid_hook(fake_site):
@@ -244,13 +250,13 @@ def test_misspelled_hook_is_reported_naming_the_valid_hook(fake_site):
     fake_site.plugin("good", ("good_task",))
     registry = fake_site.registry()
     rows = rows_by_plugin(registry.list_heads())
-    assert rows["typo"][0]["status"] == "failed"
+    assert rows["typo"][0].status == "failed"
     error = registry.failed_plugins()["typo"]
     assert isinstance(error, pluggy.PluginValidationError)
     assert "unknown hook 'register_head'" in str(error)
-    assert "register_heads(register)" in str(error)
+    assert "register_heads(register)" in rows["typo"][0].error
     # The bad plugin was unregistered: later plugins still validate and load.
-    assert rows["good"][0]["status"] == "ok"
+    assert rows["good"][0].status == "ok"
 
 
 def test_hook_with_wrong_argument_or_no_hookimpl_is_reported(fake_site):
@@ -263,28 +269,40 @@ def test_hook_with_wrong_argument_or_no_hookimpl_is_reported(fake_site):
     fake_site.dist("distilbert-head-undecorated", "0.1", {"undecorated": "undecorated_pkg"})
     registry = fake_site.registry()
     rows = rows_by_plugin(registry.list_heads())
-    assert rows["wrongarg"][0]["status"] == "failed" and "add" in rows["wrongarg"][0]["error"]
-    assert rows["undecorated"][0]["status"] == "failed"
-    assert "defines no hook implementation" in rows["undecorated"][0]["error"]
+    assert rows["wrongarg"][0].status == "failed" and "add" in rows["wrongarg"][0].error
+    assert rows["undecorated"][0].status == "failed"
+    assert "defines no hook implementation" in rows["undecorated"][0].error
 
 
-def test_strict_mode_raises_plugin_load_error_chained_from_the_original(fake_site):
+STRICT_CALLS = {
+    "builtin": lambda registry: registry.get_head("sentiment"),
+    "healthy plugin": lambda registry: registry.get_head("good_task"),
+    "broken plugin's key": lambda registry: registry.get_head("broken_task"),
+    "listing": lambda registry: registry.list_heads(),
+}
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(STRICT_CALLS)), ids="-".join)
+def test_strict_mode_raises_on_every_call_in_any_order(fake_site, order):
+    """Strict mode: while any allowed plugin is failed, every lookup and listing raises the same error."""
     fake_site.plugin("broken", ("broken_task",), preamble="raise RuntimeError('boom at import')")
     fake_site.plugin("good", ("good_task",))
     fake_site.env(strict=True)
     registry = fake_site.registry()
-    assert registry.get_head("sentiment").builtin  # nothing broken is needed for a built-in
-    with pytest.raises(PluginLoadError, match="boom at import") as info:
-        registry.list_heads()
-    assert isinstance(info.value.__cause__, RuntimeError)
-    with pytest.raises(PluginLoadError) as again:
-        registry.list_heads()  # a failure recorded earlier still raises in strict mode
-    assert again.value.__cause__ is info.value.__cause__
+    causes = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # strict mode raises instead of warning
+        for name in order:
+            with pytest.raises(PluginLoadError) as info:
+                STRICT_CALLS[name](registry)
+            message = str(info.value)
+            assert "'broken'" in message and "distilbert-head-broken" in message and "boom at import" in message
+            assert BLOCK_ENV in message
+            causes.append(info.value.__cause__)
+    assert isinstance(causes[0], RuntimeError) and all(cause is causes[0] for cause in causes)
 
-    fresh = fake_site.registry()
-    with pytest.raises(PluginLoadError) as lookup:
-        fresh.get_head("broken_task")  # named "broken": loaded first, raises at once
-    assert str(lookup.value.__cause__) == "boom at import"
+    fake_site.env(strict=True, block="distilbert-head-broken")  # the documented way out
+    assert fake_site.registry().get_head("good_task").plugin == "good"
 
 
 def test_unknown_task_type_message_lists_what_is_installed(fake_site):
@@ -298,69 +316,125 @@ def test_unknown_task_type_message_lists_what_is_installed(fake_site):
         assert name in message
     assert "a plugin may provide it: pip install the plugin's distribution" in message.lower()
     assert "`distilbert-heads heads`" in message
+    assert "did you mean" not in message.lower()  # nothing is close
     assert info.value.__cause__ is None
     assert isinstance(info.value, LookupError) and isinstance(info.value, ValueError)
 
 
-# -- conflicts and overrides -----------------------------------------------------------------
-def test_two_plugins_claiming_one_task_type_conflict_naming_both(fake_site):
-    fake_site.plugin("one", ("shared_task",))
-    fake_site.plugin("two", ("shared_task",))
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [("sentimnet", "sentiment"), ("Text_Clasification", "text_classification"), ("god_task", "good_task"),
+     ("gdd", "gd"), ("shared_tsk", "shared_task")],
+)
+def test_mistyped_task_type_suggests_the_nearest_names(fake_site, typo, meant):
+    fake_site.plugin("good", ("good_task",), ("gd",))
+    for name in ("one", "two"):  # a contested key is a known name too, and not the error reported
+        fake_site.plugin(name, ("shared_task",))
+    with pytest.raises(UnknownTaskTypeError) as info:
+        fake_site.registry().get_head(typo)
+    first_line = str(info.value).splitlines()[0]
+    assert f"{typo.lower()!r}" in first_line and f"Did you mean {meant!r}" in first_line
+    assert not isinstance(info.value, PluginConflictError) and "claimed by" not in str(info.value)
+
+
+def test_failed_plugin_warns_once_per_process_naming_it_and_the_fix(fake_site):
+    fake_site.plugin("broken", ("broken_task",), preamble="raise RuntimeError('boom at import')")
+    fake_site.plugin("good", ("good_task",))
+    with pytest.warns(UserWarning) as caught:
+        for _ in range(2):  # two registries, several calls each: one warning
+            registry = fake_site.registry()
+            registry.get_head("sentiment")
+            registry.list_heads()
+            with pytest.raises(UnknownTaskTypeError):
+                registry.get_head("nope")
+    (warning,) = [w for w in caught if "failed to load" in str(w.message)]
+    message = str(warning.message)
+    for fact in ("'broken'", "distilbert-head-broken 1.0.0", "RuntimeError: boom at import",
+                 f"{BLOCK_ENV}=distilbert-head-broken"):
+        assert fact in message
+
+
+def test_registry_lookups_from_inside_register_heads_fail_that_plugin_only(fake_site):
+    fake_site.plugin(
+        "nosy", ("nosy_task",),
+        register_call="from distilbert_heads.registry import get_head\nget_head('sentiment')\nregister(NosyPkgHead)",
+    )
+    fake_site.plugin("good", ("good_task",))
     registry = fake_site.registry()
-    with pytest.raises(PluginConflictError) as info:
-        registry.list_heads()
-    message = str(info.value)
-    assert "distilbert-head-one" in message and "distilbert-head-two" in message
-    assert "DISTILBERT_HEADS_BLOCK_PLUGINS=distilbert-head-two" in message
-    # The conflict does not go away on the next call: the key never resolves by load order.
-    with pytest.raises(PluginConflictError):
-        registry.get_head("shared_task")
-    with pytest.raises(PluginConflictError):
-        registry.list_heads()
-    rows = rows_by_plugin(registry.list_heads(raise_on_conflict=False))
-    assert rows["two"][0]["status"] == "failed" and "claimed by two plugins" in rows["two"][0]["error"]
-    assert registry.get_head("sentiment").builtin  # unrelated keys still resolve
-
-    fake_site.env(block="Distilbert_Head_Two")
-    assert fake_site.registry().get_head("shared_task").distribution == "distilbert-head-one"
+    registry_module._registry = registry
+    try:
+        rows = rows_by_plugin(registry.list_heads())
+    finally:
+        registry_module.reset_registry()
+    assert rows["nosy"][0].status == "failed" and "while plugins were loading" in rows["nosy"][0].error
+    assert rows["good"][0].status == "ok"
 
 
-def test_conflict_raised_by_the_lookup_that_loads_the_second_plugin(fake_site):
+# -- conflicts and overrides -----------------------------------------------------------------
+CONFLICT_CALLS = ("shared_task", "aaa_task", "bbb_only", "sentiment", "unrelated_task", "no_such_task", "listing")
+
+
+def _conflict_outcome(registry: HeadRegistry, call: str) -> str:
+    try:
+        if call == "listing":
+            registry.list_heads()
+            return "listed"
+        return registry.get_head(call).plugin
+    except PluginConflictError as error:
+        assert "distilbert-head-aaa" in str(error) and "distilbert-head-bbb" in str(error)
+        assert "'shared_task'" in str(error) and f"{BLOCK_ENV}=distilbert-head-bbb" in str(error)
+        return "conflict"
+    except UnknownTaskTypeError as error:
+        assert "No installed head serves task type 'no_such_task'" in str(error)
+        return "unknown"
+
+
+@pytest.mark.parametrize("order", [CONFLICT_CALLS, CONFLICT_CALLS[::-1], *itertools.islice(
+    itertools.permutations(CONFLICT_CALLS), 1, 5000, 997)], ids=lambda order: "-".join(order))
+def test_two_plugins_claiming_one_key_conflict_on_that_key_only_in_any_order(fake_site, order):
     fake_site.plugin("aaa", ("aaa_task", "shared_task"))
     fake_site.plugin("bbb", ("shared_task", "bbb_only"))
+    fake_site.plugin("unrelated", ("unrelated_task",))
     registry = fake_site.registry()
-    assert registry.get_head("shared_task").plugin == "aaa"  # lazy: stops at the first provider
-    with pytest.raises(PluginConflictError, match="distilbert-head-aaa.*distilbert-head-bbb"):
-        registry.get_head("bbb_only")  # loads bbb, which also claims shared_task
-    with pytest.raises(PluginConflictError):
-        registry.get_head("shared_task")  # from now on the key is conflicted
-    with pytest.raises(UnknownTaskTypeError) as info:
-        registry.get_head("bbb_only")  # bbb registered nothing: it failed as a whole
-    assert isinstance(info.value.__cause__, PluginConflictError)
+    expected = {"shared_task": "conflict", "aaa_task": "aaa", "bbb_only": "bbb", "sentiment": "builtin.dht_builtin_a",
+                "unrelated_task": "unrelated", "no_such_task": "unknown", "listing": "conflict"}
+    for call in order:
+        assert _conflict_outcome(registry, call) == expected[call], call
+    rows = {(row.plugin, row.task_type): row for row in registry.list_heads(raise_on_conflict=False)}
+    for plugin in ("aaa", "bbb"):
+        row = rows[(plugin, "shared_task")]
+        assert row.status == "conflict" and "claimed by two plugins" in row.error
+    assert rows[("aaa", "aaa_task")].status == rows[("unrelated", "unrelated_task")].status == "ok"
+
+    fake_site.env(block="Distilbert_Head_BBB")
+    assert fake_site.registry().get_head("shared_task").distribution == "distilbert-head-aaa"
 
 
 def test_alias_conflicting_with_another_plugins_task_type(fake_site):
     fake_site.plugin("one", ("thing",))
     fake_site.plugin("two", ("other_thing",), ("thing",))
-    with pytest.raises(PluginConflictError, match="'thing'"):
-        fake_site.registry().list_heads()
-
-
-def test_replacing_a_builtin_without_override_is_a_conflict(fake_site):
-    fake_site.plugin("sneaky", ("sentiment_analysis",))
     registry = fake_site.registry()
+    with pytest.raises(PluginConflictError, match="'thing'"):
+        registry.list_heads()
+    with pytest.raises(PluginConflictError, match="distilbert-head-one.*distilbert-head-two"):
+        registry.get_head("thing")
+    assert registry.get_head("other_thing").plugin == "two"
+
+
+@pytest.mark.parametrize("claim", [{"task_types": ("sentiment_analysis",)}, {"task_types": ("my_sentiment",),
+                                                                               "aliases": ("sentiment",)}])
+def test_claiming_a_builtin_key_without_override_is_a_conflict_that_keeps_the_builtin(fake_site, claim):
+    fake_site.plugin("sneaky", claim["task_types"], claim.get("aliases", ()))
+    registry = fake_site.registry()
+    assert registry.get_head("sentiment").builtin  # before and after the listing: never shadowed
     with pytest.raises(PluginConflictError) as info:
         registry.list_heads()
     message = str(info.value)
     assert "distilbert-heads" in message and "distilbert-head-sneaky" in message
-    assert "override=True" in message
-    assert registry.get_head("sentiment").builtin
-
-
-def test_replacing_a_builtin_alias_without_override_is_a_conflict(fake_site):
-    fake_site.plugin("sneaky", ("my_sentiment",), ("sentiment",))
-    with pytest.raises(PluginConflictError, match="'sentiment'"):
-        fake_site.registry().list_heads()
+    assert "override=True" in message and f"{BLOCK_ENV}=distilbert-head-sneaky" in message
+    assert registry.get_head("sentiment").builtin and registry.get_head("sentiment_analysis").builtin
+    (row,) = rows_by_plugin(registry.list_heads(raise_on_conflict=False))["sneaky"]
+    assert row.status == "conflict"
 
 
 def test_override_replaces_builtin_with_a_warning(fake_site):
@@ -376,7 +450,7 @@ def test_override_replaces_builtin_with_a_warning(fake_site):
     assert "distilbert-head-better" in str(warning.message) and "distilbert-heads" in str(warning.message)
     record = registry.get_head("sentiment")  # the built-in's alias now resolves to the winner
     assert (record.plugin, record.distribution, record.builtin) == ("better", "distilbert-head-better", False)
-    statuses = {(row["plugin"], row["task_type"]): row["status"] for row in rows}
+    statuses = {(row.plugin, row.task_type): row.status for row in rows}
     assert statuses[("builtin.dht_builtin_a", "sentiment_analysis")] == "overridden"
     assert statuses[("builtin.dht_builtin_a", "text_classification")] == "ok"
     assert statuses[("better", "sentiment_analysis")] == "ok"
@@ -389,12 +463,10 @@ def test_override_named_after_the_task_type_applies_to_builtin_lookups(fake_site
         register_call="register(SentimentAnalysisPkgHead, override=True)",
         dist="distilbert-head-better-sentiment",
     )
-    fake_site.plugin("good", ("good_task",))
     registry = fake_site.registry()
     with pytest.warns(UserWarning, match="overrides the built-in"):
         record = registry.get_head(NLPTaskType.SENTIMENT_ANALYSIS)
     assert record.distribution == "distilbert-head-better-sentiment"
-    assert "good_pkg" not in sys.modules
 
     fresh = fake_site.registry()  # by the built-in's alias: the override is loaded too
     with pytest.warns(UserWarning, match="overrides the built-in"):
@@ -404,10 +476,12 @@ def test_override_named_after_the_task_type_applies_to_builtin_lookups(fake_site
 def test_two_overrides_of_one_builtin_conflict(fake_site):
     for name in ("first", "second"):
         fake_site.plugin(name, ("sentiment_analysis",), register_call=f"register({name.title()}PkgHead, override=True)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        with pytest.raises(PluginConflictError, match="distilbert-head-first.*distilbert-head-second"):
-            fake_site.registry().list_heads()
+    registry = fake_site.registry()
+    with pytest.raises(PluginConflictError, match="distilbert-heads.*distilbert-head-first.*distilbert-head-second"):
+        registry.get_head("sentiment")  # contested: neither override wins by load order
+    with pytest.raises(PluginConflictError):
+        registry.list_heads()
+    assert registry.get_head("text_classification").builtin
 
 
 # -- LOAD / BLOCK --------------------------------------------------------------------------
@@ -419,7 +493,7 @@ def three_plugins(fake_site):
 
 
 def _status(registry: HeadRegistry) -> dict[str, str]:
-    return {row["plugin"]: row["status"] for row in registry.list_heads() if not row["plugin"].startswith("builtin.")}
+    return {row.plugin: row.status for row in registry.list_heads() if not row.plugin.startswith("builtin.")}
 
 
 def test_load_unset_loads_all(three_plugins):
@@ -441,8 +515,8 @@ def test_load_list_by_distribution_or_entry_point_name(three_plugins):
     registry = three_plugins.registry()
     assert _status(registry) == {"red": "ok", "green": "blocked", "blue": "ok"}
     assert "green_pkg" not in sys.modules
-    row = next(r for r in registry.list_heads() if r["plugin"] == "green")
-    assert "DISTILBERT_HEADS_LOAD_PLUGINS" in row["error"]
+    row = next(r for r in registry.list_heads() if r.plugin == "green")
+    assert "DISTILBERT_HEADS_LOAD_PLUGINS" in row.error
 
 
 def test_block_by_distribution_or_entry_point_name(three_plugins):
@@ -466,10 +540,10 @@ def test_listing_rows(fake_site):
     fake_site.plugin("good", ("good_task", "good_other"), ("gd",), version="2.0")
     fake_site.plugin("broken", ("broken_task",), preamble="raise ImportError('needs libfoo')")
     rows = fake_site.registry().list_heads()
-    assert all(set(row) == ROW_KEYS for row in rows)
-    assert [row["plugin"] for row in rows] == ["builtin.dht_builtin_a"] * 2 + ["broken", "good", "good"]
-    good = [row for row in rows if row["plugin"] == "good"]
-    assert good[0] == {
+    assert all(isinstance(row, HeadRow) and set(row.as_dict()) == ROW_KEYS for row in rows)
+    assert [row.plugin for row in rows] == ["builtin.dht_builtin_a"] * 2 + ["broken", "good", "good"]
+    good = [row for row in rows if row.plugin == "good"]
+    assert good[0].as_dict() == {
         "task_type": "good_task",
         "aliases": ["gd"],
         "head_class": "good_pkg:GoodPkgHead",
@@ -479,10 +553,10 @@ def test_listing_rows(fake_site):
         "status": "ok",
         "error": None,
     }
-    assert good[1]["task_type"] == "good_other" and good[1]["aliases"] == []
+    assert good[1].task_type == "good_other" and good[1].aliases == ()
     broken = rows[2]
-    assert (broken["task_type"], broken["head_class"], broken["status"]) == (None, None, "failed")
-    assert broken["error"] == "ImportError: needs libfoo"
+    assert (broken.task_type, broken.head_class, broken.status) == (None, None, "failed")
+    assert broken.error == "ImportError: needs libfoo"
 
 
 def test_get_registry_is_a_singleton_and_reset_rereads_the_environment(monkeypatch):
@@ -498,3 +572,138 @@ def test_get_registry_is_a_singleton_and_reset_rereads_the_environment(monkeypat
         assert second is not first and second._load_only is None
     finally:
         reset_registry()
+
+
+# -- hostile plugins: nothing a plugin does takes down the listing, the built-ins or other plugins --
+BUILTIN_ALIASES = ("sentiment", "ner", "qa", "pairwise")
+RECURSE = "def deeper(depth):\n    return deeper(depth + 1)\ndeeper(0)"
+HOSTILE = {  # behaviour -> (plugin_fixtures.plugin keywords, the exception the plugin's failure records)
+    "import-SystemExit": ({"preamble": "raise SystemExit(3)"}, SystemExit),
+    "import-KeyboardInterrupt": ({"preamble": "raise KeyboardInterrupt('from plugin code')"}, KeyboardInterrupt),
+    "import-GeneratorExit": ({"preamble": "raise GeneratorExit"}, GeneratorExit),
+    "import-Exception": ({"preamble": "raise RuntimeError('boom')"}, RuntimeError),
+    "import-RecursionError": ({"preamble": RECURSE}, RecursionError),
+    "register-SystemExit": ({"register_call": "register({cls})\nraise SystemExit('bye')"}, SystemExit),
+    "register-KeyboardInterrupt": ({"register_call": "register({cls})\nraise KeyboardInterrupt"}, KeyboardInterrupt),
+    "register-Exception": ({"register_call": "register({cls})\nraise ValueError('bad')"}, ValueError),
+    "register-RecursionError": ({"register_call": RECURSE}, RecursionError),
+}
+
+
+def build_every_builtin_head(registry: HeadRegistry) -> None:
+    for alias in BUILTIN_ALIASES:
+        record = registry.get_head(alias)
+        assert record.builtin, alias
+        head = record.head_class(hidden_size=8, task_type=record.task_type)
+        outputs = head(keras.ops.zeros((2, 5, 8)), keras.ops.ones((2, 5), "int32"))
+        assert set(outputs) == set(head.output_names), alias
+
+
+@pytest.mark.parametrize("entry_point", ["hostile", "sentiment"])  # "sentiment": named like a built-in alias
+@pytest.mark.parametrize("behaviour", list(HOSTILE))
+def test_hostile_plugin_fails_alone(fake_site, behaviour, entry_point):
+    keywords, raised = HOSTILE[behaviour]
+    cls = f"{entry_point.title()}PkgHead"
+    fake_site.plugin(entry_point, ("hostile_task",), **{k: v.format(cls=cls) for k, v in keywords.items()})
+    fake_site.plugin("good", ("good_task",), ("gd",))
+    registry = fake_site.registry(builtins=BUILTIN_MODULES)
+    before = signal.getsignal(signal.SIGINT)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_every_builtin_head(registry)
+        rows = rows_by_plugin(registry.list_heads())
+        assert registry.get_head("gd").plugin == "good"
+        with pytest.raises(UnknownTaskTypeError) as info:
+            registry.get_head("hostile_task")  # registered before the raise: rolled back
+        build_every_builtin_head(registry)
+    assert signal.getsignal(signal.SIGINT) is before
+    (row,) = rows[entry_point]
+    assert (row.status, row.distribution) == ("failed", f"distilbert-head-{entry_point}")
+    assert row.error.startswith(raised.__name__)
+    assert all(row.status == "ok" for name, group in rows.items() if name != entry_point for row in group)
+    error = registry.failed_plugins()[entry_point]
+    assert type(error) is raised and info.value.__cause__ is error
+    assert f"'{entry_point}'" in str(info.value) and raised.__name__ in str(info.value)
+    (warning,) = [w for w in caught if "failed to load" in str(w.message)]
+    assert f"distilbert-head-{entry_point}" in str(warning.message) and raised.__name__ in str(warning.message)
+
+
+@pytest.mark.parametrize("entry_point", ["sentiment", "sentiment_analysis", "ner", "question_answering"])
+def test_entry_point_named_like_a_builtin_key_is_only_a_plugin_name(fake_site, entry_point):
+    fake_site.plugin(entry_point, ("other_task",))
+    registry = fake_site.registry(builtins=BUILTIN_MODULES)
+    assert registry.get_head(entry_point).builtin  # the first lookup, with the plugin loaded
+    build_every_builtin_head(registry)
+    assert registry.get_head("other_task").plugin == entry_point
+    assert all(row.status == "ok" for row in registry.list_heads())
+
+
+def test_real_ctrl_c_while_plugins_load_still_stops(fake_site):
+    """A KeyboardInterrupt from a real SIGINT is not a plugin failure: it propagates, and the handler is restored."""
+    fake_site.plugin("slow", ("slow_task",), preamble="import _thread, time\n_thread.interrupt_main()\ntime.sleep(5)")
+    registry = fake_site.registry()
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        registry.list_heads()
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_builtin_creation_with_a_broken_plugin_named_like_it_in_the_real_group(fake_site, monkeypatch):
+    """The factory path through the process-wide registry and the real entry-point group."""
+    from distilbert_heads import create_distilbert_with_head
+    from distilbert_heads.testing import TINY_ENCODER
+
+    module = fake_site.head_module("dht_named_pkg", ("dht_named_task",), preamble="raise SystemExit(1)")
+    fake_site.dist("distilbert-head-dht-named", "1.0.0", {"sentiment": module}, group="distilbert_heads")
+    reset_registry()
+    try:
+        with pytest.warns(UserWarning, match="distilbert-head-dht-named"):
+            model = create_distilbert_with_head(task_type="sentiment", distilbert_variant="tiny", **TINY_ENCODER)
+        assert model.head_provenance["sentiment"]["distribution"] == "distilbert-heads"
+    finally:
+        reset_registry()
+
+
+def test_loading_a_model_whose_task_type_became_contested_fails_naming_both(fake_site, tmp_path):
+    from distilbert_heads.testing import sample_inputs, tiny_model
+
+    first = fake_site.head_module("dht_first_pkg", ("dht_shared",))
+    fake_site.dist("distilbert-head-dht-first", "1.0.0", {"dht_first": first}, group="distilbert_heads")
+    reset_registry()
+    try:
+        path = tmp_path / "shared.keras"
+        tiny_model("dht_shared").save(path)
+        second = fake_site.head_module("dht_second_pkg", ("dht_shared", "dht_second_only"))
+        fake_site.dist("distilbert-head-dht-second", "2.0.0", {"dht_second": second}, group="distilbert_heads")
+        reset_registry()
+        importlib.invalidate_caches()
+        with pytest.raises(PluginConflictError) as info:
+            keras.models.load_model(path)
+        message = str(info.value)
+        for fact in ("'dht_shared'", "distilbert-head-dht-first 1.0.0", "distilbert-head-dht-second 2.0.0",
+                     "Uninstall one", f"{BLOCK_ENV}=distilbert-head-dht"):
+            assert fact in message
+        assert registry_module.get_head("dht_second_only").plugin == "dht_second"  # the rest still works
+        assert registry_module.get_head("sentiment").builtin
+
+        fake_site.env(block="distilbert-head-dht-second")
+        reset_registry()
+        loaded = keras.models.load_model(path)
+        assert loaded.head_provenance["dht_shared"]["distribution"] == "distilbert-head-dht-first"
+        loaded(sample_inputs())
+    finally:
+        reset_registry()
+
+
+def test_threads_share_one_load_and_a_plugins_keyboardinterrupt_off_the_main_thread_is_its_failure(fake_site):
+    from concurrent.futures import ThreadPoolExecutor
+
+    fake_site.plugin("hostile", ("hostile_task",), preamble="raise KeyboardInterrupt")
+    fake_site.plugin("good", ("good_task",), preamble="import time\ntime.sleep(0.2)  # widen the race")
+    registry = fake_site.registry()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with ThreadPoolExecutor(4) as pool:
+            records = list(pool.map(lambda _: registry.get_head("good_task"), range(8)))
+    assert all(record is records[0] for record in records)
+    assert isinstance(registry.failed_plugins()["hostile"], KeyboardInterrupt)

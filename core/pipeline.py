@@ -52,7 +52,7 @@ import keras
 import numpy as np
 
 from distilbert_heads.head import TaskHead
-from distilbert_heads.model import DistilBertTaskModel, load_task_model
+from distilbert_heads.model import DistilBertTaskModel, check_tokenizer_fits_encoder, load_task_model
 from distilbert_heads.tokenizer import BatchEncoding, DistilBertTokenizer
 
 __all__ = ["PROGRESS_THRESHOLD", "Pipeline", "pipeline"]
@@ -331,12 +331,7 @@ def _choose_tokenizer(model: DistilBertTaskModel, tokenizer: DistilBertTokenizer
             f"tokenizer must be a distilbert_heads.tokenizer.DistilBertTokenizer, got {type(tokenizer).__name__}. "
             "Build one with DistilBertTokenizer.from_pretrained(dir)."
         )
-    vocab_size = model.encoder.config.vocab_size
-    if tokenizer.vocab_size > vocab_size:
-        raise ValueError(
-            f"The tokenizer has {tokenizer.vocab_size} tokens but the model's encoder embeds only {vocab_size}: "
-            "it is not the tokenizer this model was trained with. Pass the model's own tokenizer."
-        )
+    check_tokenizer_fits_encoder(tokenizer, model.encoder.config, source="the tokenizer given to pipeline()")
     return tokenizer
 
 

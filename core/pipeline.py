@@ -53,7 +53,7 @@ import numpy as np
 
 from distilbert_heads.head import TaskHead
 from distilbert_heads.model import DistilBertTaskModel, check_tokenizer_fits_encoder, load_task_model
-from distilbert_heads.tokenizer import BatchEncoding, DistilBertTokenizer
+from distilbert_heads.tokenizer import MAX_WHOLE_TEXT_CHARS, PREFIX_CHARS_PER_TOKEN, BatchEncoding, DistilBertTokenizer
 
 __all__ = ["PROGRESS_THRESHOLD", "Pipeline", "pipeline"]
 
@@ -189,7 +189,9 @@ class Pipeline:
     def _run(self, items: list[Any], decode_kwargs: Mapping[str, Any]) -> list[Any]:
         """Answers for ``items`` (strings, pairs or (question, context)), in their order."""
         answers: list[Any] = [None] * len(items)
-        order = sorted(range(len(items)), key=lambda i: _approximate_length(items[i]))
+        # Sorting looks at a bounded prefix: past what can be kept (or windowed), length changes nothing.
+        limit = MAX_WHOLE_TEXT_CHARS + 1 if self.input_kind == "question_context" else self.max_length * PREFIX_CHARS_PER_TOKEN
+        order = sorted(range(len(items)), key=lambda i: _approximate_length(items[i], limit))
         with _progress(len(items), self._wants_progress(len(items))) as advance:
             for start in range(0, len(order), self.batch_size):
                 indices = order[start : start + self.batch_size]
@@ -447,10 +449,11 @@ def _as_question_context(item: Any, index: int) -> tuple[str, str]:
     )
 
 
-def _approximate_length(item: Any) -> tuple[int, int]:
-    """(words and punctuation marks, characters): BERT's pre-tokenizer split, before word pieces."""
-    parts = (item,) if isinstance(item, str) else item
-    return sum(len(_PRE_TOKENS.findall(part)) for part in parts), sum(len(part) for part in parts)
+def _approximate_length(item: Any, limit: int) -> tuple[int, int]:
+    """(words and punctuation marks, characters) in each part's first ``limit`` characters: BERT's
+    pre-tokenizer split, before word pieces; counted without building a list, so memory stays flat."""
+    parts = [part[:limit] for part in ((item,) if isinstance(item, str) else item)]
+    return sum(sum(1 for _ in _PRE_TOKENS.finditer(part)) for part in parts), sum(len(part) for part in parts)
 
 
 # -- progress -----------------------------------------------------------------------------------------

@@ -394,6 +394,8 @@ def _dtype_name(value: Any) -> str | None:
     dtype = getattr(value, "dtype", None)
     if dtype is None:
         return None
+    if isinstance(dtype, np.dtype):
+        return dtype.name  # the host-array case, without keras' (slow) general conversion
     try:
         return keras.backend.standardize_dtype(dtype)
     except ValueError:
@@ -422,6 +424,8 @@ def _check_range(name: str, values: np.ndarray, limit: int, limit_name: str, adv
 
 
 def _check_binary_mask(mask: np.ndarray) -> None:
+    if mask.dtype.kind in "biu" and mask.min() >= 0 and mask.max() <= 1:
+        return  # the common case, in two reductions
     bad = (mask != 0) & (mask != 1)
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])

@@ -37,7 +37,14 @@ Edge cases, by design:
 - a text longer than ``max_length`` tokens is truncated to ``max_length`` (pairs: the longer
   text is trimmed first); question/context inputs are never truncated but windowed;
 - a question so long that no context fits beside it in ``max_length`` is an error naming
-  the input.
+  the input;
+- lone surrogates (``"\\ud800"``) become U+FFFD, one for one, so answers' character offsets
+  still point into the text as given; control characters are dropped by BERT's normalizer;
+- a huge text costs what its kept tokens cost: only a bounded prefix is tokenized (see the
+  tokenizer); a question/context text past ``MAX_WHOLE_TEXT_CHARS`` (1,000,000) characters is
+  an error naming the input, since every window of it would be run;
+- an empty list gives an empty list; inputs go through the same checks as an eager call
+  (`predict_on_batch` runs `validate_encoder_inputs` on the host first).
 """
 
 from __future__ import annotations
@@ -321,7 +328,7 @@ class Pipeline:
             try:
                 spec = self.model.compute_output_spec(symbolic)[self.head_name]
                 self._per_token = {key: len(value.shape) > 1 and value.shape[1] is None for key, value in spec.items()}
-            except Exception:  # a head that cannot run symbolically: no buckets, every shape compiles
+            except Exception:  # noqa: BLE001  (a head that cannot run symbolically: no buckets, every shape compiles)
                 self._per_token = {}
         return self._per_token or None
 

@@ -294,6 +294,9 @@ def test_bucketed_padding_changes_no_answer(tokenizer, task_type):
     """JAX pads rows to shape buckets (forced on here, on any backend): outputs must equal the unpadded ones."""
     pipe = _task_pipeline(tokenizer, task_type, batch_size=8)
     pipe._bucketed = True
+    if pipe._per_token_outputs() is None:
+        assert keras.backend.backend() == "torch"  # placeholder lengths there; torch runs eagerly and never buckets
+        pytest.skip("no symbolic output shapes on torch")
     inputs = tokenizer.encode(["alice works at acme", "paris", "who wrote it in france ?"]).as_model_inputs()
     padded = pipe._pad_to_bucket(inputs)
     assert padded["input_ids"].shape == (4, 16)

@@ -110,6 +110,12 @@ class DistilBERT(keras.Model):
         return self.config.hidden_size
 
     # -- forward ------------------------------------------------------------------------------
+    def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        # Checked before Keras' layer machinery, which would wrap our ValueError in its own
+        # "Exception encountered when calling ..." text.
+        validate_encoder_inputs(as_input_dict(inputs), self.config)
+        return super().__call__(inputs, *args, **kwargs)
+
     def call(
         self,
         inputs: Any,
@@ -160,8 +166,12 @@ class DistilBERT(keras.Model):
         return outputs
 
     def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
-        validate_encoder_inputs(as_input_dict(x), self.config)
+        validate_model_data(x, self.config)
         return super().predict(x, *args, **kwargs)
+
+    def predict_on_batch(self, x: Any) -> Any:
+        validate_model_data(x, self.config)
+        return super().predict_on_batch(x)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -300,50 +310,143 @@ def as_input_dict(inputs: Any) -> dict[str, Any]:
     return {"input_ids": inputs}
 
 
-def validate_encoder_inputs(inputs: Mapping[str, Any], config: DistilBertConfig) -> None:
-    """Raise `ValueError` for inputs the encoder would silently turn into garbage.
+def validate_model_data(x: Any, config: DistilBertConfig) -> None:
+    """`validate_encoder_inputs` on what ``predict``/``predict_on_batch`` were given, when it is arrays.
 
-    Shape checks run whenever shapes are known (also while tracing); value checks (ids in
-    ``[0, vocab_size)``, positions below ``max_position_embeddings``) run on concrete arrays:
-    eager calls and the data given to `predict`.
+    A dict of arrays or a bare ids array is checked whole, on the host, before Keras' compiled
+    step runs. Datasets and generators are not read ahead (that would consume them); their
+    batches are checked where a step runs eagerly.
     """
-    ids_shape = _static_shape(inputs["input_ids"])
+    if isinstance(x, Mapping) or _static_shape(x) is not None or isinstance(x, (list, tuple)):
+        validate_encoder_inputs(as_input_dict(x), config)
+
+
+def validate_encoder_inputs(inputs: Mapping[str, Any], config: DistilBertConfig) -> None:
+    """Raise `ValueError` for inputs the encoder would silently turn into garbage or crash on.
+
+    The one owner of the encoder's input rules; every input path (eager call, ``predict``,
+    ``predict_on_batch``, pipelines) goes through it. Shape and dtype checks run whenever they
+    are known (also while tracing): ``input_ids`` of rank 2 with at least one row and one
+    token, at most ``max_position_embeddings`` long, of an integer dtype; ``attention_mask``
+    and ``position_ids`` of the ids' shape. Value checks (ids in ``[0, vocab_size)``, mask
+    only 0 and 1, positions below ``max_position_embeddings``) run on concrete arrays only
+    (eager calls and the data given to ``predict``), as vectorised numpy, never in a graph.
+    """
+    ids_value = inputs["input_ids"]
+    if isinstance(ids_value, (list, tuple)):
+        ids_value = _as_array("input_ids", ids_value)
+    ids_shape = _static_shape(ids_value)
     if ids_shape is not None and len(ids_shape) != 2:
         raise ValueError(
             f"input_ids must have shape (batch, sequence_length); got shape {tuple(ids_shape)}. "
             "Add a batch dimension for a single sequence, e.g. ids[None, :]."
         )
-    if ids_shape is not None and ids_shape[1] is not None and ids_shape[1] > config.max_position_embeddings:
-        raise ValueError(
-            f"Sequence length {ids_shape[1]} exceeds max_position_embeddings={config.max_position_embeddings}. "
-            f"Truncate inputs to at most {config.max_position_embeddings} tokens (or split them with a stride)."
-        )
-    for name in ("attention_mask", "position_ids"):
-        other = inputs.get(name)
-        if other is None or ids_shape is None:
+    if ids_shape is not None:
+        batch, length = ids_shape
+        if batch == 0:
+            raise ValueError(
+                f"input_ids is an empty batch (shape {tuple(ids_shape)}); pass at least one sequence, "
+                "or skip the call when there is nothing to encode."
+            )
+        if length == 0:
+            raise ValueError(
+                f"input_ids has sequences of length 0 (shape {tuple(ids_shape)}); every sequence needs at least "
+                "one token. Tokenize even an empty text with the model's tokenizer: it gives [CLS] [SEP]."
+            )
+        if length is not None and length > config.max_position_embeddings:
+            raise ValueError(
+                f"Sequence length {length} exceeds max_position_embeddings={config.max_position_embeddings}. "
+                f"Truncate inputs to at most {config.max_position_embeddings} tokens (or split them with a stride)."
+            )
+    _check_dtype("input_ids", ids_value, allowed=("int", "uint"),
+                 fix="Token ids are integers: pass an int32 or int64 array (tokenize text with the model's tokenizer).")
+    others = {name: inputs.get(name) for name in ("attention_mask", "position_ids")}
+    for name, other in others.items():
+        if other is None:
             continue
+        if isinstance(other, (list, tuple)):
+            other = others[name] = _as_array(name, other)
         other_shape = _static_shape(other)
-        if other_shape is not None and not _shapes_compatible(ids_shape, other_shape):
+        if ids_shape is not None and other_shape is not None and not _shapes_compatible(ids_shape, other_shape):
             raise ValueError(
                 f"{name} has shape {tuple(other_shape)} but input_ids has shape {tuple(ids_shape)}; "
                 f"{name} must have the same (batch, sequence_length) shape as input_ids."
             )
+    if others["attention_mask"] is not None:
+        _check_dtype("attention_mask", others["attention_mask"], allowed=("int", "uint", "bool", "float"),
+                     fix="Pass 1 for tokens to attend to and 0 for padding.")
+    if others["position_ids"] is not None:
+        _check_dtype("position_ids", others["position_ids"], allowed=("int", "uint"),
+                     fix="Positions are integers 0, 1, 2, ...; pass an int32 array or leave position_ids out.")
 
-    ids = concrete_array(inputs["input_ids"])
+    ids = concrete_array(ids_value)
     if ids is not None and ids.size:
         _check_range("input_ids", ids, config.vocab_size, "vocab_size",
                      "Tokenize with the vocabulary this model was built for, or build the encoder with a larger vocab_size.")
-    positions = concrete_array(inputs.get("position_ids"))
+    mask = concrete_array(others["attention_mask"])
+    if mask is not None and mask.size:
+        _check_binary_mask(mask)
+    positions = concrete_array(others["position_ids"])
     if positions is not None and positions.size:
         _check_range("position_ids", positions, config.max_position_embeddings, "max_position_embeddings",
                      "Positions count from 0 and must stay below the model's maximum length.")
+
+
+def _as_array(name: str, value: Any) -> np.ndarray:
+    try:
+        return np.asarray(value)
+    except ValueError as error:  # ragged nested lists
+        raise ValueError(
+            f"{name} must be a rectangular (batch, sequence_length) array; got nested lists of different lengths "
+            f"({error}). Pad the rows to one length (the tokenizer's encode does) and pass a numpy array."
+        ) from error
+
+
+def _dtype_name(value: Any) -> str | None:
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        return None
+    if isinstance(dtype, np.dtype):
+        return dtype.name  # the host-array case, without keras' (slow) general conversion
+    try:
+        return keras.backend.standardize_dtype(dtype)
+    except ValueError:
+        return str(dtype)
+
+
+def _check_dtype(name: str, value: Any, allowed: tuple[str, ...], fix: str) -> None:
+    dtype = _dtype_name(value)
+    if dtype is None:
+        return
+    kind = "bool" if dtype == "bool" else next((k for k in ("uint", "int", "float", "bfloat") if dtype.startswith(k)), dtype)
+    kind = "float" if kind == "bfloat" else kind
+    if kind not in allowed:
+        expected = "an integer, bool or float dtype holding 0 and 1" if "float" in allowed else "an integer dtype"
+        raise ValueError(f"{name} has dtype {dtype}; expected {expected} (it is never cast silently). {fix}")
 
 
 def _check_range(name: str, values: np.ndarray, limit: int, limit_name: str, advice: str) -> None:
     low, high = values.min(), values.max()
     if low < 0 or high >= limit:
         bad = low if low < 0 else high
-        raise ValueError(f"{name} contains {bad}, outside [0, {limit}) where {limit_name}={limit}. {advice}")
+        where = tuple(int(i) for i in np.argwhere(values == bad)[0])
+        raise ValueError(
+            f"{name} contains {bad}, outside [0, {limit}) where {limit_name}={limit} (first at index {where}). {advice}"
+        )
+
+
+def _check_binary_mask(mask: np.ndarray) -> None:
+    if mask.dtype.kind in "biu" and mask.min() >= 0 and mask.max() <= 1:
+        return  # the common case, in two reductions
+    bad = (mask != 0) & (mask != 1)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        values = np.unique(mask[bad])[:5].tolist()
+        raise ValueError(
+            f"attention_mask holds {mask[where].item()!r} at index {where} (values other than 0 and 1: {values}); the mask "
+            "must be 1 for tokens to attend to and 0 for padding, as other values silently change the outputs. "
+            "Build it as (input_ids != pad_id).astype('int32') or take it from the tokenizer."
+        )
 
 
 def _static_shape(value: Any) -> tuple[int | None, ...] | None:

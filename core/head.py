@@ -10,6 +10,7 @@ to take its weights from a Hugging Face task checkpoint.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -26,6 +27,10 @@ class HeadOptions(BaseModel):
 
 class HeadOptionsError(ValueError):
     """Options that the chosen head does not accept, or accepts with other values."""
+
+
+class HeadContractError(ValueError):
+    """A head's outputs or options break the `TaskHead` contract (found when the model is built)."""
 
 
 class TaskHead(keras.layers.Layer):
@@ -141,3 +146,57 @@ class TaskHead(keras.layers.Layer):
             options=self.options.model_dump(mode="json"),
         )
         return config
+
+
+def check_head_outputs(head: TaskHead, outputs: Any, *, batch_size: int, plugin: str | None = None) -> None:
+    """Raise `HeadContractError` unless ``head``'s outputs and options keep the contract.
+
+    Run once, when a task model is built on a dummy batch of ``batch_size`` rows: ``call``
+    returns a non-empty dict whose keys are the declared ``output_names`` (when the head
+    declares them), every output is a tensor whose first axis is the batch, and the options
+    survive a JSON round trip (they are saved in the ``.keras`` config as JSON).
+    """
+    cls = type(head)
+    who = (
+        f"Head {head.name!r} ({cls.__module__}:{cls.__qualname__}, task type {head.task_type!r}, "
+        f"plugin {plugin or 'unknown'})"
+    )
+    if not isinstance(outputs, Mapping) or not outputs:
+        raise HeadContractError(
+            f"{who}: call() returned {type(outputs).__name__} ({_short(outputs)}); a head's call must return a "
+            f"non-empty dict of named outputs, e.g. {{'logits': logits}}"
+            + (f" with the keys it declares, {list(cls.output_names)}." if cls.output_names else ".")
+        )
+    declared = tuple(cls.output_names)
+    if declared and set(outputs) != set(declared):
+        raise HeadContractError(
+            f"{who}: call() returned outputs {sorted(map(str, outputs))} but the head declares "
+            f"output_names={list(declared)}; make call() return exactly those keys (or fix output_names)."
+        )
+    for key, value in outputs.items():
+        shape = getattr(value, "shape", None)
+        if shape is None or len(shape) == 0 or (shape[0] is not None and int(shape[0]) != batch_size):
+            raise HeadContractError(
+                f"{who}: output {key!r} has shape {None if shape is None else tuple(shape)} for a batch of "
+                f"{batch_size} sequences; every output must be a tensor whose first axis is the batch "
+                f"({batch_size}, ...). Index per example along axis 0 (e.g. hidden_states[:, 0, :] for [CLS])."
+            )
+    try:
+        dumped = json.dumps(head.options.model_dump(mode="json"))
+        again = cls.validate_options(json.loads(dumped))
+    except Exception as error:  # pydantic serialization, json or validation: all mean "not JSON-safe"
+        raise HeadContractError(
+            f"{who}: its options {head.options!r} cannot be saved as JSON ({type(error).__name__}: {error}). "
+            "Use JSON types (str, int, float, bool, lists, dicts) in its options_schema."
+        ) from error
+    if again != head.options:
+        raise HeadContractError(
+            f"{who}: its options do not survive a JSON round trip ({head.options!r} came back as {again!r}), so a "
+            "saved model would reload different. Use JSON types (str, int, float, bool, lists, dicts) in its "
+            "options_schema."
+        )
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

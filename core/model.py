@@ -31,27 +31,37 @@ the model is meant to see, at most the encoder's ``max_position_embeddings``) is
 from __future__ import annotations
 
 import os
-from pathlib import Path
 import re
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from distilbert_heads import atomic
 from distilbert_heads.config import DistilBertConfig
-from distilbert_heads.encoder import DistilBERT, as_input_dict, validate_encoder_inputs
-from distilbert_heads.head import TaskHead
+from distilbert_heads.encoder import (
+    DistilBERT,
+    as_input_dict,
+    validate_encoder_inputs,
+    validate_model_data,
+)
+from distilbert_heads.head import TaskHead, check_head_outputs
 from distilbert_heads.registry import MissingHeadPluginError, get_registry
 from distilbert_heads.tokenizer import DistilBertTokenizer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # Variable dtypes that suit inference but lose small training updates.
 HALF_PRECISION = ("bfloat16", "float16")
 
-__all__ = ["OUTPUT_SEPARATOR", "DistilBertTaskModel", "MissingHeadPluginError", "flat_output_key"]
+__all__ = [
+    "OUTPUT_SEPARATOR",
+    "DistilBertTaskModel",
+    "MissingHeadPluginError",
+    "check_tokenizer_fits_encoder",
+    "flat_output_key",
+]
 
 CONFIG_FORMAT_VERSION = 1
 OUTPUT_SEPARATOR = "/"
@@ -89,12 +99,13 @@ class _SavedHead(BaseModel):
     provenance: _Provenance = Field(default_factory=_Provenance)
 
 
+# The batch the model is built on: batch and length differ, so a head's outputs show which axis is which.
+_DUMMY_BATCH, _DUMMY_LENGTH = 2, 3
+
+
 def _dummy_inputs() -> dict[str, np.ndarray]:
-    return {"input_ids": np.zeros((1, 2), dtype="int32"), "attention_mask": np.ones((1, 2), dtype="int32")}
-
-
-def _is_concrete(value: Any) -> bool:
-    return isinstance(value, (np.ndarray, list, tuple, int)) and not isinstance(value, keras.KerasTensor)
+    shape = (_DUMMY_BATCH, _DUMMY_LENGTH)
+    return {"input_ids": np.zeros(shape, dtype="int32"), "attention_mask": np.ones(shape, dtype="int32")}
 
 
 @keras.saving.register_keras_serializable(package="distilbert_heads")
@@ -187,6 +198,10 @@ class DistilBertTaskModel(keras.Model):
         if self.built and self._head_output_names:
             return
         outputs = self.call(_dummy_inputs(), training=False)
+        for name, head in self.heads.items():
+            check_head_outputs(
+                head, outputs[name], batch_size=_DUMMY_BATCH, plugin=self.head_provenance[name].get("plugin")
+            )
         self._head_output_names = {name: tuple(head_outputs) for name, head_outputs in outputs.items()}
         self.built = True
 
@@ -196,24 +211,24 @@ class DistilBertTaskModel(keras.Model):
         outputs: dict[str, dict[str, Any]] = {}
         for name, head in self.heads.items():
             head_outputs = head(hidden_states, attention_mask, training=training)
-            if not isinstance(head_outputs, Mapping) or not head_outputs:
-                raise TypeError(
-                    f"Head {name!r} ({type(head).__name__}) returned {type(head_outputs).__name__}; "
-                    "TaskHead.call must return a non-empty dict of named outputs, e.g. {'logits': logits}."
-                )
-            outputs[name] = dict(head_outputs)
+            # Checked in full once, at build (check_head_outputs); a dict is all the loop needs.
+            outputs[name] = dict(head_outputs) if isinstance(head_outputs, Mapping) else head_outputs
         return outputs
 
     def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
-        if _is_concrete_inputs(inputs):
-            validate_encoder_inputs(as_input_dict(inputs), self.encoder.config)
+        # Before Keras' layer machinery, so the ValueError is ours, not wrapped in Keras' text.
+        validate_encoder_inputs(as_input_dict(inputs), self.encoder.config)
         return super().__call__(inputs, *args, **kwargs)
 
     def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
-        """`keras.Model.predict`, after checking concrete numpy inputs against the encoder config."""
-        if _is_concrete_inputs(x):
-            validate_encoder_inputs(as_input_dict(x), self.encoder.config)
+        """`keras.Model.predict`, after checking array inputs against the encoder config on the host."""
+        validate_model_data(x, self.encoder.config)
         return super().predict(x, *args, **kwargs)
+
+    def predict_on_batch(self, x: Any) -> Any:
+        """`keras.Model.predict_on_batch`, after the same host-side checks as `predict`."""
+        validate_model_data(x, self.encoder.config)
+        return super().predict_on_batch(x)
 
     @property
     def output_keys(self) -> dict[str, tuple[str, ...]]:
@@ -264,13 +279,7 @@ class DistilBertTaskModel(keras.Model):
                     f"{type(tokenizer).__name__}. Build one with DistilBertTokenizer.from_pretrained(dir) or "
                     "DistilBertTokenizer.from_vocab('vocab.txt')."
                 )
-            if tokenizer.vocab_size > self.encoder.config.vocab_size:
-                raise ValueError(
-                    f"The tokenizer has {tokenizer.vocab_size} tokens but the encoder's vocab_size is "
-                    f"{self.encoder.config.vocab_size}, so some token ids would have no embedding. Use the "
-                    "tokenizer the encoder was trained with, or build the model with "
-                    f"vocab_size={tokenizer.vocab_size} (or more)."
-                )
+            check_tokenizer_fits_encoder(tokenizer, self.encoder.config)
         self._tokenizer = tokenizer
 
     def save_assets(self, dir_path: str) -> None:
@@ -282,7 +291,9 @@ class DistilBertTaskModel(keras.Model):
         """Keras hook: restore the tokenizer `save_assets` wrote (a file without one leaves None)."""
         directory = os.path.join(dir_path, TOKENIZER_ASSETS_DIR)
         if os.path.isdir(directory):
-            self.tokenizer = DistilBertTokenizer.load_assets(directory)
+            tokenizer = DistilBertTokenizer.load_assets(directory)
+            check_tokenizer_fits_encoder(tokenizer, self.encoder.config, source="the tokenizer saved in this .keras file")
+            self._tokenizer = tokenizer
 
     # -- training ----------------------------------------------------------------------------
     def compile(
@@ -488,7 +499,7 @@ class DistilBertTaskModel(keras.Model):
         }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> "DistilBertTaskModel":
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> DistilBertTaskModel:
         """Rebuild the model; every head comes from `registry.get_head(task_type)`."""
         version = config.get("format_version", CONFIG_FORMAT_VERSION)
         if version != CONFIG_FORMAT_VERSION:
@@ -558,10 +569,24 @@ def _check_max_length(max_length: Any, encoder_config: DistilBertConfig) -> int:
     return int(max_length)
 
 
-def _is_concrete_inputs(inputs: Any) -> bool:
-    if isinstance(inputs, Mapping):
-        return "input_ids" in inputs and all(_is_concrete(v) for v in inputs.values() if v is not None)
-    return _is_concrete(inputs)
+def check_tokenizer_fits_encoder(
+    tokenizer: DistilBertTokenizer, encoder_config: DistilBertConfig, *, source: str = "the tokenizer"
+) -> None:
+    """Raise `ValueError` unless every id ``tokenizer`` can produce has a row in the encoder's embeddings.
+
+    The one owner of this rule: run whenever a tokenizer is attached to a model (the
+    ``tokenizer`` setter, `load_assets` when a ``.keras`` file loads) and by pipelines given
+    a tokenizer of their own, so ids past the vocabulary never reach the compiled model.
+    """
+    largest = max(tokenizer.get_vocab().values())
+    vocab_size = encoder_config.vocab_size
+    if largest >= vocab_size:
+        raise ValueError(
+            f"{source[0].upper()}{source[1:]} produces token ids up to {largest} ({tokenizer.vocab_size} tokens), but "
+            f"the encoder's vocab_size is {vocab_size} (ids 0..{vocab_size - 1}), so some ids would have no "
+            "embedding. Use the tokenizer this model was trained with, or build the model with "
+            f"vocab_size={largest + 1} (or more)."
+        )
 
 
 def _class_path(cls: type) -> str:

@@ -37,7 +37,14 @@ Edge cases, by design:
 - a text longer than ``max_length`` tokens is truncated to ``max_length`` (pairs: the longer
   text is trimmed first); question/context inputs are never truncated but windowed;
 - a question so long that no context fits beside it in ``max_length`` is an error naming
-  the input.
+  the input;
+- lone surrogates (``"\\ud800"``) become U+FFFD, one for one, so answers' character offsets
+  still point into the text as given; control characters are dropped by BERT's normalizer;
+- a huge text costs what its kept tokens cost: only a bounded prefix is tokenized (see the
+  tokenizer); a question/context text past ``MAX_WHOLE_TEXT_CHARS`` (1,000,000) characters is
+  an error naming the input, since every window of it would be run;
+- an empty list gives an empty list; inputs go through the same checks as an eager call
+  (`predict_on_batch` runs `validate_encoder_inputs` on the host first).
 """
 
 from __future__ import annotations
@@ -51,14 +58,18 @@ from typing import Any
 import keras
 import numpy as np
 
+from distilbert_heads.encoder import validate_encoder_inputs
 from distilbert_heads.head import TaskHead
-from distilbert_heads.model import DistilBertTaskModel, load_task_model
-from distilbert_heads.tokenizer import BatchEncoding, DistilBertTokenizer
+from distilbert_heads.model import DistilBertTaskModel, check_tokenizer_fits_encoder, load_task_model
+from distilbert_heads.tokenizer import MAX_WHOLE_TEXT_CHARS, PREFIX_CHARS_PER_TOKEN, BatchEncoding, DistilBertTokenizer
 
 __all__ = ["PROGRESS_THRESHOLD", "Pipeline", "pipeline"]
 
 # More inputs than this show a progress bar unless show_progress=False.
 PROGRESS_THRESHOLD = 1000
+# JAX only: row lengths are padded up to a power of two, at least this (capped at max_length), see
+# Pipeline._run_model.
+MIN_LENGTH_BUCKET = 16
 INPUT_KINDS = ("text", "pair", "question_context")
 # The keywords through which the pipeline hands the texts to decode, per input kind.
 _PRE_TOKENS = re.compile(r"\w+|[^\w\s]")
@@ -155,6 +166,9 @@ class Pipeline:
         self.stride = min(int(stride), self.max_length // 2)
         self.show_progress = show_progress
         self._decode_parameters = _keyword_parameters(self.head.decode)
+        # Pad to shape buckets only where every new input shape means a new compilation.
+        self._bucketed = keras.backend.backend() == "jax"
+        self._per_token: dict[str, bool] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -189,7 +203,9 @@ class Pipeline:
     def _run(self, items: list[Any], decode_kwargs: Mapping[str, Any]) -> list[Any]:
         """Answers for ``items`` (strings, pairs or (question, context)), in their order."""
         answers: list[Any] = [None] * len(items)
-        order = sorted(range(len(items)), key=lambda i: _approximate_length(items[i]))
+        # Sorting looks at a bounded prefix: past what can be kept (or windowed), length changes nothing.
+        limit = MAX_WHOLE_TEXT_CHARS + 1 if self.input_kind == "question_context" else self.max_length * PREFIX_CHARS_PER_TOKEN
+        order = sorted(range(len(items)), key=lambda i: _approximate_length(items[i], limit))
         with _progress(len(items), self._wants_progress(len(items))) as advance:
             for start in range(0, len(order), self.batch_size):
                 indices = order[start : start + self.batch_size]
@@ -269,11 +285,52 @@ class Pipeline:
 
         ``predict_on_batch`` reuses Keras' compiled predict function: on TensorFlow it was
         about 5x faster than an eager ``model(x, training=False)`` for repeated shapes and
-        still faster over 20 distinct batch lengths (tiny model, 2 CPU cores). The inputs
-        come from the tokenizer, whose ids fit the model (checked when the pipeline is made).
+        still faster over 20 distinct batch lengths (tiny model, 2 CPU cores). It checks the
+        inputs on the host first (`validate_encoder_inputs`), outside the compiled step.
+
+        Retracing: TensorFlow's predict function is traced with ``reduce_retracing``, so after
+        the second shape it serves every length from one trace; inputs go in as they are. JAX
+        compiles once per input shape, so there rows are padded up to a bucket (lengths and batch
+        sizes to powers of two, capped at max_length and batch_size) and the outputs cut
+        back: a few compiled shapes in all (at most log2(max_length) x log2(batch_size)) instead of
+        one per call, for at most twice the positions of the longest row.
         """
-        outputs = self.model.predict_on_batch(inputs)[self.head_name]
-        return {key: np.asarray(keras.ops.convert_to_numpy(value)) for key, value in outputs.items()}
+        padded = self._pad_to_bucket(inputs)
+        outputs = self.model.predict_on_batch(padded)[self.head_name]
+        result = {key: np.asarray(keras.ops.convert_to_numpy(value)) for key, value in outputs.items()}
+        if padded is inputs:
+            return result
+        rows, length = inputs["input_ids"].shape
+        per_token = self._per_token_outputs()
+        return {
+            key: value[:rows, :length] if per_token.get(key) else value[:rows] for key, value in result.items()
+        }
+
+    def _pad_to_bucket(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not self._bucketed or getattr(inputs["input_ids"], "ndim", None) != 2 or self._per_token_outputs() is None:
+            return inputs  # (what is not a 2-D array is left for predict_on_batch's checks to refuse)
+        validate_encoder_inputs(inputs, self.model.encoder.config)  # on what was given, before padding hides it
+        rows, length = inputs["input_ids"].shape
+        width = min(self.max_length, max(MIN_LENGTH_BUCKET, 1 << (length - 1).bit_length()))
+        height = min(self.batch_size, 1 << (rows - 1).bit_length())
+        if (height, width) == (rows, length):
+            return inputs
+        ids = np.full((height, width), self.tokenizer.pad_token_id, dtype=inputs["input_ids"].dtype)
+        mask = np.zeros((height, width), dtype=inputs["attention_mask"].dtype)
+        ids[:rows, :length], mask[:rows, :length] = inputs["input_ids"], inputs["attention_mask"]
+        mask[rows:, 0] = 1  # padding rows attend to one [PAD] token, so they stay finite
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def _per_token_outputs(self) -> dict[str, bool] | None:
+        """Output name -> whether its second axis is the sequence (found symbolically, once); None if unknown."""
+        if self._per_token is None:
+            symbolic = {name: keras.KerasTensor((None, None), dtype="int32") for name in ("input_ids", "attention_mask")}
+            try:
+                spec = self.model.compute_output_spec(symbolic)[self.head_name]
+                self._per_token = {key: len(value.shape) > 1 and value.shape[1] is None for key, value in spec.items()}
+            except Exception:  # noqa: BLE001  (a head that cannot run symbolically: no buckets, every shape compiles)
+                self._per_token = {}
+        return self._per_token or None
 
     # -- decode's keywords ----------------------------------------------------------------------
     def _decode_accepts(self, keyword: str) -> bool:
@@ -331,12 +388,7 @@ def _choose_tokenizer(model: DistilBertTaskModel, tokenizer: DistilBertTokenizer
             f"tokenizer must be a distilbert_heads.tokenizer.DistilBertTokenizer, got {type(tokenizer).__name__}. "
             "Build one with DistilBertTokenizer.from_pretrained(dir)."
         )
-    vocab_size = model.encoder.config.vocab_size
-    if tokenizer.vocab_size > vocab_size:
-        raise ValueError(
-            f"The tokenizer has {tokenizer.vocab_size} tokens but the model's encoder embeds only {vocab_size}: "
-            "it is not the tokenizer this model was trained with. Pass the model's own tokenizer."
-        )
+    check_tokenizer_fits_encoder(tokenizer, model.encoder.config, source="the tokenizer given to pipeline()")
     return tokenizer
 
 
@@ -452,10 +504,11 @@ def _as_question_context(item: Any, index: int) -> tuple[str, str]:
     )
 
 
-def _approximate_length(item: Any) -> tuple[int, int]:
-    """(words and punctuation marks, characters): BERT's pre-tokenizer split, before word pieces."""
-    parts = (item,) if isinstance(item, str) else item
-    return sum(len(_PRE_TOKENS.findall(part)) for part in parts), sum(len(part) for part in parts)
+def _approximate_length(item: Any, limit: int) -> tuple[int, int]:
+    """(words and punctuation marks, characters) in each part's first ``limit`` characters: BERT's
+    pre-tokenizer split, before word pieces; counted without building a list, so memory stays flat."""
+    parts = [part[:limit] for part in ((item,) if isinstance(item, str) else item)]
+    return sum(sum(1 for _ in _PRE_TOKENS.finditer(part)) for part in parts), sum(len(part) for part in parts)
 
 
 # -- progress -----------------------------------------------------------------------------------------

@@ -12,13 +12,20 @@ Edge cases, by design:
 - an empty or whitespace-only text gives ``[CLS] [SEP]`` (and ``[CLS] [SEP] [SEP]`` for an empty pair);
 - a text longer than ``max_length`` is truncated, or cut into windows with ``return_overflowing=True``;
   only ``truncation=False`` turns it into an error;
-- a word longer than 100 characters becomes one ``[UNK]``, as in BERT.
+- a word longer than 100 characters becomes one ``[UNK]``, as in BERT;
+- a lone surrogate (e.g. ``"\\ud800"``, which no UTF-8 text holds) becomes U+FFFD, one character for
+  one, so character offsets still point into the text as given;
+- memory stays bounded for huge texts: when truncating (no windows), only a prefix of a text is
+  tokenized, long enough that the tokens kept are exactly those of the whole text (see
+  `DistilBertTokenizer._bounded_prefix`); texts that are windowed or must not be truncated are
+  refused beyond `MAX_WHOLE_TEXT_CHARS` characters with an error saying so.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +46,12 @@ PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 REQUIRED_SPECIAL_TOKENS = (PAD, UNK, CLS, SEP)
 MAX_INPUT_CHARS_PER_WORD = 100  # BERT's limit: a longer word is one [UNK]
 DEFAULT_MODEL_MAX_LENGTH = 512
+# Truncating encodes read a first prefix of max_length * this many characters (and grow it only
+# if that prefix holds too few tokens), so a 50 MB text costs what its kept tokens cost.
+PREFIX_CHARS_PER_TOKEN = 100
+# Texts tokenized whole (split into windows, or with truncation=False) may be at most this long.
+MAX_WHOLE_TEXT_CHARS = 1_000_000
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 JSON_FORMAT = "distilbert_heads.tokenizer"
 JSON_FORMAT_VERSION = 1
@@ -379,6 +392,11 @@ class DistilBertTokenizer:
         """
         firsts, seconds = _as_batch(texts, pairs)
         strategy = _check_options(max_length, truncation, padding, stride, return_overflowing, is_pair=seconds is not None)
+        if strategy is not None and not return_overflowing:
+            firsts = [self._bounded_prefix(text, max_length) for text in firsts]
+            seconds = None if seconds is None else [self._bounded_prefix(text, max_length) for text in seconds]
+        else:
+            _check_whole_text_lengths(firsts, seconds, windowed=return_overflowing)
         inputs: list[Any] = firsts if seconds is None else list(zip(firsts, seconds))
         specials = 2 if seconds is None else 3
 
@@ -415,6 +433,25 @@ class DistilBertTokenizer:
         return self._pad(rows, sample_of_row, padding, max_length)
 
     __call__ = encode
+
+    def _bounded_prefix(self, text: str, max_length: int) -> str:
+        """A prefix of ``text`` whose first ``max_length`` tokens are the whole text's, found in bounded memory.
+
+        Cutting a text changes at most the pre-tokenized words the cut falls in (each at most
+        `MAX_INPUT_CHARS_PER_WORD` word pieces, or one ``[UNK]`` when longer), so a prefix
+        holding ``max_length`` + that margin tokens keeps exactly the tokens truncation keeps,
+        for single texts and for ``longest_first`` / ``only_second`` pairs alike. The prefix
+        starts at ``max_length * PREFIX_CHARS_PER_TOKEN`` characters and grows fourfold while it
+        holds fewer tokens (only texts that are mostly spaces or control characters need that).
+        """
+        budget = max_length * PREFIX_CHARS_PER_TOKEN
+        needed = max_length + MAX_INPUT_CHARS_PER_WORD + 8  # 8: a cut inside a typed special token like [SEP]
+        while budget < len(text):
+            prefix = text[:budget]
+            if len(self._tokenizer.encode(prefix, add_special_tokens=False).ids) >= needed:
+                return prefix
+            budget *= 4
+        return text
 
     def _pad(self, rows: list[Any], sample_of_row: list[int], padding: Padding, max_length: int) -> BatchEncoding:
         lengths = [len(row.ids) for row in rows]
@@ -655,9 +692,28 @@ def _as_batch(texts: Any, pairs: Any) -> tuple[list[str], list[str] | None]:
     return firsts, seconds
 
 
+def _check_whole_text_lengths(firsts: list[str], seconds: list[str] | None, *, windowed: bool) -> None:
+    for name, texts in (("texts", firsts), ("pairs", seconds or [])):
+        for index, text in enumerate(texts):
+            if len(text) > MAX_WHOLE_TEXT_CHARS:
+                how = "split into windows" if windowed else "tokenized whole (truncation=False)"
+                raise ValueError(
+                    f"{name}[{index}] is {len(text):,} characters long; a text that is {how} may be at most "
+                    f"{MAX_WHOLE_TEXT_CHARS:,} characters (distilbert_heads.tokenizer.MAX_WHOLE_TEXT_CHARS), to keep "
+                    "memory bounded. Split the text into smaller documents (e.g. by paragraph) first."
+                )
+
+
+def _clean_text(text: str) -> str:
+    """``text`` with lone surrogates (not encodable as UTF-8) replaced by U+FFFD, one for one."""
+    if text.isascii() or not _LONE_SURROGATE.search(text):
+        return text
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
 def _as_text_list(value: Any, name: str) -> list[str]:
     if isinstance(value, str):
-        return [value]
+        return [_clean_text(value)]
     if isinstance(value, (bytes, Mapping)) or not isinstance(value, (Sequence, np.ndarray)):
         raise ValueError(f"{name} must be a string or a list of strings, not {type(value).__name__}.")
     items = list(value)
@@ -667,7 +723,7 @@ def _as_text_list(value: Any, name: str) -> list[str]:
                 f"{name}[{index}] is {type(item).__name__} ({item!r}); every entry must be a string. "
                 "Convert missing values to '' first."
             )
-    return items
+    return [_clean_text(item) for item in items]
 
 
 def _check_options(

@@ -289,6 +289,58 @@ def test_very_long_text_is_truncated_or_windowed(vocab_file):
     assert tokenizer.encode("hello", truncation=False).tokens == [["[CLS]", "hello", "[SEP]"]]
 
 
+def _long_hostile_texts(cut: int) -> list[str]:
+    """Texts past the first prefix (``cut`` characters) with something awkward where it falls."""
+    mixed = " ".join(CORPUS)
+    return [
+        (mixed * (3 * cut // len(mixed) + 2)),
+        " " * (3 * cut) + "words after a long run of spaces " * 5,
+        "\x00\x07" * (2 * cut) + " control characters first, then words " * 3,
+        "a " * ((cut - 60) // 2) + "x" * 150 + " tail words" * 20,
+        "ab " * ((cut - 2) // 3) + "[SEP] more words" * 40,
+        "東京" * (2 * cut),
+    ]
+
+
+@pytest.mark.parametrize("max_length", [8, 12])
+def test_long_texts_keep_exactly_the_tokens_of_the_whole_text(vocab_file, tmp_path, max_length):
+    """Truncating encodes read only a prefix of a long text; what they keep must be what transformers keeps."""
+    from distilbert_heads.tokenizer import PREFIX_CHARS_PER_TOKEN
+
+    tokenizer = DistilBertTokenizer.from_vocab(vocab_file, lowercase=False)
+    reference = reference_tokenizer(vocab_file, tmp_path, lowercase=False, strip_accents=False)
+    texts = _long_hostile_texts(max_length * PREFIX_CHARS_PER_TOKEN)
+    assert all(len(text) > max_length * PREFIX_CHARS_PER_TOKEN for text in texts)
+    assert_same(tokenizer.encode(texts, max_length=max_length),
+                reference_batch(reference, texts, truncation=True, max_length=max_length))
+    shorts = ["a question", "", *texts[:4]]
+    for strategy in ("longest_first", "only_second"):
+        firsts = shorts if strategy == "longest_first" else ["a question"] * len(texts)
+        assert_same(tokenizer.encode(firsts, texts, max_length=max_length, truncation=strategy),
+                    reference_batch(reference, firsts, texts, truncation=strategy, max_length=max_length))
+
+
+def test_texts_tokenized_whole_are_bounded_in_characters(vocab_file):
+    from distilbert_heads.tokenizer import MAX_WHOLE_TEXT_CHARS
+
+    tokenizer = DistilBertTokenizer.from_vocab(vocab_file)
+    huge = "word " * (MAX_WHOLE_TEXT_CHARS // 5 + 1)
+    for kwargs in ({"return_overflowing": True, "stride": 2}, {"truncation": False}):
+        with pytest.raises(ValueError, match=r"texts\[1\] is 1,000,005 characters long.*at most 1,000,000"):
+            tokenizer.encode(["fine", huge], max_length=16, **kwargs)
+
+
+def test_lone_surrogates_become_replacement_characters_one_for_one(vocab_file):
+    tokenizer = DistilBertTokenizer.from_vocab(vocab_file)
+    text = "caf\ud800e and \udfff world \ud83d\ude00"
+    encoding = tokenizer.encode(text)
+    assert encoding.tokens == tokenizer.encode(text.replace("\ud800", "\ufffd").replace("\udfff", "\ufffd")
+                                               .replace("\ud83d", "\ufffd").replace("\ude00", "\ufffd")).tokens
+    assert [text[s:e] for s, e in encoding.offsets[0] if e][-2:] == ["and", "world"]
+    pair = tokenizer.encode("\ud800 question", "context \udc00")
+    assert pair.tokens[0][0] == "[CLS]" and pair.tokens[0].count("[SEP]") == 2
+
+
 def test_impossible_truncation_is_a_value_error_not_a_crash(vocab_file):
     tokenizer = DistilBertTokenizer.from_vocab(vocab_file)
     long_question, context = "the quick brown fox " * 10, "the lazy dog " * 10

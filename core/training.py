@@ -633,11 +633,6 @@ def train(
         head_options=options,
         **encoder_overrides,
     )
-    if tokenizer.vocab_size > model.encoder.config.vocab_size:
-        raise TrainingError(
-            f"The tokenizer has {tokenizer.vocab_size} tokens but the encoder's vocab_size is "
-            f"{model.encoder.config.vocab_size}; use the checkpoint's own tokenizer (or a larger vocab_size)."
-        )
     max_length = min(max_length, model.encoder.config.max_position_embeddings)
     model.tokenizer = tokenizer  # saved inside the .keras file
     # Saved in the model's config: pipelines (and `evaluate` on the saved file) use the length it was trained at.

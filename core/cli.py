@@ -145,15 +145,20 @@ def _unwrap(error: BaseException) -> BaseException:
     return error
 
 
-def _one_line(error: BaseException) -> str:
+_FILE_ARGUMENTS = ("train", "eval", "data", "input", "model", "checkpoint")
+
+
+def _one_line(error: BaseException, args: argparse.Namespace | None = None) -> str:
     """The error's message as one line: Keras' call wrapper and ANSI codes removed."""
     text = _ANSI_ESCAPE.sub("", str(_unwrap(error)))
     wrapped = _KERAS_WRAPPER.match(text)
     if wrapped:
         text = wrapped.group(1)
     if isinstance(error, (MemoryError, RecursionError)):
-        text = f"{type(error).__name__}: the input is too large or too deeply nested to read" + (
-            f" ({text})" if text.strip() else ""
+        files = [str(value) for name in _FILE_ARGUMENTS if (value := getattr(args, name, None)) is not None]
+        text = (
+            f"{type(error).__name__} while reading {' or '.join(files) or 'the input'}: the input is too large or too "
+            f"deeply nested for this machine" + (f" ({text})" if text.strip() else "")
         )
     text = " ".join(part.strip() for part in text.splitlines() if part.strip())
     return text or type(error).__name__
@@ -676,7 +681,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         if os.environ.get(DEBUG_VARIABLE) or not isinstance(error, _user_errors()):
             raise
-        print(f"error: {_one_line(error)}", file=sys.stderr)
+        print(f"error: {_one_line(error, args)}", file=sys.stderr)
         return USER_ERROR_EXIT
 
 

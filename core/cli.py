@@ -385,7 +385,8 @@ def _predict_inputs(
     wrong = [flag for flag in given if flag not in flags]
     missing = [flag for flag in flags if flag not in given]
     if wrong or missing:
-        problem = f"{', '.join(wrong)} does not apply to it" if wrong else f"{', '.join(missing)} is missing"
+        problem = (f"{' and '.join(wrong)} {'do' if len(wrong) > 1 else 'does'} not apply to it" if wrong
+                   else f"{' and '.join(missing)} {'are' if len(missing) > 1 else 'is'} missing")
         raise CLIError(
             f"this model's head {head_label} takes {meaning} (input_kind {kind!r}), so pass {takes} "
             f"(each repeatable) or --input FILE; {problem}."
@@ -534,6 +535,7 @@ def _add_convert(subparsers: Any) -> None:
 # -- export ---------------------------------------------------------------------------------------------
 def _cmd_export(args: argparse.Namespace) -> int:
     import keras
+
     from distilbert_heads.model import flat_output_key
     from distilbert_heads.training import load_model
 

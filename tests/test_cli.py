@@ -345,7 +345,7 @@ USER_ERRORS = {
     "pair-count-mismatch": (lambda tmp, tr: ["predict", "--model", str(tr("pairwise")[0]), "--text-a", "A", "--text-a", "B",
                                              "--text-b", "C"], ["--text-a was given 2", "--text-b 1"]),
     "pair-flag-missing": (lambda tmp, tr: ["predict", "--model", str(tr("pairwise")[0]), "--text-a", "A"],
-                          ["--text-b is missing", "--text-a A --text-b B", "input_kind 'pair'"]),
+                          ["--text-b is missing", "--text-a TEXT_A --text-b TEXT_B", "input_kind 'pair'"]),
     "input-and-text": (lambda tmp, tr: ["predict", "--model", _sentiment(tmp, tr), "--input", _train_file(tmp, tr),
                                         "--text", "hi"], ["--input", "--text"]),
     "bad-data-row": (_bad_row_file, ["bad.jsonl line 2"]),

@@ -1,33 +1,42 @@
 """The ``distilbert-heads`` command line: heads, train, evaluate, predict, convert, export, demo.
 
 Each subcommand is a ``_cmd_<name>(args) -> int`` function plus a ``_add_<name>(subparsers)``
-that declares its arguments; `main` only parses and dispatches. A user error (a bad file, an
-unknown task, a missing model) prints one ``error: ...`` line to stderr and exits 2, without a
-traceback (set ``DISTILBERT_HEADS_DEBUG=1`` to see one). Heavy imports (TensorFlow, Keras) happen
-inside the commands, after ``TF_CPP_MIN_LOG_LEVEL`` is set, so ``--help`` is fast and quiet.
+that declares its arguments; `main` parses, starts Keras quietly and dispatches. A user error (a
+bad argument or file, an unknown task, a missing model) prints one ``error: ...`` line to stderr
+and exits 2, without a traceback or a usage block (set ``DISTILBERT_HEADS_DEBUG=1`` to see the
+traceback). Nothing heavy is imported at module level and arguments (files included) are checked
+before Keras and TensorFlow are, so ``--help`` and argument errors answer at once; TensorFlow's
+C++ start-up lines are hidden unless ``DISTILBERT_HEADS_TF_LOGS=1``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import re
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from distilbert_heads.display import describe_answer, jsonable
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 USER_ERROR_EXIT = 2
+TF_LOGS_VARIABLE = "DISTILBERT_HEADS_TF_LOGS"
+DEBUG_VARIABLE = "DISTILBERT_HEADS_DEBUG"
 
 _STATUS_STYLE = {"ok": "green", "failed": "bold red", "conflict": "bold red", "blocked": "yellow", "overridden": "dim"}
 
 
 def _cmd_heads(args: argparse.Namespace) -> int:
-    from distilbert_heads.registry import PluginConflictError, PluginLoadError, get_registry
+    from distilbert_heads.registry import (  # loads plugins
+        PluginConflictError,
+        PluginLoadError,
+        get_registry,
+    )
 
     registry = get_registry()
     try:
@@ -100,35 +109,137 @@ class CLIError(Exception):
     """A user error: printed as one line on stderr, exit code 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line with a pointer to --help, not a usage block."""
+
+    def error(self, message: str) -> Any:  # argparse's contract: print and exit
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(USER_ERROR_EXIT)
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "the input was wrong", not "the program is broken"."""
     from distilbert_heads.data import DataFileError
     from distilbert_heads.head import HeadOptionsError
     from distilbert_heads.model import MissingHeadPluginError
-    from distilbert_heads.registry import PluginConflictError, PluginLoadError, UnknownTaskTypeError
+    from distilbert_heads.registry import (
+        PluginConflictError,
+        PluginLoadError,
+        UnknownTaskTypeError,
+    )
     from distilbert_heads.training import TrainingError
 
-    return (CLIError, DataFileError, HeadOptionsError, MissingHeadPluginError, PluginConflictError, PluginLoadError,
-            UnknownTaskTypeError, TrainingError, ValueError, OSError)
+    errors: tuple[type[BaseException], ...] = (
+        CLIError, DataFileError, HeadOptionsError, MissingHeadPluginError, PluginConflictError, PluginLoadError,
+        UnknownTaskTypeError,
+        TrainingError, ValueError, OSError,
+        MemoryError, RecursionError,  # a huge or deeply nested input file
+    )
+    tensorflow = sys.modules.get("tensorflow")
+    if tensorflow is not None:  # raw op errors from inputs the checks did not catch (bad ids, too large)
+        errors += (tensorflow.errors.InvalidArgumentError, tensorflow.errors.ResourceExhaustedError)
+    return errors
 
 
-def _one_line(error: BaseException) -> str:
-    text = " ".join(part.strip() for part in str(error).splitlines() if part.strip())
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_KERAS_WRAPPER = re.compile(
+    r"^Exception encountered when calling .*?\n\s*\n(.*?)(?:\n\s*\nArguments received by |\Z)", re.DOTALL
+)
+
+
+def _unwrap(error: BaseException) -> BaseException:
+    """The error Keras wrapped in "Exception encountered when calling ...", when it kept it."""
+    while getattr(error, "_keras_call_info_injected", False) and error.__context__ is not None:
+        error = error.__context__
+    return error
+
+
+_FILE_ARGUMENTS = ("train", "eval", "data", "input", "model", "checkpoint")
+
+
+def _one_line(error: BaseException, args: argparse.Namespace | None = None) -> str:
+    """The error's message as one line: Keras' call wrapper and ANSI codes removed."""
+    text = _ANSI_ESCAPE.sub("", str(_unwrap(error)))
+    wrapped = _KERAS_WRAPPER.match(text)
+    if wrapped:
+        text = wrapped.group(1)
+    if isinstance(error, (MemoryError, RecursionError)):
+        files = [str(value) for name in _FILE_ARGUMENTS if (value := getattr(args, name, None)) is not None]
+        text = (
+            f"{type(error).__name__} while reading {' or '.join(files) or 'the input'}: the input is too large or too "
+            f"deeply nested for this machine" + (f" ({text})" if text.strip() else "")
+        )
+    text = " ".join(part.strip() for part in text.splitlines() if part.strip())
     return text or type(error).__name__
 
 
-def _check_file(path: str, what: str) -> None:
-    if not Path(path).is_file():
-        raise CLIError(f"{what} {path!r} does not exist (or is not a file).")
+def _existing_file(text: str) -> str:
+    """argparse type: a path to an existing file, checked before anything heavy is imported."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory; expected a file")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"file {text!r} does not exist")
+    return text
+
+
+def _model_path(text: str) -> str:
+    """argparse type for --model: refuses a SavedModel export (loading reports every other problem)."""
+    if (Path(text) / "saved_model.pb").is_file():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a TensorFlow SavedModel export (for TensorFlow Serving, written by `distilbert-heads "
+            "export`), not a .keras model; pass the .keras file it was exported from"
+        )
+    return text
+
+
+def _keras_file_out(text: str) -> str:
+    if not text.endswith(".keras"):
+        raise argparse.ArgumentTypeError(f"must name a .keras file (e.g. model.keras), got {text!r}")
+    return text
+
+
+# absl/glog lines ("I0000 00:00:1796.28 12169 port.cc:153] ...") and the lines that go with them
+_TF_NOISE = re.compile(r"^([IWE]\d{4} [\d:.]+ +\d+ \S+:\d+\] |WARNING: All log messages before absl::"
+                       r"InitializeLog\(\)|To enable the following instructions: )")
+
+
+def _start_keras_quietly() -> None:
+    """Import Keras (and TensorFlow) with TensorFlow's C++ start-up lines hidden.
+
+    Those lines ("oneDNN custom operations are on", cpu_feature_guard, cudart_stub) are written to
+    file descriptor 2 by TensorFlow's C++ before absl logging starts, so TF_CPP_MIN_LOG_LEVEL cannot
+    stop them: stderr is pointed at a temporary file while TensorFlow is first imported, and only
+    what is not such a line is copied back. ``DISTILBERT_HEADS_TF_LOGS=1`` leaves it all alone.
+    """
+    if os.environ.get(TF_LOGS_VARIABLE) or "keras" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # later C++ lines (e.g. "failed call to cuInit")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import keras
+
+            if keras.backend.backend() != "tensorflow" and importlib.util.find_spec("tensorflow") is not None:
+                import tensorflow  # noqa: F401  (other backends still import it for data pipelines)
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True)
+                    if not _TF_NOISE.match(line)]
+            sys.stderr.write("".join(kept))
 
 
 # -- train ---------------------------------------------------------------------------------------------
 def _cmd_train(args: argparse.Namespace) -> int:
-    from distilbert_heads.training import train
+    from distilbert_heads.training import (
+        train,  # imports Keras: only once the arguments are known good
+    )
 
-    _check_file(args.train, "--train file")
-    if args.eval is not None:
-        _check_file(args.eval, "--eval file")
     result = train(
         args.task,
         args.train,
@@ -186,8 +297,10 @@ def _add_train(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--task", required=True, help="task type or alias: sentiment, ner, qa, pairwise, or a plugin's")
-    parser.add_argument("--train", required=True, metavar="FILE", help="training rows (.jsonl or .csv)")
-    parser.add_argument("--eval", metavar="FILE", help="held-out rows for early stopping and the final metrics")
+    parser.add_argument("--train", required=True, type=_existing_file, metavar="FILE",
+                        help="training rows (.jsonl or .csv)")
+    parser.add_argument("--eval", type=_existing_file, metavar="FILE",
+                        help="held-out rows for early stopping and the final metrics")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--variant", choices=("tiny", "small", "base"), default="tiny",
                         help="model size when training from scratch (default: tiny)")
@@ -216,9 +329,8 @@ def _add_train(subparsers: Any) -> None:
 
 # -- evaluate -------------------------------------------------------------------------------------------
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from distilbert_heads.training import evaluate, print_metrics_table
+    from distilbert_heads.training import evaluate, print_metrics_table  # imports Keras
 
-    _check_file(args.data, "--data file")
     metrics = evaluate(args.model, args.data, batch_size=args.batch_size, head=args.head)
     if args.json:
         print(json.dumps(metrics))
@@ -240,8 +352,10 @@ def _add_evaluate(subparsers: Any) -> None:
                "  distilbert-heads evaluate --model qa.keras --data dev.jsonl --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, metavar="MODEL.keras", help="a model saved by train (or convert)")
-    parser.add_argument("--data", required=True, metavar="FILE", help="labelled rows (.jsonl or .csv)")
+    parser.add_argument("--model", required=True, type=_model_path, metavar="MODEL.keras",
+                        help="a model saved by train (or convert)")
+    parser.add_argument("--data", required=True, type=_existing_file, metavar="FILE",
+                        help="labelled rows (.jsonl or .csv)")
     parser.add_argument("--head", help="which head, for a model with several")
     parser.add_argument("--batch-size", type=_positive_int, default=32, help="examples per batch (default: 32)")
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
@@ -249,21 +363,59 @@ def _add_evaluate(subparsers: Any) -> None:
 
 
 # -- predict --------------------------------------------------------------------------------------------
-def _predict_inputs(args: argparse.Namespace, kind: str) -> tuple[list[Any], tuple[Any, ...], dict[str, Any]]:
+# input_kind -> (the command-line flags that build one input, what one input is)
+_PREDICT_FLAGS = {
+    "text": (("--text",), "one text per input"),
+    "pair": (("--text-a", "--text-b"), "a pair of texts per input"),
+    "question_context": (("--question", "--context"), "a question and the passage holding its answer per input"),
+}
+
+
+def _given_texts(args: argparse.Namespace) -> dict[str, list[str]]:
+    given = {"--text": args.text, "--text-a": args.text_a, "--text-b": args.text_b,
+             "--question": args.question, "--context": args.context}
+    return {flag: values for flag, values in given.items() if values}
+
+
+def _predict_inputs(
+    args: argparse.Namespace, kind: str, head_label: str
+) -> tuple[list[Any], tuple[Any, ...], dict[str, Any]]:
     """(what to show per input, pipeline args, pipeline kwargs) from the command line or --input file."""
+    given = _given_texts(args)
     if args.input is not None:
+        if given:
+            raise CLIError(f"pass inputs either with --input or with {', '.join(given)}, not both.")
         return _inputs_from_file(args.input, kind)
+    if kind not in _PREDICT_FLAGS:
+        raise CLIError(
+            f"this model's head {head_label} takes input_kind {kind!r}, which the command line cannot build; "
+            "use the Python API (distilbert_heads.pipeline)."
+        )
+    flags, meaning = _PREDICT_FLAGS[kind]
+    takes = " ".join(f"{flag} {flag.lstrip('-').upper().replace('-', '_')}" for flag in flags)
+    wrong = [flag for flag in given if flag not in flags]
+    missing = [flag for flag in flags if flag not in given]
+    if wrong or missing:
+        problem = (f"{' and '.join(wrong)} {'do' if len(wrong) > 1 else 'does'} not apply to it" if wrong
+                   else f"{' and '.join(missing)} {'are' if len(missing) > 1 else 'is'} missing")
+        raise CLIError(
+            f"this model's head {head_label} takes {meaning} (input_kind {kind!r}), so pass {takes} "
+            f"(each repeatable) or --input FILE; {problem}."
+        )
+    counts = {flag: len(given[flag]) for flag in flags}
+    if len(set(counts.values())) > 1:
+        first, second = flags
+        raise CLIError(
+            f"{first} was given {counts[first]} time(s) but {second} {counts[second]} time(s); "
+            f"pass one {second} per {first}, in the same order."
+        )
     if kind == "question_context":
-        if args.question is None or args.context is None:
-            raise CLIError("This is a question-answering model: pass --question Q --context C (or --input FILE).")
-        return [f"Q: {args.question}"], (), {"question": [args.question], "context": [args.context]}
+        questions, contexts = given["--question"], given["--context"]
+        return [f"Q: {q}" for q in questions], (), {"question": questions, "context": contexts}
     if kind == "pair":
-        if args.text_a is None or args.text_b is None:
-            raise CLIError("This model classifies text pairs: pass --text-a A --text-b B (or --input FILE).")
-        return [f"{args.text_a} || {args.text_b}"], ([(args.text_a, args.text_b)],), {}
-    if not args.text:
-        raise CLIError("Pass --text TEXT (several allowed) or --input FILE.")
-    return list(args.text), (list(args.text),), {}
+        pairs = list(zip(given["--text-a"], given["--text-b"], strict=True))
+        return [f"{a} || {b}" for a, b in pairs], (pairs,), {}
+    return list(given["--text"]), (list(given["--text"]),), {}
 
 
 def _inputs_from_file(path: str, kind: str) -> tuple[list[Any], tuple[Any, ...], dict[str, Any]]:
@@ -289,15 +441,15 @@ def _inputs_from_file(path: str, kind: str) -> tuple[list[Any], tuple[Any, ...],
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    # these import Keras: only once the arguments are known good
     from distilbert_heads.pipeline import pipeline
     from distilbert_heads.training import load_model, model_tokenizer, select_head
 
-    if args.input is not None:
-        _check_file(args.input, "--input file")
     model = load_model(args.model)
     head_name, head = select_head(model, args.head)
     model_tokenizer(model)
-    shown, pipe_args, pipe_kwargs = _predict_inputs(args, getattr(head, "input_kind", "text"))
+    head_label = f"{head_name!r} ({type(head).__name__})"
+    shown, pipe_args, pipe_kwargs = _predict_inputs(args, getattr(head, "input_kind", "text"), head_label)
     pipe = pipeline(model, head=head_name, batch_size=args.batch_size, show_progress=False, dtype=args.dtype)
     answers = pipe(*pipe_args, **pipe_kwargs)  # one answer per input: the inputs are lists
     for text, answer in zip(shown, answers, strict=True):
@@ -315,7 +467,9 @@ def _add_predict(subparsers: Any) -> None:
         description=(
             "Load a .keras model (its tokenizer is inside) and print readable answers: label and score for "
             "classification, entities with character spans for NER, the answer span for QA, label and score "
-            "for pairs. With --json, one JSON object per input. --input reads a JSONL/CSV file with the "
+            "for pairs, one answer per input, in order. Text flags repeat (--text A --text B, or --text A B); "
+            "paired flags (--question/--context, --text-a/--text-b) must be given the same number of times. "
+            "With --json, one JSON object per input. --input reads a JSONL/CSV file with the "
             "columns text (or text_a and text_b, or question and context)."
         ),
         epilog=(
@@ -328,13 +482,17 @@ def _add_predict(subparsers: Any) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, metavar="MODEL.keras", help="a model saved by train (or convert)")
-    parser.add_argument("--text", nargs="+", metavar="TEXT", help="one or more texts (text models)")
-    parser.add_argument("--input", metavar="FILE", help="a .jsonl or .csv file of inputs")
-    parser.add_argument("--question", help="the question (QA models)")
-    parser.add_argument("--context", help="the passage holding the answer (QA models)")
-    parser.add_argument("--text-a", help="first text of a pair (pair models)")
-    parser.add_argument("--text-b", help="second text of a pair (pair models)")
+    parser.add_argument("--model", required=True, type=_model_path, metavar="MODEL.keras",
+                        help="a model saved by train (or convert)")
+    # Every text flag collects: `--text A --text B` and `--text A B` both answer A, then B.
+    repeatable = {"action": "extend", "nargs": "+"}
+    parser.add_argument("--text", **repeatable, metavar="TEXT", help="one or more texts (text models)")
+    parser.add_argument("--input", type=_existing_file, metavar="FILE", help="a .jsonl or .csv file of inputs")
+    parser.add_argument("--question", **repeatable, metavar="Q", help="questions (QA models), one per --context")
+    parser.add_argument("--context", **repeatable, metavar="C",
+                        help="the passages holding the answers (QA models), one per --question")
+    parser.add_argument("--text-a", **repeatable, metavar="A", help="first texts of pairs (pair models)")
+    parser.add_argument("--text-b", **repeatable, metavar="B", help="second texts of pairs (pair models), one per --text-a")
     parser.add_argument("--head", help="which head, for a model with several")
     parser.add_argument("--batch-size", type=_positive_int, default=32, help="inputs per batch (default: 32)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per input")
@@ -346,11 +504,10 @@ def _add_predict(subparsers: Any) -> None:
 
 # -- convert --------------------------------------------------------------------------------------------
 def _cmd_convert(args: argparse.Namespace) -> int:
+    # these import Keras: only once the arguments are known good
     from distilbert_heads.factory import create_distilbert_with_head
     from distilbert_heads.tokenizer import DistilBertTokenizer
 
-    if not args.out.endswith(".keras"):
-        raise CLIError(f"--out must name a .keras file (e.g. model.keras), got {args.out!r}.")
     tokenizer = DistilBertTokenizer.from_pretrained(args.checkpoint)
     model = create_distilbert_with_head(task_type=args.task, pretrained=args.checkpoint, tokenizer=tokenizer)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -381,13 +538,18 @@ def _add_convert(subparsers: Any) -> None:
     )
     parser.add_argument("checkpoint", metavar="DIR", help="Hugging Face checkpoint directory (or hub id)")
     parser.add_argument("--task", required=True, help="task type or alias of the head to put on it")
-    parser.add_argument("--out", required=True, metavar="MODEL.keras", help="where to save the model")
+    parser.add_argument("--out", required=True, type=_keras_file_out, metavar="MODEL.keras",
+                        help="where to save the model")
     parser.set_defaults(handler=_cmd_convert)
 
 
 # -- export ---------------------------------------------------------------------------------------------
 def _cmd_export(args: argparse.Namespace) -> int:
-    from distilbert_heads.export import TOKENIZER_DIR, export_saved_model, signature_output_name
+    from distilbert_heads.export import (
+        TOKENIZER_DIR,
+        export_saved_model,
+        signature_output_name,
+    )
     from distilbert_heads.training import load_model
 
     model = load_model(args.model)
@@ -416,13 +578,13 @@ def _add_export(subparsers: Any) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, metavar="MODEL.keras", help="the model to export")
+    parser.add_argument("--model", required=True, type=_model_path, metavar="MODEL.keras", help="the model to export")
     parser.add_argument("--out", required=True, metavar="DIR", help="a new (or empty) directory")
     parser.set_defaults(handler=_cmd_export)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from distilbert_heads.demo import run_demo
+    from distilbert_heads.demo import run_demo  # imports Keras
 
     return run_demo(quick=args.quick, out=args.out, seed=args.seed, verbose=args.verbose)
 
@@ -453,7 +615,7 @@ def _add_demo(subparsers: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="distilbert-heads",
         description="DistilBERT with pluggable task heads: train, evaluate, predict, convert and export models.",
         epilog=(
@@ -462,7 +624,11 @@ def build_parser() -> argparse.ArgumentParser:
             "  distilbert-heads heads\n"
             "  distilbert-heads train --task sentiment --train train.csv --eval dev.csv --out sentiment.keras\n"
             "  distilbert-heads predict --model sentiment.keras --text 'What a great film!'\n"
-            "run 'distilbert-heads COMMAND --help' for a command's options and examples."
+            "run 'distilbert-heads COMMAND --help' for a command's options and examples.\n\n"
+            "environment:\n"
+            f"  {TF_LOGS_VARIABLE}=1   show TensorFlow's own start-up and C++ log lines (hidden by default)\n"
+            f"  {DEBUG_VARIABLE}=1     show the full traceback instead of the one-line error\n"
+            "  NO_COLOR=1                   no colours, even on a terminal (never any in a pipe or file)"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -483,16 +649,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help and usage errors: return the code instead of exiting
-        return exit_.code if isinstance(exit_.code, int) else 2
+        return exit_.code if isinstance(exit_.code, int) else USER_ERROR_EXIT
     try:
+        _start_keras_quietly()
         return int(args.handler(args))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as error:
-        if os.environ.get("DISTILBERT_HEADS_DEBUG") or not isinstance(error, _user_errors()):
+        if os.environ.get(DEBUG_VARIABLE) or not isinstance(error, _user_errors()):
             raise
-        print(f"error: {_one_line(error)}", file=sys.stderr)
+        print(f"error: {_one_line(error, args)}", file=sys.stderr)
         return USER_ERROR_EXIT
 
 

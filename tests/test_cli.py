@@ -292,6 +292,158 @@ def test_export_refuses_other_backends(trained, tmp_path, capsys, monkeypatch):
     assert code == 2 and "TensorFlow backend" in err and "KERAS_BACKEND=tensorflow" in err
 
 
+# -- every user error: one line, exit 2 ---------------------------------------------------------------------
+def _saved_model_dir(tmp_path, trained):
+    folder = tmp_path / "serving" / "1"
+    folder.mkdir(parents=True)
+    (folder / "saved_model.pb").write_bytes(b"\x08\x01")
+    return ["predict", "--model", str(folder), "--text", "hi"]
+
+
+def _bad_row_file(tmp_path, trained):
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"text": "fine", "label": "positive"}\n{"text": "oops", "label": \n', encoding="utf-8")
+    return ["evaluate", "--model", str(trained("sentiment")[0]), "--data", str(data)]
+
+
+def _nested_json_file(tmp_path, trained):
+    data = tmp_path / "nested.jsonl"
+    data.write_text('{"text": ' + "[" * 200_000 + "]" * 200_000 + ', "label": "x"}\n', encoding="utf-8")
+    return ["train", "--task", "sentiment", "--train", str(data), "--out", str(tmp_path / "m.keras")]
+
+
+def _not_a_zip(tmp_path, trained):
+    model = tmp_path / "broken.keras"
+    model.write_bytes(b"not a zip file")
+    return ["predict", "--model", str(model), "--text", "hi"]
+
+
+def _sentiment(tmp_path, trained):
+    return str(trained("sentiment")[0])
+
+
+def _train_file(tmp_path, trained):
+    return str(task_files(tmp_path, "sentiment")[0])
+
+
+USER_ERRORS = {
+    "missing-file": (lambda tmp, tr: ["train", "--task", "sentiment", "--train", str(tmp / "nope.csv"), "--out", "m.keras"],
+                     ["nope.csv", "does not exist", "--train"]),
+    "unknown-task": (lambda tmp, tr: ["train", "--task", "no_such_task", "--train", _train_file(tmp, tr),
+                                      "--out", str(tmp / "m.keras")], ["no_such_task"]),
+    "bad-flag-value": (lambda tmp, tr: ["train", "--task", "sentiment", "--train", _train_file(tmp, tr), "--epochs", "zero",
+                                        "--out", "m.keras"], ["--epochs", "'zero'", "distilbert-heads train --help"]),
+    "zero-epochs": (lambda tmp, tr: ["train", "--task", "sentiment", "--train", _train_file(tmp, tr), "--epochs", "0",
+                                     "--out", "m.keras"], ["--epochs", "at least 1"]),
+    "unknown-flag": (lambda tmp, tr: ["predict", "--model", "m.keras", "--text", "hi", "--bogus"], ["--bogus"]),
+    "flag-without-value": (lambda tmp, tr: ["predict", "--model", "m.keras", "--text"], ["--text"]),
+    "directory-as-file": (lambda tmp, tr: ["evaluate", "--model", "m.keras", "--data", str(tmp)], ["is a directory"]),
+    "saved-model-as-model": (_saved_model_dir, ["SavedModel", "not a .keras model", "export"]),
+    "question-to-sentiment": (lambda tmp, tr: ["predict", "--model", _sentiment(tmp, tr), "--question", "Who?",
+                                               "--context", "Ada."],
+                              ["--question", "--context", "--text TEXT", "input_kind 'text'", "one text per input"]),
+    "pair-count-mismatch": (lambda tmp, tr: ["predict", "--model", str(tr("pairwise")[0]), "--text-a", "A", "--text-a", "B",
+                                             "--text-b", "C"], ["--text-a was given 2", "--text-b 1"]),
+    "pair-flag-missing": (lambda tmp, tr: ["predict", "--model", str(tr("pairwise")[0]), "--text-a", "A"],
+                          ["--text-b is missing", "--text-a TEXT_A --text-b TEXT_B", "input_kind 'pair'"]),
+    "input-and-text": (lambda tmp, tr: ["predict", "--model", _sentiment(tmp, tr), "--input", _train_file(tmp, tr),
+                                        "--text", "hi"], ["--input", "--text"]),
+    "bad-data-row": (_bad_row_file, ["bad.jsonl line 2"]),
+    "deeply-nested-json": (_nested_json_file, ["nested.jsonl", "RecursionError", "too deeply nested"]),
+    "convert-out-not-keras": (lambda tmp, tr: ["convert", str(tmp), "--task", "sentiment", "--out", "m.h5"],
+                              [".keras", "'m.h5'"]),
+    "keras-file-not-a-zip": (_not_a_zip, ["broken.keras"]),
+}
+
+
+@pytest.mark.parametrize("case", list(USER_ERRORS), ids=list(USER_ERRORS))
+def test_user_errors_print_one_plain_line_and_exit_2(trained, tmp_path, capfd, case):
+    make_argv, expected = USER_ERRORS[case]
+    argv = make_argv(tmp_path, trained)
+    capfd.readouterr()
+    code = main(argv)
+    err = capfd.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err and "usage:" not in err and "\x1b[" not in err
+    for fact in expected:
+        assert fact in err, (fact, err)
+
+
+class _Raises(keras.layers.Layer):
+    def call(self, inputs):
+        raise ValueError("input_ids hold id 70000 but the vocabulary has 30522 ids; check the tokenizer")
+
+
+@pytest.mark.parametrize(
+    "make_error",
+    [
+        lambda: _Raises()(np.zeros((1, 2))),  # Keras wraps it: "Exception encountered when calling ..."
+        lambda: (_ for _ in ()).throw(ValueError(
+            "Exception encountered when calling DistilBERT.call().\n\n\x1b[1minput_ids hold id 70000 but the "
+            "vocabulary has 30522 ids; check the tokenizer\x1b[0m\n\nArguments received by DistilBERT.call():\n"
+            "  • inputs={'input_ids': 'tf.Tensor(shape=(1, 2), dtype=int32)'}")),
+    ],
+    ids=["raised-through-keras", "wrapped-text-only"],
+)
+def test_keras_wrapped_errors_print_only_the_original_message(monkeypatch, capfd, make_error):
+    from distilbert_heads import cli
+
+    def fail(args):
+        make_error()
+
+    monkeypatch.setattr(cli, "_cmd_heads", fail)
+    assert main(["heads"]) == 2
+    err = capfd.readouterr().err
+    assert err == "error: input_ids hold id 70000 but the vocabulary has 30522 ids; check the tokenizer\n"
+
+
+@pytest.mark.parametrize(
+    ("error", "debug"),
+    [(KeyError("a bug"), ""), (AttributeError("a bug"), ""), (ValueError("bad input"), "1")],
+    ids=["bug-keyerror", "bug-attributeerror", "debug-shows-user-errors"],
+)
+def test_bugs_and_debug_mode_raise_instead_of_one_line(monkeypatch, error, debug):
+    from distilbert_heads import cli
+
+    def fail(args):
+        raise error
+
+    monkeypatch.setattr(cli, "_cmd_heads", fail)
+    monkeypatch.setenv("DISTILBERT_HEADS_DEBUG", debug)
+    with pytest.raises(type(error)):
+        main(["heads"])
+
+
+# -- predict answers every input, in order ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text_flags",
+    [["--text", "A superb meal.", "--text", "An awful trip.", "--text", "Fine."],
+     ["--text", "A superb meal.", "An awful trip.", "--text", "Fine."]],
+    ids=["repeated-flag", "mixed"],
+)
+def test_predict_answers_every_text_in_order(trained, capsys, text_flags):
+    model = str(trained("sentiment")[0])
+    texts = ["A superb meal.", "An awful trip.", "Fine."]
+    code, out, err = run(capsys, "predict", "--model", model, "--json", *text_flags)
+    assert code == 0, err
+    records = [json.loads(line) for line in out.strip().splitlines()]
+    assert [record["input"] for record in records] == texts
+    for text, record in zip(texts, records, strict=True):  # each answer is that text's own
+        _, alone, _ = run(capsys, "predict", "--model", model, "--json", "--text", text)
+        assert json.loads(alone)["prediction"]["label"] == record["prediction"]["label"]
+        assert json.loads(alone)["prediction"]["score"] == pytest.approx(record["prediction"]["score"], abs=1e-4)
+
+
+def test_predict_repeated_pairs_answer_each_pair(trained, capsys):
+    code, out, err = run(capsys, "predict", "--model", str(trained("pairwise")[0]), "--json",
+                         "--text-a", "A cat sat.", "--text-b", "A cat was sitting.",
+                         "--text-a", "Rain fell.", "--text-b", "The sun shone.")
+    assert code == 0, err
+    inputs = [json.loads(line)["input"] for line in out.strip().splitlines()]
+    assert inputs == ["A cat sat. || A cat was sitting.", "Rain fell. || The sun shone."]
+
+
 # -- the installed script and the demo --------------------------------------------------------------------
 @pytest.mark.slow
 def test_installed_script_prints_one_error_line_without_traceback(tmp_path):

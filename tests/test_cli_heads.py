@@ -86,10 +86,12 @@ def test_help_says_what_each_command_does_with_an_example(capsys):
     assert "distilbert-heads heads --json" in out
 
 
-def test_missing_or_unknown_command_is_a_usage_error(capsys):
-    assert main([]) == 2
-    assert main(["nope"]) == 2
-    assert "usage: distilbert-heads" in capsys.readouterr().err
+@pytest.mark.parametrize(("argv", "expected"), [([], "COMMAND"), (["nope"], "'nope'")], ids=["missing", "unknown"])
+def test_missing_or_unknown_command_is_one_error_line(capsys, argv, expected):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and len(err.splitlines()) == 1 and "usage:" not in err
+    assert expected in err and "distilbert-heads --help" in err
 
 
 @pytest.mark.slow

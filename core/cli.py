@@ -18,6 +18,7 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -236,30 +237,31 @@ def _start_keras_quietly() -> None:
 
 # -- train ---------------------------------------------------------------------------------------------
 def _cmd_train(args: argparse.Namespace) -> int:
-    from distilbert_heads.training import (
-        train,  # imports Keras: only once the arguments are known good
-    )
+    from distilbert_heads.training import ChanceLevelWarning, train  # imports Keras: arguments are good by now
 
-    result = train(
-        args.task,
-        args.train,
-        eval_file=args.eval,
-        variant=args.variant,
-        pretrained=args.pretrained,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        max_length=args.max_length,
-        out=args.out,
-        vocab_size=args.vocab_size,
-        lowercase=not args.cased,
-        whole_words=args.whole_words,
-        token_dropout=args.token_dropout,
-        patience=args.patience,
-        verbose=1 if sys.stdout.isatty() else 2,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ChanceLevelWarning)  # train prints it as one "warning:" line already
+        result = train(
+            args.task,
+            args.train,
+            eval_file=args.eval,
+            variant=args.variant,
+            pretrained=args.pretrained,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            max_length=args.max_length,
+            out=args.out,
+            vocab_size=args.vocab_size,
+            lowercase=not args.cased,
+            whole_words=args.whole_words,
+            token_dropout=args.token_dropout,
+            patience=args.patience,
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
     if args.json:
-        print(json.dumps({"metrics": result.metrics, "split": result.metrics_split, "path": str(result.path)}))
+        print(json.dumps({"metrics": result.metrics, "split": result.metrics_split, "path": str(result.path),
+                          "warnings": result.warnings}))
     return 0
 
 

@@ -370,6 +370,14 @@ def load_keras_model(path: str | os.PathLike) -> Any:
             f"{path} is damaged: its weights could not be read ({type(error).__name__}: {error}). "
             "Restore the file from a backup or save the model again."
         ) from error
+    except TypeError as error:
+        if type(error) is not TypeError:
+            raise
+        # Keras' word for a config naming a class it cannot find or build.
+        raise CheckpointError(
+            f"{path} describes a model this installation cannot rebuild ({error}). Was it saved by another "
+            "library, or edited? Load it where it was made, or save the model again."
+        ) from error
 
 
 def _check_keras_archive(path: Path) -> None:
@@ -427,6 +435,11 @@ def _check_keras_archive(path: Path) -> None:
         raise CheckpointError(
             f"{CONFIG_NAME} inside {os.fspath(path)!r} holds a JSON {type(config).__name__}, not the object Keras "
             f"writes. {fix}"
+        )
+    if not isinstance(config.get("class_name"), str) or not isinstance(config.get("config"), dict):
+        raise CheckpointError(
+            f"{CONFIG_NAME} inside {os.fspath(path)!r} is not a Keras model config: it lacks \"class_name\" or its "
+            f"\"config\" object. {fix}"
         )
 
 

@@ -85,6 +85,13 @@ def keras_file(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def encoder_keras_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("keras") / "encoder.keras"
+    DistilBERT(**TINY_ENCODER).save(path)
+    return path
+
+
 @pytest.fixture
 def checkpoint(hf_dir, tmp_path) -> Path:
     """A private copy of the tiny checkpoint, free to damage."""
@@ -111,20 +118,24 @@ OVERSIZED = {
 }
 
 
-@pytest.mark.parametrize("container", ["config.json", ".keras"])
+@pytest.mark.parametrize("container", ["config.json", "task .keras", "encoder .keras"])
 @pytest.mark.parametrize("case", list(OVERSIZED))
-def test_oversized_configs_fail_fast_naming_field_limit_and_override(case, container, keras_file, tmp_path,
-                                                                     monkeypatch):
+def test_oversized_configs_fail_fast_naming_field_limit_and_override(case, container, keras_file,
+                                                                     encoder_keras_file, tmp_path, monkeypatch):
     monkeypatch.delenv(ALLOW_LARGE_ENV, raising=False)
     fields, named, limit = OVERSIZED[case]
     if container == "config.json":
         (tmp_path / "config.json").write_text(json.dumps(
             {"model_type": "distilbert", **{HF_FIELD_NAMES[key]: value for key, value in fields.items()}}))
         load = lambda: DistilBERT.from_pretrained(tmp_path)
-    else:
+    elif container == "task .keras":
         path = rewrite_member(keras_file, tmp_path / "big.keras", "config.json",
                               edit_json(lambda config: config["config"]["encoder"].update(fields)))
         load = lambda: load_task_model(path)
+    else:
+        path = rewrite_member(encoder_keras_file, tmp_path / "big.keras", "config.json",
+                              edit_json(lambda config: config["config"].update(fields)))
+        load = lambda: DistilBERT.from_keras_file(path)
     start = time.perf_counter()
     with pytest.raises(ConfigError) as error:
         load()
@@ -411,6 +422,11 @@ CORRUPT = {  # case: (damage, loader, facts the message must state)
     "keras config invalid JSON": (_keras_member("config.json", lambda data: data[:-5]), "keras",
                                   ["config.json inside", "edited.keras", "not valid JSON"]),
     "keras config not an object": (_keras_member("config.json", lambda data: b'"model"'), "keras", ["JSON str"]),
+    "keras config not a model": (_keras_member("config.json", lambda data: b"{}"), "keras",
+                                 ["not a Keras model config", "class_name"]),
+    "keras config unknown class": (
+        _keras_member("config.json", edit_json(lambda c: c.update(class_name="Nope", registered_name="Nope"))),
+        "keras", ["edited.keras", "Nope", "cannot rebuild"]),
     "keras weights missing": (_keras_member("model.weights.h5", lambda data: None), "keras",
                               ["edited.keras", "no weights"]),
     "keras weights damaged": (_keras_member("model.weights.h5", lambda data: data[: len(data) // 2]), "keras",

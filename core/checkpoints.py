@@ -33,6 +33,10 @@ TORCH_BIN_NAME = "pytorch_model.bin"
 TORCH_BIN_INDEX_NAME = "pytorch_model.bin.index.json"
 # Files that look like weights; those a checkpoint does not name are ignored and reported.
 WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".npz"})
+# The same weights in other frameworks' formats, which hub repositories ship side by side.
+OTHER_FORMAT_NAME = re.compile(
+    r"(model|pytorch_model|tf_model|flax_model)(-\d+-of-\d+)?\.(safetensors|bin|h5|msgpack)"
+)
 # A config or index file larger than this is not one (the largest real ones are a few MB).
 MAX_JSON_BYTES = 64 * 1024 * 1024
 SAFETENSORS_ADVICE = (
@@ -180,6 +184,11 @@ class WeightFiles:
 
     files: dict[Path, list[str] | None]
     ignored: list[str]
+
+    @property
+    def stray(self) -> list[str]:
+        """Ignored files that are not the same weights in another framework's format (worth a warning)."""
+        return [name for name in self.ignored if not OTHER_FORMAT_NAME.fullmatch(name)]
 
 
 def find_weight_files(directory: str | os.PathLike) -> WeightFiles:

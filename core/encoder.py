@@ -240,9 +240,9 @@ class DistilBERT(keras.Model):
             encoder, state, source=str(path_or_hub_id), allow_partial=allow_partial
         )
         encoder.load_report.ignored_files = weight_files.ignored
-        if weight_files.ignored:
+        if weight_files.stray:
             checkpoints.logger.warning(
-                "Files in %s that its checkpoint does not name were ignored: %s", directory, weight_files.ignored
+                "Files in %s that its checkpoint does not name were ignored: %s", directory, weight_files.stray
             )
         return encoder
 

@@ -171,12 +171,17 @@ def _stray_file(directory: Path, state: dict) -> None:
                                 str(directory / "zz-extra.safetensors"))
 
 
-def test_stray_weight_files_are_ignored_and_reported(checkpoint, hf_state):
+def test_stray_weight_files_are_ignored_and_reported(checkpoint, hf_state, caplog):
     _stray_file(checkpoint, hf_state)
     (checkpoint / "old.bin").write_bytes(b"not read")
-    encoder = DistilBERT.from_pretrained(checkpoint)
+    (checkpoint / "pytorch_model.bin").write_bytes(b"the same weights for torch, not read")
+    with caplog.at_level("WARNING", logger="distilbert_heads"):
+        encoder = DistilBERT.from_pretrained(checkpoint)
     assert_encoder_matches(encoder, hf_state)
-    assert encoder.load_report.ignored_files == ["old.bin", "zz-extra.safetensors"]
+    assert encoder.load_report.ignored_files == ["old.bin", "pytorch_model.bin", "zz-extra.safetensors"]
+    # The stray files are worth a warning; the usual other-format copy is not.
+    assert "zz-extra.safetensors" in caplog.text and "old.bin" in caplog.text
+    assert "pytorch_model.bin" not in caplog.text
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
+import re
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import TypeAdapter, ValidationError
 
 from distilbert_heads import atomic
 
@@ -27,15 +30,36 @@ logger = logging.getLogger("distilbert_heads")
 
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
+SAFETENSORS_INDEX_NAME = "model.safetensors.index.json"
 TORCH_BIN_NAME = "pytorch_model.bin"
+TORCH_BIN_INDEX_NAME = "pytorch_model.bin.index.json"
+# Files that look like weights; those a checkpoint does not name are ignored and reported.
+WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".npz"})
+# The same weights in other frameworks' formats, which hub repositories ship side by side.
+OTHER_FORMAT_NAME = re.compile(
+    r"(model|pytorch_model|tf_model|flax_model)(-\d+-of-\d+)?\.(safetensors|bin|h5|msgpack)"
+)
+# A config or index file larger than this is not one (the largest real ones are a few MB).
+MAX_JSON_BYTES = 64 * 1024 * 1024
+SAFETENSORS_ADVICE = (
+    "Use the checkpoint's model.safetensors instead (the Hugging Face hub has one for most models: "
+    "`huggingface-cli download <id> model.safetensors config.json`), or convert a .bin you trust with "
+    "https://huggingface.co/spaces/safetensors/convert."
+)
 ENCODER_PREFIX = "distilbert."
 # Files a hub download needs: config, weights and, for the tokenizer, its vocabulary.
-HUB_PATTERNS = ["config.json", "*.safetensors", "pytorch_model.bin", "vocab.txt", "tokenizer.json", "tokenizer_config.json"]
+HUB_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin",
+                "pytorch_model.bin.index.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json"]
 LEGACY_SUFFIXES = {".gamma": ".weight", ".beta": ".bias"}
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that is missing, unreadable or does not fit the model."""
+    """A checkpoint or model file that is missing, unreadable, unsafe or does not fit the model."""
+
+
+_ID2LABEL = TypeAdapter(dict[int, str])
+_LABEL2ID = TypeAdapter(dict[str, int])
+_WEIGHT_MAP = TypeAdapter(dict[str, str])
 
 
 @dataclass
@@ -47,6 +71,7 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    ignored_files: list[str] = field(default_factory=list)
 
 
 # -- locating a checkpoint ------------------------------------------------------------------
@@ -94,38 +119,344 @@ def _download_from_hub(hub_id: str) -> Path:
 
 # -- reading ----------------------------------------------------------------------------------
 def read_hf_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """``config.json`` as a dict, checked to be an object whose label maps have the right types.
+
+    ``id2label`` comes back with its keys normalised to ``"0"``, ``"1"``, ... .
+    """
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
         raise CheckpointError(f"{os.fspath(directory)!r} has no {CONFIG_NAME}; expected a Hugging Face checkpoint directory.")
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
-
-
-def read_state_dict(directory: str | os.PathLike) -> dict[str, np.ndarray]:
-    """All tensors of the checkpoint as float32/int numpy arrays, under Hugging Face key names."""
-    directory = Path(directory)
-    safetensors_files = sorted(directory.glob("*.safetensors"))
-    if safetensors_files:
-        from safetensors.numpy import load_file
-
-        state: dict[str, np.ndarray] = {}
-        for file in safetensors_files:
-            state.update(load_file(str(file)))
-        return _normalize_keys(state)
-    if (directory / TORCH_BIN_NAME).is_file():
+    hf = read_json_file(path, "the checkpoint's configuration")
+    if not isinstance(hf, dict):
+        raise CheckpointError(
+            f"{path} holds a JSON {type(hf).__name__}, but a Hugging Face {CONFIG_NAME} is a JSON object "
+            '({"model_type": "distilbert", "dim": 768, ...}). Restore the file from the original checkpoint.'
+        )
+    for key, adapter, expected in (("id2label", _ID2LABEL, 'class ids to names, e.g. {"0": "negative"}'),
+                                   ("label2id", _LABEL2ID, 'names to class ids, e.g. {"negative": 0}')):
+        if hf.get(key) is None:
+            continue
         try:
-            import torch
-        except ImportError:
+            labels = adapter.validate_python(hf[key])
+        except ValidationError as error:
+            problem = "; ".join(f"{'.'.join(map(str, item['loc'])) or key}: {item['msg']}"
+                                for item in error.errors()[:3])
             raise CheckpointError(
-                f"{os.fspath(directory)!r} has only {TORCH_BIN_NAME}, which needs torch to read. "
-                "Install torch, or convert the checkpoint to model.safetensors."
+                f"{key} in {path} must map {expected}; {problem}. Fix or remove {key} in the file."
             ) from None
-        tensors = torch.load(directory / TORCH_BIN_NAME, map_location="cpu", weights_only=True)
-        return _normalize_keys({key: value.float().numpy() if value.is_floating_point() else value.numpy()
-                                for key, value in tensors.items()})
-    raise CheckpointError(
-        f"{os.fspath(directory)!r} has no weights: expected {SAFETENSORS_NAME} or {TORCH_BIN_NAME}."
-    )
+        if key == "id2label":
+            hf[key] = {str(index): name for index, name in labels.items()}
+    return hf
+
+
+def read_json_file(path: Path, what: str) -> Any:
+    """Parse a JSON file, with errors that name the file, the line and the fix."""
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise CheckpointError(
+            f"{path} is {size:,} bytes, too large for {what} (at most {MAX_JSON_BYTES:,}); "
+            "is it the right file?"
+        )
+    return parse_json(path.read_bytes(), str(path), what)
+
+
+def parse_json(data: bytes, where: str, what: str) -> Any:
+    """Parse JSON bytes read from ``where`` (a file, or a member of an archive)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CheckpointError(
+            f"{where} is not UTF-8 text (byte {error.start} is {data[error.start:error.start + 1]!r}), so it cannot be "
+            f"{what}; save it as UTF-8 JSON or restore the original file."
+        ) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CheckpointError(
+            f"{where} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}), so it cannot be "
+            f"{what}; fix the file or restore the original."
+        ) from None
+    except RecursionError:
+        raise CheckpointError(f"{where} nests JSON too deeply to be {what}; restore the original file.") from None
+
+
+@dataclass(frozen=True)
+class WeightFiles:
+    """The weight files a checkpoint names: each file with the tensors to take from it (None: all)."""
+
+    files: dict[Path, list[str] | None]
+    ignored: list[str]
+
+    @property
+    def stray(self) -> list[str]:
+        """Ignored files that are not the same weights in another framework's format (worth a warning)."""
+        return [name for name in self.ignored if not OTHER_FORMAT_NAME.fullmatch(name)]
+
+
+def find_weight_files(directory: str | os.PathLike) -> WeightFiles:
+    """Exactly the weight files the checkpoint names; never a glob.
+
+    ``model.safetensors.index.json`` (its ``weight_map`` names every shard), else
+    ``model.safetensors``, else ``pytorch_model.bin.index.json``, else ``pytorch_model.bin``.
+    Other weight-like files in the folder are listed in ``ignored``.
+    """
+    directory = Path(directory)
+    for index_name, single_name in ((SAFETENSORS_INDEX_NAME, SAFETENSORS_NAME), (TORCH_BIN_INDEX_NAME, TORCH_BIN_NAME)):
+        if (directory / index_name).is_file():
+            files = _read_index(directory / index_name)
+            break
+        if (directory / single_name).is_file():
+            files = {directory / single_name: None}
+            break
+    else:
+        present = sorted(path.name for path in directory.iterdir() if path.suffix in WEIGHT_SUFFIXES)
+        raise CheckpointError(
+            f"{os.fspath(directory)!r} has no weights: expected {SAFETENSORS_NAME} (or {SAFETENSORS_INDEX_NAME} with "
+            f"its shards), or {TORCH_BIN_NAME}"
+            + (f". It has {', '.join(present)}, which a Hugging Face checkpoint does not name: rename the weights "
+               f"file to {SAFETENSORS_NAME} if it is the model's." if present else ".")
+        )
+    named = {path.name for path in files} | {SAFETENSORS_INDEX_NAME, TORCH_BIN_INDEX_NAME}
+    ignored = sorted(path.name for path in directory.iterdir()
+                     if path.suffix in WEIGHT_SUFFIXES and path.name not in named)
+    return WeightFiles(files=files, ignored=ignored)
+
+
+def _read_index(index: Path) -> dict[Path, list[str] | None]:
+    content = read_json_file(index, "a checkpoint shard index")
+    try:
+        weight_map = _WEIGHT_MAP.validate_python(content.get("weight_map") if isinstance(content, dict) else None)
+    except ValidationError:
+        raise CheckpointError(
+            f"{index} has no valid weight_map: expected a JSON object with \"weight_map\": "
+            '{"<tensor name>": "<shard file name>", ...}. Restore the index from the original checkpoint.'
+        ) from None
+    files: dict[Path, list[str] | None] = {}
+    for key, shard in weight_map.items():
+        if Path(shard).name != shard or shard in ("", ".", ".."):
+            raise CheckpointError(
+                f"{index} maps {key!r} to {shard!r}, which is not a file name in the checkpoint's own folder; "
+                "shards must sit beside the index. Restore the index from the original checkpoint."
+            )
+        files.setdefault(index.parent / shard, []).append(key)  # type: ignore[union-attr]
+    missing = [path.name for path in files if not path.is_file()]
+    if missing:
+        raise CheckpointError(
+            f"{index} names shard(s) {', '.join(missing)} that are not in {os.fspath(index.parent)!r}; the "
+            "checkpoint is incomplete. Download the missing shard(s) (or the whole checkpoint again)."
+        )
+    return files
+
+
+def read_state_dict(directory: str | os.PathLike, weight_files: WeightFiles | None = None) -> dict[str, np.ndarray]:
+    """The tensors of the files the checkpoint names, as float32/int numpy arrays under Hugging Face key names.
+
+    Raises `CheckpointError` for a missing, truncated, corrupt or unsafe file, and for a tensor
+    holding NaN or infinite values.
+    """
+    weight_files = weight_files or find_weight_files(directory)
+    state: dict[str, np.ndarray] = {}
+    origin: dict[str, Path] = {}
+    for path, keys in weight_files.files.items():
+        tensors = _read_safetensors(path, keys) if path.suffix == ".safetensors" else _read_torch_file(path, keys)
+        for key, value in _normalize_keys(tensors).items():
+            state[key] = value
+            origin[key] = path
+    for key, value in state.items():
+        if value.dtype.kind == "f":
+            bad = int(value.size - np.count_nonzero(np.isfinite(value)))
+            if bad:
+                raise CheckpointError(
+                    f"Tensor {key!r} in {origin[key]} holds {bad:,} NaN or infinite value(s) out of {value.size:,}; "
+                    "the checkpoint is corrupt or was saved after training diverged. Use an earlier or the "
+                    "original checkpoint."
+                )
+    return state
+
+
+def _read_safetensors(path: Path, keys: list[str] | None) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    def read(framework: str) -> dict[str, Any]:
+        with safe_open(str(path), framework=framework) as handle:
+            available = set(handle.keys())
+            wanted = list(available) if keys is None else keys
+            absent = [key for key in wanted if key not in available]
+            if absent:
+                raise CheckpointError(
+                    f"{path} lacks {len(absent)} tensor(s) its index assigns to it ({_first_few(absent)}); the shard "
+                    "does not match its index. Download the checkpoint again."
+                )
+            return {key: handle.get_tensor(key) for key in wanted}
+
+    try:
+        try:
+            return read("np")
+        except TypeError as error:  # bfloat16: numpy has no such dtype; torch reads it
+            if "bfloat16" not in str(error):
+                raise
+            import torch  # noqa: F401  (ImportError: reported below)
+
+            return {key: value.float().numpy() for key, value in read("pt").items()}
+    except CheckpointError:
+        raise
+    except ImportError:
+        raise CheckpointError(
+            f"{path} stores bfloat16 tensors, which need torch to read; install torch, or save the checkpoint "
+            "in float32 or float16."
+        ) from None
+    except Exception as error:  # SafetensorError and friends: the header or data is damaged
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({error}); it is truncated, corrupt or not a safetensors "
+            "file at all. Download the checkpoint again, or remove the file if it does not belong there."
+        ) from error
+
+
+def _read_torch_file(path: Path, keys: list[str] | None) -> dict[str, Any]:
+    try:
+        import torch
+    except ImportError:
+        raise CheckpointError(
+            f"{path} is a PyTorch pickle, which needs torch to read, and torch is not installed. Install torch "
+            f"(`pip install torch`), or use the checkpoint's {SAFETENSORS_NAME} instead. {SAFETENSORS_ADVICE}"
+        ) from None
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001  (every failure means "not a safe weights file")
+        # Not chained: torch's own message suggests weights_only=False, i.e. running the file's code.
+        raise CheckpointError(_unsafe_pickle_message(path, error)) from None
+    if not isinstance(loaded, Mapping) or not all(
+        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in loaded.items()
+    ):
+        raise CheckpointError(
+            f"{path} holds a {type(loaded).__name__}, not a state dict (a mapping of tensor names to tensors). "
+            f"{SAFETENSORS_ADVICE}"
+        )
+    wanted = list(loaded) if keys is None else keys
+    absent = [key for key in wanted if key not in loaded]
+    if absent:
+        raise CheckpointError(
+            f"{path} lacks {len(absent)} tensor(s) its index assigns to it ({_first_few(absent)}); the shard does "
+            "not match its index. Download the checkpoint again."
+        )
+    return {key: loaded[key].float().numpy() if loaded[key].is_floating_point() else loaded[key].numpy()
+            for key in wanted}
+
+
+def _unsafe_pickle_message(path: Path, error: BaseException) -> str:
+    text = str(error)
+    blocked = re.search(r"GLOBAL ([\w.]+)", text)
+    if blocked:
+        reason = (f"it asks to run `{blocked.group(1)}`, which a weights file never needs: it may be malicious. "
+                  "It was refused before anything in it ran")
+    elif isinstance(error, pickle.UnpicklingError) or "weights_only" in text:
+        reason = "it holds pickle data other than tensors, or is corrupt. It was refused before anything in it ran"
+    else:
+        reason = f"it is truncated or corrupt ({text.split('. ')[0].strip()})"
+    return f"{path} is not a safe weights-only PyTorch checkpoint: {reason}. {SAFETENSORS_ADVICE}"
+
+
+# -- .keras files ---------------------------------------------------------------------------
+KERAS_WEIGHT_MEMBERS = ("model.weights.h5", "model.weights.npz")
+
+
+def load_keras_model(path: str | os.PathLike) -> Any:
+    """``keras.models.load_model(path)`` after checking that ``path`` is a whole ``.keras`` archive.
+
+    Every way the file can be wrong (missing, a folder, another format, truncated, not a zip,
+    no or invalid ``config.json``, damaged weights) raises `CheckpointError` (or
+    `FileNotFoundError`) naming the file and what to pass instead.
+    """
+    import zipfile
+    import zlib
+
+    import keras
+
+    path = Path(path)
+    _check_keras_archive(path)
+    try:
+        return keras.models.load_model(path)
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise CheckpointError(
+            f"{path} is damaged: its weights could not be read ({type(error).__name__}: {error}). "
+            "Restore the file from a backup or save the model again."
+        ) from error
+    except TypeError as error:
+        if type(error) is not TypeError:
+            raise
+        # Keras' word for a config naming a class it cannot find or build.
+        raise CheckpointError(
+            f"{path} describes a model this installation cannot rebuild ({error}). Was it saved by another "
+            "library, or edited? Load it where it was made, or save the model again."
+        ) from error
+
+
+def _check_keras_archive(path: Path) -> None:
+    import zipfile
+    import zlib
+
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file():
+            raise CheckpointError(
+                f"{os.fspath(path)!r} is a TensorFlow SavedModel export, made for serving "
+                "(TensorFlow Serving, tf.saved_model.load); it cannot be loaded as a task model. Pass the .keras "
+                "file it was exported from (the one given to `distilbert-heads export --model`)."
+            )
+        if (path / CONFIG_NAME).is_file():
+            raise CheckpointError(
+                f"{os.fspath(path)!r} is a folder (a Hugging Face checkpoint?), not a .keras file. Convert it first: "
+                f"`distilbert-heads convert {os.fspath(path)} --task <task> --out model.keras`."
+            )
+        raise CheckpointError(
+            f"{os.fspath(path)!r} is a folder, not a .keras file; pass the path of a file written by model.save(...)."
+        )
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No model file at {os.fspath(path)!r}. Pass the path of a .keras file written by model.save(...) "
+            "(or `distilbert-heads train ... --out model.keras`)."
+        )
+    if path.suffix != ".keras":
+        raise CheckpointError(
+            f"{os.fspath(path)!r} is not a .keras file; pass a model saved with model.save('name.keras') "
+            "(legacy .h5 and other formats are not read); for a Hugging Face checkpoint directory, convert it "
+            "first (`distilbert-heads convert`)."
+        )
+    damaged = (f"{os.fspath(path)!r} is not a complete .keras file: a .keras model is a zip archive, and this one is "
+               "truncated or another kind of file")
+    fix = "Restore it from a backup or save the model again."
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{damaged}. {fix}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename: info for info in archive.infolist()}
+            if CONFIG_NAME not in members:
+                raise CheckpointError(f"{damaged}: it has no {CONFIG_NAME}. {fix}")
+            if not any(name in members for name in KERAS_WEIGHT_MEMBERS):
+                raise CheckpointError(f"{damaged}: it has no weights ({KERAS_WEIGHT_MEMBERS[0]}). {fix}")
+            if members[CONFIG_NAME].file_size > MAX_JSON_BYTES:
+                raise CheckpointError(
+                    f"{CONFIG_NAME} inside {os.fspath(path)!r} unpacks to {members[CONFIG_NAME].file_size:,} bytes, "
+                    f"too large for a model config (at most {MAX_JSON_BYTES:,}). {fix}"
+                )
+            data = archive.read(CONFIG_NAME)
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as error:
+        raise CheckpointError(f"{damaged} ({error}). {fix}") from None
+    config = parse_json(data, f"{CONFIG_NAME} inside {os.fspath(path)!r}", "a Keras model config")
+    if not isinstance(config, dict):
+        raise CheckpointError(
+            f"{CONFIG_NAME} inside {os.fspath(path)!r} holds a JSON {type(config).__name__}, not the object Keras "
+            f"writes. {fix}"
+        )
+    if not isinstance(config.get("class_name"), str) or not isinstance(config.get("config"), dict):
+        raise CheckpointError(
+            f"{CONFIG_NAME} inside {os.fspath(path)!r} is not a Keras model config: it lacks \"class_name\" or its "
+            f"\"config\" object. {fix}"
+        )
+
+
+def _first_few(keys: list[str], count: int = 5) -> str:
+    shown = ", ".join(keys[:count])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > count else "")
 
 
 def _normalize_keys(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -180,15 +511,28 @@ def encoder_state_dict(encoder: "DistilBERT") -> dict[str, np.ndarray]:
     return state
 
 
-def load_encoder_weights(encoder: "DistilBERT", state: Mapping[str, np.ndarray], source: str) -> LoadReport:
+def load_encoder_weights(
+    encoder: "DistilBERT", state: Mapping[str, np.ndarray], source: str, allow_partial: bool = False
+) -> LoadReport:
     """Copy an encoder state dict into ``encoder``; report what was loaded, missing, unused, skipped.
 
     Keys may carry the ``distilbert.`` prefix of task and masked-LM checkpoints. A word
     embedding whose vocabulary size differs from the encoder's is skipped with one warning.
-    Any other shape mismatch is an error: the checkpoint does not fit this config.
+    Any other shape mismatch is an error: the checkpoint does not fit this config. Encoder
+    weights the checkpoint lacks are an error too (they would stay random), unless
+    ``allow_partial`` asks for a deliberate partial load.
     """
     report = LoadReport(source=source)
     available = {key.removeprefix(ENCODER_PREFIX): key for key in state}
+    expected = [hf_key for hf_key, _, _ in encoder_weight_map(encoder)]
+    missing = [hf_key for hf_key in expected if hf_key not in available]
+    if missing and not allow_partial:
+        raise CheckpointError(
+            f"{source} lacks {len(missing)} of the encoder's {len(expected)} weights ({_first_few(missing)}); "
+            "loading it would leave them random. Check that the checkpoint is complete (every shard, the right "
+            "folder); to load a partial checkpoint on purpose, pass allow_partial=True "
+            "(command line: --allow-partial)."
+        )
     used = set()
     for hf_key, variable, transpose in encoder_weight_map(encoder):
         original_key = available.get(hf_key)

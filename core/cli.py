@@ -511,7 +511,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from distilbert_heads.tokenizer import DistilBertTokenizer
 
     tokenizer = DistilBertTokenizer.from_pretrained(args.checkpoint)
-    model = create_distilbert_with_head(task_type=args.task, pretrained=args.checkpoint, tokenizer=tokenizer)
+    model = create_distilbert_with_head(task_type=args.task, pretrained=args.checkpoint, tokenizer=tokenizer,
+                                        allow_partial=args.allow_partial)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     model.save(args.out)
     heads = ", ".join(f"{name} ({type(head).__name__})" for name, head in model.heads.items())
@@ -542,6 +543,8 @@ def _add_convert(subparsers: Any) -> None:
     parser.add_argument("--task", required=True, help="task type or alias of the head to put on it")
     parser.add_argument("--out", required=True, type=_keras_file_out, metavar="MODEL.keras",
                         help="where to save the model")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="convert even if the checkpoint lacks encoder weights (they stay random; train before use)")
     parser.set_defaults(handler=_cmd_convert)
 
 

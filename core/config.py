@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 # Activations the Hugging Face reference accepts for DistilBERT and that we reproduce exactly.
 ACTIVATIONS = ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh", "silu", "swish")
@@ -35,6 +44,42 @@ HF_FIELD_NAMES = {
 }
 
 
+# Upper bounds on sizes, checked before any weight is allocated so that a hostile or mistyped
+# config (a .keras file, a config.json) fails at once instead of trying to allocate terabytes.
+# Each is far above any published DistilBERT/BERT-family model (base: vocab 30522, hidden 768,
+# 6 layers, 12 heads, FFN 3072, 512 positions, 66M parameters).
+SIZE_LIMITS: dict[str, int] = {
+    "vocab_size": 1_000_000,
+    "hidden_size": 16_384,
+    "num_layers": 128,
+    "num_heads": 256,
+    "intermediate_size": 65_536,
+    "max_position_embeddings": 131_072,
+}
+MAX_PARAMETERS = 20_000_000_000
+# The override is an environment variable, not a config field: a field would be read from the
+# very file being checked, so a hostile file could switch its own check off. Only the person
+# running the code can set the environment.
+ALLOW_LARGE_ENV = "DISTILBERT_HEADS_ALLOW_LARGE"
+_OVERRIDE_ADVICE = (
+    f"If the model is genuinely this large, set the environment variable {ALLOW_LARGE_ENV}=1 to lift the limits."
+)
+
+
+def large_models_allowed() -> bool:
+    """Whether ``DISTILBERT_HEADS_ALLOW_LARGE`` lifts the size limits (set to 1/true/yes)."""
+    return os.environ.get(ALLOW_LARGE_ENV, "").strip().lower() in {"1", "true", "yes"}
+
+
+def estimate_parameters(vocab_size: int, hidden_size: int, num_layers: int, intermediate_size: int,
+                        max_position_embeddings: int) -> int:
+    """The encoder's parameter count: embeddings, their LayerNorm, and per layer attention, FFN and 2 LayerNorms."""
+    embeddings = (vocab_size + max_position_embeddings) * hidden_size + 2 * hidden_size
+    attention = 4 * (hidden_size * hidden_size + hidden_size)
+    ffn = 2 * hidden_size * intermediate_size + intermediate_size + hidden_size
+    return embeddings + num_layers * (attention + ffn + 4 * hidden_size)
+
+
 class ConfigError(ValueError):
     """An encoder configuration that cannot describe a DistilBERT."""
 
@@ -58,8 +103,29 @@ class DistilBertConfig(BaseModel):
     layer_norm_eps: float = Field(1e-12, gt=0.0)
     pad_token_id: int | None = Field(0, ge=0)
 
+    @field_validator(*SIZE_LIMITS)
+    @classmethod
+    def _check_size_limit(cls, value: int, info: Any) -> int:
+        limit = SIZE_LIMITS[info.field_name]
+        if value > limit and not large_models_allowed():
+            raise PydanticCustomError(
+                "size_limit",
+                f"{value:,} is above the limit of {limit:,} (far above any real DistilBERT), so nothing was "
+                f"allocated. {_OVERRIDE_ADVICE}",
+            )
+        return value
+
     @model_validator(mode="after")
     def _check_consistency(self) -> "DistilBertConfig":
+        parameters = estimate_parameters(self.vocab_size, self.hidden_size, self.num_layers,
+                                         self.intermediate_size, self.max_position_embeddings)
+        if parameters > MAX_PARAMETERS and not large_models_allowed():
+            raise PydanticCustomError(
+                "size_limit",
+                f"these sizes make an encoder of about {parameters:,} parameters ({parameters * 4 / 1e9:,.0f} GB "
+                f"in float32), above the limit of {MAX_PARAMETERS:,} parameters, so nothing was allocated. "
+                f"{_OVERRIDE_ADVICE}",
+            )
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads}); "
@@ -95,15 +161,21 @@ class DistilBertConfig(BaseModel):
 
     # -- Hugging Face config.json ---------------------------------------------------------
     @classmethod
-    def from_hf_dict(cls, hf: dict[str, Any], **overrides: Any) -> "DistilBertConfig":
+    def from_hf_dict(cls, hf: dict[str, Any], *, source: str = "config.json", **overrides: Any) -> "DistilBertConfig":
+        """The config a Hugging Face ``config.json`` describes; errors name ``source`` and its own field names."""
         model_type = hf.get("model_type", "distilbert")
         if model_type != "distilbert":
             raise ConfigError(
-                f"config.json describes a {model_type!r} model, not 'distilbert'; "
+                f"{source} describes a {model_type!r} model, not 'distilbert'; "
                 "point at a DistilBERT checkpoint directory."
             )
         fields = {ours: hf[theirs] for ours, theirs in HF_FIELD_NAMES.items() if theirs in hf}
-        return cls.build(**{**fields, **overrides})
+        try:
+            return cls(**{**fields, **overrides})
+        except ValidationError as error:
+            names = {ours: f"{theirs} ({ours})" for ours, theirs in HF_FIELD_NAMES.items()
+                     if theirs != ours and ours not in overrides}
+            raise ConfigError(_describe(error, names, where=f" in {source}")) from None
 
     def to_hf_dict(self) -> dict[str, Any]:
         hf: dict[str, Any] = {theirs: getattr(self, ours) for ours, theirs in HF_FIELD_NAMES.items()}
@@ -111,11 +183,15 @@ class DistilBertConfig(BaseModel):
         return hf
 
 
-def _describe(error: ValidationError) -> str:
+def _describe(error: ValidationError, names: dict[str, str] | None = None, where: str = "") -> str:
+    """One line per bad field; ``names`` spells fields as the file does (e.g. ``dim (hidden_size)``)."""
     lines = []
     for item in error.errors():
         field = ".".join(str(part) for part in item["loc"]) or "config"
-        if item["type"] == "extra_forbidden":
+        field = (names or {}).get(field, field)
+        if item["type"] == "size_limit":
+            lines.append(f"{field}: {item['msg']}")
+        elif item["type"] == "extra_forbidden":
             lines.append(
                 f"{field}: not a DistilBERT option; valid options are {', '.join(DistilBertConfig.model_fields)}"
             )
@@ -123,4 +199,4 @@ def _describe(error: ValidationError) -> str:
             lines.append(f"{field}: got {item['input']!r}; use one of {', '.join(ACTIVATIONS)}")
         else:
             lines.append(f"{field}: {item['msg']} (got {item.get('input')!r})")
-    return "Invalid DistilBERT configuration:\n  " + "\n  ".join(lines)
+    return f"Invalid DistilBERT configuration{where}:\n  " + "\n  ".join(lines)

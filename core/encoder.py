@@ -179,12 +179,20 @@ class DistilBERT(keras.Model):
         return cls(**config.model_dump(), **kwargs)
 
     @classmethod
-    def from_variant(cls, variant: str, pretrained: bool | str | os.PathLike = False, **overrides: Any) -> "DistilBERT":
+    def from_variant(
+        cls,
+        variant: str,
+        pretrained: bool | str | os.PathLike = False,
+        *,
+        allow_partial: bool = False,
+        **overrides: Any,
+    ) -> "DistilBERT":
         """Build the ``tiny``, ``small`` or ``base`` encoder, optionally with weights.
 
         ``pretrained``: False for random weights; True for the published checkpoint of the
         variant (only ``base`` has one: ``distilbert/distilbert-base-uncased``); a checkpoint
         directory or hub id; or a ``.keras`` file holding a DistilBERT or a task model.
+        ``allow_partial`` as in `from_pretrained`.
         """
         if variant not in VARIANTS:
             raise ConfigError(
@@ -206,30 +214,47 @@ class DistilBERT(keras.Model):
         if source.endswith(".keras"):
             encoder = cls.from_keras_file(source, **overrides)
         else:
-            encoder = cls.from_pretrained(source, **overrides)
+            encoder = cls.from_pretrained(source, allow_partial=allow_partial, **overrides)
         _check_variant_shape(encoder.config, variant, source)
         return encoder
 
     @classmethod
-    def from_pretrained(cls, path_or_hub_id: str | os.PathLike, **overrides: Any) -> "DistilBERT":
+    def from_pretrained(
+        cls, path_or_hub_id: str | os.PathLike, *, allow_partial: bool = False, **overrides: Any
+    ) -> "DistilBERT":
         """Load a Hugging Face DistilBERT checkpoint (directory or hub id).
 
-        Reads ``config.json`` and ``model.safetensors`` (or ``pytorch_model.bin`` with torch
-        installed), with or without the ``distilbert.`` key prefix, so base, masked-LM and
-        task checkpoints all give their encoder. ``overrides`` change config fields; a
-        different ``vocab_size`` keeps the fresh word embeddings and loads everything else.
-        The keys the checkpoint had but the encoder did not use, and the other way round, are
-        in ``encoder.load_report`` and logged.
+        Reads ``config.json`` and exactly the weight files the checkpoint names:
+        ``model.safetensors.index.json`` and its shards, else ``model.safetensors``, else
+        ``pytorch_model.bin`` (or its index; needs torch). Other files are ignored and listed in
+        ``encoder.load_report.ignored_files``. Keys may carry the ``distilbert.`` prefix, so
+        base, masked-LM and task checkpoints all give their encoder. ``overrides`` change config
+        fields; a different ``vocab_size`` keeps the fresh word embeddings and loads everything
+        else. Sizes are checked against `DistilBertConfig`'s limits before anything is allocated.
+
+        Raises `CheckpointError` when an encoder weight is missing (unless ``allow_partial=True``,
+        for a deliberate partial load: the missing weights stay random and are listed in
+        ``encoder.load_report.missing``), when a tensor holds NaN or infinite values, and for
+        unreadable, corrupt or unsafe files.
         """
         from distilbert_heads import checkpoints
 
         overrides, model_kwargs = _split_model_kwargs(overrides)
         directory = checkpoints.resolve_checkpoint_dir(path_or_hub_id)
-        config = DistilBertConfig.from_hf_dict(checkpoints.read_hf_config(directory), **overrides)
+        config = DistilBertConfig.from_hf_dict(
+            checkpoints.read_hf_config(directory), source=str(directory / checkpoints.CONFIG_NAME), **overrides
+        )
+        weight_files = checkpoints.find_weight_files(directory)
+        state = checkpoints.read_state_dict(directory, weight_files)
         encoder = cls.from_config_model(config, **model_kwargs)
         encoder.load_report = checkpoints.load_encoder_weights(
-            encoder, checkpoints.read_state_dict(directory), source=str(path_or_hub_id)
+            encoder, state, source=str(path_or_hub_id), allow_partial=allow_partial
         )
+        encoder.load_report.ignored_files = weight_files.ignored
+        if weight_files.stray:
+            checkpoints.logger.warning(
+                "Files in %s that its checkpoint does not name were ignored: %s", directory, weight_files.stray
+            )
         return encoder
 
     @classmethod
@@ -237,9 +262,7 @@ class DistilBERT(keras.Model):
         """The encoder saved in a ``.keras`` file (a DistilBERT or a task model holding one)."""
         from distilbert_heads import checkpoints
 
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"No such .keras file: {os.fspath(path)!r}")
-        loaded = keras.models.load_model(path)
+        loaded = checkpoints.load_keras_model(path)
         encoder = loaded if isinstance(loaded, DistilBERT) else getattr(loaded, "encoder", None)
         if not isinstance(encoder, DistilBERT):
             raise ValueError(

@@ -47,6 +47,7 @@ def create_distilbert_with_head(
     head_options: Mapping[str, Any] | None = None,
     tokenizer: DistilBertTokenizer | None = None,
     dtype: str | None = None,
+    allow_partial: bool = False,
     **kwargs: Any,
 ) -> DistilBertTaskModel:
     """A DistilBERT encoder with one task head; outputs are ``outputs[head_name][output_name]``.
@@ -68,6 +69,9 @@ def create_distilbert_with_head(
             bfloat16 instructions, ``"bfloat16"`` is the fastest inference mode (weights stored in
             bfloat16; softmax and LayerNorm still computed in float32); ``"mixed_bfloat16"`` keeps
             float32 weights and is the one to train with.
+        allow_partial: with a checkpoint ``pretrained``, load it even if it lacks encoder weights
+            (they stay random; see ``model.encoder.load_report.missing``). Without it, that is a
+            `CheckpointError` listing the missing weights.
         **kwargs: `DistilBertConfig` fields override the encoder; anything else is a head option.
 
     Raises:
@@ -103,7 +107,7 @@ def create_distilbert_with_head(
             config = _task_config({**merged, **updates}, index=0)
     return create_distilbert_with_heads(
         [config], distilbert_variant=distilbert_variant, pretrained=pretrained, tokenizer=tokenizer, dtype=dtype,
-        **encoder_overrides,
+        allow_partial=allow_partial, **encoder_overrides,
     )
 
 
@@ -115,13 +119,15 @@ def create_distilbert_with_heads(
     model_name: str | None = None,
     tokenizer: DistilBertTokenizer | None = None,
     dtype: str | None = None,
+    allow_partial: bool = False,
     **encoder_overrides: Any,
 ) -> DistilBertTaskModel:
     """One encoder with several heads; outputs are keyed by head name, losses weighted by ``loss_weight``.
 
     ``task_configs`` are `NLPTaskConfig` objects or dicts of their fields; head names default
     to the task type as given and must be unique. ``encoder_overrides`` must be
-    `DistilBertConfig` fields. ``pretrained``, ``tokenizer`` and ``dtype`` as in `create_distilbert_with_head`.
+    `DistilBertConfig` fields. ``pretrained``, ``tokenizer``, ``dtype`` and ``allow_partial`` as in
+    `create_distilbert_with_head`.
     """
     from distilbert_heads.registry import get_head
 
@@ -144,7 +150,9 @@ def create_distilbert_with_heads(
     records = [get_head(config.task_type) for config in configs]
 
     model_kwargs = {} if dtype is None else {"dtype": dtype}
-    encoder, checkpoint = _make_encoder(distilbert_variant, pretrained, {**encoder_overrides, **model_kwargs})
+    encoder, checkpoint = _make_encoder(
+        distilbert_variant, pretrained, {**encoder_overrides, **model_kwargs}, allow_partial=allow_partial
+    )
     heads = []
     for config, head_name, record in zip(configs, names, records):
         options = config.head_options()
@@ -203,7 +211,7 @@ def _default_head_name(task_type: str) -> str:
 
 
 def _make_encoder(
-    variant: str, pretrained: Pretrained, overrides: dict[str, Any]
+    variant: str, pretrained: Pretrained, overrides: dict[str, Any], allow_partial: bool = False
 ) -> tuple[DistilBERT, _Checkpoint | None]:
     if pretrained is False or pretrained is None:
         return DistilBERT.from_variant(variant, pretrained=False, **overrides), None
@@ -211,14 +219,14 @@ def _make_encoder(
 
     if pretrained is True:
         # from_variant checks that the variant has published weights and the right shape.
-        encoder = DistilBERT.from_variant(variant, pretrained=True, **overrides)
+        encoder = DistilBERT.from_variant(variant, pretrained=True, allow_partial=allow_partial, **overrides)
         directory = checkpoints.resolve_checkpoint_dir(PRETRAINED_IDS[variant])
     else:
         source = os.fspath(pretrained)
         if source.endswith(".keras"):
             return DistilBERT.from_keras_file(source, **overrides), None
         directory = checkpoints.resolve_checkpoint_dir(source)
-        encoder = DistilBERT.from_pretrained(directory, **overrides)
+        encoder = DistilBERT.from_pretrained(directory, allow_partial=allow_partial, **overrides)
     return encoder, _Checkpoint(checkpoints.read_hf_config(directory), checkpoints.read_state_dict(directory))
 
 

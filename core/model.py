@@ -39,7 +39,10 @@ from typing import Any
 
 import keras
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from distilbert_heads import atomic
+from distilbert_heads.checkpoints import CheckpointError, load_keras_model
 from distilbert_heads.config import DistilBertConfig
 from distilbert_heads.encoder import (
     DistilBERT,
@@ -50,7 +53,6 @@ from distilbert_heads.encoder import (
 from distilbert_heads.head import TaskHead, check_head_outputs
 from distilbert_heads.registry import MissingHeadPluginError, get_registry
 from distilbert_heads.tokenizer import DistilBertTokenizer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # Variable dtypes that suit inference but lose small training updates.
 HALF_PRECISION = ("bfloat16", "float16")
@@ -608,20 +610,21 @@ def _load_task_model(model_or_path: Any) -> DistilBertTaskModel:
             f"Expected a DistilBertTaskModel or the path of a .keras file, got {type(model_or_path).__name__}."
         )
     path = Path(model_or_path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"No model file at {os.fspath(path)!r}. Pass the path of a .keras file written by model.save(...) "
-            "(or `distilbert-heads train ... --out model.keras`)."
-        )
-    if path.suffix != ".keras":
-        raise ValueError(
-            f"{os.fspath(path)!r} is not a .keras file; pass a model saved with model.save('name.keras'), "
-            "for a Hugging Face checkpoint directory, convert it first (`distilbert-heads convert`)."
-        )
-    model = keras.models.load_model(path)
+    model = load_keras_model(path)
     if not isinstance(model, DistilBertTaskModel):
         raise TypeError(
             f"{os.fspath(path)!r} holds a {type(model).__name__}, not a distilbert_heads DistilBertTaskModel; "
             "expected a task model made with create_distilbert_with_head(...)."
         )
+    for variable in model.weights:
+        if not keras.backend.is_float_dtype(variable.dtype):
+            continue
+        values = np.asarray(keras.ops.convert_to_numpy(variable), dtype=np.float32)
+        if not np.isfinite(values).all():
+            bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+            raise CheckpointError(
+                f"{os.fspath(path)!r} holds {bad:,} NaN or infinite value(s) in weight {variable.path!r}; the file is "
+                "corrupt or was saved after training diverged. Use an earlier save, or retrain (e.g. with a lower "
+                "learning rate)."
+            )
     return model

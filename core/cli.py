@@ -184,16 +184,6 @@ def _existing_file(text: str) -> str:
     return text
 
 
-def _model_path(text: str) -> str:
-    """argparse type for --model: refuses a SavedModel export (loading reports every other problem)."""
-    if (Path(text) / "saved_model.pb").is_file():
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is a TensorFlow SavedModel export (for TensorFlow Serving, written by `distilbert-heads "
-            "export`), not a .keras model; pass the .keras file it was exported from"
-        )
-    return text
-
-
 def _keras_file_out(text: str) -> str:
     if not text.endswith(".keras"):
         raise argparse.ArgumentTypeError(f"must name a .keras file (e.g. model.keras), got {text!r}")
@@ -354,7 +344,7 @@ def _add_evaluate(subparsers: Any) -> None:
                "  distilbert-heads evaluate --model qa.keras --data dev.jsonl --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, type=_model_path, metavar="MODEL.keras",
+    parser.add_argument("--model", required=True, metavar="MODEL.keras",
                         help="a model saved by train (or convert)")
     parser.add_argument("--data", required=True, type=_existing_file, metavar="FILE",
                         help="labelled rows (.jsonl or .csv)")
@@ -484,7 +474,7 @@ def _add_predict(subparsers: Any) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, type=_model_path, metavar="MODEL.keras",
+    parser.add_argument("--model", required=True, metavar="MODEL.keras",
                         help="a model saved by train (or convert)")
     # Every text flag collects: `--text A --text B` and `--text A B` both answer A, then B.
     repeatable = {"action": "extend", "nargs": "+"}
@@ -583,7 +573,7 @@ def _add_export(subparsers: Any) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, type=_model_path, metavar="MODEL.keras", help="the model to export")
+    parser.add_argument("--model", required=True, metavar="MODEL.keras", help="the model to export")
     parser.add_argument("--out", required=True, metavar="DIR", help="a new (or empty) directory")
     parser.set_defaults(handler=_cmd_export)
 

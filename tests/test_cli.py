@@ -338,7 +338,7 @@ USER_ERRORS = {
     "unknown-flag": (lambda tmp, tr: ["predict", "--model", "m.keras", "--text", "hi", "--bogus"], ["--bogus"]),
     "flag-without-value": (lambda tmp, tr: ["predict", "--model", "m.keras", "--text"], ["--text"]),
     "directory-as-file": (lambda tmp, tr: ["evaluate", "--model", "m.keras", "--data", str(tmp)], ["is a directory"]),
-    "saved-model-as-model": (_saved_model_dir, ["SavedModel", "not a .keras model", "export"]),
+    "saved-model-as-model": (_saved_model_dir, ["SavedModel export", "serving", "Pass the .keras file"]),
     "question-to-sentiment": (lambda tmp, tr: ["predict", "--model", _sentiment(tmp, tr), "--question", "Who?",
                                                "--context", "Ada."],
                               ["--question", "--context", "--text TEXT", "input_kind 'text'", "one text per input"]),

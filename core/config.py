@@ -57,6 +57,7 @@ SIZE_LIMITS: dict[str, int] = {
     "max_position_embeddings": 131_072,
 }
 MAX_PARAMETERS = 20_000_000_000
+MAX_CLASSES = 1_000_000  # a head's output classes: the same kind of bound, for head options
 # The override is an environment variable, not a config field: a field would be read from the
 # very file being checked, so a hostile file could switch its own check off. Only the person
 # running the code can set the environment.
@@ -64,6 +65,17 @@ ALLOW_LARGE_ENV = "DISTILBERT_HEADS_ALLOW_LARGE"
 _OVERRIDE_ADVICE = (
     f"If the model is genuinely this large, set the environment variable {ALLOW_LARGE_ENV}=1 to lift the limits."
 )
+
+
+def check_size_limit(value: int, limit: int) -> int:
+    """``value``, or a pydantic error naming ``limit`` and the override: for size fields of any config."""
+    if value > limit and not large_models_allowed():
+        raise PydanticCustomError(
+            "size_limit",
+            f"{value:,} is above the limit of {limit:,} (far above any real DistilBERT), so nothing was "
+            f"allocated. {_OVERRIDE_ADVICE}",
+        )
+    return value
 
 
 def large_models_allowed() -> bool:
@@ -106,14 +118,7 @@ class DistilBertConfig(BaseModel):
     @field_validator(*SIZE_LIMITS)
     @classmethod
     def _check_size_limit(cls, value: int, info: Any) -> int:
-        limit = SIZE_LIMITS[info.field_name]
-        if value > limit and not large_models_allowed():
-            raise PydanticCustomError(
-                "size_limit",
-                f"{value:,} is above the limit of {limit:,} (far above any real DistilBERT), so nothing was "
-                f"allocated. {_OVERRIDE_ADVICE}",
-            )
-        return value
+        return check_size_limit(value, SIZE_LIMITS[info.field_name])
 
     @model_validator(mode="after")
     def _check_consistency(self) -> "DistilBertConfig":

@@ -16,9 +16,10 @@ from typing import Any, ClassVar
 import keras
 import numpy as np
 from keras import ops
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from distilbert_heads import metrics
+from distilbert_heads.config import MAX_CLASSES, check_size_limit
 from distilbert_heads.head import HeadOptions, HeadOptionsError, TaskHead
 
 IGNORE_INDEX = -100  # the label value Hugging Face (and we) use for "no loss here"
@@ -411,6 +412,18 @@ class ClassificationOptions(HeadOptions):
 
     num_classes: int | None = Field(default=None, ge=1, description="Classes; 1 means a regression score.")
     labels: list[str] | None = Field(default=None, description="Class names in index order.")
+
+    @field_validator("num_classes")
+    @classmethod
+    def _bounded(cls, value: int | None) -> int | None:
+        return value if value is None else check_size_limit(value, MAX_CLASSES)
+
+    @field_validator("labels")
+    @classmethod
+    def _bounded_labels(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            check_size_limit(len(value), MAX_CLASSES)
+        return value
 
     @model_validator(mode="after")
     def _labels_match(self) -> "ClassificationOptions":

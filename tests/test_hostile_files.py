@@ -157,6 +157,26 @@ def test_size_limits_lift_with_the_environment_override(case, monkeypatch):
     assert all(getattr(config, key) == value for key, value in fields.items())
 
 
+@pytest.mark.parametrize("options", [{"num_classes": 10**10}, {"labels": [f"c{i}" for i in range(1_000_001)]}],
+                         ids=["num_classes", "labels"])
+def test_oversized_head_options_in_a_keras_file_fail_fast(options, keras_file, tmp_path, monkeypatch):
+    monkeypatch.delenv(ALLOW_LARGE_ENV, raising=False)
+
+    def edit(config):
+        head_options = config["config"]["heads"][0]["options"]
+        head_options.pop("labels", None)
+        head_options.pop("num_classes", None)
+        head_options.update(options)
+
+    path = rewrite_member(keras_file, tmp_path / "big.keras", "config.json", edit_json(edit))
+    start = time.perf_counter()
+    with pytest.raises(ValueError) as error:
+        load_task_model(path)
+    assert time.perf_counter() - start < 5
+    message = str(error.value)
+    assert "1,000,000" in message and f"{ALLOW_LARGE_ENV}=1" in message and "sentiment" in message
+
+
 def test_real_model_sizes_are_within_the_limits(monkeypatch):
     monkeypatch.delenv(ALLOW_LARGE_ENV, raising=False)
     # DistilBERT base and a BERT-large-sized multilingual encoder.

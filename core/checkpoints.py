@@ -279,15 +279,7 @@ def _read_safetensors(path: Path, keys: list[str] | None) -> dict[str, Any]:
 
     def read(framework: str) -> dict[str, Any]:
         with safe_open(str(path), framework=framework) as handle:
-            available = set(handle.keys())
-            wanted = list(available) if keys is None else keys
-            absent = [key for key in wanted if key not in available]
-            if absent:
-                raise CheckpointError(
-                    f"{path} lacks {len(absent)} tensor(s) its index assigns to it ({_first_few(absent)}); the shard "
-                    "does not match its index. Download the checkpoint again."
-                )
-            return {key: handle.get_tensor(key) for key in wanted}
+            return {key: handle.get_tensor(key) for key in _wanted_keys(path, set(handle.keys()), keys)}
 
     try:
         try:
@@ -332,15 +324,21 @@ def _read_torch_file(path: Path, keys: list[str] | None) -> dict[str, Any]:
             f"{path} holds a {type(loaded).__name__}, not a state dict (a mapping of tensor names to tensors). "
             f"{SAFETENSORS_ADVICE}"
         )
-    wanted = list(loaded) if keys is None else keys
-    absent = [key for key in wanted if key not in loaded]
+    return {key: loaded[key].float().numpy() if loaded[key].is_floating_point() else loaded[key].numpy()
+            for key in _wanted_keys(path, set(loaded), keys)}
+
+
+def _wanted_keys(path: Path, available: set[str], keys: list[str] | None) -> list[str]:
+    """The tensors to read from one weights file: all of them, or those its index assigns to it."""
+    if keys is None:
+        return sorted(available)
+    absent = [key for key in keys if key not in available]
     if absent:
         raise CheckpointError(
             f"{path} lacks {len(absent)} tensor(s) its index assigns to it ({_first_few(absent)}); the shard does "
             "not match its index. Download the checkpoint again."
         )
-    return {key: loaded[key].float().numpy() if loaded[key].is_floating_point() else loaded[key].numpy()
-            for key in wanted}
+    return keys
 
 
 def _unsafe_pickle_message(path: Path, error: BaseException) -> str:

@@ -140,7 +140,7 @@ def _describe(error: BaseException) -> str:
     text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     if isinstance(error, pluggy.PluginValidationError):
         text += " (a head plugin defines `@hookimpl def register_heads(register)`, hookimpl from distilbert_heads)"
-    return text
+    return text.rstrip(".")  # callers add their own sentence end
 
 
 @functools.cache
@@ -326,25 +326,30 @@ class HeadRegistry:
                     if owners.setdefault(key, head_class) is not head_class:
                         raise ValueError(f"{plugin} registered two head classes for {key!r}: "
                                          f"{owners[key].__qualname__} and {head_class.__qualname__}")
-                pending.append((record, override))
+                if (record, override) not in pending:  # the same call twice registers once
+                    pending.append((record, override))
 
         module = None
+        # Two distributions may use one entry-point name; pluggy needs a name unique to this one.
+        pluggy_name = f"{plugin.distribution}:{plugin.name}"
         try:
-            module = plugin.load()
-            pm.register(module, name=plugin.name)
-            pm.check_pending()
-            impls = [impl for impl in pm.hook.register_heads.get_hookimpls() if impl.plugin is module]
-            if not impls:
-                raise pluggy.PluginValidationError(module, f"{plugin} defines no hook implementation")
-            for impl in impls:
-                impl.function(**dict.fromkeys(impl.argnames, register))
+            # Plugin code may print; stdout belongs to the caller (`heads --json` must stay JSON).
+            with contextlib.redirect_stdout(sys.stderr):
+                module = plugin.load()
+                pm.register(module, name=pluggy_name)
+                pm.check_pending()
+                impls = [impl for impl in pm.hook.register_heads.get_hookimpls() if impl.plugin is module]
+                if not impls:
+                    raise pluggy.PluginValidationError(module, f"{plugin} defines no hook implementation")
+                for impl in impls:
+                    impl.function(**dict.fromkeys(impl.argnames, register))
             if not pending:
                 raise ValueError(f"{plugin}: register_heads ran but registered no head; call register(HeadClass)")
         except BaseException as error:  # plugin code: SystemExit, RecursionError... are its own failure
             if isinstance(error, KeyboardInterrupt) and interrupted:
                 raise  # a real Ctrl-C
-            if module is not None and pm.get_plugin(plugin.name) is module:
-                pm.unregister(name=plugin.name)
+            if module is not None and pm.get_plugin(pluggy_name) is module:
+                pm.unregister(name=pluggy_name)
             plugin.status, plugin.error = "failed", error
             if not self._strict and (plugin.distribution, plugin.name) not in _warned:
                 _warned.add((plugin.distribution, plugin.name))

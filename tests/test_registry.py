@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import io
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -27,6 +29,8 @@ import distilbert_heads.registry as registry_module
 from distilbert_heads.registry import (
     BLOCK_ENV,
     BUILTIN_MODULES,
+    LOAD_ENV,
+    STRICT_ENV,
     HeadRecord,
     HeadRegistry,
     HeadRow,
@@ -707,3 +711,41 @@ def test_threads_share_one_load_and_a_plugins_keyboardinterrupt_off_the_main_thr
             records = list(pool.map(lambda _: registry.get_head("good_task"), range(8)))
     assert all(record is records[0] for record in records)
     assert isinstance(registry.failed_plugins()["hostile"], KeyboardInterrupt)
+
+
+def test_registering_one_head_twice_is_one_registration(fake_site):
+    fake_site.plugin("twice", ("twice_task",), ("tw",), register_call="register(TwicePkgHead)\nregister(TwicePkgHead)")
+    rows = [row for row in fake_site.registry().list_heads() if row.plugin == "twice"]
+    assert [(row.task_type, row.aliases, row.status) for row in rows] == [("twice_task", ("tw",), "ok")]
+
+
+def test_two_distributions_may_use_one_entry_point_name(fake_site):
+    """Entry-point names are chosen by each distribution: a clash between two is no failure of either."""
+    fake_site.dist("distilbert-head-one", "1.0", {"heads": fake_site.head_module("one_pkg", ("one_task",))})
+    fake_site.dist("distilbert-head-two", "2.0", {"heads": fake_site.head_module("two_pkg", ("two_task",))})
+    registry = fake_site.registry()
+    rows = {row.distribution: row for row in registry.list_heads() if row.plugin == "heads"}
+    assert {name: row.status for name, row in rows.items()} == {"distilbert-head-one": "ok", "distilbert-head-two": "ok"}
+    assert registry.get_head("one_task").distribution == "distilbert-head-one"
+    assert registry.get_head("two_task").distribution == "distilbert-head-two"
+
+
+def test_plugin_output_goes_to_stderr_so_heads_json_stays_json(fake_site, monkeypatch, capsys):
+    """Plugin code that prints (at import, in register_heads, or by rebinding sys.stdout) never reaches stdout."""
+    from distilbert_heads.cli import main
+
+    fake_site.plugin("chatty", ("chatty_task",), preamble="print('hello from import')",
+                     register_call="print('hello from register')\nregister(ChattyPkgHead)")
+    fake_site.plugin("rebinder", ("rebinder_task",), preamble="import io, sys\nsys.stdout = io.StringIO()")
+    monkeypatch.setattr(registry_module, "_registry", fake_site.registry())
+    try:
+        assert main(["heads", "--json"]) == 0
+    finally:
+        reset_registry()
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)
+    assert {row["plugin"]: row["status"] for row in rows if not row["plugin"].startswith("builtin.")} == {
+        "chatty": "ok", "rebinder": "ok"}
+    assert "hello from import" in captured.err and "hello from register" in captured.err
+    assert sys.stdout is sys.__stdout__ or not isinstance(sys.stdout, io.StringIO)
+

@@ -148,6 +148,26 @@ class TaskHead(keras.layers.Layer):
         return config
 
 
+def check_head_class(cls: type[TaskHead]) -> None:
+    """Raise `HeadContractError` unless the class attributes the library reads have usable types.
+
+    Run when a plugin registers the class, so a typo there fails that plugin alone, with its name,
+    instead of a confusing error the first time a model is built or a pipeline decodes.
+    """
+    schema = cls.options_schema
+    if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+        raise HeadContractError(
+            f"options_schema is {_short(schema)} ({cls.__module__}:{cls.__qualname__}); it must be a subclass of "
+            "distilbert_heads.HeadOptions (a pydantic model of the head's options)."
+        )
+    names = cls.output_names
+    if isinstance(names, str) or not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names):
+        raise HeadContractError(
+            f"output_names is {_short(names)} ({cls.__module__}:{cls.__qualname__}); it must be a tuple of output "
+            "names, e.g. output_names = (\"logits\",) (note the comma)."
+        )
+
+
 def check_head_outputs(head: TaskHead, outputs: Any, *, batch_size: int, plugin: str | None = None) -> None:
     """Raise `HeadContractError` unless ``head``'s outputs and options keep the contract.
 

@@ -458,11 +458,15 @@ class HeadRegistry:
 
 def _records(plugin: _Plugin, head_class: Any, task_types: Any, aliases: Any) -> list[HeadRecord]:
     """Validate one ``register(...)`` call; its aliases name the first task type."""
-    from distilbert_heads.head import TaskHead  # imports keras: only once a plugin registers
+    from distilbert_heads.head import TaskHead, _short, check_head_class  # imports keras: only once a plugin registers
 
     if not (isinstance(head_class, type) and issubclass(head_class, TaskHead)):
-        raise TypeError(f"{plugin} registered {head_class!r}, which is not a subclass of distilbert_heads.TaskHead; "
-                        "register(HeadClass) takes the head class itself.")
+        raise TypeError(f"{plugin} registered {_short(head_class)}, which is not a subclass of "
+                        "distilbert_heads.TaskHead; register(HeadClass) takes the head class itself.")
+    try:
+        check_head_class(head_class)
+    except ValueError as error:
+        raise ValueError(f"{plugin} registered {head_class.__qualname__}, whose {error}") from error
     raw = (head_class.task_types if task_types is None else task_types,
            head_class.aliases if aliases is None else aliases)
     try:

@@ -232,6 +232,10 @@ def test_plugin_raising_in_register_heads_registers_nothing(fake_site):
         ("register(PlainPkgHead, aliases=['Not A Name'])", "not a valid task type name"),
         ("pass", "registered no head"),
         ("register(PlainPkgHead)\nregister(type('Other', (PlainPkgHead,), {}))", "two head classes for 'plain_task'"),
+        ("PlainPkgHead.options_schema = dict\nregister(PlainPkgHead)", "options_schema is <class 'dict'>"),
+        ("PlainPkgHead.output_names = 'logits'\nregister(PlainPkgHead)", "output_names is 'logits'"),
+        ("register(PlainPkgHead, task_types=['t' * 100_000])", "100,000 characters long"),
+        ("register(PlainPkgHead, aliases=['x' * 101])", "at most 100"),
     ],
 )
 def test_bad_registration_is_that_plugins_failure(fake_site, register_call, message):

@@ -49,6 +49,7 @@ BUILTIN_DISTRIBUTION = "distilbert-heads"
 LOAD_ENV = "DISTILBERT_HEADS_LOAD_PLUGINS"
 BLOCK_ENV = "DISTILBERT_HEADS_BLOCK_PLUGINS"
 STRICT_ENV = "DISTILBERT_HEADS_STRICT_PLUGINS"
+_TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"", "0", "false", "no", "off"})
 _lock = threading.RLock()  # guards loading and the process-wide registry
 _warned: set[tuple[str, str]] = set()  # (distribution, plugin) whose failure was already warned about
 
@@ -190,7 +191,8 @@ class HeadRegistry:
         self._env = {name: os.environ.get(name) for name in (LOAD_ENV, BLOCK_ENV)}
         self._load_only = None if self._env[LOAD_ENV] is None else _names(self._env[LOAD_ENV])
         self._blocked = _names(self._env[BLOCK_ENV] or "")
-        self._strict = os.environ.get(STRICT_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+        self._strict_value = os.environ.get(STRICT_ENV, "")
+        self._strict = self._strict_value.strip().lower() in _TRUE
         self._plugins: list[_Plugin] | None = None
         self._loading = False
         self._heads: dict[str, HeadRecord] = {}  # task type -> the record serving it
@@ -302,6 +304,7 @@ class HeadRegistry:
             meta = ep.dist.metadata if ep.dist is not None else {}  # parsed once: it is most of the cost
             name, ver = meta.get("Name") or "unknown", meta.get("Version") or "unknown"
             found.setdefault((ep.name, _canonical(name)), _Plugin(ep.name, name, ver, ep.load))
+        self._warn_about_settings(found.values())
         for _, plugin in sorted(found.items()):
             blocked_by = self._blocked_by(plugin.name, plugin.distribution)
             if blocked_by:
@@ -310,6 +313,26 @@ class HeadRegistry:
                                  f"not loaded: {LOAD_ENV}={self._env[LOAD_ENV]!r} does not name it")
             plugins.append(plugin)
         return plugins
+
+    def _warn_about_settings(self, installed: Iterable[_Plugin]) -> None:
+        """Warn about environment values that cannot mean what the user wanted (typos, mostly)."""
+        if self._strict_value.strip().lower() not in _TRUE | _FALSE:
+            warnings.warn(f"{STRICT_ENV}={self._strict_value!r} is not one of {', '.join(sorted(_TRUE))} (strict) or "
+                          f"{', '.join(sorted(_FALSE - {''}))} (not strict); plugins load in the default, non-strict "
+                          "mode.", UserWarning, stacklevel=6)
+        names = {_canonical(n): f"{p.name} ({p.distribution})" for p in installed for n in (p.name, p.distribution)}
+        unknown = sorted((self._load_only or frozenset()) - set(names))
+        if unknown:
+            warnings.warn(f"{LOAD_ENV}={self._env[LOAD_ENV]!r} names {', '.join(map(repr, unknown))}, which no installed "
+                          f"plugin is called; it loads only the built-in heads and "
+                          f"{', '.join(sorted({names[n] for n in self._load_only or () if n in names})) or 'no plugin'}. "
+                          f"Installed plugins: {', '.join(sorted(set(names.values()))) or 'none'}. Built-in heads are "
+                          "always loaded.", UserWarning, stacklevel=6)
+        builtin = sorted(n for n in self._blocked if n == BUILTIN_DISTRIBUTION or n.startswith("builtin-"))
+        if builtin:
+            warnings.warn(f"{BLOCK_ENV} names {', '.join(map(repr, builtin))}: built-in heads cannot be blocked (only "
+                          "plugins can); to replace a built-in, install a plugin that registers it with "
+                          "override=True.", UserWarning, stacklevel=6)
 
     def _register(self, pm: pluggy.PluginManager, plugin: _Plugin, claims: dict, interrupted: list[int]) -> None:
         """Import, validate and run one plugin's hook; record its claims, or its failure."""

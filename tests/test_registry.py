@@ -753,3 +753,42 @@ def test_plugin_output_goes_to_stderr_so_heads_json_stays_json(fake_site, monkey
     assert "hello from import" in captured.err and "hello from register" in captured.err
     assert sys.stdout is sys.__stdout__ or not isinstance(sys.stdout, io.StringIO)
 
+
+@pytest.mark.parametrize(
+    ("env", "facts"),
+    [
+        ({LOAD_ENV: "no_such_plugin"}, [LOAD_ENV, "'no-such-plugin'", "Installed plugins: red (distilbert-head-red)"]),
+        ({LOAD_ENV: " red , Gren"}, ["'gren'", "loads only the built-in heads and red (distilbert-head-red)"]),
+        ({STRICT_ENV: "maybe"}, [STRICT_ENV, "'maybe'", "non-strict"]),
+        ({BLOCK_ENV: "builtin.sentiment"}, [BLOCK_ENV, "built-in heads cannot be blocked", "override=True"]),
+        ({BLOCK_ENV: "distilbert-heads"}, ["'distilbert-heads'", "built-in heads cannot be blocked"]),
+    ],
+    ids=["load-unknown", "load-typo", "strict-odd", "block-builtin-plugin", "block-builtin-dist"],
+)
+def test_environment_values_that_cannot_work_warn_once(fake_site, monkeypatch, env, facts):
+    fake_site.plugin("red", ("red_task",))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    registry = fake_site.registry()
+    with pytest.warns(UserWarning) as caught:
+        registry.get_head("sentiment")
+        registry.list_heads()
+    messages = [str(w.message) for w in caught if "failed to load" not in str(w.message)]
+    assert len(messages) == 1, messages
+    for fact in facts:
+        assert fact in messages[0]
+
+
+@pytest.mark.parametrize(
+    ("env", "red"),
+    [({LOAD_ENV: "RED, distilbert_head_red"}, "ok"), ({STRICT_ENV: " TRUE "}, "ok"), ({STRICT_ENV: "off"}, "ok"),
+     ({BLOCK_ENV: "not-installed-anyway"}, "ok"), ({LOAD_ENV: " , "}, "blocked")],
+)
+def test_environment_values_that_work_do_not_warn(fake_site, monkeypatch, env, red):
+    fake_site.plugin("red", ("red_task",))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _status(fake_site.registry()) == {"red": red}
+

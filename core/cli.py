@@ -648,8 +648,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _start_keras_quietly()
         return int(args.handler(args))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:  # notes say what was running (e.g. which plugin was loading)
+        print(" ".join(["interrupted", *getattr(interrupt, "__notes__", ())]), file=sys.stderr)
         return 130
     except Exception as error:
         if os.environ.get(DEBUG_VARIABLE) or not isinstance(error, _user_errors()):

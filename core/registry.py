@@ -369,8 +369,10 @@ class HeadRegistry:
             if not pending:
                 raise ValueError(f"{plugin}: register_heads ran but registered no head; call register(HeadClass)")
         except BaseException as error:  # plugin code: SystemExit, RecursionError... are its own failure
-            if isinstance(error, KeyboardInterrupt) and interrupted:
-                raise  # a real Ctrl-C
+            if isinstance(error, KeyboardInterrupt) and interrupted:  # a real Ctrl-C: say what was running
+                if hasattr(error, "add_note"):  # Python 3.11+
+                    error.add_note(f"while loading {plugin}; if it hangs, block it with {BLOCK_ENV}={plugin.distribution}")
+                raise
             if module is not None and pm.get_plugin(pluggy_name) is module:
                 pm.unregister(name=pluggy_name)
             plugin.status, plugin.error = "failed", error

@@ -137,8 +137,15 @@ def _names(value: str) -> frozenset[str]:
     return frozenset(_canonical(part) for part in value.split(",") if part.strip())
 
 
-def _describe(error: BaseException) -> str:
-    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+def _describe(error: BaseException, limit: int = 2000) -> str:
+    """``Type: message`` of a plugin's exception, safe for any exception a plugin can raise."""
+    try:
+        message = str(error)
+    except Exception as failure:  # noqa: BLE001 - a plugin's __str__ is plugin code too
+        message = f"<its message cannot be shown: str() raised {type(failure).__name__}>"
+    if len(message) > limit:
+        message = f"{message[:limit]}... ({len(message):,} characters)"
+    text = f"{type(error).__name__}: {message}" if message else type(error).__name__
     if isinstance(error, pluggy.PluginValidationError):
         text += " (a head plugin defines `@hookimpl def register_heads(register)`, hookimpl from distilbert_heads)"
     return text.rstrip(".")  # callers add their own sentence end
@@ -481,13 +488,20 @@ class HeadRegistry:
                                       distribution=distribution, version=version, blocked_by=blocked_by)
 
 
+def pip_requirement(distribution: str, version: str | None) -> str:
+    """``distribution==version`` for a pip command, or just the distribution when the version is unknown."""
+    return f"{distribution}=={version}" if version and version != UNKNOWN_VERSION else distribution
+
+
 def _records(plugin: _Plugin, head_class: Any, task_types: Any, aliases: Any) -> list[HeadRecord]:
     """Validate one ``register(...)`` call; its aliases name the first task type."""
-    from distilbert_heads.head import TaskHead, _short, check_head_class  # imports keras: only once a plugin registers
+    from distilbert_heads.head import TaskHead, check_head_class  # imports keras: only once a plugin registers
 
     if not (isinstance(head_class, type) and issubclass(head_class, TaskHead)):
-        raise TypeError(f"{plugin} registered {_short(head_class)}, which is not a subclass of "
-                        "distilbert_heads.TaskHead; register(HeadClass) takes the head class itself.")
+        what = (f"the class {head_class.__module__}.{head_class.__qualname__}" if isinstance(head_class, type)
+                else f"a {type(head_class).__name__} object")  # not its repr: that is plugin code too
+        raise TypeError(f"{plugin} registered {what}, which is not a subclass of distilbert_heads.TaskHead; "
+                        "register(HeadClass) takes the head class itself.")
     try:
         check_head_class(head_class)
     except ValueError as error:

@@ -150,9 +150,9 @@ _KERAS_WRAPPER = re.compile(
 
 def _unwrap(error: BaseException) -> BaseException:
     """The error Keras wrapped in "Exception encountered when calling ...", when it kept it."""
-    while getattr(error, "_keras_call_info_injected", False) and error.__context__ is not None:
-        error = error.__context__
-    return error
+    from distilbert_heads.head import unwrap_keras_error  # an error after Keras ran: it is imported
+
+    return unwrap_keras_error(error)
 
 
 _FILE_ARGUMENTS = ("train", "eval", "data", "input", "model", "checkpoint")

@@ -49,6 +49,7 @@ BUILTIN_DISTRIBUTION = "distilbert-heads"
 LOAD_ENV = "DISTILBERT_HEADS_LOAD_PLUGINS"
 BLOCK_ENV = "DISTILBERT_HEADS_BLOCK_PLUGINS"
 STRICT_ENV = "DISTILBERT_HEADS_STRICT_PLUGINS"
+UNKNOWN_VERSION = "unknown"  # a distribution whose metadata has no Version
 _TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"", "0", "false", "no", "off"})
 _lock = threading.RLock()  # guards loading and the process-wide registry
 _warned: set[tuple[str, str]] = set()  # (distribution, plugin) whose failure was already warned about
@@ -156,7 +157,7 @@ def _builtin_version() -> str:
     try:
         return importlib.metadata.version(BUILTIN_DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
-        return str(getattr(sys.modules.get("distilbert_heads"), "__version__", "unknown"))
+        return str(getattr(sys.modules.get("distilbert_heads"), "__version__", UNKNOWN_VERSION))
 
 
 @contextlib.contextmanager
@@ -309,7 +310,7 @@ class HeadRegistry:
         found = {}
         for ep in importlib.metadata.entry_points(group=self.entry_point_group):
             meta = ep.dist.metadata if ep.dist is not None else {}  # parsed once: it is most of the cost
-            name, ver = meta.get("Name") or "unknown", meta.get("Version") or "unknown"
+            name, ver = meta.get("Name") or "unknown", meta.get("Version") or UNKNOWN_VERSION
             found.setdefault((ep.name, _canonical(name)), _Plugin(ep.name, name, ver, ep.load))
         self._warn_about_settings(found.values())
         for _, plugin in sorted(found.items()):
@@ -465,9 +466,10 @@ class HeadRegistry:
         state = next((p for p in self._plugins or [] if not p.builtin
                       and names & {_canonical(p.name), _canonical(p.distribution)}), None)
         blocked_by = self._blocked_by(distribution, plugin_name) if names else None
-        requirement = (f"{distribution}=={version}" if version else distribution) if distribution else None
+        requirement = pip_requirement(distribution, version) if distribution else None
         install = f"pip install {requirement or '<the plugin that provides it>'}"
-        origin = (f"it was provided by {distribution} {version or '(version unknown)'} when saved" if distribution
+        known = version if version and version != UNKNOWN_VERSION else "(version unknown)"
+        origin = (f"it was provided by {distribution} {known} when saved" if distribution
                   else "the file does not record which distribution provided it")
         if state is not None and state.error is not None:
             lines = [(f"Cannot load head {head_name!r}: the plugin that provides task type {task_type!r} is "
@@ -477,9 +479,10 @@ class HeadRegistry:
             lines = [f"Cannot load head {head_name!r}: no available plugin provides task type {task_type!r} "
                      f"({origin})."]
             if blocked_by:
-                fix = "remove it from" if blocked_by == BLOCK_ENV else "add it to"
-                lines.append(f"Loading {distribution or plugin_name} is blocked by the environment variable "
-                             f"{blocked_by}={self._env[blocked_by] or ''!r}: unset the variable or {fix} it "
+                name = distribution or plugin_name
+                fix = f"remove {name} from it" if blocked_by == BLOCK_ENV else f"add {name} to it"
+                lines.append(f"Loading {name} is blocked by the environment variable "
+                             f"{blocked_by}={self._env[blocked_by] or ''!r}: unset {blocked_by} or {fix} "
                              f"(and {install} if it is not installed).")
             else:
                 lines.append(f"Install it with: {install}")

@@ -726,8 +726,9 @@ def test_threads_share_one_load_and_a_plugins_keyboardinterrupt_off_the_main_thr
 
 
 def test_registering_one_head_twice_is_one_registration(fake_site):
-    fake_site.plugin("twice", ("twice_task",), ("tw",), register_call="register(TwicePkgHead)\nregister(TwicePkgHead)")
-    rows = [row for row in fake_site.registry().list_heads() if row.plugin == "twice"]
+    fake_site.plugin("dht_twice", ("twice_task",), ("tw",),
+                     register_call="register(DhtTwicePkgHead)\nregister(DhtTwicePkgHead)")
+    rows = [row for row in fake_site.registry().list_heads() if row.plugin == "dht_twice"]
     assert [(row.task_type, row.aliases, row.status) for row in rows] == [("twice_task", ("tw",), "ok")]
 
 
@@ -800,3 +801,130 @@ def test_environment_values_that_work_do_not_warn(fake_site, monkeypatch, env, r
         warnings.simplefilter("error")
         assert _status(fake_site.registry()) == {"red": red}
 
+
+# -- head code that raises: the error names the head and the plugin that provides it ------------------------
+BROKEN_HEAD_CODE = {  # what the plugin does -> (preamble, the method named in the error, the original message)
+    "call-raises": ("def _call(self, h, m, training=None):\n    raise ZeroDivisionError('call exploded')\n"
+                    "{cls}.call = _call", "call()", "ZeroDivisionError: call exploded"),
+    "init-raises": ("def _init(self, *a, **k):\n    raise RuntimeError('init exploded')\n{cls}.__init__ = _init",
+                    "__init__()", "RuntimeError: init exploded"),
+    "options-validator-typeerror": (
+        "from pydantic import model_validator\nfrom distilbert_heads import HeadOptions\n"
+        "class _Opts(HeadOptions):\n    @model_validator(mode='after')\n    def _check(self):\n"
+        "        raise TypeError('validator exploded')\n{cls}.options_schema = _Opts", "options", "validator exploded"),
+}
+
+
+@pytest.mark.parametrize("behaviour", list(BROKEN_HEAD_CODE))
+def test_head_code_raising_while_building_names_the_head_and_plugin(fake_site, behaviour):
+    from distilbert_heads.head import HeadContractError, HeadOptionsError
+    from distilbert_heads.testing import tiny_model
+
+    code, method, original = BROKEN_HEAD_CODE[behaviour]
+    module = fake_site.head_module("dht_bad_code_pkg", ("dht_bad_task",))
+    (fake_site.root / module / "__init__.py").open("a").write("\n" + code.format(cls="DhtBadCodePkgHead") + "\n")
+    fake_site.dist("distilbert-head-dht-bad", "3.1.4", {"dht_bad": module}, group="distilbert_heads")
+    reset_registry()
+    try:
+        with pytest.raises((HeadContractError, HeadOptionsError)) as info:
+            tiny_model("dht_bad_task")
+    finally:
+        reset_registry()
+    message = str(info.value)
+    for fact in (method, original, "dht_bad_code_pkg:DhtBadCodePkgHead"):
+        assert fact in message
+    if behaviour != "options-validator-typeerror":
+        assert "'dht_bad' (distilbert-head-dht-bad 3.1.4)" in message and "Exception encountered" not in message
+        assert "\x1b[" not in message
+
+
+@pytest.mark.parametrize("raised", ["ZeroDivisionError('decode exploded')", "ValueError('decode exploded')"])
+def test_decode_raising_in_a_pipeline_names_the_head_and_plugin(fake_site, raised):
+    from distilbert_heads import pipeline
+    from distilbert_heads.head import HeadContractError
+    from distilbert_heads.testing import tiny_model
+    from distilbert_heads.tokenizer import DistilBertTokenizer
+
+    module = fake_site.head_module("dht_decode_pkg", ("dht_decode_task",))
+    (fake_site.root / module / "__init__.py").open("a").write(
+        f"\ndef _decode(self, outputs, encoding=None):\n    raise {raised}\nDhtDecodePkgHead.decode = _decode\n")
+    fake_site.dist("distilbert-head-dht-decode", "0.2", {"dht_decode": module}, group="distilbert_heads")
+    reset_registry()
+    try:
+        model = tiny_model("dht_decode_task")
+    finally:
+        reset_registry()
+    model.tokenizer = DistilBertTokenizer.from_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello"])
+    with pytest.raises(HeadContractError) as info:
+        pipeline(model)(["hello", "hello"])
+    message = str(info.value)
+    for fact in ("decode()", "decode exploded", raised.split("(")[0], "'dht_decode' (distilbert-head-dht-decode 0.2)",
+                 "dht_decode_pkg:DhtDecodePkgHead", "2 input(s)"):
+        assert fact in message
+    assert type(info.value.__cause__).__name__ == raised.split("(")[0]
+
+
+UPGRADES = {  # what changed in the plugin's head since the model was saved -> (module body, error, facts)
+    "options": ("from distilbert_heads import HeadOptions\nclass _Opts(HeadOptions):\n    {option}: int = 2\n"
+                "{cls}.options_schema = _Opts\n", "HeadOptionsError", ["width", "depth", "takes other options"]),
+    "layer-size": ("import keras\ndef _init(self, hidden_size, task_type, options=None, **kw):\n"
+                   "    TaskHead.__init__(self, hidden_size, task_type, options, **kw)\n"
+                   "    self.dense = keras.layers.Dense({units}, name='dense')\n"
+                   "def _call(self, h, m, training=None):\n    return {{'logits': self.dense(h[:, 0, :])}}\n"
+                   "{cls}.__init__, {cls}.call = _init, _call\n", "CheckpointError",
+                   ["do not fit", "Layer 'dense' expected 2 variables", "whose layers differ"]),
+}
+
+
+@pytest.mark.parametrize("change", list(UPGRADES))
+def test_model_saved_with_an_older_plugin_version_says_which_version_to_install(fake_site, tmp_path, change):
+    """A .keras file whose plugin was upgraded (here from 1.0 to 2.0) in an incompatible way since it was saved."""
+    import shutil
+
+    from distilbert_heads.model import load_task_model
+    from distilbert_heads.testing import tiny_model
+
+    body, error_name, facts = UPGRADES[change]
+
+    def release(version: str, option: str, units: int) -> None:
+        module = fake_site.head_module(f"dht_up_{version.replace('.', '_')}_pkg", ("dht_up_task",))
+        cls = "".join(part.title() for part in module.split("_")) + "Head"
+        (fake_site.root / module / "__init__.py").open("a").write(
+            "\n" + body.format(cls=cls, option=option, units=units))
+        for info in fake_site.root.glob("distilbert_head_dht_up-*.dist-info"):
+            shutil.rmtree(info)  # "pip install --upgrade": the old release is gone
+        fake_site.dist("distilbert-head-dht-up", version, {"dht_up": module}, group="distilbert_heads")
+        reset_registry()
+        importlib.invalidate_caches()
+
+    path = tmp_path / "upgraded.keras"
+    try:
+        release("1.0", "width", 2)
+        tiny_model("dht_up_task").save(path)
+        release("2.0", "depth", 3)
+        with pytest.raises(ValueError) as info:
+            load_task_model(path)
+    finally:
+        reset_registry()
+    message = str(info.value)
+    assert type(info.value).__name__ == error_name
+    for fact in ("distilbert-head-dht-up 1.0", "distilbert-head-dht-up 2.0", "pip install distilbert-head-dht-up==1.0",
+                 *facts):
+        assert fact in message
+
+
+@pytest.mark.parametrize(("version", "install"), [("1.2", "pip install distilbert-head-gone==1.2"),
+                                                  ("unknown", "pip install distilbert-head-gone"),
+                                                  (None, "pip install distilbert-head-gone")])
+def test_saved_head_of_a_missing_plugin_names_a_pip_command_that_works(fake_site, version, install):
+    """A distribution without a Version in its metadata is listed as version 'unknown': never 'pip install x==unknown'."""
+    info = fake_site.root / "distilbert_head_nover-0.dist-info"
+    fake_site.dist("distilbert-head-nover", "0", {"nover": fake_site.head_module("nover_pkg", ("nover_task",))})
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: distilbert-head-nover\n")
+    registry = fake_site.registry()
+    assert registry.get_head("nover_task").version == "unknown"
+    with pytest.raises(registry_module.MissingHeadPluginError) as error:
+        registry.head_for_saved("gone_task", head_name="gone", distribution="distilbert-head-gone", version=version)
+    message = str(error.value)
+    assert f"{install}\n" in message or message.endswith(install) or f"{install} " in message
+    assert "==unknown" not in message and "==None" not in message

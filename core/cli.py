@@ -150,9 +150,9 @@ _KERAS_WRAPPER = re.compile(
 
 def _unwrap(error: BaseException) -> BaseException:
     """The error Keras wrapped in "Exception encountered when calling ...", when it kept it."""
-    while getattr(error, "_keras_call_info_injected", False) and error.__context__ is not None:
-        error = error.__context__
-    return error
+    from distilbert_heads.head import unwrap_keras_error  # an error after Keras ran: it is imported
+
+    return unwrap_keras_error(error)
 
 
 _FILE_ARGUMENTS = ("train", "eval", "data", "input", "model", "checkpoint")
@@ -648,8 +648,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _start_keras_quietly()
         return int(args.handler(args))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:  # notes say what was running (e.g. which plugin was loading)
+        print(" ".join(["interrupted", *getattr(interrupt, "__notes__", ())]), file=sys.stderr)
         return 130
     except Exception as error:
         if os.environ.get(DEBUG_VARIABLE) or not isinstance(error, _user_errors()):

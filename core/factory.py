@@ -26,7 +26,7 @@ from typing import Any
 
 from distilbert_heads.config import PRETRAINED_IDS, DistilBertConfig
 from distilbert_heads.encoder import DistilBERT
-from distilbert_heads.model import DistilBertTaskModel
+from distilbert_heads.model import DistilBertTaskModel, make_head
 from distilbert_heads.tasks import NLPTaskConfig, NLPTaskType, normalize_task_type
 from distilbert_heads.tokenizer import DistilBertTokenizer
 
@@ -158,15 +158,7 @@ def create_distilbert_with_heads(
         options = config.head_options()
         if checkpoint is not None:
             options = _infer_classes(options, record.head_class, checkpoint)
-        heads.append(
-            record.head_class(
-                hidden_size=encoder.config.hidden_size,
-                task_type=record.task_type,
-                options=options,
-                name=head_name,
-                **model_kwargs,
-            )
-        )
+        heads.append(make_head(record, encoder.config.hidden_size, options, head_name, **model_kwargs))
     model = DistilBertTaskModel(
         encoder,
         heads,

@@ -89,6 +89,12 @@ class TaskHead(keras.layers.Layer):
                 f"{cls.__name__} (task types: {', '.join(cls.task_types) or '-'}) rejected its options: "
                 f"{problems}. Options it accepts: {accepted}."
             ) from error
+        except Exception as error:  # a validator that raises TypeError & co. escapes pydantic: still this head's
+            raise HeadOptionsError(
+                f"{cls.__module__}:{cls.__qualname__} (task types: {', '.join(cls.task_types) or '-'}) failed to "
+                f"validate its options {_short(raw)}: {type(error).__name__}: {error}. This is a bug in the head's "
+                "options_schema; report it to the plugin's authors."
+            ) from error
 
     # -- the forward pass ---------------------------------------------------------------
     def call(self, hidden_states: Any, attention_mask: Any, training: bool | None = None) -> dict[str, Any]:
@@ -148,6 +154,26 @@ class TaskHead(keras.layers.Layer):
         return config
 
 
+def check_head_class(cls: type[TaskHead]) -> None:
+    """Raise `HeadContractError` unless the class attributes the library reads have usable types.
+
+    Run when a plugin registers the class, so a typo there fails that plugin alone, with its name,
+    instead of a confusing error the first time a model is built or a pipeline decodes.
+    """
+    schema = cls.options_schema
+    if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+        raise HeadContractError(
+            f"options_schema is {_short(schema)} ({cls.__module__}:{cls.__qualname__}); it must be a subclass of "
+            "distilbert_heads.HeadOptions (a pydantic model of the head's options)."
+        )
+    names = cls.output_names
+    if isinstance(names, str) or not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names):
+        raise HeadContractError(
+            f"output_names is {_short(names)} ({cls.__module__}:{cls.__qualname__}); it must be a tuple of output "
+            "names, e.g. output_names = (\"logits\",) (note the comma)."
+        )
+
+
 def check_head_outputs(head: TaskHead, outputs: Any, *, batch_size: int, plugin: str | None = None) -> None:
     """Raise `HeadContractError` unless ``head``'s outputs and options keep the contract.
 
@@ -157,10 +183,7 @@ def check_head_outputs(head: TaskHead, outputs: Any, *, batch_size: int, plugin:
     survive a JSON round trip (they are saved in the ``.keras`` config as JSON).
     """
     cls = type(head)
-    who = (
-        f"Head {head.name!r} ({cls.__module__}:{cls.__qualname__}, task type {head.task_type!r}, "
-        f"plugin {plugin or 'unknown'})"
-    )
+    who = describe_head(head, plugin)
     if not isinstance(outputs, Mapping) or not outputs:
         raise HeadContractError(
             f"{who}: call() returned {type(outputs).__name__} ({_short(outputs)}); a head's call must return a "
@@ -197,6 +220,42 @@ def check_head_outputs(head: TaskHead, outputs: Any, *, batch_size: int, plugin:
         )
 
 
+def describe_head(head: TaskHead | tuple[type[TaskHead], str, str], plugin: str | None = None) -> str:
+    """``Head 'name' (module:Class, task type 't', plugin p)``: how errors about one head start.
+
+    ``head`` is the head, or ``(head class, head name, task type)`` before it exists.
+    """
+    cls, name, task_type = head if isinstance(head, tuple) else (type(head), head.name, head.task_type)
+    return (
+        f"Head {name!r} ({cls.__module__}:{cls.__qualname__}, task type {task_type!r}, plugin {plugin or 'unknown'})"
+    )
+
+
+def head_code_failed(
+    head: TaskHead | tuple[type[TaskHead], str, str], plugin: str | None, method: str, error: BaseException, when: str
+) -> HeadContractError:
+    """The error for a head's own code (``__init__``, ``call``, ``decode``) raising: names the head, its plugin and
+    the cause (chain it: ``raise head_code_failed(...) from error``)."""
+    original = unwrap_keras_error(error)
+    text = " ".join(line.strip() for line in str(original).splitlines() if line.strip())
+    return HeadContractError(
+        f"{describe_head(head, plugin)}: {method}() raised {type(original).__name__}"
+        + (f": {text if len(text) <= 300 else text[:297] + '...'}" if text else "")
+        + f" {when}. Unless the input was invalid, this is a bug in the head's code: report it to the authors of "
+        "the plugin that provides it, or use another head."
+    )
+
+
+def unwrap_keras_error(error: BaseException) -> BaseException:
+    """The exception Keras re-raised as "Exception encountered when calling ...", when it kept it."""
+    while getattr(error, "_keras_call_info_injected", False) and error.__context__ is not None:
+        error = error.__context__
+    return error
+
+
 def _short(value: Any, limit: int = 120) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a head's objects are plugin code
+        text = f"<{type(value).__qualname__} object>"
     return text if len(text) <= limit else text[: limit - 3] + "..."

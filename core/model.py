@@ -30,6 +30,7 @@ the model is meant to see, at most the encoder's ``max_position_embeddings``) is
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import warnings
@@ -50,8 +51,8 @@ from distilbert_heads.encoder import (
     validate_encoder_inputs,
     validate_model_data,
 )
-from distilbert_heads.head import TaskHead, check_head_outputs
-from distilbert_heads.registry import MissingHeadPluginError, get_registry
+from distilbert_heads.head import HeadOptionsError, TaskHead, check_head_outputs, head_code_failed
+from distilbert_heads.registry import HeadRecord, MissingHeadPluginError, get_registry, pip_requirement
 from distilbert_heads.tokenizer import DistilBertTokenizer
 
 # Variable dtypes that suit inference but lose small training updates.
@@ -199,13 +200,28 @@ class DistilBertTaskModel(keras.Model):
     def build(self, input_shape: Any = None) -> None:
         if self.built and self._head_output_names:
             return
-        outputs = self.call(_dummy_inputs(), training=False)
+        encoded = self.encoder(_dummy_inputs(), training=False)
+        outputs = {}
         for name, head in self.heads.items():
-            check_head_outputs(
-                head, outputs[name], batch_size=_DUMMY_BATCH, plugin=self.head_provenance[name].get("plugin")
-            )
+            plugin = self.head_plugin(name)
+            try:
+                outputs[name] = head(encoded["last_hidden_state"], encoded["attention_mask"], training=False)
+            except Exception as error:
+                raise head_code_failed(
+                    head, plugin, "call", error, f"on a dummy batch (hidden states of shape ({_DUMMY_BATCH}, "
+                    f"{_DUMMY_LENGTH}, {head.hidden_size}), attention mask ({_DUMMY_BATCH}, {_DUMMY_LENGTH})) "
+                    "while the model was built"
+                ) from error
+            check_head_outputs(head, outputs[name], batch_size=_DUMMY_BATCH, plugin=plugin)
         self._head_output_names = {name: tuple(head_outputs) for name, head_outputs in outputs.items()}
         self.built = True
+
+    def head_plugin(self, name: str) -> str:
+        """Where head ``name`` came from, for messages: ``'plugin' (distribution version)``."""
+        provenance = self.head_provenance[name]
+        if not provenance.get("plugin"):
+            return "unknown"
+        return f"{provenance['plugin']!r} ({provenance.get('distribution') or '?'} {provenance.get('version') or '?'})"
 
     def call(self, inputs: Any, training: bool | None = None) -> dict[str, dict[str, Any]]:
         encoded = self.encoder(inputs, training=training)
@@ -531,14 +547,9 @@ class DistilBertTaskModel(keras.Model):
                 saved.task_type, head_name=saved.name, distribution=prov.distribution, version=prov.version,
                 plugin=prov.plugin,
             )
+            saved_with = (prov.distribution, prov.version) if prov.distribution else None
             heads.append(
-                record.head_class(
-                    hidden_size=encoder_config.hidden_size,
-                    task_type=record.task_type,
-                    options=saved.options,
-                    name=saved.name,
-                    **policy,
-                )
+                make_head(record, encoder_config.hidden_size, saved.options, saved.name, saved_with=saved_with, **policy)
             )
             heads[-1].trainable = saved.trainable
             provenance[saved.name] = {
@@ -556,6 +567,31 @@ class DistilBertTaskModel(keras.Model):
             trainable=bool(config.get("trainable", True)),
             **policy,
         )
+
+
+def make_head(record: HeadRecord, hidden_size: int, options: Any, name: str, *,
+              saved_with: tuple[str, str | None] | None = None, **kwargs: Any) -> TaskHead:
+    """``record``'s head class built with these options; a failure names the head and its plugin.
+
+    ``saved_with`` (distribution, version) is what provided the head when a model was saved:
+    options the installed version rejects then say which version to install.
+    """
+    plugin = f"{record.plugin!r} ({record.distribution} {record.version})"
+    saved = f"{saved_with[0]} {saved_with[1] or '(version unknown)'}" if saved_with else None
+    try:
+        return record.head_class(hidden_size=hidden_size, task_type=record.task_type, options=options, name=name,
+                                 **kwargs)
+    except HeadOptionsError as error:
+        if saved_with is None or saved_with == (record.distribution, record.version):
+            raise
+        raise HeadOptionsError(
+            f"Cannot rebuild head {name!r} as it was saved: {error} It was saved with {saved}; the installed "
+            f"{record.distribution} {record.version} takes other options. Install the version that saved it "
+            f"(pip install {pip_requirement(*saved_with)}), or retrain the model with this one."
+        ) from error
+    except Exception as error:
+        when = "building it" + (f" from a model saved with {saved}" if saved else "")
+        raise head_code_failed((record.head_class, name, record.task_type), plugin, "__init__", error, when) from error
 
 
 def _check_max_length(max_length: Any, encoder_config: DistilBertConfig) -> int:
@@ -591,6 +627,34 @@ def check_tokenizer_fits_encoder(
         )
 
 
+def _head_changes(path: Path) -> str:
+    """For each head of the ``.keras`` file at ``path`` now provided by another plugin version than when it
+    was saved, a sentence saying so and what to install; empty when none changed."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            heads = json.loads(archive.read("config.json"))["config"]["heads"]
+        saved = [_SavedHead.model_validate(item) for item in heads]
+    except Exception:  # the config loaded a moment ago; if it cannot be re-read there is nothing to add
+        return ""
+    changes = []
+    for head in saved:
+        prov = head.provenance
+        try:
+            record = get_registry().get_head(head.task_type)
+        except LookupError:
+            continue
+        if prov.distribution and (prov.distribution, prov.version) != (record.distribution, record.version):
+            changes.append(
+                f"Head {head.name!r} was saved with {prov.distribution} {prov.version or '(version unknown)'} and is "
+                f"now built by {record.distribution} {record.version} ({_class_path(record.head_class)}), whose "
+                f"layers differ: install the version that saved it (pip install "
+                f"{pip_requirement(prov.distribution, prov.version)}) or retrain."
+            )
+    return " ".join(changes)
+
+
 def _class_path(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
@@ -610,7 +674,16 @@ def _load_task_model(model_or_path: Any) -> DistilBertTaskModel:
             f"Expected a DistilBertTaskModel or the path of a .keras file, got {type(model_or_path).__name__}."
         )
     path = Path(model_or_path)
-    model = load_keras_model(path)
+    try:
+        model = load_keras_model(path)
+    except ValueError as error:
+        if "could not be loaded" not in str(error):  # Keras: saved weights that do not fit the rebuilt model
+            raise
+        first = next((line.strip() for line in str(error).splitlines() if "expected" in line), str(error).splitlines()[0])
+        raise CheckpointError(
+            f"{os.fspath(path)!r}: the weights saved in it do not fit the model rebuilt from its config ({first}). "
+            + (_head_changes(path) or "Was the file edited, or saved by another version of distilbert-heads?")
+        ) from error
     if not isinstance(model, DistilBertTaskModel):
         raise TypeError(
             f"{os.fspath(path)!r} holds a {type(model).__name__}, not a distilbert_heads DistilBertTaskModel; "

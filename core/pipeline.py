@@ -59,7 +59,7 @@ import keras
 import numpy as np
 
 from distilbert_heads.encoder import validate_encoder_inputs
-from distilbert_heads.head import TaskHead
+from distilbert_heads.head import TaskHead, head_code_failed
 from distilbert_heads.model import DistilBertTaskModel, check_tokenizer_fits_encoder, load_task_model
 from distilbert_heads.tokenizer import MAX_WHOLE_TEXT_CHARS, PREFIX_CHARS_PER_TOKEN, BatchEncoding, DistilBertTokenizer
 
@@ -225,7 +225,14 @@ class Pipeline:
         else:
             context = {"questions": [q for q, _ in group], "contexts": [c for _, c in group]}
         accepted = {key: value for key, value in context.items() if self._decode_accepts(key)}
-        answers = list(self.head.decode(outputs, encoding, **accepted, **decode_kwargs))
+        try:
+            answers = list(self.head.decode(outputs, encoding, **accepted, **decode_kwargs))
+        except Exception as error:
+            raise head_code_failed(
+                self.head, self.model.head_plugin(self.head_name), "decode", error,
+                f"on the model's outputs for {len(group)} input(s)"
+                + (f" with options {dict(decode_kwargs)}" if decode_kwargs else ""),
+            ) from error
         if len(answers) != len(group):
             raise RuntimeError(
                 f"Head {self.head_name!r} ({type(self.head).__name__}).decode returned {len(answers)} answers for "

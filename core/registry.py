@@ -49,6 +49,8 @@ BUILTIN_DISTRIBUTION = "distilbert-heads"
 LOAD_ENV = "DISTILBERT_HEADS_LOAD_PLUGINS"
 BLOCK_ENV = "DISTILBERT_HEADS_BLOCK_PLUGINS"
 STRICT_ENV = "DISTILBERT_HEADS_STRICT_PLUGINS"
+UNKNOWN_VERSION = "unknown"  # a distribution whose metadata has no Version
+_TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"", "0", "false", "no", "off"})
 _lock = threading.RLock()  # guards loading and the process-wide registry
 _warned: set[tuple[str, str]] = set()  # (distribution, plugin) whose failure was already warned about
 
@@ -136,11 +138,18 @@ def _names(value: str) -> frozenset[str]:
     return frozenset(_canonical(part) for part in value.split(",") if part.strip())
 
 
-def _describe(error: BaseException) -> str:
-    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+def _describe(error: BaseException, limit: int = 2000) -> str:
+    """``Type: message`` of a plugin's exception, safe for any exception a plugin can raise."""
+    try:
+        message = str(error)
+    except Exception as failure:  # noqa: BLE001 - a plugin's __str__ is plugin code too
+        message = f"<its message cannot be shown: str() raised {type(failure).__name__}>"
+    if len(message) > limit:
+        message = f"{message[:limit]}... ({len(message):,} characters)"
+    text = f"{type(error).__name__}: {message}" if message else type(error).__name__
     if isinstance(error, pluggy.PluginValidationError):
         text += " (a head plugin defines `@hookimpl def register_heads(register)`, hookimpl from distilbert_heads)"
-    return text
+    return text.rstrip(".")  # callers add their own sentence end
 
 
 @functools.cache
@@ -148,7 +157,7 @@ def _builtin_version() -> str:
     try:
         return importlib.metadata.version(BUILTIN_DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
-        return str(getattr(sys.modules.get("distilbert_heads"), "__version__", "unknown"))
+        return str(getattr(sys.modules.get("distilbert_heads"), "__version__", UNKNOWN_VERSION))
 
 
 @contextlib.contextmanager
@@ -190,7 +199,8 @@ class HeadRegistry:
         self._env = {name: os.environ.get(name) for name in (LOAD_ENV, BLOCK_ENV)}
         self._load_only = None if self._env[LOAD_ENV] is None else _names(self._env[LOAD_ENV])
         self._blocked = _names(self._env[BLOCK_ENV] or "")
-        self._strict = os.environ.get(STRICT_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+        self._strict_value = os.environ.get(STRICT_ENV, "")
+        self._strict = self._strict_value.strip().lower() in _TRUE
         self._plugins: list[_Plugin] | None = None
         self._loading = False
         self._heads: dict[str, HeadRecord] = {}  # task type -> the record serving it
@@ -300,8 +310,9 @@ class HeadRegistry:
         found = {}
         for ep in importlib.metadata.entry_points(group=self.entry_point_group):
             meta = ep.dist.metadata if ep.dist is not None else {}  # parsed once: it is most of the cost
-            name, ver = meta.get("Name") or "unknown", meta.get("Version") or "unknown"
+            name, ver = meta.get("Name") or "unknown", meta.get("Version") or UNKNOWN_VERSION
             found.setdefault((ep.name, _canonical(name)), _Plugin(ep.name, name, ver, ep.load))
+        self._warn_about_settings(found.values())
         for _, plugin in sorted(found.items()):
             blocked_by = self._blocked_by(plugin.name, plugin.distribution)
             if blocked_by:
@@ -310,6 +321,26 @@ class HeadRegistry:
                                  f"not loaded: {LOAD_ENV}={self._env[LOAD_ENV]!r} does not name it")
             plugins.append(plugin)
         return plugins
+
+    def _warn_about_settings(self, installed: Iterable[_Plugin]) -> None:
+        """Warn about environment values that cannot mean what the user wanted (typos, mostly)."""
+        if self._strict_value.strip().lower() not in _TRUE | _FALSE:
+            warnings.warn(f"{STRICT_ENV}={self._strict_value!r} is not one of {', '.join(sorted(_TRUE))} (strict) or "
+                          f"{', '.join(sorted(_FALSE - {''}))} (not strict); plugins load in the default, non-strict "
+                          "mode.", UserWarning, stacklevel=6)
+        names = {_canonical(n): f"{p.name} ({p.distribution})" for p in installed for n in (p.name, p.distribution)}
+        unknown = sorted((self._load_only or frozenset()) - set(names))
+        if unknown:
+            warnings.warn(f"{LOAD_ENV}={self._env[LOAD_ENV]!r} names {', '.join(map(repr, unknown))}, which no installed "
+                          f"plugin is called; it loads only the built-in heads and "
+                          f"{', '.join(sorted({names[n] for n in self._load_only or () if n in names})) or 'no plugin'}. "
+                          f"Installed plugins: {', '.join(sorted(set(names.values()))) or 'none'}. Built-in heads are "
+                          "always loaded.", UserWarning, stacklevel=6)
+        builtin = sorted(n for n in self._blocked if n == BUILTIN_DISTRIBUTION or n.startswith("builtin-"))
+        if builtin:
+            warnings.warn(f"{BLOCK_ENV} names {', '.join(map(repr, builtin))}: built-in heads cannot be blocked (only "
+                          "plugins can); to replace a built-in, install a plugin that registers it with "
+                          "override=True.", UserWarning, stacklevel=6)
 
     def _register(self, pm: pluggy.PluginManager, plugin: _Plugin, claims: dict, interrupted: list[int]) -> None:
         """Import, validate and run one plugin's hook; record its claims, or its failure."""
@@ -326,25 +357,32 @@ class HeadRegistry:
                     if owners.setdefault(key, head_class) is not head_class:
                         raise ValueError(f"{plugin} registered two head classes for {key!r}: "
                                          f"{owners[key].__qualname__} and {head_class.__qualname__}")
-                pending.append((record, override))
+                if (record, override) not in pending:  # the same call twice registers once
+                    pending.append((record, override))
 
         module = None
+        # Two distributions may use one entry-point name; pluggy needs a name unique to this one.
+        pluggy_name = f"{plugin.distribution}:{plugin.name}"
         try:
-            module = plugin.load()
-            pm.register(module, name=plugin.name)
-            pm.check_pending()
-            impls = [impl for impl in pm.hook.register_heads.get_hookimpls() if impl.plugin is module]
-            if not impls:
-                raise pluggy.PluginValidationError(module, f"{plugin} defines no hook implementation")
-            for impl in impls:
-                impl.function(**dict.fromkeys(impl.argnames, register))
+            # Plugin code may print; stdout belongs to the caller (`heads --json` must stay JSON).
+            with contextlib.redirect_stdout(sys.stderr):
+                module = plugin.load()
+                pm.register(module, name=pluggy_name)
+                pm.check_pending()
+                impls = [impl for impl in pm.hook.register_heads.get_hookimpls() if impl.plugin is module]
+                if not impls:
+                    raise pluggy.PluginValidationError(module, f"{plugin} defines no hook implementation")
+                for impl in impls:
+                    impl.function(**dict.fromkeys(impl.argnames, register))
             if not pending:
                 raise ValueError(f"{plugin}: register_heads ran but registered no head; call register(HeadClass)")
         except BaseException as error:  # plugin code: SystemExit, RecursionError... are its own failure
-            if isinstance(error, KeyboardInterrupt) and interrupted:
-                raise  # a real Ctrl-C
-            if module is not None and pm.get_plugin(plugin.name) is module:
-                pm.unregister(name=plugin.name)
+            if isinstance(error, KeyboardInterrupt) and interrupted:  # a real Ctrl-C: say what was running
+                if hasattr(error, "add_note"):  # Python 3.11+
+                    error.add_note(f"while loading {plugin}; if it hangs, block it with {BLOCK_ENV}={plugin.distribution}")
+                raise
+            if module is not None and pm.get_plugin(pluggy_name) is module:
+                pm.unregister(name=pluggy_name)
             plugin.status, plugin.error = "failed", error
             if not self._strict and (plugin.distribution, plugin.name) not in _warned:
                 _warned.add((plugin.distribution, plugin.name))
@@ -428,9 +466,10 @@ class HeadRegistry:
         state = next((p for p in self._plugins or [] if not p.builtin
                       and names & {_canonical(p.name), _canonical(p.distribution)}), None)
         blocked_by = self._blocked_by(distribution, plugin_name) if names else None
-        requirement = (f"{distribution}=={version}" if version else distribution) if distribution else None
+        requirement = pip_requirement(distribution, version) if distribution else None
         install = f"pip install {requirement or '<the plugin that provides it>'}"
-        origin = (f"it was provided by {distribution} {version or '(version unknown)'} when saved" if distribution
+        known = version if version and version != UNKNOWN_VERSION else "(version unknown)"
+        origin = (f"it was provided by {distribution} {known} when saved" if distribution
                   else "the file does not record which distribution provided it")
         if state is not None and state.error is not None:
             lines = [(f"Cannot load head {head_name!r}: the plugin that provides task type {task_type!r} is "
@@ -440,9 +479,10 @@ class HeadRegistry:
             lines = [f"Cannot load head {head_name!r}: no available plugin provides task type {task_type!r} "
                      f"({origin})."]
             if blocked_by:
-                fix = "remove it from" if blocked_by == BLOCK_ENV else "add it to"
-                lines.append(f"Loading {distribution or plugin_name} is blocked by the environment variable "
-                             f"{blocked_by}={self._env[blocked_by] or ''!r}: unset the variable or {fix} it "
+                name = distribution or plugin_name
+                fix = f"remove {name} from it" if blocked_by == BLOCK_ENV else f"add {name} to it"
+                lines.append(f"Loading {name} is blocked by the environment variable "
+                             f"{blocked_by}={self._env[blocked_by] or ''!r}: unset {blocked_by} or {fix} "
                              f"(and {install} if it is not installed).")
             else:
                 lines.append(f"Install it with: {install}")
@@ -451,13 +491,24 @@ class HeadRegistry:
                                       distribution=distribution, version=version, blocked_by=blocked_by)
 
 
+def pip_requirement(distribution: str, version: str | None) -> str:
+    """``distribution==version`` for a pip command, or just the distribution when the version is unknown."""
+    return f"{distribution}=={version}" if version and version != UNKNOWN_VERSION else distribution
+
+
 def _records(plugin: _Plugin, head_class: Any, task_types: Any, aliases: Any) -> list[HeadRecord]:
     """Validate one ``register(...)`` call; its aliases name the first task type."""
-    from distilbert_heads.head import TaskHead  # imports keras: only once a plugin registers
+    from distilbert_heads.head import TaskHead, check_head_class  # imports keras: only once a plugin registers
 
     if not (isinstance(head_class, type) and issubclass(head_class, TaskHead)):
-        raise TypeError(f"{plugin} registered {head_class!r}, which is not a subclass of distilbert_heads.TaskHead; "
+        what = (f"the class {head_class.__module__}.{head_class.__qualname__}" if isinstance(head_class, type)
+                else f"a {type(head_class).__name__} object")  # not its repr: that is plugin code too
+        raise TypeError(f"{plugin} registered {what}, which is not a subclass of distilbert_heads.TaskHead; "
                         "register(HeadClass) takes the head class itself.")
+    try:
+        check_head_class(head_class)
+    except ValueError as error:
+        raise ValueError(f"{plugin} registered {head_class.__qualname__}, whose {error}") from error
     raw = (head_class.task_types if task_types is None else task_types,
            head_class.aliases if aliases is None else aliases)
     try:

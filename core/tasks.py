@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 TASK_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_\-\.]*$")
+MAX_TASK_TYPE_LENGTH = 100  # a name, shown in listings and error messages; none comes close
 
 
 class NLPTaskType(str, enum.Enum):
@@ -77,6 +78,11 @@ def normalize_task_type(task_type: str | NLPTaskType) -> str:
             f"{task_type!r}. Pass e.g. NLPTaskType.SENTIMENT_ANALYSIS or 'sentiment_analysis'."
         )
     key = task_type.strip().lower()
+    if len(key) > MAX_TASK_TYPE_LENGTH:
+        raise ValueError(
+            f"task_type {key[:40]!r}... is {len(key):,} characters long; a task type name has at most "
+            f"{MAX_TASK_TYPE_LENGTH} (for example 'sentiment_analysis' or 'foo')."
+        )
     if not TASK_TYPE_PATTERN.match(key):
         raise ValueError(
             f"task_type {task_type!r} is not a valid task type name: expected lowercase letters, "

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import io
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -27,6 +29,8 @@ import distilbert_heads.registry as registry_module
 from distilbert_heads.registry import (
     BLOCK_ENV,
     BUILTIN_MODULES,
+    LOAD_ENV,
+    STRICT_ENV,
     HeadRecord,
     HeadRegistry,
     HeadRow,
@@ -222,12 +226,18 @@ def test_plugin_raising_in_register_heads_registers_nothing(fake_site):
 @pytest.mark.parametrize(
     ("register_call", "message"),
     [
-        ("register(dict)", "not a subclass of distilbert_heads.TaskHead"),
+        ("register(dict)", "registered the class builtins.dict, which is not a subclass of distilbert_heads.TaskHead"),
+        ("class Bomb:\n    def __repr__(self):\n        raise RuntimeError('no repr')\nregister(Bomb())",
+         "registered a Bomb object, which is not a subclass"),
         ("register('PlainPkgHead')", "not a subclass of distilbert_heads.TaskHead"),
         ("register(PlainPkgHead, task_types=[])", "without task types"),
         ("register(PlainPkgHead, aliases=['Not A Name'])", "not a valid task type name"),
         ("pass", "registered no head"),
         ("register(PlainPkgHead)\nregister(type('Other', (PlainPkgHead,), {}))", "two head classes for 'plain_task'"),
+        ("PlainPkgHead.options_schema = dict\nregister(PlainPkgHead)", "options_schema is <class 'dict'>"),
+        ("PlainPkgHead.output_names = 'logits'\nregister(PlainPkgHead)", "output_names is 'logits'"),
+        ("register(PlainPkgHead, task_types=['t' * 100_000])", "100,000 characters long"),
+        ("register(PlainPkgHead, aliases=['x' * 101])", "at most 100"),
     ],
 )
 def test_bad_registration_is_that_plugins_failure(fake_site, register_call, message):
@@ -577,16 +587,19 @@ def test_get_registry_is_a_singleton_and_reset_rereads_the_environment(monkeypat
 # -- hostile plugins: nothing a plugin does takes down the listing, the built-ins or other plugins --
 BUILTIN_ALIASES = ("sentiment", "ner", "qa", "pairwise")
 RECURSE = "def deeper(depth):\n    return deeper(depth + 1)\ndeeper(0)"
-HOSTILE = {  # behaviour -> (plugin_fixtures.plugin keywords, the exception the plugin's failure records)
-    "import-SystemExit": ({"preamble": "raise SystemExit(3)"}, SystemExit),
-    "import-KeyboardInterrupt": ({"preamble": "raise KeyboardInterrupt('from plugin code')"}, KeyboardInterrupt),
-    "import-GeneratorExit": ({"preamble": "raise GeneratorExit"}, GeneratorExit),
-    "import-Exception": ({"preamble": "raise RuntimeError('boom')"}, RuntimeError),
-    "import-RecursionError": ({"preamble": RECURSE}, RecursionError),
-    "register-SystemExit": ({"register_call": "register({cls})\nraise SystemExit('bye')"}, SystemExit),
-    "register-KeyboardInterrupt": ({"register_call": "register({cls})\nraise KeyboardInterrupt"}, KeyboardInterrupt),
-    "register-Exception": ({"register_call": "register({cls})\nraise ValueError('bad')"}, ValueError),
-    "register-RecursionError": ({"register_call": RECURSE}, RecursionError),
+HOSTILE = {  # behaviour -> (plugin_fixtures.plugin keywords, the exception type the plugin's failure records)
+    "import-SystemExit": ({"preamble": "raise SystemExit(3)"}, "SystemExit"),
+    "import-KeyboardInterrupt": ({"preamble": "raise KeyboardInterrupt('from plugin code')"}, "KeyboardInterrupt"),
+    "import-GeneratorExit": ({"preamble": "raise GeneratorExit"}, "GeneratorExit"),
+    "import-Exception": ({"preamble": "raise RuntimeError('boom')"}, "RuntimeError"),
+    "import-RecursionError": ({"preamble": RECURSE}, "RecursionError"),
+    "register-SystemExit": ({"register_call": "register({cls})\nraise SystemExit('bye')"}, "SystemExit"),
+    "register-KeyboardInterrupt": ({"register_call": "register({cls})\nraise KeyboardInterrupt"}, "KeyboardInterrupt"),
+    "register-Exception": ({"register_call": "register({cls})\nraise ValueError('bad')"}, "ValueError"),
+    "register-RecursionError": ({"register_call": RECURSE}, "RecursionError"),
+    "import-unprintable-exception": ({"preamble": "class Unprintable(Exception):\n    def __str__(self):\n"
+                                                  "        raise RuntimeError('no str')\nraise Unprintable()"}, "Unprintable"),
+    "import-10MB-message": ({"preamble": "raise RuntimeError('x' * 10_000_000)"}, "RuntimeError"),
 }
 
 
@@ -619,13 +632,13 @@ def test_hostile_plugin_fails_alone(fake_site, behaviour, entry_point):
     assert signal.getsignal(signal.SIGINT) is before
     (row,) = rows[entry_point]
     assert (row.status, row.distribution) == ("failed", f"distilbert-head-{entry_point}")
-    assert row.error.startswith(raised.__name__)
+    assert row.error.startswith(raised) and len(row.error) < 2100  # a 10 MB message is cut
     assert all(row.status == "ok" for name, group in rows.items() if name != entry_point for row in group)
     error = registry.failed_plugins()[entry_point]
-    assert type(error) is raised and info.value.__cause__ is error
-    assert f"'{entry_point}'" in str(info.value) and raised.__name__ in str(info.value)
+    assert type(error).__name__ == raised and info.value.__cause__ is error
+    assert f"'{entry_point}'" in str(info.value) and raised in str(info.value)
     (warning,) = [w for w in caught if "failed to load" in str(w.message)]
-    assert f"distilbert-head-{entry_point}" in str(warning.message) and raised.__name__ in str(warning.message)
+    assert f"distilbert-head-{entry_point}" in str(warning.message) and raised in str(warning.message)
 
 
 @pytest.mark.parametrize("entry_point", ["sentiment", "sentiment_analysis", "ner", "question_answering"])
@@ -643,9 +656,12 @@ def test_real_ctrl_c_while_plugins_load_still_stops(fake_site):
     fake_site.plugin("slow", ("slow_task",), preamble="import _thread, time\n_thread.interrupt_main()\ntime.sleep(5)")
     registry = fake_site.registry()
     before = signal.getsignal(signal.SIGINT)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as info:
         registry.list_heads()
     assert signal.getsignal(signal.SIGINT) is before
+    if sys.version_info >= (3, 11):  # the note says which plugin was loading and how to skip it
+        (note,) = info.value.__notes__
+        assert "'slow'" in note and f"{BLOCK_ENV}=distilbert-head-slow" in note
 
 
 def test_builtin_creation_with_a_broken_plugin_named_like_it_in_the_real_group(fake_site, monkeypatch):
@@ -707,3 +723,208 @@ def test_threads_share_one_load_and_a_plugins_keyboardinterrupt_off_the_main_thr
             records = list(pool.map(lambda _: registry.get_head("good_task"), range(8)))
     assert all(record is records[0] for record in records)
     assert isinstance(registry.failed_plugins()["hostile"], KeyboardInterrupt)
+
+
+def test_registering_one_head_twice_is_one_registration(fake_site):
+    fake_site.plugin("dht_twice", ("twice_task",), ("tw",),
+                     register_call="register(DhtTwicePkgHead)\nregister(DhtTwicePkgHead)")
+    rows = [row for row in fake_site.registry().list_heads() if row.plugin == "dht_twice"]
+    assert [(row.task_type, row.aliases, row.status) for row in rows] == [("twice_task", ("tw",), "ok")]
+
+
+def test_two_distributions_may_use_one_entry_point_name(fake_site):
+    """Entry-point names are chosen by each distribution: a clash between two is no failure of either."""
+    fake_site.dist("distilbert-head-one", "1.0", {"heads": fake_site.head_module("one_pkg", ("one_task",))})
+    fake_site.dist("distilbert-head-two", "2.0", {"heads": fake_site.head_module("two_pkg", ("two_task",))})
+    registry = fake_site.registry()
+    rows = {row.distribution: row for row in registry.list_heads() if row.plugin == "heads"}
+    assert {name: row.status for name, row in rows.items()} == {"distilbert-head-one": "ok", "distilbert-head-two": "ok"}
+    assert registry.get_head("one_task").distribution == "distilbert-head-one"
+    assert registry.get_head("two_task").distribution == "distilbert-head-two"
+
+
+def test_plugin_output_goes_to_stderr_so_heads_json_stays_json(fake_site, monkeypatch, capsys):
+    """Plugin code that prints (at import, in register_heads, or by rebinding sys.stdout) never reaches stdout."""
+    from distilbert_heads.cli import main
+
+    fake_site.plugin("chatty", ("chatty_task",), preamble="print('hello from import')",
+                     register_call="print('hello from register')\nregister(ChattyPkgHead)")
+    fake_site.plugin("rebinder", ("rebinder_task",), preamble="import io, sys\nsys.stdout = io.StringIO()")
+    monkeypatch.setattr(registry_module, "_registry", fake_site.registry())
+    try:
+        assert main(["heads", "--json"]) == 0
+    finally:
+        reset_registry()
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)
+    assert {row["plugin"]: row["status"] for row in rows if not row["plugin"].startswith("builtin.")} == {
+        "chatty": "ok", "rebinder": "ok"}
+    assert "hello from import" in captured.err and "hello from register" in captured.err
+    assert sys.stdout is sys.__stdout__ or not isinstance(sys.stdout, io.StringIO)
+
+
+@pytest.mark.parametrize(
+    ("env", "facts"),
+    [
+        ({LOAD_ENV: "no_such_plugin"}, [LOAD_ENV, "'no-such-plugin'", "Installed plugins: red (distilbert-head-red)"]),
+        ({LOAD_ENV: " red , Gren"}, ["'gren'", "loads only the built-in heads and red (distilbert-head-red)"]),
+        ({STRICT_ENV: "maybe"}, [STRICT_ENV, "'maybe'", "non-strict"]),
+        ({BLOCK_ENV: "builtin.sentiment"}, [BLOCK_ENV, "built-in heads cannot be blocked", "override=True"]),
+        ({BLOCK_ENV: "distilbert-heads"}, ["'distilbert-heads'", "built-in heads cannot be blocked"]),
+    ],
+    ids=["load-unknown", "load-typo", "strict-odd", "block-builtin-plugin", "block-builtin-dist"],
+)
+def test_environment_values_that_cannot_work_warn_once(fake_site, monkeypatch, env, facts):
+    fake_site.plugin("red", ("red_task",))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    registry = fake_site.registry()
+    with pytest.warns(UserWarning) as caught:
+        registry.get_head("sentiment")
+        registry.list_heads()
+    messages = [str(w.message) for w in caught if "failed to load" not in str(w.message)]
+    assert len(messages) == 1, messages
+    for fact in facts:
+        assert fact in messages[0]
+
+
+@pytest.mark.parametrize(
+    ("env", "red"),
+    [({LOAD_ENV: "RED, distilbert_head_red"}, "ok"), ({STRICT_ENV: " TRUE "}, "ok"), ({STRICT_ENV: "off"}, "ok"),
+     ({BLOCK_ENV: "not-installed-anyway"}, "ok"), ({LOAD_ENV: " , "}, "blocked")],
+)
+def test_environment_values_that_work_do_not_warn(fake_site, monkeypatch, env, red):
+    fake_site.plugin("red", ("red_task",))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _status(fake_site.registry()) == {"red": red}
+
+
+# -- head code that raises: the error names the head and the plugin that provides it ------------------------
+BROKEN_HEAD_CODE = {  # what the plugin does -> (preamble, the method named in the error, the original message)
+    "call-raises": ("def _call(self, h, m, training=None):\n    raise ZeroDivisionError('call exploded')\n"
+                    "{cls}.call = _call", "call()", "ZeroDivisionError: call exploded"),
+    "init-raises": ("def _init(self, *a, **k):\n    raise RuntimeError('init exploded')\n{cls}.__init__ = _init",
+                    "__init__()", "RuntimeError: init exploded"),
+    "options-validator-typeerror": (
+        "from pydantic import model_validator\nfrom distilbert_heads import HeadOptions\n"
+        "class _Opts(HeadOptions):\n    @model_validator(mode='after')\n    def _check(self):\n"
+        "        raise TypeError('validator exploded')\n{cls}.options_schema = _Opts", "options", "validator exploded"),
+}
+
+
+@pytest.mark.parametrize("behaviour", list(BROKEN_HEAD_CODE))
+def test_head_code_raising_while_building_names_the_head_and_plugin(fake_site, behaviour):
+    from distilbert_heads.head import HeadContractError, HeadOptionsError
+    from distilbert_heads.testing import tiny_model
+
+    code, method, original = BROKEN_HEAD_CODE[behaviour]
+    module = fake_site.head_module("dht_bad_code_pkg", ("dht_bad_task",))
+    (fake_site.root / module / "__init__.py").open("a").write("\n" + code.format(cls="DhtBadCodePkgHead") + "\n")
+    fake_site.dist("distilbert-head-dht-bad", "3.1.4", {"dht_bad": module}, group="distilbert_heads")
+    reset_registry()
+    try:
+        with pytest.raises((HeadContractError, HeadOptionsError)) as info:
+            tiny_model("dht_bad_task")
+    finally:
+        reset_registry()
+    message = str(info.value)
+    for fact in (method, original, "dht_bad_code_pkg:DhtBadCodePkgHead"):
+        assert fact in message
+    if behaviour != "options-validator-typeerror":
+        assert "'dht_bad' (distilbert-head-dht-bad 3.1.4)" in message and "Exception encountered" not in message
+        assert "\x1b[" not in message
+
+
+@pytest.mark.parametrize("raised", ["ZeroDivisionError('decode exploded')", "ValueError('decode exploded')"])
+def test_decode_raising_in_a_pipeline_names_the_head_and_plugin(fake_site, raised):
+    from distilbert_heads import pipeline
+    from distilbert_heads.head import HeadContractError
+    from distilbert_heads.testing import tiny_model
+    from distilbert_heads.tokenizer import DistilBertTokenizer
+
+    module = fake_site.head_module("dht_decode_pkg", ("dht_decode_task",))
+    (fake_site.root / module / "__init__.py").open("a").write(
+        f"\ndef _decode(self, outputs, encoding=None):\n    raise {raised}\nDhtDecodePkgHead.decode = _decode\n")
+    fake_site.dist("distilbert-head-dht-decode", "0.2", {"dht_decode": module}, group="distilbert_heads")
+    reset_registry()
+    try:
+        model = tiny_model("dht_decode_task")
+    finally:
+        reset_registry()
+    model.tokenizer = DistilBertTokenizer.from_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello"])
+    with pytest.raises(HeadContractError) as info:
+        pipeline(model)(["hello", "hello"])
+    message = str(info.value)
+    for fact in ("decode()", "decode exploded", raised.split("(")[0], "'dht_decode' (distilbert-head-dht-decode 0.2)",
+                 "dht_decode_pkg:DhtDecodePkgHead", "2 input(s)"):
+        assert fact in message
+    assert type(info.value.__cause__).__name__ == raised.split("(")[0]
+
+
+UPGRADES = {  # what changed in the plugin's head since the model was saved -> (module body, error, facts)
+    "options": ("from distilbert_heads import HeadOptions\nclass _Opts(HeadOptions):\n    {option}: int = 2\n"
+                "{cls}.options_schema = _Opts\n", "HeadOptionsError", ["width", "depth", "takes other options"]),
+    "layer-size": ("import keras\ndef _init(self, hidden_size, task_type, options=None, **kw):\n"
+                   "    TaskHead.__init__(self, hidden_size, task_type, options, **kw)\n"
+                   "    self.dense = keras.layers.Dense({units}, name='dense')\n"
+                   "def _call(self, h, m, training=None):\n    return {{'logits': self.dense(h[:, 0, :])}}\n"
+                   "{cls}.__init__, {cls}.call = _init, _call\n", "CheckpointError",
+                   ["do not fit", "Layer 'dense' expected 2 variables", "whose layers differ"]),
+}
+
+
+@pytest.mark.parametrize("change", list(UPGRADES))
+def test_model_saved_with_an_older_plugin_version_says_which_version_to_install(fake_site, tmp_path, change):
+    """A .keras file whose plugin was upgraded (here from 1.0 to 2.0) in an incompatible way since it was saved."""
+    import shutil
+
+    from distilbert_heads.model import load_task_model
+    from distilbert_heads.testing import tiny_model
+
+    body, error_name, facts = UPGRADES[change]
+
+    def release(version: str, option: str, units: int) -> None:
+        module = fake_site.head_module(f"dht_up_{version.replace('.', '_')}_pkg", ("dht_up_task",))
+        cls = "".join(part.title() for part in module.split("_")) + "Head"
+        (fake_site.root / module / "__init__.py").open("a").write(
+            "\n" + body.format(cls=cls, option=option, units=units))
+        for info in fake_site.root.glob("distilbert_head_dht_up-*.dist-info"):
+            shutil.rmtree(info)  # "pip install --upgrade": the old release is gone
+        fake_site.dist("distilbert-head-dht-up", version, {"dht_up": module}, group="distilbert_heads")
+        reset_registry()
+        importlib.invalidate_caches()
+
+    path = tmp_path / "upgraded.keras"
+    try:
+        release("1.0", "width", 2)
+        tiny_model("dht_up_task").save(path)
+        release("2.0", "depth", 3)
+        with pytest.raises(ValueError) as info:
+            load_task_model(path)
+    finally:
+        reset_registry()
+    message = str(info.value)
+    assert type(info.value).__name__ == error_name
+    for fact in ("distilbert-head-dht-up 1.0", "distilbert-head-dht-up 2.0", "pip install distilbert-head-dht-up==1.0",
+                 *facts):
+        assert fact in message
+
+
+@pytest.mark.parametrize(("version", "install"), [("1.2", "pip install distilbert-head-gone==1.2"),
+                                                  ("unknown", "pip install distilbert-head-gone"),
+                                                  (None, "pip install distilbert-head-gone")])
+def test_saved_head_of_a_missing_plugin_names_a_pip_command_that_works(fake_site, version, install):
+    """A distribution without a Version in its metadata is listed as version 'unknown': never 'pip install x==unknown'."""
+    info = fake_site.root / "distilbert_head_nover-0.dist-info"
+    fake_site.dist("distilbert-head-nover", "0", {"nover": fake_site.head_module("nover_pkg", ("nover_task",))})
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: distilbert-head-nover\n")
+    registry = fake_site.registry()
+    assert registry.get_head("nover_task").version == "unknown"
+    with pytest.raises(registry_module.MissingHeadPluginError) as error:
+        registry.head_for_saved("gone_task", head_name="gone", distribution="distilbert-head-gone", version=version)
+    message = str(error.value)
+    assert f"{install}\n" in message or message.endswith(install) or f"{install} " in message
+    assert "==unknown" not in message and "==None" not in message

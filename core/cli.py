@@ -638,6 +638,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning_in_one_line(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    """`warnings.showwarning` for the command line: ``warning: ...`` on one line, no source location."""
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
     parser = build_parser()
@@ -646,8 +651,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help and usage errors: return the code instead of exiting
         return exit_.code if isinstance(exit_.code, int) else USER_ERROR_EXIT
     try:
-        _start_keras_quietly()
-        return int(args.handler(args))
+        with warnings.catch_warnings():
+            if not os.environ.get(DEBUG_VARIABLE):
+                warnings.showwarning = _show_warning_in_one_line
+            _start_keras_quietly()
+            return int(args.handler(args))
     except KeyboardInterrupt as interrupt:  # notes say what was running (e.g. which plugin was loading)
         print(" ".join(["interrupted", *getattr(interrupt, "__notes__", ())]), file=sys.stderr)
         return 130

@@ -127,3 +127,19 @@ def test_module_entry_point_runs_main():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "usage: distilbert-heads heads" in result.stdout
+
+
+def test_warnings_print_as_one_line_each(monkeypatch, capsys):
+    monkeypatch.setenv(registry_module.STRICT_ENV, "maybe")  # a value that cannot mean what was meant: warns
+    monkeypatch.delenv("DISTILBERT_HEADS_DEBUG", raising=False)
+    registry_module.reset_registry()
+    registry_module._warned.clear()
+    try:
+        assert main(["heads", "--json"]) == 0
+    finally:
+        registry_module.reset_registry()
+    captured = capsys.readouterr()
+    json.loads(captured.out)
+    warning_lines = [line for line in captured.err.splitlines() if "maybe" in line]
+    assert len(warning_lines) == 1 and warning_lines[0].startswith("warning: "), captured.err
+    assert ".py:" not in captured.err

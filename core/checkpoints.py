@@ -51,6 +51,8 @@ ENCODER_PREFIX = "distilbert."
 HUB_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin",
                 "pytorch_model.bin.index.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json"]
 LEGACY_SUFFIXES = {".gamma": ".weight", ".beta": ".bias"}
+# Keys (without the prefix) of DistilBertModel's own weights; anything else is a head or a buffer.
+_ENCODER_WEIGHT = re.compile(r"(embeddings\.(word_embeddings|position_embeddings|LayerNorm)|transformer\.layer\.\d+)\.")
 
 
 class CheckpointError(ValueError):
@@ -510,19 +512,49 @@ def encoder_state_dict(encoder: "DistilBERT") -> dict[str, np.ndarray]:
 
 
 def load_encoder_weights(
-    encoder: "DistilBERT", state: Mapping[str, np.ndarray], source: str, allow_partial: bool = False
+    encoder: "DistilBERT",
+    state: Mapping[str, np.ndarray],
+    source: str,
+    allow_partial: bool = False,
+    vocab_resized: bool = False,
 ) -> LoadReport:
     """Copy an encoder state dict into ``encoder``; report what was loaded, missing, unused, skipped.
 
-    Keys may carry the ``distilbert.`` prefix of task and masked-LM checkpoints. A word
-    embedding whose vocabulary size differs from the encoder's is skipped with one warning.
-    Any other shape mismatch is an error: the checkpoint does not fit this config. Encoder
-    weights the checkpoint lacks are an error too (they would stay random), unless
-    ``allow_partial`` asks for a deliberate partial load.
+    Keys may carry the ``distilbert.`` prefix of task and masked-LM checkpoints. When the caller
+    asked for another vocabulary size (``vocab_resized``), a word embedding of the checkpoint's
+    size is skipped with one warning; otherwise, as any other shape mismatch, it is an error: the
+    checkpoint does not fit its own config. Encoder weights the checkpoint lacks are an error too
+    (they would stay random), unless ``allow_partial`` asks for a deliberate partial load; so are
+    encoder weights the config has no place for (layers past ``num_layers``), a weight stored
+    both with and without the prefix, and integer or boolean values where weights belong.
     """
     report = LoadReport(source=source)
-    available = {key.removeprefix(ENCODER_PREFIX): key for key in state}
+    available: dict[str, str] = {}
+    for key in state:
+        short = key.removeprefix(ENCODER_PREFIX)
+        if short in available:
+            raise CheckpointError(
+                f"{source} holds {short!r} twice, as {available[short]!r} and {key!r}, so which one is the encoder's "
+                "is ambiguous. Remove one of them (re-save the checkpoint from the model it belongs to)."
+            )
+        available[short] = key
     expected = [hf_key for hf_key, _, _ in encoder_weight_map(encoder)]
+    surplus = [key for short, key in available.items() if _ENCODER_WEIGHT.match(short) and short not in expected]
+    if surplus:
+        raise CheckpointError(
+            f"{source} has encoder weights this configuration has no place for ({_first_few(sorted(surplus))}): "
+            f"the configuration has num_layers={encoder.config.num_layers}, but the weights are those of a larger "
+            "encoder. Make num_layers (n_layers in config.json) match the weights: restore the checkpoint's "
+            "original config.json, or drop a num_layers override."
+        )
+    not_float = [f"{key} ({np.asarray(state[key]).dtype})" for short, key in available.items()
+                 if short in expected and np.asarray(state[key]).dtype.kind != "f"]
+    if not_float:
+        raise CheckpointError(
+            f"{source} stores encoder weights as non-floating-point values ({_first_few(not_float)}); weights are "
+            "float32, float16 or bfloat16, so the file is corrupt or not a model checkpoint. Use the original "
+            "checkpoint."
+        )
     missing = [hf_key for hf_key in expected if hf_key not in available]
     if missing and not allow_partial:
         raise CheckpointError(
@@ -541,7 +573,7 @@ def load_encoder_weights(
         value = state[original_key]
         value = value.T if transpose else value
         if tuple(value.shape) != tuple(variable.shape):
-            if hf_key == "embeddings.word_embeddings.weight":
+            if hf_key == "embeddings.word_embeddings.weight" and vocab_resized:
                 report.skipped.append(hf_key)
                 warnings.warn(
                     f"Word embeddings not loaded from {source}: the checkpoint's vocabulary has {value.shape[0]} "
@@ -553,7 +585,8 @@ def load_encoder_weights(
                 continue
             raise CheckpointError(
                 f"{hf_key} in {source} has shape {tuple(value.shape)} but this encoder expects {tuple(variable.shape)}. "
-                "The checkpoint was made for another configuration: load it without overriding its sizes."
+                "The weights do not fit the configuration: load the checkpoint without overriding its sizes, and "
+                "check that its config.json is the one saved with these weights."
             )
         variable.assign(value.astype(np.float32))
         report.loaded.append(hf_key)

@@ -291,6 +291,46 @@ def test_convert_refuses_a_partial_checkpoint_unless_allowed(checkpoint, hf_stat
     assert out.is_file()
 
 
+# -- weights that do not fit the checkpoint's own config ------------------------------------------------
+def _cast(key: str, dtype):
+    return lambda state: state.update({key: state[key].astype(dtype)})
+
+
+INCONSISTENT = {  # case: (config.json edit, state edit, facts the message must state)
+    "fewer layers than the weights": ({"n_layers": 1}, None, ["transformer.layer.1.", "num_layers=1", "n_layers"]),
+    "vocab_size not the embeddings'": ({"vocab_size": HF_VOCAB + 50}, None,
+                                       ["word_embeddings", f"({HF_VOCAB}, 32)", f"({HF_VOCAB + 50}, 32)"]),
+    "int weights": (None, _cast("distilbert.transformer.layer.0.ffn.lin1.weight", np.int32),
+                    ["transformer.layer.0.ffn.lin1.weight (int32)", "non-floating-point"]),
+    "bool weights": (None, _cast("distilbert.embeddings.word_embeddings.weight", np.bool_),
+                     ["word_embeddings.weight (bool)"]),
+    "a weight stored twice": (None, lambda state: state.update(
+        {"embeddings.LayerNorm.weight": np.zeros_like(state["distilbert.embeddings.LayerNorm.weight"])}),
+        ["twice", "distilbert.embeddings.LayerNorm.weight", "ambiguous"]),
+}
+
+
+@pytest.mark.parametrize("case", list(INCONSISTENT))
+def test_weights_that_do_not_fit_their_config_are_refused(case, checkpoint, hf_state, tmp_path, capsys):
+    config_edit, state_edit, facts = INCONSISTENT[case]
+    if config_edit:
+        config = json.loads((checkpoint / "config.json").read_text())
+        config.update(config_edit)
+        (checkpoint / "config.json").write_text(json.dumps(config))
+    if state_edit:
+        state = dict(hf_state)
+        state_edit(state)
+        safetensors_numpy.save_file(state, str(checkpoint / "model.safetensors"))
+    with pytest.raises(CheckpointError) as error:
+        create_distilbert_with_head("sentiment", pretrained=checkpoint)
+    for fact in facts:
+        assert fact in str(error.value), (fact, str(error.value))
+    out = tmp_path / "out.keras"
+    assert main(["convert", str(checkpoint), "--task", "sentiment", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
 def test_vocab_size_override_still_skips_word_embeddings_with_a_warning(checkpoint):
     with pytest.warns(UserWarning, match="Word embeddings not loaded"):
         encoder = DistilBERT.from_pretrained(checkpoint, vocab_size=HF_VOCAB + 3)

@@ -162,15 +162,32 @@ def read_json_file(path: Path, what: str) -> Any:
     return parse_json(path.read_bytes(), str(path), what)
 
 
+def read_text_file(path: Path, what: str) -> str:
+    """A UTF-8 text file of at most `MAX_JSON_BYTES`, with errors that name the file, the line and the fix."""
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise CheckpointError(
+            f"{path} is {size:,} bytes, too large for {what} (at most {MAX_JSON_BYTES:,}); is it the right file?"
+        )
+    return decode_utf8(path.read_bytes(), str(path), what)
+
+
+def decode_utf8(data: bytes, where: str, what: str) -> str:
+    """``data`` read from ``where`` as text; not UTF-8 is a `CheckpointError` naming the line and byte."""
+    try:
+        return data.decode("utf-8-sig" if data.startswith(b"\xef\xbb\xbf") else "utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise CheckpointError(
+            f"{where} is not UTF-8 text (line {line}, byte {error.start} is {data[error.start:error.start + 1]!r}), "
+            f"so it cannot be {what}; convert it to UTF-8 (e.g. `iconv -f latin1 -t utf-8`) or restore the original "
+            "file."
+        ) from None
+
+
 def parse_json(data: bytes, where: str, what: str) -> Any:
     """Parse JSON bytes read from ``where`` (a file, or a member of an archive)."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise CheckpointError(
-            f"{where} is not UTF-8 text (byte {error.start} is {data[error.start:error.start + 1]!r}), so it cannot be "
-            f"{what}; save it as UTF-8 JSON or restore the original file."
-        ) from None
+    text = decode_utf8(data, where, what)
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:

@@ -293,7 +293,15 @@ class DistilBertTaskModel(keras.Model):
         """Keras hook: restore the tokenizer `save_assets` wrote (a file without one leaves None)."""
         directory = os.path.join(dir_path, TOKENIZER_ASSETS_DIR)
         if os.path.isdir(directory):
-            tokenizer = DistilBertTokenizer.load_assets(directory)
+            try:
+                tokenizer = DistilBertTokenizer.load_assets(directory)
+            except ValueError as error:
+                # Name the member of the .keras archive, not Keras' temporary extraction folder.
+                member = f"assets/{TOKENIZER_ASSETS_DIR}"
+                message = str(error).replace(f"'{directory}", f"'{member}").replace(directory, member)
+                raise ValueError(
+                    f"the tokenizer saved inside it ({member}/) is unusable: {message}"
+                ) from None
             check_tokenizer_fits_encoder(tokenizer, self.encoder.config, source="the tokenizer saved in this .keras file")
             self._tokenizer = tokenizer
 

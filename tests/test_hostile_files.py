@@ -32,6 +32,7 @@ from distilbert_heads.encoder import DistilBERT
 from distilbert_heads.factory import create_distilbert_with_head
 from distilbert_heads.model import load_task_model
 from distilbert_heads.testing import TINY_ENCODER
+from distilbert_heads.tokenizer import DistilBertTokenizer
 
 torch = pytest.importorskip("torch")
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
@@ -79,7 +80,9 @@ def hf_state(hf_dir) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def keras_file(tmp_path_factory) -> Path:
+    """A task model with its tokenizer inside (assets/tokenizer/...)."""
     model = create_distilbert_with_head("sentiment", distilbert_variant="tiny", num_classes=2, **TINY_ENCODER)
+    model.tokenizer = DistilBertTokenizer.from_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"])
     path = tmp_path_factory.mktemp("keras") / "model.keras"
     model.save(path)
     return path
@@ -329,6 +332,47 @@ def test_weights_that_do_not_fit_their_config_are_refused(case, checkpoint, hf_s
     assert main(["convert", str(checkpoint), "--task", "sentiment", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+# -- tokenizer files in a checkpoint folder ---------------------------------------------------------------
+def _tokenizer_file(name: str, data):
+    def damage(directory: Path) -> None:
+        (directory / name).write_bytes(data(directory) if callable(data) else data)
+    return damage
+
+
+def _many_tokens(directory: Path) -> bytes:
+    return (directory / "vocab.txt").read_bytes() + b"".join(b"t%d\n" % i for i in range(1_000_001))
+
+
+BAD_TOKENIZER_FILES = {  # case: (damage, facts)
+    "vocab.txt in Latin-1": (_tokenizer_file("vocab.txt", lambda d: (d / "vocab.txt").read_bytes() + "caf\u00e9\n"
+                                             .encode("latin-1")), ["vocab.txt", "not UTF-8", f"line {HF_VOCAB + 1}"]),
+    "vocab.txt in UTF-16": (_tokenizer_file("vocab.txt", lambda d: (d / "vocab.txt").read_text().encode("utf-16")),
+                            ["vocab.txt", "not UTF-8", "iconv"]),
+    "vocab.txt with too many tokens": (_tokenizer_file("vocab.txt", _many_tokens),
+                                       ["vocab.txt", "1,000,000", "DISTILBERT_HEADS_ALLOW_LARGE=1"]),
+    "tokenizer.json not text": (_tokenizer_file("tokenizer.json", b"\xff\xfe\x00{"), ["tokenizer.json", "not UTF-8"]),
+    "tokenizer_config.json wrong types": (
+        _tokenizer_file("tokenizer_config.json", b'{"do_lower_case": [1], "tokenize_chinese_chars": null}'),
+        ["tokenizer_config.json", "do_lower_case", "tokenize_chinese_chars", "None"]),
+    "tokenizer_config.json not UTF-8": (_tokenizer_file("tokenizer_config.json", b'{"x": "\xe9"}'),
+                                        ["tokenizer_config.json", "not UTF-8"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TOKENIZER_FILES))
+def test_bad_tokenizer_files_are_refused_naming_file_and_fix(case, checkpoint, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv(ALLOW_LARGE_ENV, raising=False)
+    damage, facts = BAD_TOKENIZER_FILES[case]
+    damage(checkpoint)
+    with pytest.raises(ValueError) as error:
+        DistilBertTokenizer.from_pretrained(checkpoint)
+    for fact in facts:
+        assert fact in str(error.value), (fact, str(error.value))
+    assert main(["convert", str(checkpoint), "--task", "sentiment", "--out", str(tmp_path / "out.keras")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
 
 
 def test_vocab_size_override_still_skips_word_embeddings_with_a_warning(checkpoint):

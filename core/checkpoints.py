@@ -375,6 +375,11 @@ def _unsafe_pickle_message(path: Path, error: BaseException) -> str:
 
 # -- .keras files ---------------------------------------------------------------------------
 KERAS_WEIGHT_MEMBERS = ("model.weights.h5", "model.weights.npz")
+# Keras' summary when restoring weights or assets failed; group 1 is the first object's error.
+_KERAS_LOADING_FAILURE = re.compile(
+    r"A total of \d+ objects could not be loaded\. Example error message for object .*?:\n\n(.*?)"
+    r"\n\nList of objects that could not be loaded", re.DOTALL
+)
 
 
 def load_keras_model(path: str | os.PathLike) -> Any:
@@ -393,18 +398,31 @@ def load_keras_model(path: str | os.PathLike) -> Any:
     _check_keras_archive(path)
     try:
         return keras.models.load_model(path)
+    except CheckpointError:
+        raise
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise CheckpointError(
             f"{path} is damaged: its weights could not be read ({type(error).__name__}: {error}). "
             "Restore the file from a backup or save the model again."
         ) from error
-    except TypeError as error:
-        if type(error) is not TypeError:
+    except ValueError as error:
+        failure = _KERAS_LOADING_FAILURE.match(str(error))
+        if failure is None:
             raise
-        # Keras' word for a config naming a class it cannot find or build.
+        detail = " ".join(failure.group(1).split())
+        if "variables" in detail and "during loading" in detail:
+            raise CheckpointError(
+                f"{path} is inconsistent: its weights do not fit the model its config.json describes ({detail}). "
+                "Was config.json inside it edited? Restore the file from a backup or save the model again."
+            ) from error
+        raise CheckpointError(f"{path} could not be loaded: {detail}") from error
+    except (TypeError, KeyError, AttributeError, IndexError) as error:
+        if isinstance(error, TypeError) and type(error) is not TypeError:
+            raise
+        # Keras' words for a config naming a class it cannot find or build, or lacking what it needs.
         raise CheckpointError(
-            f"{path} describes a model this installation cannot rebuild ({error}). Was it saved by another "
-            "library, or edited? Load it where it was made, or save the model again."
+            f"{path} describes a model this installation cannot rebuild ({type(error).__name__}: {error}). Was it "
+            "saved by another library, or edited? Load it where it was made, or save the model again."
         ) from error
 
 

@@ -501,6 +501,12 @@ def _keras_member(name, edit):
     return damage
 
 
+def _encoder_only(directory: Path) -> Path:
+    path = directory / "encoder.keras"
+    DistilBERT(**TINY_ENCODER).save(path)
+    return path
+
+
 def _saved_model(directory: Path, keras_path: Path) -> Path:
     export = directory / "export"
     (export / "variables").mkdir(parents=True)
@@ -540,6 +546,32 @@ CORRUPT = {  # case: (damage, loader, facts the message must state)
                               ["edited.keras", "no weights"]),
     "keras weights damaged": (_keras_member("model.weights.h5", lambda data: data[: len(data) // 2]), "keras",
                               ["edited.keras", "damaged"]),
+    "keras weights do not fit config": (
+        _keras_member("config.json", edit_json(lambda c: c["config"]["heads"][0]["options"].update(num_classes=5))),
+        "keras", ["edited.keras", "weights do not fit", "classifier"]),
+    "keras config of a foreign class": (
+        _keras_member("config.json", edit_json(lambda c: c.update(module="keras", class_name="Sequential",
+                                                                 registered_name=None))),
+        "keras", ["edited.keras", "cannot rebuild"]),
+    "keras encoder not an object": (_keras_member("config.json", edit_json(lambda c: c["config"].update(encoder="x"))),
+                                    "keras", ["'encoder' must be an object", "got str"]),
+    "keras head malformed": (
+        _keras_member("config.json", edit_json(lambda c: c["config"]["heads"][0].update(provenance=None))),
+        "keras", ["heads[0].provenance"]),
+    "keras format_version a string": (
+        _keras_member("config.json", edit_json(lambda c: c["config"].update(format_version="1"))),
+        "keras", ["format_version '1'"]),
+    "keras layer_norm_eps infinite": (
+        _keras_member("config.json", edit_json(lambda c: c["config"]["encoder"].update(layer_norm_eps=float("inf")))),
+        "keras", ["layer_norm_eps", "finite"]),
+    "keras holds only an encoder": (lambda directory, keras_path: _encoder_only(directory), "keras",
+                                    ["holds a DistilBERT", "pretrained="]),
+    "keras tokenizer not UTF-8": (
+        _keras_member("assets/tokenizer/tokenizer.json", lambda data: data.replace(b'"[UNK]"', b'"[UNK\xff]"', 1)),
+        "keras", ["edited.keras", "assets/tokenizer/tokenizer.json", "not UTF-8", "line 1"]),
+    "keras tokenizer config wrong type": (
+        _keras_member("assets/tokenizer/tokenizer_config.json", lambda data: b'{"strip_accents": 5}'),
+        "keras", ["edited.keras", "assets/tokenizer", "strip_accents", "5"]),
     "SavedModel folder": (_saved_model, "keras", ["SavedModel", "serving", ".keras file it was exported from"]),
     "HF checkpoint as model": (lambda directory, keras_path: directory, "keras", ["convert"]),
 }

@@ -522,5 +522,7 @@ def _check_variant_shape(config: DistilBertConfig, variant: str, source: str) ->
     if actual != expected:
         raise ValueError(
             f"{source!r} holds a DistilBERT with {actual}, not the {variant!r} variant ({expected}). "
-            "Load it with DistilBERT.from_pretrained(...) to take its own shape."
+            + (f"Load it with DistilBERT.from_keras_file({source!r})" if source.endswith(".keras")
+               else f"Load it with DistilBERT.from_pretrained({source!r})")
+            + " to take its own shape."
         )

@@ -600,3 +600,13 @@ def test_id2label_with_int_like_keys_names_the_classes(checkpoint):
     model = create_distilbert_with_head("sentiment", pretrained=checkpoint)
     assert model.heads["sentiment"].options.labels == ["neg", "neutral", "pos"]
 
+
+
+@pytest.mark.parametrize("source", ["checkpoint", ".keras"])
+def test_a_file_of_another_shape_than_the_variant_names_the_loader_that_takes_its_shape(source, checkpoint,
+                                                                                       encoder_keras_file):
+    path = os.fspath(checkpoint if source == "checkpoint" else encoder_keras_file)
+    with pytest.raises(ValueError) as error:
+        DistilBERT.from_variant("small", pretrained=path)
+    loader = "from_pretrained" if source == "checkpoint" else "from_keras_file"
+    assert f"DistilBERT.{loader}({path!r})" in str(error.value)

@@ -408,6 +408,8 @@ def load_keras_model(path: str | os.PathLike) -> Any:
     except ValueError as error:
         failure = _KERAS_LOADING_FAILURE.match(str(error))
         if failure is None:
+            if type(error) is ValueError:  # the config's own complaint (ours or Keras'): say which file
+                raise CheckpointError(f"{path}: {error}") from error
             raise
         detail = " ".join(failure.group(1).split())
         if "variables" in detail and "during loading" in detail:

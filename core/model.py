@@ -298,7 +298,7 @@ class DistilBertTaskModel(keras.Model):
             except ValueError as error:
                 # Name the member of the .keras archive, not Keras' temporary extraction folder.
                 member = f"assets/{TOKENIZER_ASSETS_DIR}"
-                message = str(error).replace(f"'{directory}", f"'{member}").replace(directory, member)
+                message = str(error).replace(directory, member)
                 raise ValueError(
                     f"the tokenizer saved inside it ({member}/) is unusable: {message}"
                 ) from None
@@ -514,8 +514,8 @@ class DistilBertTaskModel(keras.Model):
         version = config.get("format_version", CONFIG_FORMAT_VERSION)
         if type(version) is not int or version != CONFIG_FORMAT_VERSION:
             raise ValueError(
-                f"This model was saved with config format_version {version!r}; this distilbert-heads reads format "
-                f"{CONFIG_FORMAT_VERSION}. Install the distilbert-heads version that saved it (or, if the file was "
+                f"This model was saved with config format {version!r} (format_version); this distilbert-heads reads "
+                f"format {CONFIG_FORMAT_VERSION}. Install the distilbert-heads version that saved it (or, if the file was "
                 "edited, restore it)."
             )
         edited = "Was the .keras file edited or saved by another library? Restore it or save the model again."

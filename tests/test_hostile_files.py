@@ -554,13 +554,13 @@ CORRUPT = {  # case: (damage, loader, facts the message must state)
                                                                  registered_name=None))),
         "keras", ["edited.keras", "cannot rebuild"]),
     "keras encoder not an object": (_keras_member("config.json", edit_json(lambda c: c["config"].update(encoder="x"))),
-                                    "keras", ["'encoder' must be an object", "got str"]),
+                                    "keras", ["edited.keras", "'encoder' must be an object", "got str"]),
     "keras head malformed": (
         _keras_member("config.json", edit_json(lambda c: c["config"]["heads"][0].update(provenance=None))),
-        "keras", ["heads[0].provenance"]),
+        "keras", ["edited.keras", "heads[0].provenance"]),
     "keras format_version a string": (
         _keras_member("config.json", edit_json(lambda c: c["config"].update(format_version="1"))),
-        "keras", ["format_version '1'"]),
+        "keras", ["edited.keras", "format '1' (format_version)"]),
     "keras layer_norm_eps infinite": (
         _keras_member("config.json", edit_json(lambda c: c["config"]["encoder"].update(layer_norm_eps=float("inf")))),
         "keras", ["layer_norm_eps", "finite"]),

@@ -555,7 +555,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from distilbert_heads.training import load_model
 
     model = load_model(args.model)
-    out = export_saved_model(model, args.out)
+    out = export_saved_model(model, args.out, overwrite=args.overwrite)
     names = ", ".join(signature_output_name(key) for key in model.flat_output_keys)
     print(f"exported {out} (signature 'serving_default': input_ids, attention_mask int32 (batch, length) -> {names})"
           + (f"; tokenizer files in {TOKENIZER_DIR}/" if model.tokenizer is not None else ""))
@@ -582,6 +582,8 @@ def _add_export(subparsers: Any) -> None:
     )
     parser.add_argument("--model", required=True, metavar="MODEL.keras", help="the model to export")
     parser.add_argument("--out", required=True, metavar="DIR", help="a new (or empty) directory")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out folder whole (swapped in only once the export is complete)")
     parser.set_defaults(handler=_cmd_export)
 
 

@@ -13,6 +13,7 @@ import os
 import pickle
 import re
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -465,7 +466,14 @@ def _check_keras_archive(path: Path) -> None:
         raise CheckpointError(f"{damaged}. {fix}")
     try:
         with zipfile.ZipFile(path) as archive:
-            members = {info.filename: info for info in archive.infolist()}
+            infos = archive.infolist()
+            members = {info.filename: info for info in infos}
+            if len(members) != len(infos):
+                twice = sorted(name for name, count in Counter(info.filename for info in infos).items() if count > 1)
+                raise CheckpointError(
+                    f"{damaged}: it holds {', '.join(twice)} more than once, so which copy is the model is ambiguous "
+                    f"(Keras never writes that; the file was edited or tampered with). {fix}"
+                )
             if CONFIG_NAME not in members:
                 raise CheckpointError(f"{damaged}: it has no {CONFIG_NAME}. {fix}")
             if not any(name in members for name in KERAS_WEIGHT_MEMBERS):

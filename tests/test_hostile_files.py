@@ -504,6 +504,14 @@ def _keras_member(name, edit):
     return damage
 
 
+def _keras_second_config(directory: Path, keras_path: Path) -> Path:
+    target = directory / "edited.keras"
+    target.write_bytes(keras_path.read_bytes())
+    with zipfile.ZipFile(target, "a") as archive, pytest.warns(UserWarning, match="Duplicate name"):
+        archive.writestr("config.json", archive.read("config.json").replace(b'"num_classes": 2', b'"num_classes": 5'))
+    return target
+
+
 def _encoder_only(directory: Path) -> Path:
     path = directory / "encoder.keras"
     DistilBERT(**TINY_ENCODER).save(path)
@@ -549,6 +557,7 @@ CORRUPT = {  # case: (damage, loader, facts the message must state)
                               ["edited.keras", "no weights"]),
     "keras weights damaged": (_keras_member("model.weights.h5", lambda data: data[: len(data) // 2]), "keras",
                               ["edited.keras", "damaged"]),
+    "keras member twice": (_keras_second_config, "keras", ["edited.keras", "config.json more than once", "ambiguous"]),
     "keras weights do not fit config": (
         _keras_member("config.json", edit_json(lambda c: c["config"]["heads"][0]["options"].update(num_classes=5))),
         "keras", ["edited.keras", "weights do not fit", "classifier"]),

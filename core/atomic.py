@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_directory", "atomic_path", "save_keras_model"]
+__all__ = ["atomic_directory", "atomic_path", "check_file_target", "save_keras_model"]
 
 _TEMP_MARK = ".tmp-"
 _OLD_MARK = ".old-"
@@ -68,6 +68,50 @@ def _fsync_tree(root: Path) -> None:
         _fsync_path(Path(directory), directory=True)
 
 
+def _resolve_target(target: str | os.PathLike) -> Path:
+    """``target``, or where it points when it is a symbolic link.
+
+    Writing through the link updates the file or folder it names (as ``open(target, "w")`` would);
+    renaming onto the link itself would replace the link by a copy and leave the file it names stale.
+    """
+    target = Path(target)
+    return Path(os.path.realpath(target)) if target.is_symlink() else target
+
+
+def check_file_target(target: str | os.PathLike) -> Path:
+    """The path `atomic_path` will write for ``target``, or an error saying why no file can go there.
+
+    Cheap and side-effect free, so a long job (training) can call it before it starts instead of
+    failing at the end: a directory at the target, or a file where a parent folder must be, is refused.
+    """
+    target = _resolve_target(target)
+    if target.is_dir():
+        raise IsADirectoryError(
+            f"Cannot write the file {os.fspath(target)!r}: a directory is in the way. Choose another path "
+            "or remove the directory."
+        )
+    _check_parents(target)
+    return target
+
+
+def _check_parents(target: Path) -> None:
+    blocking = next((parent for parent in target.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise NotADirectoryError(
+            f"Cannot write {os.fspath(target)!r}: {os.fspath(blocking)!r} is a file, not a folder. Choose another "
+            "path (the folder part of the path must be a folder or not exist)."
+        )
+
+
+def _make_parent(target: Path) -> None:
+    """Create ``target``'s missing parent folders; a file where a folder must be is a clear error."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        _check_parents(target)
+        raise
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -86,13 +130,8 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     the block raises, the temporary is deleted and ``target`` is untouched. Parent folders
     are created as needed. A leftover ``.<name>.tmp-<random>`` file (after a kill) is safe to delete.
     """
-    target = Path(target)
-    if target.is_dir():
-        raise IsADirectoryError(
-            f"Cannot write the file {os.fspath(target)!r}: a directory is in the way. Choose another path "
-            "or remove the directory."
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = check_file_target(target)
+    _make_parent(target)
     while True:
         temp = _sibling(target, _TEMP_MARK, target.suffix if suffix is None else suffix)
         try:
@@ -132,13 +171,13 @@ def atomic_directory(target: str | os.PathLike, keep_other_entries: bool = False
        ``.<name>.tmp-*`` the new one; rename either to ``target``. A kill after the second
        rename leaves a ``.<name>.old-*`` folder that is safe to delete.
     """
-    target = Path(target)
+    target = _resolve_target(target)
     if target.exists() and not target.is_dir():
         raise NotADirectoryError(
             f"Cannot write the folder {os.fspath(target)!r}: a file is in the way. Choose another path or "
             "remove the file."
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(target)
     while True:
         temp = _sibling(target, _TEMP_MARK)
         try:

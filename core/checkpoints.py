@@ -13,6 +13,7 @@ import os
 import pickle
 import re
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,8 @@ ENCODER_PREFIX = "distilbert."
 HUB_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin",
                 "pytorch_model.bin.index.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json"]
 LEGACY_SUFFIXES = {".gamma": ".weight", ".beta": ".bias"}
+# Keys (without the prefix) of DistilBertModel's own weights; anything else is a head or a buffer.
+_ENCODER_WEIGHT = re.compile(r"(embeddings\.(word_embeddings|position_embeddings|LayerNorm)|transformer\.layer\.\d+)\.")
 
 
 class CheckpointError(ValueError):
@@ -160,15 +163,32 @@ def read_json_file(path: Path, what: str) -> Any:
     return parse_json(path.read_bytes(), str(path), what)
 
 
+def read_text_file(path: Path, what: str) -> str:
+    """A UTF-8 text file of at most `MAX_JSON_BYTES`, with errors that name the file, the line and the fix."""
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise CheckpointError(
+            f"{path} is {size:,} bytes, too large for {what} (at most {MAX_JSON_BYTES:,}); is it the right file?"
+        )
+    return decode_utf8(path.read_bytes(), str(path), what)
+
+
+def decode_utf8(data: bytes, where: str, what: str) -> str:
+    """``data`` read from ``where`` as text; not UTF-8 is a `CheckpointError` naming the line and byte."""
+    try:
+        return data.decode("utf-8-sig" if data.startswith(b"\xef\xbb\xbf") else "utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise CheckpointError(
+            f"{where} is not UTF-8 text (line {line}, byte {error.start} is {data[error.start:error.start + 1]!r}), "
+            f"so it cannot be {what}; convert it to UTF-8 (e.g. `iconv -f latin1 -t utf-8`) or restore the original "
+            "file."
+        ) from None
+
+
 def parse_json(data: bytes, where: str, what: str) -> Any:
     """Parse JSON bytes read from ``where`` (a file, or a member of an archive)."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise CheckpointError(
-            f"{where} is not UTF-8 text (byte {error.start} is {data[error.start:error.start + 1]!r}), so it cannot be "
-            f"{what}; save it as UTF-8 JSON or restore the original file."
-        ) from None
+    text = decode_utf8(data, where, what)
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
@@ -356,6 +376,11 @@ def _unsafe_pickle_message(path: Path, error: BaseException) -> str:
 
 # -- .keras files ---------------------------------------------------------------------------
 KERAS_WEIGHT_MEMBERS = ("model.weights.h5", "model.weights.npz")
+# Keras' summary when restoring weights or assets failed; group 1 is the first object's error.
+_KERAS_LOADING_FAILURE = re.compile(
+    r"A total of \d+ objects could not be loaded\. Example error message for object .*?:\n\n(.*?)"
+    r"\n\nList of objects that could not be loaded", re.DOTALL
+)
 
 
 def load_keras_model(path: str | os.PathLike) -> Any:
@@ -374,18 +399,33 @@ def load_keras_model(path: str | os.PathLike) -> Any:
     _check_keras_archive(path)
     try:
         return keras.models.load_model(path)
+    except CheckpointError:
+        raise
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise CheckpointError(
             f"{path} is damaged: its weights could not be read ({type(error).__name__}: {error}). "
             "Restore the file from a backup or save the model again."
         ) from error
-    except TypeError as error:
-        if type(error) is not TypeError:
+    except ValueError as error:
+        failure = _KERAS_LOADING_FAILURE.match(str(error))
+        if failure is None:
+            if type(error) is ValueError:  # the config's own complaint (ours or Keras'): say which file
+                raise CheckpointError(f"{path}: {error}") from error
             raise
-        # Keras' word for a config naming a class it cannot find or build.
+        detail = " ".join(failure.group(1).split())
+        if "variables" in detail and "during loading" in detail:
+            raise CheckpointError(
+                f"{path} is inconsistent: its weights do not fit the model its config.json describes ({detail}). "
+                "Was config.json inside it edited? Restore the file from a backup or save the model again."
+            ) from error
+        raise CheckpointError(f"{path} could not be loaded: {detail}") from error
+    except (TypeError, KeyError, AttributeError, IndexError) as error:
+        if isinstance(error, TypeError) and type(error) is not TypeError:
+            raise
+        # Keras' words for a config naming a class it cannot find or build, or lacking what it needs.
         raise CheckpointError(
-            f"{path} describes a model this installation cannot rebuild ({error}). Was it saved by another "
-            "library, or edited? Load it where it was made, or save the model again."
+            f"{path} describes a model this installation cannot rebuild ({type(error).__name__}: {error}). Was it "
+            "saved by another library, or edited? Load it where it was made, or save the model again."
         ) from error
 
 
@@ -426,7 +466,14 @@ def _check_keras_archive(path: Path) -> None:
         raise CheckpointError(f"{damaged}. {fix}")
     try:
         with zipfile.ZipFile(path) as archive:
-            members = {info.filename: info for info in archive.infolist()}
+            infos = archive.infolist()
+            members = {info.filename: info for info in infos}
+            if len(members) != len(infos):
+                twice = sorted(name for name, count in Counter(info.filename for info in infos).items() if count > 1)
+                raise CheckpointError(
+                    f"{damaged}: it holds {', '.join(twice)} more than once, so which copy is the model is ambiguous "
+                    f"(Keras never writes that; the file was edited or tampered with). {fix}"
+                )
             if CONFIG_NAME not in members:
                 raise CheckpointError(f"{damaged}: it has no {CONFIG_NAME}. {fix}")
             if not any(name in members for name in KERAS_WEIGHT_MEMBERS):
@@ -510,19 +557,49 @@ def encoder_state_dict(encoder: "DistilBERT") -> dict[str, np.ndarray]:
 
 
 def load_encoder_weights(
-    encoder: "DistilBERT", state: Mapping[str, np.ndarray], source: str, allow_partial: bool = False
+    encoder: "DistilBERT",
+    state: Mapping[str, np.ndarray],
+    source: str,
+    allow_partial: bool = False,
+    vocab_resized: bool = False,
 ) -> LoadReport:
     """Copy an encoder state dict into ``encoder``; report what was loaded, missing, unused, skipped.
 
-    Keys may carry the ``distilbert.`` prefix of task and masked-LM checkpoints. A word
-    embedding whose vocabulary size differs from the encoder's is skipped with one warning.
-    Any other shape mismatch is an error: the checkpoint does not fit this config. Encoder
-    weights the checkpoint lacks are an error too (they would stay random), unless
-    ``allow_partial`` asks for a deliberate partial load.
+    Keys may carry the ``distilbert.`` prefix of task and masked-LM checkpoints. When the caller
+    asked for another vocabulary size (``vocab_resized``), a word embedding of the checkpoint's
+    size is skipped with one warning; otherwise, as any other shape mismatch, it is an error: the
+    checkpoint does not fit its own config. Encoder weights the checkpoint lacks are an error too
+    (they would stay random), unless ``allow_partial`` asks for a deliberate partial load; so are
+    encoder weights the config has no place for (layers past ``num_layers``), a weight stored
+    both with and without the prefix, and integer or boolean values where weights belong.
     """
     report = LoadReport(source=source)
-    available = {key.removeprefix(ENCODER_PREFIX): key for key in state}
+    available: dict[str, str] = {}
+    for key in state:
+        short = key.removeprefix(ENCODER_PREFIX)
+        if short in available:
+            raise CheckpointError(
+                f"{source} holds {short!r} twice, as {available[short]!r} and {key!r}, so which one is the encoder's "
+                "is ambiguous. Remove one of them (re-save the checkpoint from the model it belongs to)."
+            )
+        available[short] = key
     expected = [hf_key for hf_key, _, _ in encoder_weight_map(encoder)]
+    surplus = [key for short, key in available.items() if _ENCODER_WEIGHT.match(short) and short not in expected]
+    if surplus:
+        raise CheckpointError(
+            f"{source} has encoder weights this configuration has no place for ({_first_few(sorted(surplus))}): "
+            f"the configuration has num_layers={encoder.config.num_layers}, but the weights are those of a larger "
+            "encoder. Make num_layers (n_layers in config.json) match the weights: restore the checkpoint's "
+            "original config.json, or drop a num_layers override."
+        )
+    not_float = [f"{key} ({np.asarray(state[key]).dtype})" for short, key in available.items()
+                 if short in expected and np.asarray(state[key]).dtype.kind != "f"]
+    if not_float:
+        raise CheckpointError(
+            f"{source} stores encoder weights as non-floating-point values ({_first_few(not_float)}); weights are "
+            "float32, float16 or bfloat16, so the file is corrupt or not a model checkpoint. Use the original "
+            "checkpoint."
+        )
     missing = [hf_key for hf_key in expected if hf_key not in available]
     if missing and not allow_partial:
         raise CheckpointError(
@@ -541,7 +618,7 @@ def load_encoder_weights(
         value = state[original_key]
         value = value.T if transpose else value
         if tuple(value.shape) != tuple(variable.shape):
-            if hf_key == "embeddings.word_embeddings.weight":
+            if hf_key == "embeddings.word_embeddings.weight" and vocab_resized:
                 report.skipped.append(hf_key)
                 warnings.warn(
                     f"Word embeddings not loaded from {source}: the checkpoint's vocabulary has {value.shape[0]} "
@@ -553,7 +630,8 @@ def load_encoder_weights(
                 continue
             raise CheckpointError(
                 f"{hf_key} in {source} has shape {tuple(value.shape)} but this encoder expects {tuple(variable.shape)}. "
-                "The checkpoint was made for another configuration: load it without overriding its sizes."
+                "The weights do not fit the configuration: load the checkpoint without overriding its sizes, and "
+                "check that its config.json is the one saved with these weights."
             )
         variable.assign(value.astype(np.float32))
         report.loaded.append(hf_key)

@@ -185,8 +185,15 @@ def _existing_file(text: str) -> str:
 
 
 def _keras_file_out(text: str) -> str:
+    """argparse type: a .keras path a file can be written to, checked before anything heavy runs."""
+    from distilbert_heads import atomic  # standard library only: no Keras
+
     if not text.endswith(".keras"):
         raise argparse.ArgumentTypeError(f"must name a .keras file (e.g. model.keras), got {text!r}")
+    try:
+        atomic.check_file_target(text)
+    except OSError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return text
 
 
@@ -314,7 +321,8 @@ def _add_train(subparsers: Any) -> None:
                         help="while training, replace each token by [UNK] with probability P (default: 0)")
     parser.add_argument("--patience", type=int, default=2,
                         help="epochs without improvement on --eval before stopping; 0 never stops (default: 2)")
-    parser.add_argument("--out", required=True, metavar="MODEL.keras", help="where to save the trained model")
+    parser.add_argument("--out", required=True, type=_keras_file_out, metavar="MODEL.keras",
+                        help="where to save the trained model")
     parser.add_argument("--json", action="store_true", help="also print the final metrics as one JSON line")
     parser.set_defaults(handler=_cmd_train)
 
@@ -503,8 +511,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     tokenizer = DistilBertTokenizer.from_pretrained(args.checkpoint)
     model = create_distilbert_with_head(task_type=args.task, pretrained=args.checkpoint, tokenizer=tokenizer,
                                         allow_partial=args.allow_partial)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    model.save(args.out)
+    model.save(args.out)  # atomic: creates missing parent folders, replaces an old file only when complete
     heads = ", ".join(f"{name} ({type(head).__name__})" for name, head in model.heads.items())
     print(f"saved {args.out}: encoder {model.encoder.config.num_layers} layers x {model.encoder.config.hidden_size}, "
           f"vocab {tokenizer.vocab_size}, head {heads}, tokenizer inside")
@@ -548,7 +555,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from distilbert_heads.training import load_model
 
     model = load_model(args.model)
-    out = export_saved_model(model, args.out)
+    out = export_saved_model(model, args.out, overwrite=args.overwrite)
     names = ", ".join(signature_output_name(key) for key in model.flat_output_keys)
     print(f"exported {out} (signature 'serving_default': input_ids, attention_mask int32 (batch, length) -> {names})"
           + (f"; tokenizer files in {TOKENIZER_DIR}/" if model.tokenizer is not None else ""))
@@ -575,6 +582,8 @@ def _add_export(subparsers: Any) -> None:
     )
     parser.add_argument("--model", required=True, metavar="MODEL.keras", help="the model to export")
     parser.add_argument("--out", required=True, metavar="DIR", help="a new (or empty) directory")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out folder whole (swapped in only once the export is complete)")
     parser.set_defaults(handler=_cmd_export)
 
 

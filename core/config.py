@@ -99,7 +99,9 @@ class ConfigError(ValueError):
 class DistilBertConfig(BaseModel):
     """Every hyperparameter of the encoder. Defaults are DistilBERT-base uncased."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: an infinite layer_norm_eps or initializer_range passes a "> 0" bound but
+    # makes every output the same (or every weight NaN), silently.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     vocab_size: int = Field(30522, ge=1)
     hidden_size: int = Field(768, ge=1)

@@ -248,7 +248,8 @@ class DistilBERT(keras.Model):
         state = checkpoints.read_state_dict(directory, weight_files)
         encoder = cls.from_config_model(config, **model_kwargs)
         encoder.load_report = checkpoints.load_encoder_weights(
-            encoder, state, source=str(path_or_hub_id), allow_partial=allow_partial
+            encoder, state, source=str(path_or_hub_id), allow_partial=allow_partial,
+            vocab_resized="vocab_size" in overrides,
         )
         encoder.load_report.ignored_files = weight_files.ignored
         if weight_files.stray:
@@ -276,7 +277,8 @@ class DistilBERT(keras.Model):
             DistilBertConfig.build(**{**encoder.config.model_dump(), **overrides}), **model_kwargs
         )
         fresh.load_report = checkpoints.load_encoder_weights(
-            fresh, checkpoints.encoder_state_dict(encoder), source=os.fspath(path)
+            fresh, checkpoints.encoder_state_dict(encoder), source=os.fspath(path),
+            vocab_resized="vocab_size" in overrides,
         )
         return fresh
 
@@ -520,5 +522,7 @@ def _check_variant_shape(config: DistilBertConfig, variant: str, source: str) ->
     if actual != expected:
         raise ValueError(
             f"{source!r} holds a DistilBERT with {actual}, not the {variant!r} variant ({expected}). "
-            "Load it with DistilBERT.from_pretrained(...) to take its own shape."
+            + (f"Load it with DistilBERT.from_keras_file({source!r})" if source.endswith(".keras")
+               else f"Load it with DistilBERT.from_pretrained({source!r})")
+            + " to take its own shape."
         )

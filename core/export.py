@@ -51,7 +51,7 @@ def export_saved_model(model_or_path: Any, out: str | os.PathLike, overwrite: bo
     if out.is_file() or (not overwrite and out.is_dir() and any(out.iterdir())):
         raise ExportError(
             f"{os.fspath(out)!r} exists and is not an empty directory; choose a new output directory"
-            + (" (or pass overwrite=True to replace it)." if out.is_dir() else ".")
+            + (" (or pass overwrite=True, on the command line --overwrite, to replace it)." if out.is_dir() else ".")
         )
 
     def serve(input_ids: Any, attention_mask: Any) -> dict[str, Any]:

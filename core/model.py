@@ -309,7 +309,15 @@ class DistilBertTaskModel(keras.Model):
         """Keras hook: restore the tokenizer `save_assets` wrote (a file without one leaves None)."""
         directory = os.path.join(dir_path, TOKENIZER_ASSETS_DIR)
         if os.path.isdir(directory):
-            tokenizer = DistilBertTokenizer.load_assets(directory)
+            try:
+                tokenizer = DistilBertTokenizer.load_assets(directory)
+            except ValueError as error:
+                # Name the member of the .keras archive, not Keras' temporary extraction folder.
+                member = f"assets/{TOKENIZER_ASSETS_DIR}"
+                message = str(error).replace(directory, member)
+                raise ValueError(
+                    f"the tokenizer saved inside it ({member}/) is unusable: {message}"
+                ) from None
             check_tokenizer_fits_encoder(tokenizer, self.encoder.config, source="the tokenizer saved in this .keras file")
             self._tokenizer = tokenizer
 
@@ -520,19 +528,32 @@ class DistilBertTaskModel(keras.Model):
     def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> DistilBertTaskModel:
         """Rebuild the model; every head comes from `registry.get_head(task_type)`."""
         version = config.get("format_version", CONFIG_FORMAT_VERSION)
-        if version != CONFIG_FORMAT_VERSION:
+        if type(version) is not int or version != CONFIG_FORMAT_VERSION:
             raise ValueError(
-                f"This model was saved with config format {version}; this distilbert-heads reads format "
-                f"{CONFIG_FORMAT_VERSION}. Install the distilbert-heads version that saved it."
+                f"This model was saved with config format {version!r} (format_version); this distilbert-heads reads "
+                f"format {CONFIG_FORMAT_VERSION}. Install the distilbert-heads version that saved it (or, if the file was "
+                "edited, restore it)."
             )
-        try:
-            encoder_config = DistilBertConfig.build(**dict(config["encoder"]))
-            saved_heads = [_SavedHead.model_validate(item) for item in config["heads"]]
-        except (KeyError, TypeError, ValidationError) as error:
+        edited = "Was the .keras file edited or saved by another library? Restore it or save the model again."
+        encoder_fields, head_items = config.get("encoder"), config.get("heads")
+        if not isinstance(encoder_fields, Mapping) or not isinstance(head_items, list):
             raise ValueError(
-                f"The model config is not a DistilBertTaskModel config (missing or malformed 'encoder'/'heads'): "
-                f"{error}. Was the .keras file edited or saved by another library?"
-            ) from error
+                "The model config is not a DistilBertTaskModel config: 'encoder' must be an object of encoder "
+                f"settings and 'heads' a list of heads, got {type(encoder_fields).__name__} and "
+                f"{type(head_items).__name__}. {edited}"
+            )
+        encoder_config = DistilBertConfig.build(**encoder_fields)
+        saved_heads = []
+        for index, item in enumerate(head_items):
+            try:
+                saved_heads.append(_SavedHead.model_validate(item))
+            except ValidationError as error:
+                problems = "; ".join(
+                    f"heads[{index}]{''.join(f'.{part}' for part in problem['loc'])}: {problem['msg']} "
+                    f"(got {problem['input']!r})"
+                    for problem in error.errors()
+                )
+                raise ValueError(f"The model config's head list is malformed: {problems}. {edited}") from None
         # The policy the model was saved with (e.g. mixed_bfloat16), whatever the global policy is now.
         policy = {"dtype": config["dtype_policy"]} if config.get("dtype_policy") else {}
         encoder = DistilBERT.from_config_model(
@@ -685,9 +706,11 @@ def _load_task_model(model_or_path: Any) -> DistilBertTaskModel:
             + (_head_changes(path) or "Was the file edited, or saved by another version of distilbert-heads?")
         ) from error
     if not isinstance(model, DistilBertTaskModel):
-        raise TypeError(
+        raise CheckpointError(
             f"{os.fspath(path)!r} holds a {type(model).__name__}, not a distilbert_heads DistilBertTaskModel; "
-            "expected a task model made with create_distilbert_with_head(...)."
+            "expected a task model made with create_distilbert_with_head(...)"
+            + (" (this file holds only an encoder: put a head on it with create_distilbert_with_head(..., "
+               f"pretrained={os.fspath(path)!r}))." if isinstance(model, DistilBERT) else ".")
         )
     for variable in model.weights:
         if not keras.backend.is_float_dtype(variable.dtype):

@@ -33,10 +33,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
 from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 
 from distilbert_heads import atomic, checkpoints
+from distilbert_heads.config import ALLOW_LARGE_ENV, SIZE_LIMITS, large_models_allowed
 
 VOCAB_NAME = "vocab.txt"
 TOKENIZER_JSON_NAME = "tokenizer.json"
@@ -246,7 +248,7 @@ class DistilBertTokenizer:
                 f"No tokenizer file at {os.fspath(path)!r}. Pass the path of a tokenizer.json written by "
                 "`tokenizers` or `transformers` (or use from_vocab('vocab.txt') for a plain vocabulary)."
             )
-        return cls._from_json_text(path.read_text(encoding="utf-8"), source=os.fspath(path))
+        return cls._from_json_text(checkpoints.read_text_file(path, "a tokenizer.json"), source=os.fspath(path))
 
     @classmethod
     def from_pretrained(cls, dir_or_hub_id: str | os.PathLike) -> DistilBertTokenizer:
@@ -621,8 +623,20 @@ def read_vocab_file(path: str | os.PathLike) -> dict[str, int]:
             f"Vocabulary file {os.fspath(path)!r} {where}. Pass the path of a WordPiece vocab.txt (one token per "
             "line), a list of tokens, or use DistilBertTokenizer.from_pretrained(directory) for a checkpoint directory."
         )
-    with path.open(encoding="utf-8") as handle:
-        return _vocab_from_list([line.rstrip("\n") for line in handle], source=f"vocab file {os.fspath(path)!r}")
+    text = checkpoints.read_text_file(path, "a WordPiece vocabulary")
+    # Lines as Python's text mode reads them (\r\n and \r end lines too), not str.splitlines, which also
+    # splits inside tokens at characters such as U+2028 or U+0085.
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    limit = SIZE_LIMITS["vocab_size"]
+    if len(lines) > limit and not large_models_allowed():
+        raise ValueError(
+            f"Vocabulary file {os.fspath(path)!r} has {len(lines):,} tokens, above the vocab_size limit of {limit:,} "
+            f"(far above any real DistilBERT); is it the right file? If the model is genuinely this large, set "
+            f"{ALLOW_LARGE_ENV}=1."
+        )
+    return _vocab_from_list(lines, source=f"vocab file {os.fspath(path)!r}")
 
 
 def _vocab_from_list(tokens: list[str], source: str = "the vocabulary list") -> dict[str, int]:
@@ -655,17 +669,32 @@ def _check_vocab(vocab: Mapping[str, int], source: str) -> None:
         )
 
 
+class _NormalizerSettings(BaseModel):
+    """The settings of ``tokenizer_config.json`` that choose the normalizer; other keys are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    do_lower_case: bool = True
+    strip_accents: bool | None = None
+    tokenize_chinese_chars: bool = True
+
+
 def _read_tokenizer_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{os.fspath(path)!r} is not valid JSON ({error}). Fix or delete the file.") from error
+    config = checkpoints.read_json_file(path, "a tokenizer configuration")
     if not isinstance(config, dict):
         raise ValueError(f"{os.fspath(path)!r} must hold a JSON object, not {type(config).__name__}.")
-    keys = ("do_lower_case", "strip_accents", "tokenize_chinese_chars")
-    return {key: config[key] for key in keys if key in config}
+    try:
+        settings = _NormalizerSettings.model_validate(config)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, item['loc']))}: {item['msg']} (got {item['input']!r})"
+                             for item in error.errors())
+        raise ValueError(
+            f"{os.fspath(path)} has settings of the wrong type: {problems}. do_lower_case and tokenize_chinese_chars "
+            "are true or false, strip_accents true, false or null; fix or delete the file."
+        ) from None
+    return settings.model_dump(include=settings.model_fields_set)
 
 
 def _bert_normalizer_settings(spec: Any) -> dict[str, Any]:

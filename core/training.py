@@ -30,6 +30,7 @@ import keras
 import numpy as np
 from pydantic import BaseModel
 
+from distilbert_heads import atomic
 from distilbert_heads import data as data_files
 from distilbert_heads.head import TaskHead
 from distilbert_heads.tokenizer import DistilBertTokenizer
@@ -609,6 +610,8 @@ def train(
         raise TrainingError(f"epochs and batch_size must be at least 1, got epochs={epochs}, batch_size={batch_size}.")
     if out is not None and not os.fspath(out).endswith(".keras"):
         raise TrainingError(f"--out must name a .keras file (e.g. model.keras), got {os.fspath(out)!r}.")
+    if out is not None:
+        atomic.check_file_target(out)  # before training, not after it: a directory or a file in the way
     record = head_record(task)
     head_class = record.head_class
     train_examples = read_task_examples(train_file, head_class, task)
@@ -684,8 +687,7 @@ def train(
     path = None
     if out is not None:
         path = Path(out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        model.save(path)
+        model.save(path)  # atomic: creates missing parent folders
     result = TrainResult(
         model=model,
         metrics=metrics,

@@ -186,14 +186,23 @@ def read_dense(
             "it looks truncated or from another architecture. Use a complete Hugging Face task "
             "checkpoint, or load only the encoder and train the head from scratch."
         )
+    not_float = [f"{prefix}.{part} ({np.asarray(state_dict[f'{prefix}.{part}']).dtype})" for part in ("weight", "bias")
+                 if not hasattr(state_dict[f"{prefix}.{part}"], "detach")
+                 and np.asarray(state_dict[f"{prefix}.{part}"]).dtype.kind != "f"]
+    if not_float:
+        raise ValueError(
+            f"{head_name}: the checkpoint stores {', '.join(not_float)} as non-floating-point values; weights are "
+            "floats, so the checkpoint is corrupt. Use the original checkpoint."
+        )
     kernel = to_numpy(state_dict[f"{prefix}.weight"]).T
     bias = to_numpy(state_dict[f"{prefix}.bias"])
     expected = tuple(dense.kernel.shape)
     if kernel.shape != expected or bias.shape != (expected[1],):
         raise ValueError(
-            f"{head_name}: checkpoint weight {prefix}.weight has shape {kernel.T.shape} (out, in) but this head "
-            f"expects {(expected[1], expected[0])}. The output size is the number of classes: build the head "
-            f"with num_classes (or labels) matching the checkpoint, and a hidden size equal to the encoder's."
+            f"{head_name}: checkpoint weight {prefix}.weight has shape {kernel.T.shape} (out, in) and {prefix}.bias "
+            f"has shape {bias.shape}, but this head expects {(expected[1], expected[0])} and {(expected[1],)}. "
+            "The output size is the number of classes: build the head with num_classes (or labels) matching the "
+            "checkpoint, and a hidden size equal to the encoder's."
         )
     return kernel, bias
 

@@ -366,3 +366,52 @@ def test_a_save_killed_midway_keeps_the_previous_file(old_files, tmp_path):
         child.wait()
     np.testing.assert_array_equal(model_answers(target), old_answers)
     assert leftovers(tmp_path) == temporaries  # only the documented, safe-to-delete temporary
+
+
+# -- where the target is not a plain path ------------------------------------------------------------------
+@pytest.mark.parametrize("writer", WRITERS, ids=lambda w: w.name)
+def test_a_save_through_a_symlink_updates_what_it_points_to(writer, old_files, tmp_path):
+    old, old_answers = old_files(writer)
+    real = copy_of(old, tmp_path / "versions")
+    link = tmp_path / f"latest-{writer.target}"
+    link.symlink_to(real, target_is_directory=real.is_dir())
+    writer.write(2, link)
+    assert link.is_symlink() and link.resolve() == real.resolve()  # the link is kept, not replaced by a copy
+    new_answers = writer.read(real)
+    assert new_answers.shape != old_answers.shape or not np.array_equal(new_answers, old_answers)
+    np.testing.assert_array_equal(writer.read(link), new_answers)
+    assert leftovers(real.parent) == [] and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("writer", WRITERS, ids=lambda w: w.name)
+def test_a_save_under_a_file_names_the_file_in_the_way(writer, tmp_path):
+    blocking = tmp_path / "model.keras"
+    blocking.write_bytes(b"a file, not a folder")
+    with pytest.raises(NotADirectoryError) as error:
+        writer.write(2, blocking / "sub" / writer.target)
+    assert str(blocking) in str(error.value) and "is a file, not a folder" in str(error.value)
+    assert "Errno" not in str(error.value)
+    assert blocking.read_bytes() == b"a file, not a folder"
+
+
+@pytest.mark.parametrize("command", ["train", "convert"])
+@pytest.mark.parametrize("in_the_way", ["directory", "file above"])
+def test_cli_out_that_cannot_be_written_is_refused_before_any_work(command, in_the_way, tmp_path, capsys,
+                                                                    monkeypatch):
+    if in_the_way == "directory":
+        out = tmp_path / "model.keras"
+        out.mkdir()
+        expected = "a directory is in the way"
+    else:
+        (tmp_path / "file").write_text("x", encoding="utf-8")
+        out = tmp_path / "file" / "model.keras"
+        expected = "is a file, not a folder"
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"text": "a", "label": "x"}\n', encoding="utf-8")
+    # The check is argparse's: no command runs (training or loading would fail differently here).
+    monkeypatch.setattr("distilbert_heads.cli._start_keras_quietly", lambda: pytest.fail("work started"))
+    argv = (["train", "--task", "sentiment", "--train", str(data)] if command == "train"
+            else ["convert", str(tmp_path), "--task", "sentiment"]) + ["--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and expected in err and len(err.strip().splitlines()) == 1

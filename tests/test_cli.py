@@ -285,6 +285,22 @@ def test_export_saved_model_gives_the_keras_outputs(trained, tmp_path, capsys):
     assert single["qa__start_logits"].shape == (1, 5)
 
 
+def test_export_over_an_existing_folder_needs_overwrite_and_then_replaces_it_whole(trained, tmp_path, capsys):
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("export needs the TensorFlow backend")
+    model_path, _ = trained("sentiment")
+    out = tmp_path / "serving"
+    out.mkdir()
+    (out / "old.txt").write_text("a previous export", encoding="utf-8")
+    code, _, err = run(capsys, "export", "--model", str(model_path), "--out", str(out))
+    assert code == 2 and str(out) in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
+    code, _, err = run(capsys, "export", "--model", str(model_path), "--out", str(out), "--overwrite")
+    assert code == 0, err
+    assert (out / "saved_model.pb").is_file() and not (out / "old.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["serving"]  # no temporary or old folder left
+
+
 def test_export_refuses_other_backends(trained, tmp_path, capsys, monkeypatch):
     model_path, _ = trained("sentiment")
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")

@@ -32,6 +32,7 @@ from distilbert_heads.encoder import DistilBERT
 from distilbert_heads.factory import create_distilbert_with_head
 from distilbert_heads.model import load_task_model
 from distilbert_heads.testing import TINY_ENCODER
+from distilbert_heads.tokenizer import DistilBertTokenizer
 
 torch = pytest.importorskip("torch")
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
@@ -79,7 +80,9 @@ def hf_state(hf_dir) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def keras_file(tmp_path_factory) -> Path:
+    """A task model with its tokenizer inside (assets/tokenizer/...)."""
     model = create_distilbert_with_head("sentiment", distilbert_variant="tiny", num_classes=2, **TINY_ENCODER)
+    model.tokenizer = DistilBertTokenizer.from_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"])
     path = tmp_path_factory.mktemp("keras") / "model.keras"
     model.save(path)
     return path
@@ -291,6 +294,90 @@ def test_convert_refuses_a_partial_checkpoint_unless_allowed(checkpoint, hf_stat
     assert out.is_file()
 
 
+# -- weights that do not fit the checkpoint's own config ------------------------------------------------
+def _cast(key: str, dtype):
+    return lambda state: state.update({key: state[key].astype(dtype)})
+
+
+INCONSISTENT = {  # case: (config.json edit, state edit, facts the message must state)
+    "fewer layers than the weights": ({"n_layers": 1}, None, ["transformer.layer.1.", "num_layers=1", "n_layers"]),
+    "vocab_size not the embeddings'": ({"vocab_size": HF_VOCAB + 50}, None,
+                                       ["word_embeddings", f"({HF_VOCAB}, 32)", f"({HF_VOCAB + 50}, 32)"]),
+    "int weights": (None, _cast("distilbert.transformer.layer.0.ffn.lin1.weight", np.int32),
+                    ["transformer.layer.0.ffn.lin1.weight (int32)", "non-floating-point"]),
+    "bool weights": (None, _cast("distilbert.embeddings.word_embeddings.weight", np.bool_),
+                     ["word_embeddings.weight (bool)"]),
+    "a weight stored twice": (None, lambda state: state.update(
+        {"embeddings.LayerNorm.weight": np.zeros_like(state["distilbert.embeddings.LayerNorm.weight"])}),
+        ["twice", "distilbert.embeddings.LayerNorm.weight", "ambiguous"]),
+    "int head weights": (None, _cast("classifier.weight", np.int32), ["classifier.weight (int32)", "SentimentHead"]),
+    "head bias of another size": (None, lambda state: state.update({"classifier.bias": np.zeros(5, np.float32)}),
+                                  ["classifier.bias has shape (5,)", "expects (3, 32) and (3,)"]),
+}
+
+
+@pytest.mark.parametrize("case", list(INCONSISTENT))
+def test_weights_that_do_not_fit_their_config_are_refused(case, checkpoint, hf_state, tmp_path, capsys):
+    config_edit, state_edit, facts = INCONSISTENT[case]
+    if config_edit:
+        config = json.loads((checkpoint / "config.json").read_text())
+        config.update(config_edit)
+        (checkpoint / "config.json").write_text(json.dumps(config))
+    if state_edit:
+        state = dict(hf_state)
+        state_edit(state)
+        safetensors_numpy.save_file(state, str(checkpoint / "model.safetensors"))
+    with pytest.raises(ValueError) as error:  # CheckpointError, or the head's own ValueError
+        create_distilbert_with_head("sentiment", pretrained=checkpoint)
+    for fact in facts:
+        assert fact in str(error.value), (fact, str(error.value))
+    out = tmp_path / "out.keras"
+    assert main(["convert", str(checkpoint), "--task", "sentiment", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+# -- tokenizer files in a checkpoint folder ---------------------------------------------------------------
+def _tokenizer_file(name: str, data):
+    def damage(directory: Path) -> None:
+        (directory / name).write_bytes(data(directory) if callable(data) else data)
+    return damage
+
+
+def _many_tokens(directory: Path) -> bytes:
+    return (directory / "vocab.txt").read_bytes() + b"".join(b"t%d\n" % i for i in range(1_000_001))
+
+
+BAD_TOKENIZER_FILES = {  # case: (damage, facts)
+    "vocab.txt in Latin-1": (_tokenizer_file("vocab.txt", lambda d: (d / "vocab.txt").read_bytes() + "caf\u00e9\n"
+                                             .encode("latin-1")), ["vocab.txt", "not UTF-8", f"line {HF_VOCAB + 1}"]),
+    "vocab.txt in UTF-16": (_tokenizer_file("vocab.txt", lambda d: (d / "vocab.txt").read_text().encode("utf-16")),
+                            ["vocab.txt", "not UTF-8", "iconv"]),
+    "vocab.txt with too many tokens": (_tokenizer_file("vocab.txt", _many_tokens),
+                                       ["vocab.txt", "1,000,000", "DISTILBERT_HEADS_ALLOW_LARGE=1"]),
+    "tokenizer.json not text": (_tokenizer_file("tokenizer.json", b"\xff\xfe\x00{"), ["tokenizer.json", "not UTF-8"]),
+    "tokenizer_config.json wrong types": (
+        _tokenizer_file("tokenizer_config.json", b'{"do_lower_case": [1], "tokenize_chinese_chars": null}'),
+        ["tokenizer_config.json", "do_lower_case", "tokenize_chinese_chars", "None"]),
+    "tokenizer_config.json not UTF-8": (_tokenizer_file("tokenizer_config.json", b'{"x": "\xe9"}'),
+                                        ["tokenizer_config.json", "not UTF-8"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TOKENIZER_FILES))
+def test_bad_tokenizer_files_are_refused_naming_file_and_fix(case, checkpoint, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv(ALLOW_LARGE_ENV, raising=False)
+    damage, facts = BAD_TOKENIZER_FILES[case]
+    damage(checkpoint)
+    with pytest.raises(ValueError) as error:
+        DistilBertTokenizer.from_pretrained(checkpoint)
+    for fact in facts:
+        assert fact in str(error.value), (fact, str(error.value))
+    assert main(["convert", str(checkpoint), "--task", "sentiment", "--out", str(tmp_path / "out.keras")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+
+
 def test_vocab_size_override_still_skips_word_embeddings_with_a_warning(checkpoint):
     with pytest.warns(UserWarning, match="Word embeddings not loaded"):
         encoder = DistilBERT.from_pretrained(checkpoint, vocab_size=HF_VOCAB + 3)
@@ -417,6 +504,20 @@ def _keras_member(name, edit):
     return damage
 
 
+def _keras_second_config(directory: Path, keras_path: Path) -> Path:
+    target = directory / "edited.keras"
+    target.write_bytes(keras_path.read_bytes())
+    with zipfile.ZipFile(target, "a") as archive, pytest.warns(UserWarning, match="Duplicate name"):
+        archive.writestr("config.json", archive.read("config.json").replace(b'"num_classes": 2', b'"num_classes": 5'))
+    return target
+
+
+def _encoder_only(directory: Path) -> Path:
+    path = directory / "encoder.keras"
+    DistilBERT(**TINY_ENCODER).save(path)
+    return path
+
+
 def _saved_model(directory: Path, keras_path: Path) -> Path:
     export = directory / "export"
     (export / "variables").mkdir(parents=True)
@@ -456,6 +557,33 @@ CORRUPT = {  # case: (damage, loader, facts the message must state)
                               ["edited.keras", "no weights"]),
     "keras weights damaged": (_keras_member("model.weights.h5", lambda data: data[: len(data) // 2]), "keras",
                               ["edited.keras", "damaged"]),
+    "keras member twice": (_keras_second_config, "keras", ["edited.keras", "config.json more than once", "ambiguous"]),
+    "keras weights do not fit config": (
+        _keras_member("config.json", edit_json(lambda c: c["config"]["heads"][0]["options"].update(num_classes=5))),
+        "keras", ["edited.keras", "weights do not fit", "classifier"]),
+    "keras config of a foreign class": (
+        _keras_member("config.json", edit_json(lambda c: c.update(module="keras", class_name="Sequential",
+                                                                 registered_name=None))),
+        "keras", ["edited.keras", "cannot rebuild"]),
+    "keras encoder not an object": (_keras_member("config.json", edit_json(lambda c: c["config"].update(encoder="x"))),
+                                    "keras", ["edited.keras", "'encoder' must be an object", "got str"]),
+    "keras head malformed": (
+        _keras_member("config.json", edit_json(lambda c: c["config"]["heads"][0].update(provenance=None))),
+        "keras", ["edited.keras", "heads[0].provenance"]),
+    "keras format_version a string": (
+        _keras_member("config.json", edit_json(lambda c: c["config"].update(format_version="1"))),
+        "keras", ["edited.keras", "format '1' (format_version)"]),
+    "keras layer_norm_eps infinite": (
+        _keras_member("config.json", edit_json(lambda c: c["config"]["encoder"].update(layer_norm_eps=float("inf")))),
+        "keras", ["layer_norm_eps", "finite"]),
+    "keras holds only an encoder": (lambda directory, keras_path: _encoder_only(directory), "keras",
+                                    ["holds a DistilBERT", "pretrained="]),
+    "keras tokenizer not UTF-8": (
+        _keras_member("assets/tokenizer/tokenizer.json", lambda data: data.replace(b'"[UNK]"', b'"[UNK\xff]"', 1)),
+        "keras", ["edited.keras", "assets/tokenizer/tokenizer.json", "not UTF-8", "line 1"]),
+    "keras tokenizer config wrong type": (
+        _keras_member("assets/tokenizer/tokenizer_config.json", lambda data: b'{"strip_accents": 5}'),
+        "keras", ["edited.keras", "assets/tokenizer", "strip_accents", "5"]),
     "SavedModel folder": (_saved_model, "keras", ["SavedModel", "serving", ".keras file it was exported from"]),
     "HF checkpoint as model": (lambda directory, keras_path: directory, "keras", ["convert"]),
 }
@@ -484,3 +612,13 @@ def test_id2label_with_int_like_keys_names_the_classes(checkpoint):
     model = create_distilbert_with_head("sentiment", pretrained=checkpoint)
     assert model.heads["sentiment"].options.labels == ["neg", "neutral", "pos"]
 
+
+
+@pytest.mark.parametrize("source", ["checkpoint", ".keras"])
+def test_a_file_of_another_shape_than_the_variant_names_the_loader_that_takes_its_shape(source, checkpoint,
+                                                                                       encoder_keras_file):
+    path = os.fspath(checkpoint if source == "checkpoint" else encoder_keras_file)
+    with pytest.raises(ValueError) as error:
+        DistilBERT.from_variant("small", pretrained=path)
+    loader = "from_pretrained" if source == "checkpoint" else "from_keras_file"
+    assert f"DistilBERT.{loader}({path!r})" in str(error.value)

@@ -44,12 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from distilbert_heads import atomic
 from distilbert_heads.checkpoints import CheckpointError, load_keras_model
 from distilbert_heads.config import DistilBertConfig
-from distilbert_heads.encoder import (
-    DistilBERT,
-    as_input_dict,
-    validate_encoder_inputs,
-    validate_model_data,
-)
+from distilbert_heads.encoder import DistilBERT, HostCheckedData, checked_call_inputs
 from distilbert_heads.head import TaskHead, check_head_outputs
 from distilbert_heads.registry import MissingHeadPluginError, get_registry
 from distilbert_heads.tokenizer import DistilBertTokenizer
@@ -111,7 +106,7 @@ def _dummy_inputs() -> dict[str, np.ndarray]:
 
 
 @keras.saving.register_keras_serializable(package="distilbert_heads")
-class DistilBertTaskModel(keras.Model):
+class DistilBertTaskModel(HostCheckedData, keras.Model):
     """A DistilBERT encoder plus named task heads; outputs ``{head_name: {output_name: tensor}}``.
 
     Build it with `distilbert_heads.create_distilbert_with_head(s)`; construct it directly
@@ -219,18 +214,10 @@ class DistilBertTaskModel(keras.Model):
 
     def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
         # Before Keras' layer machinery, so the ValueError is ours, not wrapped in Keras' text.
-        validate_encoder_inputs(as_input_dict(inputs), self.encoder.config)
-        return super().__call__(inputs, *args, **kwargs)
+        return super().__call__(checked_call_inputs(inputs, self.encoder.config), *args, **kwargs)
 
-    def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
-        """`keras.Model.predict`, after checking array inputs against the encoder config on the host."""
-        validate_model_data(x, self.encoder.config)
-        return super().predict(x, *args, **kwargs)
-
-    def predict_on_batch(self, x: Any) -> Any:
-        """`keras.Model.predict_on_batch`, after the same host-side checks as `predict`."""
-        validate_model_data(x, self.encoder.config)
-        return super().predict_on_batch(x)
+    def _input_config(self) -> DistilBertConfig:
+        return self.encoder.config
 
     @property
     def output_keys(self) -> dict[str, tuple[str, ...]]:

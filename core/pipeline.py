@@ -307,7 +307,8 @@ class Pipeline:
         }
 
     def _pad_to_bucket(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if not self._bucketed or getattr(inputs["input_ids"], "ndim", None) != 2 or self._per_token_outputs() is None:
+        ids = inputs.get("input_ids") if isinstance(inputs, Mapping) else None
+        if not self._bucketed or getattr(ids, "ndim", None) != 2 or self._per_token_outputs() is None:
             return inputs  # (what is not a 2-D array is left for predict_on_batch's checks to refuse)
         validate_encoder_inputs(inputs, self.model.encoder.config)  # on what was given, before padding hides it
         rows, length = inputs["input_ids"].shape

@@ -81,6 +81,9 @@ HOSTILE = [
     ("mask_shape", _with("attention_mask", lambda a: a[:, :4]), ["attention_mask has shape (2, 4)", "input_ids has shape (2, 6)"]),
     ("ids_rank_1", lambda x: {"input_ids": x["input_ids"][0]}, ["shape (batch, sequence_length)", "ids[None, :]"]),
     ("ragged_lists", lambda x: {"input_ids": [[1, 2, 3], [1, 2]]}, ["rectangular", "Pad the rows"]),
+    ("none_ids", lambda x: {**x, "input_ids": None}, ["got None for input_ids", "integer (batch, sequence_length)"]),
+    ("no_inputs", lambda x: None, ["got None for input_ids", "tokenizer"]),
+    ("text_not_ids", lambda x: "a good film", ["got a str ('a good film')", "tokenizer", "pipeline"]),
 ]
 
 
@@ -97,8 +100,22 @@ def task_model(encoder) -> DistilBertTaskModel:
     return model
 
 
-def _paths(encoder, task_model) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+def trainable_model() -> DistilBertTaskModel:
+    model = create_distilbert_with_head(task_type="sentiment", distilbert_variant="tiny", **TINY)
+    model.compile(optimizer="adam")
+    return model
+
+
+def _paths(encoder, task_model, trainable_model=None) -> dict[str, Any]:
+    labels = np.zeros(2, dtype="int32")
     return {
+        "model_fit": lambda x: trainable_model.fit(x, labels, epochs=1, verbose=0),
+        "model_fit_validation_data": lambda x: trainable_model.fit(
+            good_inputs(), labels, validation_data=(x, labels), epochs=1, verbose=0),
+        "model_evaluate": lambda x: trainable_model.evaluate(x, labels, verbose=0),
+        "model_train_on_batch": lambda x: trainable_model.train_on_batch(x, labels),
+        "model_test_on_batch": lambda x: trainable_model.test_on_batch(x, labels),
         "encoder_call": lambda x: encoder(x),
         "encoder_predict": lambda x: encoder.predict(x, verbose=0),
         "encoder_predict_on_batch": encoder.predict_on_batch,
@@ -110,13 +127,15 @@ def _paths(encoder, task_model) -> dict[str, Any]:
 
 
 PATHS = ["encoder_call", "encoder_predict", "encoder_predict_on_batch", "model_call", "model_predict",
-         "model_predict_on_batch", "pipeline_forward"]
+         "model_predict_on_batch", "pipeline_forward", "model_fit", "model_fit_validation_data", "model_evaluate",
+         "model_train_on_batch", "model_test_on_batch"]
 
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize(("spoil", "facts"), [pytest.param(s, f, id=i) for i, s, f in HOSTILE])
-def test_every_input_path_refuses_hostile_inputs_with_our_message(encoder, task_model, path, spoil, facts):
-    run = _paths(encoder, task_model)[path]
+def test_every_input_path_refuses_hostile_inputs_with_our_message(encoder, task_model, trainable_model, path, spoil,
+                                                                  facts):
+    run = _paths(encoder, task_model, trainable_model)[path]
     with pytest.raises(ValueError) as info:
         run(spoil(good_inputs()))
     message = str(info.value)
@@ -126,8 +145,8 @@ def test_every_input_path_refuses_hostile_inputs_with_our_message(encoder, task_
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_every_input_path_accepts_good_inputs_of_any_integer_dtype(encoder, task_model, path):
-    run = _paths(encoder, task_model)[path]
+def test_every_input_path_accepts_good_inputs_of_any_integer_dtype(encoder, task_model, trainable_model, path):
+    run = _paths(encoder, task_model, trainable_model)[path]
     for dtype in ("int32", "int64"):
         inputs = {key: value.astype(dtype) for key, value in good_inputs().items()}
         inputs["attention_mask"][1, 4:] = 0
@@ -452,3 +471,14 @@ def test_registered_plugin_head_with_wrong_outputs_fails_at_build_naming_its_plu
     message = str(info.value)
     for fact in ("MisnamedHead", f"plugin {task}", "['probabilities']", "output_names=['logits']"):
         assert fact in message, message
+
+
+@pytest.mark.parametrize("call", ["encoder", "model"])
+def test_bare_nested_lists_of_ids_are_called_like_an_array(encoder, task_model, call):
+    model = encoder if call == "encoder" else task_model
+    ids = good_inputs()["input_ids"]
+    from_list, from_array = model(ids.tolist()), model(ids)
+    first = (lambda out: out["last_hidden_state"]) if call == "encoder" else (lambda out: out["sentiment"]["logits"])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(first(from_list)), keras.ops.convert_to_numpy(first(from_array)),
+                               atol=1e-6)
+

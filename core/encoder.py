@@ -114,6 +114,8 @@ class DistilBERT(HostCheckedData, keras.Model):
             pad_token_id=pad_token_id,
         )
         kwargs.setdefault("name", "distilbert")
+        if kwargs.get("dtype") is not None:
+            kwargs["dtype"] = checked_dtype_policy(kwargs["dtype"])
         super().__init__(**kwargs)
         cfg = self.config
         self.embeddings = DistilBertEmbeddings(
@@ -350,6 +352,29 @@ class DistilBERT(HostCheckedData, keras.Model):
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)
+
+
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def checked_dtype_policy(dtype: Any) -> keras.DTypePolicy:
+    """The Keras dtype policy ``dtype`` names, refusing unknown names and non-float policies.
+
+    The one check behind ``dtype=`` on the encoder, the factory, `DistilBertTaskModel.with_dtype`,
+    ``pipeline(dtype=...)`` and ``predict --dtype``; Keras itself would fail later with a
+    conversion error (``int32``) or a message about quantized policies (``float8``).
+    """
+    expected = "e.g. 'float32', 'mixed_bfloat16', 'mixed_float16' or 'bfloat16'"
+    try:
+        policy = keras.dtype_policies.get(dtype)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"Unknown dtype policy {dtype!r}; expected {expected}.") from error
+    if policy.compute_dtype not in FLOAT_DTYPES or policy.variable_dtype not in FLOAT_DTYPES:
+        raise ValueError(
+            f"dtype policy {policy.name!r} computes in {policy.compute_dtype} with {policy.variable_dtype} weights; "
+            f"the encoder needs floating-point weights and activations: {expected}."
+        )
+    return policy
 
 
 def _split_model_kwargs(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from distilbert_heads import atomic
 from distilbert_heads.checkpoints import CheckpointError, load_keras_model
 from distilbert_heads.config import DistilBertConfig
-from distilbert_heads.encoder import DistilBERT, HostCheckedData, checked_call_inputs
+from distilbert_heads.encoder import DistilBERT, HostCheckedData, checked_call_inputs, checked_dtype_policy
 from distilbert_heads.head import TaskHead, check_head_outputs
 from distilbert_heads.registry import MissingHeadPluginError, get_registry
 from distilbert_heads.tokenizer import DistilBertTokenizer
@@ -239,12 +239,7 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
         The way to serve a model trained in float32 or ``mixed_bfloat16`` with bfloat16 weights:
         ``model.with_dtype("bfloat16")``. Returns ``self`` when the policy is already ``dtype``.
         """
-        try:
-            policy = keras.dtype_policies.get(dtype)
-        except ValueError as error:
-            raise ValueError(
-                f"Unknown dtype policy {dtype!r}; expected e.g. 'float32', 'mixed_bfloat16' or 'bfloat16'."
-            ) from error
+        policy = checked_dtype_policy(dtype)
         if policy.name == self.dtype_policy.name:
             return self
         config = {**self.get_config(), "dtype_policy": policy.name}

@@ -482,3 +482,21 @@ def test_bare_nested_lists_of_ids_are_called_like_an_array(encoder, task_model, 
     np.testing.assert_allclose(keras.ops.convert_to_numpy(first(from_list)), keras.ops.convert_to_numpy(first(from_array)),
                                atol=1e-6)
 
+@pytest.mark.parametrize(("dtype", "facts"), [
+    ("int32", ["'int32'", "floating-point"]),
+    ("bool", ["'bool'", "floating-point"]),
+    ("float8", ["Unknown dtype policy 'float8'"]),
+    ("mixed_int8", ["Unknown dtype policy 'mixed_int8'"]),
+    (5, ["Unknown dtype policy 5"]),
+])
+@pytest.mark.parametrize("where", ["encoder", "factory", "pipeline"])
+def test_a_non_float_or_unknown_dtype_policy_is_refused_with_our_message(tokenizer, where, dtype, facts):
+    with pytest.raises(ValueError) as info:
+        if where == "encoder":
+            DistilBERT(**TINY, dtype=dtype)
+        elif where == "factory":
+            create_distilbert_with_head(task_type="sentiment", distilbert_variant="tiny", dtype=dtype, **TINY)
+        else:
+            _task_pipeline(tokenizer, "sentiment", dtype=dtype)
+    for fact in [*facts, "'bfloat16'"]:
+        assert fact in str(info.value), str(info.value)

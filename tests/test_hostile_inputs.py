@@ -482,6 +482,43 @@ def test_bare_nested_lists_of_ids_are_called_like_an_array(encoder, task_model, 
     np.testing.assert_allclose(keras.ops.convert_to_numpy(first(from_list)), keras.ops.convert_to_numpy(first(from_array)),
                                atol=1e-6)
 
+
+# (case id, head, how the pipeline is misused, error type, facts the message must state)
+PIPELINE_MISUSE = [
+    ("top_k_zero", "sentiment", lambda p: p("good", top_k=0), ValueError, ["top_k must be a positive integer", "got 0"]),
+    ("top_k_negative", "sentiment", lambda p: p("good", top_k=-1), ValueError, ["top_k", "got -1"]),
+    ("top_k_string", "sentiment", lambda p: p("good", top_k="2"), ValueError, ["top_k", "got '2'"]),
+    ("top_k_float", "sentiment", lambda p: p("good", top_k=1.5), ValueError, ["top_k", "got 1.5"]),
+    ("top_k_bool", "sentiment", lambda p: p("good", top_k=True), ValueError, ["top_k", "got True"]),
+    ("top_k_regression", "text_regression", lambda p: p("good", top_k=2), ValueError, ["regression head", "top_k"]),
+    ("pair_of_one", "pairwise", lambda p: p(("a film",)), TypeError, ["tuple of 1 strings", "exactly two"]),
+    ("pair_of_three", "pairwise", lambda p: p(("a", "b", "c")), TypeError, ["tuple of 3 strings", "(text_a, text_b)"]),
+    ("pair_as_string", "pairwise", lambda p: p("a film"), TypeError, ["one string ('a film')", "(text_a, text_b)"]),
+    ("qa_as_string", "qa", lambda p: p("who wrote it"), TypeError, ["one string ('who wrote it')", "question=", "context="]),
+    ("huge_bad_item", "sentiment", lambda p: p(["good", ("x" * 1_000_000,)]), TypeError, ["Input 1 is tuple", "strings"]),
+]
+
+
+@pytest.mark.parametrize(("task_type", "misuse", "error", "facts"),
+                         [pytest.param(*case[1:], id=case[0]) for case in PIPELINE_MISUSE])
+def test_pipeline_misuse_is_refused_with_our_message(tokenizer, task_type, misuse, error, facts):
+    with pytest.raises(error) as info:
+        misuse(_task_pipeline(tokenizer, task_type))
+    message = str(info.value)
+    for fact in facts:
+        assert fact in message, f"{fact!r} missing from: {message}"
+    assert len(message) < 600, message[:600]
+
+
+def test_a_single_pair_dict_and_a_huge_top_k_are_answered(tokenizer):
+    pairs = _task_pipeline(tokenizer, "pairwise")
+    as_dict = pairs({"text_a": "a good film", "text_b": "the plot"})
+    as_tuple = pairs(("a good film", "the plot"))
+    assert as_dict["label"] == as_tuple["label"] and as_dict["score"] == pytest.approx(as_tuple["score"], abs=1e-6)
+    ranked = _task_pipeline(tokenizer, "sentiment")("a good film", top_k=10**9)
+    assert len(ranked) == 2 and ranked[0]["score"] >= ranked[1]["score"]  # every label, best first
+
+
 @pytest.mark.parametrize(("dtype", "facts"), [
     ("int32", ["'int32'", "floating-point"]),
     ("bool", ["'bool'", "floating-point"]),

@@ -28,7 +28,7 @@ from typing import Any
 
 import keras
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from distilbert_heads import data as data_files
 from distilbert_heads.head import TaskHead
@@ -73,6 +73,44 @@ class TrainingError(ValueError):
 
 class ChanceLevelWarning(UserWarning):
     """Training ended with the model scoring no better than guessing (see `chance_level_warning`)."""
+
+
+class TrainSettings(BaseModel):
+    """`train`'s numeric settings, checked before any file is read or model built."""
+
+    model_config = ConfigDict(strict=True)
+
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    learning_rate: float | None = Field(gt=0, allow_inf_nan=False)
+    max_length: int = Field(ge=3)
+    token_dropout: float = Field(ge=0.0, lt=1.0, allow_inf_nan=False)
+    patience: int = Field(ge=0)
+
+
+# What each setting means, for its message (the CLI flag is the name with dashes).
+_SETTING_ADVICE = {
+    "epochs": "passes over the training rows: 1 or more",
+    "batch_size": "examples per step: 1 or more",
+    "learning_rate": "Adam's step size: a positive finite number such as 1e-3 from scratch or 5e-5 to fine-tune",
+    "max_length": "tokens per row, special tokens included: at least 3 ([CLS], one token, [SEP])",
+    "token_dropout": "the probability of replacing a token by [UNK]: from 0 (off) up to, not including, 1",
+    "patience": "epochs without improvement before stopping early: 0 (never stop early) or more",
+}
+
+
+def check_train_settings(**settings: Any) -> TrainSettings:
+    """`TrainSettings` from ``settings``, or one `TrainingError` naming every bad one, its flag and what it means."""
+    try:
+        return TrainSettings(**settings)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            name = str(item["loc"][0])
+            problems.append(
+                f"{name} (--{name.replace('_', '-')}) is {item['input']!r}; expected {_SETTING_ADVICE[name]}"
+            )
+        raise TrainingError("Bad training settings: " + "; ".join(problems) + ".") from None
 
 
 @dataclass
@@ -605,8 +643,8 @@ def train(
     """
     from distilbert_heads.factory import create_distilbert_with_head
 
-    if epochs < 1 or batch_size < 1:
-        raise TrainingError(f"epochs and batch_size must be at least 1, got epochs={epochs}, batch_size={batch_size}.")
+    check_train_settings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, max_length=max_length,
+                         token_dropout=token_dropout, patience=patience)
     if out is not None and not os.fspath(out).endswith(".keras"):
         raise TrainingError(f"--out must name a .keras file (e.g. model.keras), got {os.fspath(out)!r}.")
     record = head_record(task)
@@ -658,8 +696,6 @@ def train(
             verbose=verbose,
         )
         callbacks.append(evaluation)
-    if not 0.0 <= token_dropout < 1.0:
-        raise TrainingError(f"token_dropout must be in [0, 1), got {token_dropout}.")
     if token_dropout > 0:
         batches = TokenDropoutBatches(x, {head_name: y}, batch_size=batch_size, rate=token_dropout, tokenizer=tokenizer)
         history = model.fit(batches, epochs=epochs, callbacks=callbacks, verbose=verbose)

@@ -598,15 +598,23 @@ def _load_task_model(model_or_path: Any) -> DistilBertTaskModel:
             f"{os.fspath(path)!r} holds a {type(model).__name__}, not a distilbert_heads DistilBertTaskModel; "
             "expected a task model made with create_distilbert_with_head(...)."
         )
+    bad_weight = first_non_finite_weight(model)
+    if bad_weight is not None:
+        name, bad = bad_weight
+        raise CheckpointError(
+            f"{os.fspath(path)!r} holds {bad:,} NaN or infinite value(s) in weight {name!r}; the file is "
+            "corrupt or was saved after training diverged. Use an earlier save, or retrain (e.g. with a lower "
+            "learning rate)."
+        )
+    return model
+
+
+def first_non_finite_weight(model: keras.Model) -> tuple[str, int] | None:
+    """(path, how many values) of the first float weight holding NaN or infinity, or None if all are finite."""
     for variable in model.weights:
         if not keras.backend.is_float_dtype(variable.dtype):
             continue
         values = np.asarray(keras.ops.convert_to_numpy(variable), dtype=np.float32)
         if not np.isfinite(values).all():
-            bad = int(values.size - np.count_nonzero(np.isfinite(values)))
-            raise CheckpointError(
-                f"{os.fspath(path)!r} holds {bad:,} NaN or infinite value(s) in weight {variable.path!r}; the file is "
-                "corrupt or was saved after training diverged. Use an earlier save, or retrain (e.g. with a lower "
-                "learning rate)."
-            )
-    return model
+            return variable.path, int(values.size - np.count_nonzero(np.isfinite(values)))
+    return None

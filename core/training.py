@@ -703,6 +703,7 @@ def train(
         history = model.fit(
             x, {head_name: y}, batch_size=batch_size, epochs=epochs, shuffle=True, callbacks=callbacks, verbose=verbose
         )
+    _refuse_diverged(model, history.history.get("loss", []), learning_rate, out)
     # The best epoch's weights are restored, so these predictions are the ones its metrics scored.
     split, split_examples, split_file = (
         ("eval", eval_examples, eval_file) if eval_examples is not None else ("train", train_examples, train_file)
@@ -745,6 +746,24 @@ def train(
         for message in result.warnings:
             print(f"warning: {message}", flush=True)
     return result
+
+
+def _refuse_diverged(model: Any, losses: Sequence[float], learning_rate: float, out: Any) -> None:
+    """Raise when training left NaN or infinite weights: saving them would replace a good file with one that
+    cannot be loaded, and every prediction would be garbage."""
+    from distilbert_heads.model import first_non_finite_weight
+
+    bad_weight = first_non_finite_weight(model)
+    if bad_weight is None:
+        return
+    name, count = bad_weight
+    epoch = next((i + 1 for i, loss in enumerate(losses) if not math.isfinite(loss)), None)
+    when = f"the loss became {losses[epoch - 1]} in epoch {epoch}, and " if epoch else ""
+    kept = f"; nothing was written to {os.fspath(out)!r}" if out is not None else ""
+    raise TrainingError(
+        f"Training diverged: {when}{count:,} value(s) of weight {name!r} are NaN or infinite{kept}. "
+        f"Lower the learning rate (it was {learning_rate:g}; try 1e-3 from scratch or 5e-5 to fine-tune)."
+    )
 
 
 class TokenDropoutBatches(keras.utils.PyDataset):

@@ -301,3 +301,16 @@ def test_bad_training_settings_are_refused_before_reading_the_files(tmp_path, se
         assert fragment in str(error.value), str(error.value)
     assert not (tmp_path / "m.keras").exists()
 
+
+def test_a_diverged_run_raises_and_leaves_the_previous_model_in_place(tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"text": f"{word} film {i}", "label": word}) + "\n"
+                            for i in range(8) for word in ("good", "bad")), encoding="utf-8")
+    out = tmp_path / "m.keras"
+    out.write_bytes(b"the previous, good model")
+    with pytest.raises(TrainingError) as error:
+        train("sentiment", data, epochs=2, learning_rate=1e30, out=out, verbose=0, vocab_size=60, **TINY)
+    for fragment in ["Training diverged", "NaN or infinite", f"nothing was written to {str(out)!r}",
+                     "Lower the learning rate", "1e+30"]:
+        assert fragment in str(error.value), str(error.value)
+    assert out.read_bytes() == b"the previous, good model"

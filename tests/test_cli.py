@@ -115,13 +115,26 @@ def test_unknown_label_in_eval_file_exits_2_with_the_line(tmp_path, capsys):
     assert code == 2 and "dev.jsonl line 2" in err and "neutral" in err
 
 
-def test_unknown_label_in_evaluate_data_exits_2_with_the_line(trained, tmp_path, capsys):
-    model, _ = trained("sentiment")
-    data = write_rows(tmp_path / "test.jsonl", "sentiment",
-                      [{"text": "fine", "label": "positive"}, {"text": "ok", "label": "negative"},
-                       {"text": "so so", "label": "neutral"}])
+# (task, rows whose third holds a label the trained head cannot predict, the label as the message names it)
+UNSEEN_LABEL_ROWS = {
+    "sentiment": ([{"text": "fine", "label": "positive"}, {"text": "ok", "label": "negative"},
+                   {"text": "so so", "label": "neutral"}], "neutral"),
+    "ner-tags": ([{"tokens": ["Ada", "Lovelace"], "tags": ["B-PER", "I-PER"]}, {"tokens": ["Paris"], "tags": ["B-LOC"]},
+                  {"tokens": ["a", "Fiat"], "tags": ["O", "B-PRODUCT"]}], "B-PRODUCT"),
+    "ner-spans": ([{"tokens": ["Ada"], "tags": ["B-PER"]}, {"tokens": ["Paris"], "tags": ["B-LOC"]},
+                   {"text": "a Fiat", "entities": [{"start": 2, "end": 6, "label": "CAR"}]}], "B-CAR"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNSEEN_LABEL_ROWS))
+def test_unknown_label_in_evaluate_data_exits_2_with_the_line(trained, tmp_path, capsys, case):
+    task = case.split("-")[0]
+    model, _ = trained(task)
+    rows, label = UNSEEN_LABEL_ROWS[case]
+    data = tmp_path / "test.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     code, _, err = run(capsys, "evaluate", "--model", str(model), "--data", str(data))
-    assert code == 2 and "test.jsonl line 3" in err and "neutral" in err
+    assert code == 2 and "test.jsonl line 3" in err and repr(label) in err, err
 
 
 def test_unknown_task_missing_files_and_models_exit_2(tmp_path, capsys):

@@ -12,6 +12,7 @@ C++ start-up lines are hidden unless ``DISTILBERT_HEADS_TF_LOGS=1``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -229,7 +230,8 @@ def _start_keras_quietly() -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     from distilbert_heads.training import ChanceLevelWarning, train  # imports Keras: arguments are good by now
 
-    with warnings.catch_warnings():
+    # With --json, stdout holds the JSON alone; progress, tables and notes go to stderr.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         warnings.simplefilter("ignore", ChanceLevelWarning)  # train prints it as one "warning:" line already
         result = train(
             args.task,
@@ -315,7 +317,8 @@ def _add_train(subparsers: Any) -> None:
     parser.add_argument("--patience", type=int, default=2,
                         help="epochs without improvement on --eval before stopping; 0 never stops (default: 2)")
     parser.add_argument("--out", required=True, metavar="MODEL.keras", help="where to save the trained model")
-    parser.add_argument("--json", action="store_true", help="also print the final metrics as one JSON line")
+    parser.add_argument("--json", action="store_true",
+                        help="print the final metrics as one JSON object, alone on stdout (progress and tables go to stderr)")
     parser.set_defaults(handler=_cmd_train)
 
 

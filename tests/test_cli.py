@@ -68,8 +68,9 @@ def test_train_then_evaluate_prints_metrics(tmp_path, capsys):
                             "--cased", "--whole-words", "--token-dropout", "0.1", "--out", str(out), "--json")
     assert code == 0, err
     assert out.is_file()
-    assert "accuracy" in stdout and "macro_f1" in stdout and f"saved {out}" in stdout
-    reported = json.loads(stdout.strip().splitlines()[-1])
+    # stdout is the JSON alone, for machines; what people read went to stderr.
+    assert "accuracy" in err and "macro_f1" in err and f"saved {out}" in err
+    reported = json.loads(stdout)
     assert reported["split"] == "eval" and set(reported["metrics"]) == {"accuracy", "macro_f1"}
 
     code, stdout, err = run(capsys, "evaluate", "--model", str(out), "--data", str(test_file), "--json")

@@ -180,8 +180,13 @@ def _existing_file(text: str) -> str:
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a directory; expected a file")
-    if not path.is_file():
+    if not path.exists():
         raise argparse.ArgumentTypeError(f"file {text!r} does not exist")
+    if not path.is_file():  # a device, FIFO or socket: reading could block or never end
+        raise argparse.ArgumentTypeError(
+            f"{text!r} exists but is not a regular file (a device, pipe or socket); save the rows to a .jsonl or "
+            ".csv file and pass that"
+        )
     return text
 
 

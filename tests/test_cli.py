@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -332,6 +333,17 @@ def _not_a_zip(tmp_path, trained):
     return ["predict", "--model", str(model), "--text", "hi"]
 
 
+def _symlink(tmp_path, target, name):
+    link = tmp_path / name
+    link.symlink_to(target)
+    return str(link)
+
+
+def _fifo(tmp_path, name):
+    os.mkfifo(tmp_path / name)
+    return str(tmp_path / name)
+
+
 def _sentiment(tmp_path, trained):
     return str(trained("sentiment")[0])
 
@@ -356,6 +368,10 @@ USER_ERRORS = {
                                       "--out", str(tmp / "m.keras")], ["--max-length", "is 1", "at least 3"]),
     "unknown-flag": (lambda tmp, tr: ["predict", "--model", "m.keras", "--text", "hi", "--bogus"], ["--bogus"]),
     "flag-without-value": (lambda tmp, tr: ["predict", "--model", "m.keras", "--text"], ["--text"]),
+    "device-as-file": (lambda tmp, tr: ["train", "--task", "sentiment", "--train", _symlink(tmp, "/dev/zero", "z.jsonl"),
+                                        "--out", "m.keras"], ["z.jsonl", "not a regular file", "--train"]),
+    "fifo-as-file": (lambda tmp, tr: ["predict", "--model", "m.keras", "--input", _fifo(tmp, "rows.jsonl")],
+                     ["rows.jsonl", "not a regular file", "--input"]),
     "directory-as-file": (lambda tmp, tr: ["evaluate", "--model", "m.keras", "--data", str(tmp)], ["is a directory"]),
     "saved-model-as-model": (_saved_model_dir, ["SavedModel export", "serving", "Pass the .keras file"]),
     "question-to-sentiment": (lambda tmp, tr: ["predict", "--model", _sentiment(tmp, tr), "--question", "Who?",

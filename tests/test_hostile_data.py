@@ -314,3 +314,18 @@ def test_a_diverged_run_raises_and_leaves_the_previous_model_in_place(tmp_path):
                      "Lower the learning rate", "1e+30"]:
         assert fragment in str(error.value), str(error.value)
     assert out.read_bytes() == b"the previous, good model"
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "device"])
+def test_a_path_that_is_not_a_regular_file_is_refused_without_reading_it(tmp_path, kind):
+    path = tmp_path / "rows.jsonl"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)  # opening it would block until a writer came
+    else:
+        path.symlink_to("/dev/zero")  # reading it would never end
+    with pytest.raises(DataFileError) as error:
+        list(read_rows(path))
+    expected = "is a directory" if kind == "directory" else "not a regular file"
+    assert "rows.jsonl" in str(error.value) and expected in str(error.value), str(error.value)

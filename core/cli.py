@@ -424,11 +424,17 @@ def _inputs_from_file(path: str, kind: str) -> tuple[list[Any], tuple[Any, ...],
     columns = {"pair": ("text_a", "text_b"), "question_context": ("question", "context")}.get(kind, ("text",))
     rows = []
     for number, row in read_rows(path):
-        missing = [column for column in columns if not isinstance(row.get(column), str)]
-        if missing:
+        absent = [column for column in columns if column not in row]
+        if absent:
             raise CLIError(
-                f"{Path(path).name} line {number}: no text in column(s) {', '.join(missing)}; this model reads "
-                f"rows with {', '.join(columns)}."
+                f"{Path(path).name} line {number}: no column(s) {', '.join(absent)} (the row has "
+                f"{', '.join(map(str, row)) or 'no columns'}); this model reads rows with {', '.join(columns)}."
+            )
+        not_text = [f"{column} is {_json_kind(row[column])}" for column in columns if not isinstance(row[column], str)]
+        if not_text:
+            raise CLIError(
+                f"{Path(path).name} line {number}: {', '.join(not_text)}, not a string; give the text in quotes "
+                '(e.g. "5"), and "" for an empty text.'
             )
         rows.append(tuple(row[column] for column in columns))
     if not rows:
@@ -438,6 +444,16 @@ def _inputs_from_file(path: str, kind: str) -> tuple[list[Any], tuple[Any, ...],
     if kind == "pair":
         return [f"{a} || {b}" for a, b in rows], (rows,), {}
     return [text for (text,) in rows], ([text for (text,) in rows],), {}
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {json.dumps(value)}"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    return "a list" if isinstance(value, list) else "an object"
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:

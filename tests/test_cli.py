@@ -339,6 +339,12 @@ def _symlink(tmp_path, target, name):
     return str(link)
 
 
+def _rows(tmp_path, rows):
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return str(path)
+
+
 def _fifo(tmp_path, name):
     os.mkfifo(tmp_path / name)
     return str(tmp_path / name)
@@ -372,6 +378,14 @@ USER_ERRORS = {
                                         "--out", "m.keras"], ["z.jsonl", "not a regular file", "--train"]),
     "fifo-as-file": (lambda tmp, tr: ["predict", "--model", "m.keras", "--input", _fifo(tmp, "rows.jsonl")],
                      ["rows.jsonl", "not a regular file", "--input"]),
+    "input-text-a-number": (lambda tmp, tr: ["predict", "--model", _sentiment(tmp, tr), "--input",
+                                             _rows(tmp, [{"text": "fine"}, {"text": 5}])],
+                            ["rows.jsonl line 2", "text is the number 5, not a string", '"5"']),
+    "input-text-null": (lambda tmp, tr: ["predict", "--model", _sentiment(tmp, tr), "--input", _rows(tmp, [{"text": None}])],
+                        ["rows.jsonl line 1", "text is null"]),
+    "input-wrong-column": (lambda tmp, tr: ["predict", "--model", str(tr("pairwise")[0]), "--input",
+                                            _rows(tmp, [{"text_a": "a", "txt_b": "b"}])],
+                           ["rows.jsonl line 1", "no column(s) text_b", "the row has text_a, txt_b"]),
     "directory-as-file": (lambda tmp, tr: ["evaluate", "--model", "m.keras", "--data", str(tmp)], ["is a directory"]),
     "saved-model-as-model": (_saved_model_dir, ["SavedModel export", "serving", "Pass the .keras file"]),
     "question-to-sentiment": (lambda tmp, tr: ["predict", "--model", _sentiment(tmp, tr), "--question", "Who?",

@@ -537,3 +537,23 @@ def test_a_non_float_or_unknown_dtype_policy_is_refused_with_our_message(tokeniz
             _task_pipeline(tokenizer, "sentiment", dtype=dtype)
     for fact in [*facts, "'bfloat16'"]:
         assert fact in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize(("ids", "facts"), [
+    ([10**9], ["decode got id 1000000000", "[0, 25)", "vocab_size=25"]),
+    ([5, -1], ["decode got id -1 at position 1", "[0, 25)"]),
+    ([1.5], ["integer token ids", "float64"]),
+    ([[5, 6], [7, 8]], ["one sequence", "shape (2, 2)", "row by row"]),
+    (["5"], ["integer token ids"]),
+])
+def test_decoding_ids_outside_the_vocabulary_is_refused(tokenizer, ids, facts):
+    with pytest.raises(ValueError) as info:
+        tokenizer.decode(ids)
+    for fact in facts:
+        assert fact in str(info.value), str(info.value)
+
+
+def test_decoding_any_integer_ids_of_the_vocabulary_works(tokenizer):
+    ids = tokenizer.encode("the good film").input_ids[0]
+    assert tokenizer.decode(ids) == tokenizer.decode(ids.astype("int64").tolist()) == "the good film"
+    assert tokenizer.decode([]) == ""

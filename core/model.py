@@ -614,7 +614,10 @@ def first_non_finite_weight(model: keras.Model) -> tuple[str, int] | None:
     for variable in model.weights:
         if not keras.backend.is_float_dtype(variable.dtype):
             continue
-        values = np.asarray(keras.ops.convert_to_numpy(variable), dtype=np.float32)
+        with warnings.catch_warnings():
+            # TensorFlow's and torch's variables warn under numpy 2 that their __array__ takes no copy keyword.
+            warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
+            values = np.asarray(keras.ops.convert_to_numpy(variable), dtype=np.float32)
         if not np.isfinite(values).all():
             return variable.path, int(values.size - np.count_nonzero(np.isfinite(values)))
     return None

@@ -12,6 +12,7 @@ C++ start-up lines are hidden unless ``DISTILBERT_HEADS_TF_LOGS=1``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -179,8 +180,13 @@ def _existing_file(text: str) -> str:
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a directory; expected a file")
-    if not path.is_file():
+    if not path.exists():
         raise argparse.ArgumentTypeError(f"file {text!r} does not exist")
+    if not path.is_file():  # a device, FIFO or socket: reading could block or never end
+        raise argparse.ArgumentTypeError(
+            f"{text!r} exists but is not a regular file (a device, pipe or socket); save the rows to a .jsonl or "
+            ".csv file and pass that"
+        )
     return text
 
 
@@ -236,7 +242,8 @@ def _start_keras_quietly() -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     from distilbert_heads.training import ChanceLevelWarning, train  # imports Keras: arguments are good by now
 
-    with warnings.catch_warnings():
+    # With --json, stdout holds the JSON alone; progress, tables and notes go to stderr.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         warnings.simplefilter("ignore", ChanceLevelWarning)  # train prints it as one "warning:" line already
         result = train(
             args.task,
@@ -323,7 +330,8 @@ def _add_train(subparsers: Any) -> None:
                         help="epochs without improvement on --eval before stopping; 0 never stops (default: 2)")
     parser.add_argument("--out", required=True, type=_keras_file_out, metavar="MODEL.keras",
                         help="where to save the trained model")
-    parser.add_argument("--json", action="store_true", help="also print the final metrics as one JSON line")
+    parser.add_argument("--json", action="store_true",
+                        help="print the final metrics as one JSON object, alone on stdout (progress and tables go to stderr)")
     parser.set_defaults(handler=_cmd_train)
 
 
@@ -424,11 +432,17 @@ def _inputs_from_file(path: str, kind: str) -> tuple[list[Any], tuple[Any, ...],
     columns = {"pair": ("text_a", "text_b"), "question_context": ("question", "context")}.get(kind, ("text",))
     rows = []
     for number, row in read_rows(path):
-        missing = [column for column in columns if not isinstance(row.get(column), str)]
-        if missing:
+        absent = [column for column in columns if column not in row]
+        if absent:
             raise CLIError(
-                f"{Path(path).name} line {number}: no text in column(s) {', '.join(missing)}; this model reads "
-                f"rows with {', '.join(columns)}."
+                f"{Path(path).name} line {number}: no column(s) {', '.join(absent)} (the row has "
+                f"{', '.join(map(str, row)) or 'no columns'}); this model reads rows with {', '.join(columns)}."
+            )
+        not_text = [f"{column} is {_json_kind(row[column])}" for column in columns if not isinstance(row[column], str)]
+        if not_text:
+            raise CLIError(
+                f"{Path(path).name} line {number}: {', '.join(not_text)}, not a string; give the text in quotes "
+                '(e.g. "5"), and "" for an empty text.'
             )
         rows.append(tuple(row[column] for column in columns))
     if not rows:
@@ -438,6 +452,16 @@ def _inputs_from_file(path: str, kind: str) -> tuple[list[Any], tuple[Any, ...],
     if kind == "pair":
         return [f"{a} || {b}" for a, b in rows], (rows,), {}
     return [text for (text,) in rows], ([text for (text,) in rows],), {}
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {json.dumps(value)}"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    return "a list" if isinstance(value, list) else "an object"
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:

@@ -150,6 +150,13 @@ def read_rows(
     """
     path = Path(path)
     if not path.is_file():
+        if path.is_dir():
+            raise DataFileError(f"{os.fspath(path)!r} is a directory; pass a .jsonl or .csv data file inside it")
+        if path.exists():  # a device, FIFO or socket: reading could block or never end
+            raise DataFileError(
+                f"{os.fspath(path)!r} is not a regular file (a device, pipe or socket); save the rows to a .jsonl or "
+                ".csv file and pass that"
+            )
         raise DataFileError(f"No such data file: {os.fspath(path)!r}")
     suffix = path.suffix.lower()
     if suffix not in FORMATS:

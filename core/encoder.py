@@ -9,6 +9,7 @@ request). Only `keras.ops` is used, so TensorFlow, JAX and PyTorch backends all 
 from __future__ import annotations
 
 import os
+import reprlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,54 @@ INPUT_NAMES = ("input_ids", "attention_mask", "position_ids", "token_type_ids")
 MODEL_KWARGS = ("dtype", "name", "trainable")
 
 
+class HostCheckedData:
+    """Mixin for a `keras.Model` fed DistilBERT inputs: every data entry point checks arrays first.
+
+    ``predict``, ``predict_on_batch``, ``fit`` (and its ``validation_data``), ``evaluate``,
+    ``train_on_batch`` and ``test_on_batch`` run `validate_model_data` on the host before Keras'
+    compiled step, which would otherwise gather garbage for a bad id or fail with a raw backend
+    error. Datasets and generators are not read ahead.
+    """
+
+    def _input_config(self) -> DistilBertConfig:
+        raise NotImplementedError
+
+    def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        """`keras.Model.predict`, after checking array inputs against the encoder config on the host."""
+        validate_model_data(x, self._input_config())
+        return super().predict(x, *args, **kwargs)  # type: ignore[misc]
+
+    def predict_on_batch(self, x: Any) -> Any:
+        """`keras.Model.predict_on_batch`, after the same host-side checks as `predict`."""
+        validate_model_data(x, self._input_config())
+        return super().predict_on_batch(x)  # type: ignore[misc]
+
+    def fit(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """`keras.Model.fit`, after the same host-side checks on ``x`` and ``validation_data``'s inputs."""
+        validate_model_data(x, self._input_config())
+        validation = kwargs.get("validation_data")
+        if validation is not None:
+            validate_model_data(validation[0] if isinstance(validation, (tuple, list)) else validation, self._input_config())
+        return super().fit(x, *args, **kwargs)  # type: ignore[misc]
+
+    def evaluate(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """`keras.Model.evaluate`, after the same host-side checks as `predict`."""
+        validate_model_data(x, self._input_config())
+        return super().evaluate(x, *args, **kwargs)  # type: ignore[misc]
+
+    def train_on_batch(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        """`keras.Model.train_on_batch`, after the same host-side checks as `predict`."""
+        validate_model_data(x, self._input_config())
+        return super().train_on_batch(x, *args, **kwargs)  # type: ignore[misc]
+
+    def test_on_batch(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        """`keras.Model.test_on_batch`, after the same host-side checks as `predict`."""
+        validate_model_data(x, self._input_config())
+        return super().test_on_batch(x, *args, **kwargs)  # type: ignore[misc]
+
+
 @keras.saving.register_keras_serializable(package="distilbert_heads")
-class DistilBERT(keras.Model):
+class DistilBERT(HostCheckedData, keras.Model):
     """The DistilBERT encoder: token ids in, contextual vectors out. No pooler, no task head.
 
     Construct it from keywords (validated, see `DistilBertConfig`), from a named variant
@@ -67,6 +114,8 @@ class DistilBERT(keras.Model):
             pad_token_id=pad_token_id,
         )
         kwargs.setdefault("name", "distilbert")
+        if kwargs.get("dtype") is not None:
+            kwargs["dtype"] = checked_dtype_policy(kwargs["dtype"])
         super().__init__(**kwargs)
         cfg = self.config
         self.embeddings = DistilBertEmbeddings(
@@ -113,8 +162,7 @@ class DistilBERT(keras.Model):
     def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
         # Checked before Keras' layer machinery, which would wrap our ValueError in its own
         # "Exception encountered when calling ..." text.
-        validate_encoder_inputs(as_input_dict(inputs), self.config)
-        return super().__call__(inputs, *args, **kwargs)
+        return super().__call__(checked_call_inputs(inputs, self.config), *args, **kwargs)
 
     def call(
         self,
@@ -165,13 +213,8 @@ class DistilBERT(keras.Model):
             )
         return outputs
 
-    def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
-        validate_model_data(x, self.config)
-        return super().predict(x, *args, **kwargs)
-
-    def predict_on_batch(self, x: Any) -> Any:
-        validate_model_data(x, self.config)
-        return super().predict_on_batch(x)
+    def _input_config(self) -> DistilBertConfig:
+        return self.config
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -313,6 +356,29 @@ class DistilBERT(keras.Model):
         return cls(**config)
 
 
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def checked_dtype_policy(dtype: Any) -> keras.DTypePolicy:
+    """The Keras dtype policy ``dtype`` names, refusing unknown names and non-float policies.
+
+    The one check behind ``dtype=`` on the encoder, the factory, `DistilBertTaskModel.with_dtype`,
+    ``pipeline(dtype=...)`` and ``predict --dtype``; Keras itself would fail later with a
+    conversion error (``int32``) or a message about quantized policies (``float8``).
+    """
+    expected = "e.g. 'float32', 'mixed_bfloat16', 'mixed_float16' or 'bfloat16'"
+    try:
+        policy = keras.dtype_policies.get(dtype)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"Unknown dtype policy {dtype!r}; expected {expected}.") from error
+    if policy.compute_dtype not in FLOAT_DTYPES or policy.variable_dtype not in FLOAT_DTYPES:
+        raise ValueError(
+            f"dtype policy {policy.name!r} computes in {policy.compute_dtype} with {policy.variable_dtype} weights; "
+            f"the encoder needs floating-point weights and activations: {expected}."
+        )
+    return policy
+
+
 def _split_model_kwargs(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     config_fields = {key: value for key, value in overrides.items() if key not in MODEL_KWARGS}
     return config_fields, {key: value for key, value in overrides.items() if key in MODEL_KWARGS}
@@ -320,6 +386,15 @@ def _split_model_kwargs(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict
 
 def as_input_dict(inputs: Any) -> dict[str, Any]:
     """Accept a dict of named inputs, or a bare ``input_ids`` tensor or array."""
+    if inputs is None or isinstance(inputs, (str, bytes)) or (
+        isinstance(inputs, Mapping) and "input_ids" in inputs and inputs["input_ids"] is None
+    ):
+        got = "None" if inputs is None or isinstance(inputs, Mapping) else f"a {type(inputs).__name__} ({reprlib.repr(inputs)})"
+        raise ValueError(
+            f"DistilBERT takes token ids, got {got} for input_ids. Pass {{'input_ids': ids, 'attention_mask': mask}} "
+            "with integer (batch, sequence_length) arrays; turn text into ids with the model's tokenizer (or use "
+            "distilbert_heads.pipeline for text in, answers out)."
+        )
     if isinstance(inputs, Mapping):
         if "input_ids" not in inputs:
             raise ValueError(
@@ -335,14 +410,26 @@ def as_input_dict(inputs: Any) -> dict[str, Any]:
     return {"input_ids": inputs}
 
 
+def checked_call_inputs(inputs: Any, config: DistilBertConfig) -> Any:
+    """``inputs`` after `validate_encoder_inputs`, with bare nested lists of ids made an array.
+
+    What a direct call (``encoder(x)``, ``model(x)``) hands to Keras: Keras takes only tensors
+    positionally, so ``[[101, 102]]`` would otherwise fail with its own message.
+    """
+    validate_encoder_inputs(as_input_dict(inputs), config)
+    if isinstance(inputs, (list, tuple)):
+        return _as_array("input_ids", inputs)
+    return inputs
+
+
 def validate_model_data(x: Any, config: DistilBertConfig) -> None:
-    """`validate_encoder_inputs` on what ``predict``/``predict_on_batch`` were given, when it is arrays.
+    """`validate_encoder_inputs` on the data a `HostCheckedData` entry point was given, when it is arrays.
 
     A dict of arrays or a bare ids array is checked whole, on the host, before Keras' compiled
     step runs. Datasets and generators are not read ahead (that would consume them); their
     batches are checked where a step runs eagerly.
     """
-    if isinstance(x, Mapping) or _static_shape(x) is not None or isinstance(x, (list, tuple)):
+    if x is None or isinstance(x, (Mapping, list, tuple, str, bytes)) or _static_shape(x) is not None:
         validate_encoder_inputs(as_input_dict(x), config)
 
 

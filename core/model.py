@@ -45,12 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from distilbert_heads import atomic
 from distilbert_heads.checkpoints import CheckpointError, load_keras_model
 from distilbert_heads.config import DistilBertConfig
-from distilbert_heads.encoder import (
-    DistilBERT,
-    as_input_dict,
-    validate_encoder_inputs,
-    validate_model_data,
-)
+from distilbert_heads.encoder import DistilBERT, HostCheckedData, checked_call_inputs, checked_dtype_policy
 from distilbert_heads.head import HeadOptionsError, TaskHead, check_head_outputs, head_code_failed
 from distilbert_heads.registry import HeadRecord, MissingHeadPluginError, get_registry, pip_requirement
 from distilbert_heads.tokenizer import DistilBertTokenizer
@@ -112,7 +107,7 @@ def _dummy_inputs() -> dict[str, np.ndarray]:
 
 
 @keras.saving.register_keras_serializable(package="distilbert_heads")
-class DistilBertTaskModel(keras.Model):
+class DistilBertTaskModel(HostCheckedData, keras.Model):
     """A DistilBERT encoder plus named task heads; outputs ``{head_name: {output_name: tensor}}``.
 
     Build it with `distilbert_heads.create_distilbert_with_head(s)`; construct it directly
@@ -235,18 +230,10 @@ class DistilBertTaskModel(keras.Model):
 
     def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
         # Before Keras' layer machinery, so the ValueError is ours, not wrapped in Keras' text.
-        validate_encoder_inputs(as_input_dict(inputs), self.encoder.config)
-        return super().__call__(inputs, *args, **kwargs)
+        return super().__call__(checked_call_inputs(inputs, self.encoder.config), *args, **kwargs)
 
-    def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
-        """`keras.Model.predict`, after checking array inputs against the encoder config on the host."""
-        validate_model_data(x, self.encoder.config)
-        return super().predict(x, *args, **kwargs)
-
-    def predict_on_batch(self, x: Any) -> Any:
-        """`keras.Model.predict_on_batch`, after the same host-side checks as `predict`."""
-        validate_model_data(x, self.encoder.config)
-        return super().predict_on_batch(x)
+    def _input_config(self) -> DistilBertConfig:
+        return self.encoder.config
 
     @property
     def output_keys(self) -> dict[str, tuple[str, ...]]:
@@ -268,12 +255,7 @@ class DistilBertTaskModel(keras.Model):
         The way to serve a model trained in float32 or ``mixed_bfloat16`` with bfloat16 weights:
         ``model.with_dtype("bfloat16")``. Returns ``self`` when the policy is already ``dtype``.
         """
-        try:
-            policy = keras.dtype_policies.get(dtype)
-        except ValueError as error:
-            raise ValueError(
-                f"Unknown dtype policy {dtype!r}; expected e.g. 'float32', 'mixed_bfloat16' or 'bfloat16'."
-            ) from error
+        policy = checked_dtype_policy(dtype)
         if policy.name == self.dtype_policy.name:
             return self
         config = {**self.get_config(), "dtype_policy": policy.name}
@@ -712,15 +694,26 @@ def _load_task_model(model_or_path: Any) -> DistilBertTaskModel:
             + (" (this file holds only an encoder: put a head on it with create_distilbert_with_head(..., "
                f"pretrained={os.fspath(path)!r}))." if isinstance(model, DistilBERT) else ".")
         )
+    bad_weight = first_non_finite_weight(model)
+    if bad_weight is not None:
+        name, bad = bad_weight
+        raise CheckpointError(
+            f"{os.fspath(path)!r} holds {bad:,} NaN or infinite value(s) in weight {name!r}; the file is "
+            "corrupt or was saved after training diverged. Use an earlier save, or retrain (e.g. with a lower "
+            "learning rate)."
+        )
+    return model
+
+
+def first_non_finite_weight(model: keras.Model) -> tuple[str, int] | None:
+    """(path, how many values) of the first float weight holding NaN or infinity, or None if all are finite."""
     for variable in model.weights:
         if not keras.backend.is_float_dtype(variable.dtype):
             continue
-        values = np.asarray(keras.ops.convert_to_numpy(variable), dtype=np.float32)
+        with warnings.catch_warnings():
+            # TensorFlow's and torch's variables warn under numpy 2 that their __array__ takes no copy keyword.
+            warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
+            values = np.asarray(keras.ops.convert_to_numpy(variable), dtype=np.float32)
         if not np.isfinite(values).all():
-            bad = int(values.size - np.count_nonzero(np.isfinite(values)))
-            raise CheckpointError(
-                f"{os.fspath(path)!r} holds {bad:,} NaN or infinite value(s) in weight {variable.path!r}; the file is "
-                "corrupt or was saved after training diverged. Use an earlier save, or retrain (e.g. with a lower "
-                "learning rate)."
-            )
-    return model
+            return variable.path, int(values.size - np.count_nonzero(np.isfinite(values)))
+    return None

@@ -52,6 +52,7 @@ from __future__ import annotations
 import inspect
 import os
 import re
+import reprlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -314,7 +315,8 @@ class Pipeline:
         }
 
     def _pad_to_bucket(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if not self._bucketed or getattr(inputs["input_ids"], "ndim", None) != 2 or self._per_token_outputs() is None:
+        ids = inputs.get("input_ids") if isinstance(inputs, Mapping) else None
+        if not self._bucketed or getattr(ids, "ndim", None) != 2 or self._per_token_outputs() is None:
             return inputs  # (what is not a 2-D array is left for predict_on_batch's checks to refuse)
         validate_encoder_inputs(inputs, self.model.encoder.config)  # on what was given, before padding hides it
         rows, length = inputs["input_ids"].shape
@@ -438,15 +440,25 @@ def _text_items(inputs: Any) -> tuple[list[str], bool]:
     for index, item in enumerate(items):
         if not isinstance(item, str):
             raise TypeError(
-                f"Input {index} is {type(item).__name__} ({item!r}); this head takes strings. "
+                f"Input {index} is {type(item).__name__} ({reprlib.repr(item)}); this head takes strings. "
                 "Pass a string or a list of strings (convert missing values to '')."
             )
     return items, False
 
 
 def _pair_items(inputs: Any) -> tuple[list[tuple[str, str]], bool]:
-    if _is_pair(inputs):
+    if _is_pair(inputs) or isinstance(inputs, Mapping):
         return [_as_pair(inputs, 0)], True
+    if isinstance(inputs, str):
+        raise TypeError(
+            f"Got one string ({_preview(inputs)}); this head takes text pairs: pass a tuple (text_a, text_b), "
+            "or a list of them."
+        )
+    if isinstance(inputs, tuple) and inputs and all(isinstance(part, str) for part in inputs):
+        raise TypeError(
+            f"Got a tuple of {len(inputs)} strings; a pair is exactly two, (text_a, text_b). Pass a list of "
+            "tuples for several pairs."
+        )
     items = _as_list(inputs, "pairs", "a tuple (text_a, text_b) or a list of them")
     return [_as_pair(item, index) for index, item in enumerate(items)], False
 
@@ -455,6 +467,11 @@ def _question_context_items(inputs: Any, question: Any, context: Any) -> tuple[l
     if inputs is not None:
         if question is not None or context is not None:
             raise TypeError("Pass either question=/context= or the inputs as the first argument, not both.")
+        if isinstance(inputs, str):
+            raise TypeError(
+                f"Got one string ({_preview(inputs)}); question answering needs a question and a context: "
+                "pipe(question='...', context='...') or pipe({'question': ..., 'context': ...})."
+            )
         if isinstance(inputs, Mapping):
             return [_as_question_context(inputs, 0)], True
         items = _as_list(inputs, "inputs", "a dict {'question', 'context'} or a list of them")
@@ -487,6 +504,10 @@ def _as_list(value: Any, name: str, expected: str) -> list[Any]:
     return list(value)
 
 
+def _preview(text: str, limit: int = 40) -> str:
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
 def _is_pair(value: Any) -> bool:
     return isinstance(value, tuple) and len(value) == 2 and all(isinstance(part, str) for part in value)
 
@@ -497,7 +518,7 @@ def _as_pair(item: Any, index: int) -> tuple[str, str]:
     if isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(part, str) for part in item):
         return (item[0], item[1])
     raise TypeError(
-        f"Input {index} is {item!r}; this head takes text pairs: a tuple (text_a, text_b) of two strings "
+        f"Input {index} is {reprlib.repr(item)}; this head takes text pairs: a tuple (text_a, text_b) of two strings "
         "(or a dict with 'text_a' and 'text_b')."
     )
 
@@ -506,7 +527,7 @@ def _as_question_context(item: Any, index: int) -> tuple[str, str]:
     if isinstance(item, Mapping) and isinstance(item.get("question"), str) and isinstance(item.get("context"), str):
         return (item["question"], item["context"])
     raise TypeError(
-        f"Input {index} is {item!r}; question answering takes dicts {{'question': str, 'context': str}} "
+        f"Input {index} is {reprlib.repr(item)}; question answering takes dicts {{'question': str, 'context': str}} "
         "(or question=..., context=... keywords)."
     )
 

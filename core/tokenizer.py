@@ -354,8 +354,25 @@ class DistilBertTokenizer:
         return self._tokenizer.id_to_token(int(token_id))
 
     def decode(self, ids: Sequence[int] | np.ndarray, skip_special_tokens: bool = True) -> str:
-        """Ids back to text (``##`` pieces joined; lowercased/accent-stripped text stays so)."""
-        return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+        """Ids back to text (``##`` pieces joined; lowercased/accent-stripped text stays so).
+
+        Raises:
+            ValueError: ``ids`` is not one sequence of integers in ``[0, vocab_size)`` (the
+                tokenizer would silently drop an unknown id, and overflow on a negative one).
+        """
+        array = np.asarray(ids) if not isinstance(ids, np.ndarray) else ids
+        if array.ndim != 1 or (array.size and array.dtype.kind not in "iu"):
+            raise ValueError(
+                f"decode takes one sequence of integer token ids, got an array of shape {array.shape} and dtype "
+                f"{array.dtype}; decode a batch row by row: [tokenizer.decode(row) for row in ids]."
+            )
+        if array.size and (array.min() < 0 or array.max() >= self.vocab_size):
+            bad = array.min() if array.min() < 0 else array.max()
+            raise ValueError(
+                f"decode got id {bad} at position {int(np.argmax(array == bad))}, outside [0, {self.vocab_size}) "
+                f"where this tokenizer's vocab_size={self.vocab_size}; decode ids made with this tokenizer."
+            )
+        return self._tokenizer.decode(array.tolist(), skip_special_tokens=skip_special_tokens)
 
     def __getstate__(self) -> dict[str, str]:
         # The lock cannot be pickled (multiprocessing data loaders pickle the tokenizer): go through JSON.

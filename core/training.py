@@ -28,7 +28,7 @@ from typing import Any
 
 import keras
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from distilbert_heads import atomic
 from distilbert_heads import data as data_files
@@ -74,6 +74,44 @@ class TrainingError(ValueError):
 
 class ChanceLevelWarning(UserWarning):
     """Training ended with the model scoring no better than guessing (see `chance_level_warning`)."""
+
+
+class TrainSettings(BaseModel):
+    """`train`'s numeric settings, checked before any file is read or model built."""
+
+    model_config = ConfigDict(strict=True)
+
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    learning_rate: float | None = Field(gt=0, allow_inf_nan=False)
+    max_length: int = Field(ge=3)
+    token_dropout: float = Field(ge=0.0, lt=1.0, allow_inf_nan=False)
+    patience: int = Field(ge=0)
+
+
+# What each setting means, for its message (the CLI flag is the name with dashes).
+_SETTING_ADVICE = {
+    "epochs": "passes over the training rows: 1 or more",
+    "batch_size": "examples per step: 1 or more",
+    "learning_rate": "Adam's step size: a positive finite number such as 1e-3 from scratch or 5e-5 to fine-tune",
+    "max_length": "tokens per row, special tokens included: at least 3 ([CLS], one token, [SEP])",
+    "token_dropout": "the probability of replacing a token by [UNK]: from 0 (off) up to, not including, 1",
+    "patience": "epochs without improvement before stopping early: 0 (never stop early) or more",
+}
+
+
+def check_train_settings(**settings: Any) -> TrainSettings:
+    """`TrainSettings` from ``settings``, or one `TrainingError` naming every bad one, its flag and what it means."""
+    try:
+        return TrainSettings(**settings)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            name = str(item["loc"][0])
+            problems.append(
+                f"{name} (--{name.replace('_', '-')}) is {item['input']!r}; expected {_SETTING_ADVICE[name]}"
+            )
+        raise TrainingError("Bad training settings: " + "; ".join(problems) + ".") from None
 
 
 @dataclass
@@ -606,8 +644,8 @@ def train(
     """
     from distilbert_heads.factory import create_distilbert_with_head
 
-    if epochs < 1 or batch_size < 1:
-        raise TrainingError(f"epochs and batch_size must be at least 1, got epochs={epochs}, batch_size={batch_size}.")
+    check_train_settings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, max_length=max_length,
+                         token_dropout=token_dropout, patience=patience)
     if out is not None and not os.fspath(out).endswith(".keras"):
         raise TrainingError(f"--out must name a .keras file (e.g. model.keras), got {os.fspath(out)!r}.")
     if out is not None:
@@ -661,8 +699,6 @@ def train(
             verbose=verbose,
         )
         callbacks.append(evaluation)
-    if not 0.0 <= token_dropout < 1.0:
-        raise TrainingError(f"token_dropout must be in [0, 1), got {token_dropout}.")
     if token_dropout > 0:
         batches = TokenDropoutBatches(x, {head_name: y}, batch_size=batch_size, rate=token_dropout, tokenizer=tokenizer)
         history = model.fit(batches, epochs=epochs, callbacks=callbacks, verbose=verbose)
@@ -670,6 +706,7 @@ def train(
         history = model.fit(
             x, {head_name: y}, batch_size=batch_size, epochs=epochs, shuffle=True, callbacks=callbacks, verbose=verbose
         )
+    _refuse_diverged(model, history.history.get("loss", []), learning_rate, out)
     # The best epoch's weights are restored, so these predictions are the ones its metrics scored.
     split, split_examples, split_file = (
         ("eval", eval_examples, eval_file) if eval_examples is not None else ("train", train_examples, train_file)
@@ -711,6 +748,24 @@ def train(
         for message in result.warnings:
             print(f"warning: {message}", flush=True)
     return result
+
+
+def _refuse_diverged(model: Any, losses: Sequence[float], learning_rate: float, out: Any) -> None:
+    """Raise when training left NaN or infinite weights: saving them would replace a good file with one that
+    cannot be loaded, and every prediction would be garbage."""
+    from distilbert_heads.model import first_non_finite_weight
+
+    bad_weight = first_non_finite_weight(model)
+    if bad_weight is None:
+        return
+    name, count = bad_weight
+    epoch = next((i + 1 for i, loss in enumerate(losses) if not math.isfinite(loss)), None)
+    when = f"the loss became {losses[epoch - 1]} in epoch {epoch}, and " if epoch else ""
+    kept = f"; nothing was written to {os.fspath(out)!r}" if out is not None else ""
+    raise TrainingError(
+        f"Training diverged: {when}{count:,} value(s) of weight {name!r} are NaN or infinite{kept}. "
+        f"Lower the learning rate (it was {learning_rate:g}; try 1e-3 from scratch or 5e-5 to fine-tune)."
+    )
 
 
 class TokenDropoutBatches(keras.utils.PyDataset):

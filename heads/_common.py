@@ -543,6 +543,17 @@ class PooledClassifierHead(TaskHead):
         (what the pipeline passes) are not needed to classify. When ``encoding`` holds several
         windows of one input (``overflow_to_sample``), the input's first window decides.
         """
+        if top_k is not None:
+            if self.is_regression:
+                raise ValueError(
+                    f"top_k={top_k!r} ranks class labels, but head {self.name!r} is a regression head (one score per "
+                    "input); leave top_k out."
+                )
+            if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+                raise ValueError(
+                    f"top_k must be a positive integer (how many of the {len(self.class_names)} labels to return per "
+                    f"input, best first), got {top_k!r}; leave it out for the single best label."
+                )
         logits = np.asarray(ops.convert_to_numpy(outputs["logits"]), dtype=np.float32)
         logits = logits.reshape(len(logits), -1)[first_row_per_sample(encoding, len(logits))]
         if self.is_regression:
@@ -553,7 +564,7 @@ class PooledClassifierHead(TaskHead):
         for row in probs:
             order = np.argsort(-row, kind="stable")
             ranked = [{"label": names[i], "score": float(row[i])} for i in order]
-            results.append(ranked[: max(1, int(top_k))] if top_k is not None else ranked[0])
+            results.append(ranked[: int(top_k)] if top_k is not None else ranked[0])
         return results
 
     # -- training and evaluating from files ----------------------------------------------------

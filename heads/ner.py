@@ -447,11 +447,7 @@ class NerHead(TaskHead):
                 if tag in index:
                     labels[row, j] = index[tag]
                 elif required:
-                    raise ValueError(
-                        f"example {row}: unknown tag {tag!r}; this head knows the tags {list(index)}. Fix the row, "
-                        "or build the head with labels=[...] that include it (the trainer takes them from the "
-                        "training file when you give none)."
-                    )
+                    raise _unknown_tag(row, tag, list(index))
             if example.entities is not None:
                 last = max((int(o[1]) for o in encoding.offsets[row]), default=0)
                 misaligned += sum(1 for e in example.entities if e.start < last and e.start not in word_starts)
@@ -467,6 +463,12 @@ class NerHead(TaskHead):
         """Entity-level micro ``precision``, ``recall`` and ``f1`` on character spans: a predicted
         entity counts when its type, start and end equal a gold entity's."""
         check_predictions(examples, predictions)
+        # A gold tag the head cannot predict would only lower recall, silently: refuse it as training does.
+        known = set(self.class_names)
+        for row, example in enumerate(examples):
+            unknown = next((unit[2] for unit in _tag_units(example) if unit[2] not in known), None)
+            if unknown is not None:
+                raise _unknown_tag(row, unknown, self.class_names)
 
         def spans(predicted: Any) -> set[tuple[str, int, int]]:
             if isinstance(predicted, Mapping):
@@ -487,6 +489,13 @@ class NerHead(TaskHead):
 
     def hf_head_weights(self) -> dict[str, np.ndarray]:
         return dense_weights(self.classifier, "classifier") if self.built else {}
+
+
+def _unknown_tag(row: int, tag: str, known: list[str]) -> ValueError:
+    return ValueError(
+        f"example {row}: unknown tag {tag!r}; this head knows the tags {known}. Fix the row, or build the head "
+        "with labels=[...] that include it (the trainer takes them from the training file when you give none)."
+    )
 
 
 def _tag_units(example: NerExample) -> list[tuple[int, int, str, str]]:

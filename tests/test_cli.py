@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -68,8 +69,9 @@ def test_train_then_evaluate_prints_metrics(tmp_path, capsys):
                             "--cased", "--whole-words", "--token-dropout", "0.1", "--out", str(out), "--json")
     assert code == 0, err
     assert out.is_file()
-    assert "accuracy" in stdout and "macro_f1" in stdout and f"saved {out}" in stdout
-    reported = json.loads(stdout.strip().splitlines()[-1])
+    # stdout is the JSON alone, for machines; what people read went to stderr.
+    assert "accuracy" in err and "macro_f1" in err and f"saved {out}" in err
+    reported = json.loads(stdout)
     assert reported["split"] == "eval" and set(reported["metrics"]) == {"accuracy", "macro_f1"}
 
     code, stdout, err = run(capsys, "evaluate", "--model", str(out), "--data", str(test_file), "--json")
@@ -115,13 +117,26 @@ def test_unknown_label_in_eval_file_exits_2_with_the_line(tmp_path, capsys):
     assert code == 2 and "dev.jsonl line 2" in err and "neutral" in err
 
 
-def test_unknown_label_in_evaluate_data_exits_2_with_the_line(trained, tmp_path, capsys):
-    model, _ = trained("sentiment")
-    data = write_rows(tmp_path / "test.jsonl", "sentiment",
-                      [{"text": "fine", "label": "positive"}, {"text": "ok", "label": "negative"},
-                       {"text": "so so", "label": "neutral"}])
+# (task, rows whose third holds a label the trained head cannot predict, the label as the message names it)
+UNSEEN_LABEL_ROWS = {
+    "sentiment": ([{"text": "fine", "label": "positive"}, {"text": "ok", "label": "negative"},
+                   {"text": "so so", "label": "neutral"}], "neutral"),
+    "ner-tags": ([{"tokens": ["Ada", "Lovelace"], "tags": ["B-PER", "I-PER"]}, {"tokens": ["Paris"], "tags": ["B-LOC"]},
+                  {"tokens": ["a", "Fiat"], "tags": ["O", "B-PRODUCT"]}], "B-PRODUCT"),
+    "ner-spans": ([{"tokens": ["Ada"], "tags": ["B-PER"]}, {"tokens": ["Paris"], "tags": ["B-LOC"]},
+                   {"text": "a Fiat", "entities": [{"start": 2, "end": 6, "label": "CAR"}]}], "B-CAR"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNSEEN_LABEL_ROWS))
+def test_unknown_label_in_evaluate_data_exits_2_with_the_line(trained, tmp_path, capsys, case):
+    task = case.split("-")[0]
+    model, _ = trained(task)
+    rows, label = UNSEEN_LABEL_ROWS[case]
+    data = tmp_path / "test.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     code, _, err = run(capsys, "evaluate", "--model", str(model), "--data", str(data))
-    assert code == 2 and "test.jsonl line 3" in err and "neutral" in err
+    assert code == 2 and "test.jsonl line 3" in err and repr(label) in err, err
 
 
 def test_unknown_task_missing_files_and_models_exit_2(tmp_path, capsys):
@@ -334,6 +349,23 @@ def _not_a_zip(tmp_path, trained):
     return ["predict", "--model", str(model), "--text", "hi"]
 
 
+def _symlink(tmp_path, target, name):
+    link = tmp_path / name
+    link.symlink_to(target)
+    return str(link)
+
+
+def _rows(tmp_path, rows):
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return str(path)
+
+
+def _fifo(tmp_path, name):
+    os.mkfifo(tmp_path / name)
+    return str(tmp_path / name)
+
+
 def _sentiment(tmp_path, trained):
     return str(trained("sentiment")[0])
 
@@ -351,8 +383,25 @@ USER_ERRORS = {
                                         "--out", "m.keras"], ["--epochs", "'zero'", "distilbert-heads train --help"]),
     "zero-epochs": (lambda tmp, tr: ["train", "--task", "sentiment", "--train", _train_file(tmp, tr), "--epochs", "0",
                                      "--out", "m.keras"], ["--epochs", "at least 1"]),
+    "negative-learning-rate": (lambda tmp, tr: ["train", "--task", "sentiment", "--train", _train_file(tmp, tr),
+                                                "--learning-rate", "-1", "--out", str(tmp / "m.keras")],
+                               ["--learning-rate", "-1.0", "positive finite"]),
+    "max-length-1": (lambda tmp, tr: ["train", "--task", "sentiment", "--train", _train_file(tmp, tr), "--max-length", "1",
+                                      "--out", str(tmp / "m.keras")], ["--max-length", "is 1", "at least 3"]),
     "unknown-flag": (lambda tmp, tr: ["predict", "--model", "m.keras", "--text", "hi", "--bogus"], ["--bogus"]),
     "flag-without-value": (lambda tmp, tr: ["predict", "--model", "m.keras", "--text"], ["--text"]),
+    "device-as-file": (lambda tmp, tr: ["train", "--task", "sentiment", "--train", _symlink(tmp, "/dev/zero", "z.jsonl"),
+                                        "--out", "m.keras"], ["z.jsonl", "not a regular file", "--train"]),
+    "fifo-as-file": (lambda tmp, tr: ["predict", "--model", "m.keras", "--input", _fifo(tmp, "rows.jsonl")],
+                     ["rows.jsonl", "not a regular file", "--input"]),
+    "input-text-a-number": (lambda tmp, tr: ["predict", "--model", _sentiment(tmp, tr), "--input",
+                                             _rows(tmp, [{"text": "fine"}, {"text": 5}])],
+                            ["rows.jsonl line 2", "text is the number 5, not a string", '"5"']),
+    "input-text-null": (lambda tmp, tr: ["predict", "--model", _sentiment(tmp, tr), "--input", _rows(tmp, [{"text": None}])],
+                        ["rows.jsonl line 1", "text is null"]),
+    "input-wrong-column": (lambda tmp, tr: ["predict", "--model", str(tr("pairwise")[0]), "--input",
+                                            _rows(tmp, [{"text_a": "a", "txt_b": "b"}])],
+                           ["rows.jsonl line 1", "no column(s) text_b", "the row has text_a, txt_b"]),
     "directory-as-file": (lambda tmp, tr: ["evaluate", "--model", "m.keras", "--data", str(tmp)], ["is a directory"]),
     "saved-model-as-model": (_saved_model_dir, ["SavedModel export", "serving", "Pass the .keras file"]),
     "question-to-sentiment": (lambda tmp, tr: ["predict", "--model", _sentiment(tmp, tr), "--question", "Who?",

@@ -276,3 +276,56 @@ def test_training_on_random_labels_warns_at_chance_level(tmp_path, capsys):
                  "30", "more epochs", "--pretrained", "--variant"):
         assert fact in message, message
     assert f"warning: {message}" in capsys.readouterr().out
+
+
+# -- training settings: refused before any file is read, and a diverged run never overwrites a model ---------------
+BAD_SETTINGS = [
+    ({"learning_rate": -1.0}, ["learning_rate (--learning-rate) is -1.0", "positive finite"]),
+    ({"learning_rate": float("nan")}, ["learning_rate (--learning-rate) is nan"]),
+    ({"learning_rate": float("inf")}, ["learning_rate (--learning-rate) is inf"]),
+    ({"learning_rate": 0.0}, ["learning_rate (--learning-rate) is 0.0"]),
+    ({"max_length": 1}, ["max_length (--max-length) is 1", "at least 3"]),
+    ({"epochs": 0}, ["epochs (--epochs) is 0", "1 or more"]),
+    ({"batch_size": -5}, ["batch_size (--batch-size) is -5"]),
+    ({"patience": -3}, ["patience (--patience) is -3", "0 (never stop early)"]),
+    ({"token_dropout": 1.0}, ["token_dropout (--token-dropout) is 1.0"]),
+    ({"token_dropout": float("nan"), "epochs": "3"}, ["token_dropout (--token-dropout) is nan", "epochs (--epochs) is '3'"]),
+]
+
+
+@pytest.mark.parametrize(("settings", "fragments"), BAD_SETTINGS, ids=[str(case[0]) for case in BAD_SETTINGS])
+def test_bad_training_settings_are_refused_before_reading_the_files(tmp_path, settings, fragments):
+    with pytest.raises(TrainingError) as error:
+        train("sentiment", tmp_path / "never-read.jsonl", out=tmp_path / "m.keras", verbose=0, **settings)
+    for fragment in ["Bad training settings", *fragments]:
+        assert fragment in str(error.value), str(error.value)
+    assert not (tmp_path / "m.keras").exists()
+
+
+def test_a_diverged_run_raises_and_leaves_the_previous_model_in_place(tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"text": f"{word} film {i}", "label": word}) + "\n"
+                            for i in range(8) for word in ("good", "bad")), encoding="utf-8")
+    out = tmp_path / "m.keras"
+    out.write_bytes(b"the previous, good model")
+    with pytest.raises(TrainingError) as error:
+        train("sentiment", data, epochs=2, learning_rate=1e30, out=out, verbose=0, vocab_size=60, **TINY)
+    for fragment in ["Training diverged", "NaN or infinite", f"nothing was written to {str(out)!r}",
+                     "Lower the learning rate", "1e+30"]:
+        assert fragment in str(error.value), str(error.value)
+    assert out.read_bytes() == b"the previous, good model"
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "device"])
+def test_a_path_that_is_not_a_regular_file_is_refused_without_reading_it(tmp_path, kind):
+    path = tmp_path / "rows.jsonl"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)  # opening it would block until a writer came
+    else:
+        path.symlink_to("/dev/zero")  # reading it would never end
+    with pytest.raises(DataFileError) as error:
+        list(read_rows(path))
+    expected = "is a directory" if kind == "directory" else "not a regular file"
+    assert "rows.jsonl" in str(error.value) and expected in str(error.value), str(error.value)

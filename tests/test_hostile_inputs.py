@@ -81,6 +81,9 @@ HOSTILE = [
     ("mask_shape", _with("attention_mask", lambda a: a[:, :4]), ["attention_mask has shape (2, 4)", "input_ids has shape (2, 6)"]),
     ("ids_rank_1", lambda x: {"input_ids": x["input_ids"][0]}, ["shape (batch, sequence_length)", "ids[None, :]"]),
     ("ragged_lists", lambda x: {"input_ids": [[1, 2, 3], [1, 2]]}, ["rectangular", "Pad the rows"]),
+    ("none_ids", lambda x: {**x, "input_ids": None}, ["got None for input_ids", "integer (batch, sequence_length)"]),
+    ("no_inputs", lambda x: None, ["got None for input_ids", "tokenizer"]),
+    ("text_not_ids", lambda x: "a good film", ["got a str ('a good film')", "tokenizer", "pipeline"]),
 ]
 
 
@@ -97,8 +100,22 @@ def task_model(encoder) -> DistilBertTaskModel:
     return model
 
 
-def _paths(encoder, task_model) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+def trainable_model() -> DistilBertTaskModel:
+    model = create_distilbert_with_head(task_type="sentiment", distilbert_variant="tiny", **TINY)
+    model.compile(optimizer="adam")
+    return model
+
+
+def _paths(encoder, task_model, trainable_model=None) -> dict[str, Any]:
+    labels = np.zeros(2, dtype="int32")
     return {
+        "model_fit": lambda x: trainable_model.fit(x, labels, epochs=1, verbose=0),
+        "model_fit_validation_data": lambda x: trainable_model.fit(
+            good_inputs(), labels, validation_data=(x, labels), epochs=1, verbose=0),
+        "model_evaluate": lambda x: trainable_model.evaluate(x, labels, verbose=0),
+        "model_train_on_batch": lambda x: trainable_model.train_on_batch(x, labels),
+        "model_test_on_batch": lambda x: trainable_model.test_on_batch(x, labels),
         "encoder_call": lambda x: encoder(x),
         "encoder_predict": lambda x: encoder.predict(x, verbose=0),
         "encoder_predict_on_batch": encoder.predict_on_batch,
@@ -110,13 +127,15 @@ def _paths(encoder, task_model) -> dict[str, Any]:
 
 
 PATHS = ["encoder_call", "encoder_predict", "encoder_predict_on_batch", "model_call", "model_predict",
-         "model_predict_on_batch", "pipeline_forward"]
+         "model_predict_on_batch", "pipeline_forward", "model_fit", "model_fit_validation_data", "model_evaluate",
+         "model_train_on_batch", "model_test_on_batch"]
 
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize(("spoil", "facts"), [pytest.param(s, f, id=i) for i, s, f in HOSTILE])
-def test_every_input_path_refuses_hostile_inputs_with_our_message(encoder, task_model, path, spoil, facts):
-    run = _paths(encoder, task_model)[path]
+def test_every_input_path_refuses_hostile_inputs_with_our_message(encoder, task_model, trainable_model, path, spoil,
+                                                                  facts):
+    run = _paths(encoder, task_model, trainable_model)[path]
     with pytest.raises(ValueError) as info:
         run(spoil(good_inputs()))
     message = str(info.value)
@@ -126,8 +145,8 @@ def test_every_input_path_refuses_hostile_inputs_with_our_message(encoder, task_
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_every_input_path_accepts_good_inputs_of_any_integer_dtype(encoder, task_model, path):
-    run = _paths(encoder, task_model)[path]
+def test_every_input_path_accepts_good_inputs_of_any_integer_dtype(encoder, task_model, trainable_model, path):
+    run = _paths(encoder, task_model, trainable_model)[path]
     for dtype in ("int32", "int64"):
         inputs = {key: value.astype(dtype) for key, value in good_inputs().items()}
         inputs["attention_mask"][1, 4:] = 0
@@ -452,3 +471,89 @@ def test_registered_plugin_head_with_wrong_outputs_fails_at_build_naming_its_plu
     message = str(info.value)
     for fact in ("MisnamedHead", f"plugin {task}", "['probabilities']", "output_names=['logits']"):
         assert fact in message, message
+
+
+@pytest.mark.parametrize("call", ["encoder", "model"])
+def test_bare_nested_lists_of_ids_are_called_like_an_array(encoder, task_model, call):
+    model = encoder if call == "encoder" else task_model
+    ids = good_inputs()["input_ids"]
+    from_list, from_array = model(ids.tolist()), model(ids)
+    first = (lambda out: out["last_hidden_state"]) if call == "encoder" else (lambda out: out["sentiment"]["logits"])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(first(from_list)), keras.ops.convert_to_numpy(first(from_array)),
+                               atol=1e-6)
+
+
+# (case id, head, how the pipeline is misused, error type, facts the message must state)
+PIPELINE_MISUSE = [
+    ("top_k_zero", "sentiment", lambda p: p("good", top_k=0), ValueError, ["top_k must be a positive integer", "got 0"]),
+    ("top_k_negative", "sentiment", lambda p: p("good", top_k=-1), ValueError, ["top_k", "got -1"]),
+    ("top_k_string", "sentiment", lambda p: p("good", top_k="2"), ValueError, ["top_k", "got '2'"]),
+    ("top_k_float", "sentiment", lambda p: p("good", top_k=1.5), ValueError, ["top_k", "got 1.5"]),
+    ("top_k_bool", "sentiment", lambda p: p("good", top_k=True), ValueError, ["top_k", "got True"]),
+    ("top_k_regression", "text_regression", lambda p: p("good", top_k=2), ValueError, ["regression head", "top_k"]),
+    ("pair_of_one", "pairwise", lambda p: p(("a film",)), TypeError, ["tuple of 1 strings", "exactly two"]),
+    ("pair_of_three", "pairwise", lambda p: p(("a", "b", "c")), TypeError, ["tuple of 3 strings", "(text_a, text_b)"]),
+    ("pair_as_string", "pairwise", lambda p: p("a film"), TypeError, ["one string ('a film')", "(text_a, text_b)"]),
+    ("qa_as_string", "qa", lambda p: p("who wrote it"), TypeError, ["one string ('who wrote it')", "question=", "context="]),
+    ("huge_bad_item", "sentiment", lambda p: p(["good", ("x" * 1_000_000,)]), TypeError, ["Input 1 is tuple", "strings"]),
+]
+
+
+@pytest.mark.parametrize(("task_type", "misuse", "error", "facts"),
+                         [pytest.param(*case[1:], id=case[0]) for case in PIPELINE_MISUSE])
+def test_pipeline_misuse_is_refused_with_our_message(tokenizer, task_type, misuse, error, facts):
+    with pytest.raises(error) as info:
+        misuse(_task_pipeline(tokenizer, task_type))
+    message = str(info.value)
+    for fact in facts:
+        assert fact in message, f"{fact!r} missing from: {message}"
+    assert len(message) < 600, message[:600]
+
+
+def test_a_single_pair_dict_and_a_huge_top_k_are_answered(tokenizer):
+    pairs = _task_pipeline(tokenizer, "pairwise")
+    as_dict = pairs({"text_a": "a good film", "text_b": "the plot"})
+    as_tuple = pairs(("a good film", "the plot"))
+    assert as_dict["label"] == as_tuple["label"] and as_dict["score"] == pytest.approx(as_tuple["score"], abs=1e-6)
+    ranked = _task_pipeline(tokenizer, "sentiment")("a good film", top_k=10**9)
+    assert len(ranked) == 2 and ranked[0]["score"] >= ranked[1]["score"]  # every label, best first
+
+
+@pytest.mark.parametrize(("dtype", "facts"), [
+    ("int32", ["'int32'", "floating-point"]),
+    ("bool", ["'bool'", "floating-point"]),
+    ("float8", ["Unknown dtype policy 'float8'"]),
+    ("mixed_int8", ["Unknown dtype policy 'mixed_int8'"]),
+    (5, ["Unknown dtype policy 5"]),
+])
+@pytest.mark.parametrize("where", ["encoder", "factory", "pipeline"])
+def test_a_non_float_or_unknown_dtype_policy_is_refused_with_our_message(tokenizer, where, dtype, facts):
+    with pytest.raises(ValueError) as info:
+        if where == "encoder":
+            DistilBERT(**TINY, dtype=dtype)
+        elif where == "factory":
+            create_distilbert_with_head(task_type="sentiment", distilbert_variant="tiny", dtype=dtype, **TINY)
+        else:
+            _task_pipeline(tokenizer, "sentiment", dtype=dtype)
+    for fact in [*facts, "'bfloat16'"]:
+        assert fact in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize(("ids", "facts"), [
+    ([10**9], ["decode got id 1000000000", "[0, 25)", "vocab_size=25"]),
+    ([5, -1], ["decode got id -1 at position 1", "[0, 25)"]),
+    ([1.5], ["integer token ids", "float64"]),
+    ([[5, 6], [7, 8]], ["one sequence", "shape (2, 2)", "row by row"]),
+    (["5"], ["integer token ids"]),
+])
+def test_decoding_ids_outside_the_vocabulary_is_refused(tokenizer, ids, facts):
+    with pytest.raises(ValueError) as info:
+        tokenizer.decode(ids)
+    for fact in facts:
+        assert fact in str(info.value), str(info.value)
+
+
+def test_decoding_any_integer_ids_of_the_vocabulary_works(tokenizer):
+    ids = tokenizer.encode("the good film").input_ids[0]
+    assert tokenizer.decode(ids) == tokenizer.decode(ids.astype("int64").tolist()) == "the good film"
+    assert tokenizer.decode([]) == ""

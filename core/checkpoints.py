@@ -65,6 +65,17 @@ _LABEL2ID = TypeAdapter(dict[str, int])
 _WEIGHT_MAP = TypeAdapter(dict[str, str])
 
 
+class WeightsDoNotFitError(CheckpointError):
+    """A ``.keras`` file whose weights do not fit the model its own config describes."""
+
+    def __init__(self, path: Path, detail: str, advice: str = "") -> None:
+        self.path, self.detail = path, detail
+        super().__init__(
+            f"{path} is inconsistent: its weights do not fit the model its config.json describes ({detail}). "
+            + (advice or "Was config.json inside it edited? Restore the file from a backup or save the model again.")
+        )
+
+
 @dataclass
 class LoadReport:
     """What loading a state dict did, for logs and for tests."""
@@ -414,10 +425,7 @@ def load_keras_model(path: str | os.PathLike) -> Any:
             raise
         detail = " ".join(failure.group(1).split())
         if "variables" in detail and "during loading" in detail:
-            raise CheckpointError(
-                f"{path} is inconsistent: its weights do not fit the model its config.json describes ({detail}). "
-                "Was config.json inside it edited? Restore the file from a backup or save the model again."
-            ) from error
+            raise WeightsDoNotFitError(path, detail) from error
         raise CheckpointError(f"{path} could not be loaded: {detail}") from error
     except (TypeError, KeyError, AttributeError, IndexError) as error:
         if isinstance(error, TypeError) and type(error) is not TypeError:

@@ -43,7 +43,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from distilbert_heads import atomic
-from distilbert_heads.checkpoints import CheckpointError, load_keras_model
+from distilbert_heads.checkpoints import CheckpointError, WeightsDoNotFitError, load_keras_model
 from distilbert_heads.config import DistilBertConfig
 from distilbert_heads.encoder import DistilBERT, HostCheckedData, checked_call_inputs, checked_dtype_policy
 from distilbert_heads.head import HeadOptionsError, TaskHead, check_head_outputs, head_code_failed
@@ -212,11 +212,12 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
         self.built = True
 
     def head_plugin(self, name: str) -> str:
-        """Where head ``name`` came from, for messages: ``'plugin' (distribution version)``."""
+        """Where head ``name`` came from, for messages: ``plugin (distribution version)``, what is known of it."""
         provenance = self.head_provenance[name]
         if not provenance.get("plugin"):
             return "unknown"
-        return f"{provenance['plugin']!r} ({provenance.get('distribution') or '?'} {provenance.get('version') or '?'})"
+        release = " ".join(part for part in (provenance.get("distribution"), provenance.get("version")) if part)
+        return provenance["plugin"] + (f" ({release})" if release else "")
 
     def call(self, inputs: Any, training: bool | None = None) -> dict[str, dict[str, Any]]:
         encoded = self.encoder(inputs, training=training)
@@ -579,7 +580,7 @@ def make_head(record: HeadRecord, hidden_size: int, options: Any, name: str, *,
     ``saved_with`` (distribution, version) is what provided the head when a model was saved:
     options the installed version rejects then say which version to install.
     """
-    plugin = f"{record.plugin!r} ({record.distribution} {record.version})"
+    plugin = f"{record.plugin} ({record.distribution} {record.version})"
     saved = f"{saved_with[0]} {saved_with[1] or '(version unknown)'}" if saved_with else None
     try:
         return record.head_class(hidden_size=hidden_size, task_type=record.task_type, options=options, name=name,
@@ -679,14 +680,11 @@ def _load_task_model(model_or_path: Any) -> DistilBertTaskModel:
     path = Path(model_or_path)
     try:
         model = load_keras_model(path)
-    except ValueError as error:
-        if "could not be loaded" not in str(error):  # Keras: saved weights that do not fit the rebuilt model
+    except WeightsDoNotFitError as error:
+        changes = _head_changes(path)  # a plugin upgraded since the save explains it better than an edit
+        if not changes:
             raise
-        first = next((line.strip() for line in str(error).splitlines() if "expected" in line), str(error).splitlines()[0])
-        raise CheckpointError(
-            f"{os.fspath(path)!r}: the weights saved in it do not fit the model rebuilt from its config ({first}). "
-            + (_head_changes(path) or "Was the file edited, or saved by another version of distilbert-heads?")
-        ) from error
+        raise WeightsDoNotFitError(error.path, error.detail, changes) from error
     if not isinstance(model, DistilBertTaskModel):
         raise CheckpointError(
             f"{os.fspath(path)!r} holds a {type(model).__name__}, not a distilbert_heads DistilBertTaskModel; "

@@ -170,8 +170,19 @@ def atomic_directory(target: str | os.PathLike, keep_other_entries: bool = False
        but both complete folders beside it: ``.<name>.old-*`` is the previous one and
        ``.<name>.tmp-*`` the new one; rename either to ``target``. A kill after the second
        rename leaves a ``.<name>.old-*`` folder that is safe to delete.
+
+    A folder that holds the working directory (``save_pretrained(".")``) cannot be renamed away
+    from under the process: with ``keep_other_entries`` each written entry is moved into it with
+    its own ``os.replace`` instead (every file atomic, the set of files not), and without it the
+    save is refused.
     """
-    target = _resolve_target(target)
+    target = Path(os.path.abspath(_resolve_target(target)))
+    holds_working_directory = target.is_dir() and Path.cwd().is_relative_to(target.resolve())
+    if holds_working_directory and not keep_other_entries:
+        raise IsADirectoryError(
+            f"Cannot replace the folder {os.fspath(target)!r}: it holds the current working directory. "
+            "Write to a subfolder instead (for example 'serving/1')."
+        )
     if target.exists() and not target.is_dir():
         raise NotADirectoryError(
             f"Cannot write the folder {os.fspath(target)!r}: a file is in the way. Choose another path or "
@@ -187,13 +198,30 @@ def atomic_directory(target: str | os.PathLike, keep_other_entries: bool = False
             continue
     try:
         yield temp
-        if keep_other_entries and target.is_dir():
+        if keep_other_entries and target.is_dir() and not holds_working_directory:
             _carry_over(target, temp)
         _fsync_tree(temp)
-        _swap_in(temp, target)
+        if holds_working_directory:
+            _move_entries_into(temp, target)
+            _remove(temp)
+        else:
+            _swap_in(temp, target)
     except BaseException:
         _remove(temp)
         raise
+
+
+def _move_entries_into(source: Path, target: Path) -> None:
+    """Move every entry of ``source`` into ``target`` by ``os.replace``, merging into existing subfolders."""
+    for entry in source.iterdir():
+        destination = target / entry.name
+        if entry.is_dir() and not entry.is_symlink() and destination.is_dir() and not destination.is_symlink():
+            _move_entries_into(entry, destination)
+        else:
+            if destination.is_dir() and not destination.is_symlink():
+                shutil.rmtree(destination)
+            os.replace(entry, destination)
+    _fsync_path(target, directory=True)
 
 
 def _carry_over(old: Path, new: Path) -> None:

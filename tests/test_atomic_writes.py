@@ -415,3 +415,31 @@ def test_cli_out_that_cannot_be_written_is_refused_before_any_work(command, in_t
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and expected in err and len(err.strip().splitlines()) == 1
+
+
+def test_save_pretrained_into_the_working_directory_keeps_it_and_its_other_files(tmp_path, monkeypatch):
+    from distilbert_heads import DistilBERT
+    from distilbert_heads.testing import TINY_ENCODER
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
+    encoder = DistilBERT(**TINY_ENCODER)
+    encoder.save_pretrained(".")
+    encoder.save_pretrained(".")  # over the first save
+    assert Path.cwd() == tmp_path and tmp_path.is_dir()
+    assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "mine"
+    assert not [entry.name for entry in tmp_path.iterdir() if ".tmp-" in entry.name or ".old-" in entry.name]
+    reloaded = DistilBERT.from_pretrained(".")
+    for ours, theirs in zip(encoder.weights, reloaded.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+
+
+def test_export_over_the_working_directory_is_refused(tmp_path, monkeypatch):
+    from distilbert_heads import atomic
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(IsADirectoryError, match="current working directory"):
+        with atomic.atomic_directory("."):
+            pass
+    assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "mine"

@@ -57,8 +57,9 @@ def encoder_flops_per_sequence(length: int, hidden: int = 768, intermediate: int
     return float(layers * 2 * length * (projections + attention))
 
 
-def encoder_matmuls_only(batch: int, length: int, hidden: int = 768, intermediate: int = 3072, layers: int = 6,
-                         heads: int = 12) -> Callable[[], Any]:
+def encoder_matmuls_only(
+    batch: int, length: int, hidden: int = 768, intermediate: int = 3072, layers: int = 6, heads: int = 12
+) -> Callable[[], Any]:
     """A TensorFlow graph of nothing but the encoder's matmuls, at its shapes, with variable weights.
 
     Every projection, FFN and attention product of DistilBERT-base, chained as in the encoder but with

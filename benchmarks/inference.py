@@ -43,7 +43,9 @@ def build_models(fx: Fixtures) -> tuple[dict[str, Any], dict[str, str]]:
         "keras_hub": peers.keras_hub_backbone(fx.classifier_dir),
         "hf": peers.hf_model(fx.encoder_dir),
     }
-    models["ort"] = peers.onnx_session(models["hf"], fx.workdir) if not isinstance(models["hf"], peers.Skipped) else models["hf"]
+    models["ort"] = (
+        peers.onnx_session(models["hf"], fx.workdir) if not isinstance(models["hf"], peers.Skipped) else models["hf"]
+    )
     notes = {name: m.reason for name, m in models.items() if isinstance(m, peers.Skipped)}
     return models, notes
 
@@ -75,7 +77,9 @@ def agreement(models: dict[str, Any], batch: dict[str, np.ndarray]) -> dict[str,
     runners = contenders(models, batch, bf16=False)
     for name, run in runners.items():
         if name.startswith("peer/") or name in ("ours/eager", "ours/xla"):
-            result["max_abs_diff_vs_ours_float32"][name] = float(np.abs(np.asarray(run(), np.float32) - reference).max())
+            result["max_abs_diff_vs_ours_float32"][name] = float(
+                np.abs(np.asarray(run(), np.float32) - reference).max()
+            )
     result["bf16_cosine_per_token"] = {}
     for name, model in BF16_MODES.items():
         low = np.asarray(_ours(models[model], batch, "graph")(), dtype=np.float32)
@@ -97,8 +101,9 @@ def run(fx: Fixtures, quick: bool, gemm: dict[str, Any] | None) -> dict[str, Any
         if label == "throughput":
             stats = timing.interleaved(runners, repeats=2 if quick else 5, warmup=1 if quick else 2)
         else:
-            stats = timing.interleaved(runners, repeats=5 if quick else 20, warmup=2 if quick else 5,
-                                       min_time_s=0.0 if quick else 1.0)
+            stats = timing.interleaved(
+                runners, repeats=5 if quick else 20, warmup=2 if quick else 5, min_time_s=0.0 if quick else 1.0
+            )
         flops = encoder_flops_per_sequence(length)
         rows = {}
         for name, stat in stats.items():
@@ -107,14 +112,19 @@ def run(fx: Fixtures, quick: bool, gemm: dict[str, Any] | None) -> dict[str, Any
                 ceiling = gemm["bfloat16"] if "bf16" in name and gemm.get("bfloat16") else gemm["float32"]
                 row["share_of_gemm_ceiling"] = row["seq_per_s"] * flops / (ceiling * 1e9)
             rows[name] = row
-        result["shapes"][label] = {"batch": batch_size, "length": length, "rows": rows,
-                                   **summarize(rows, latency=label == "latency")}
+        result["shapes"][label] = {
+            "batch": batch_size,
+            "length": length,
+            "rows": rows,
+            **summarize(rows, latency=label == "latency"),
+        }
     result["flops_per_sequence_128"] = encoder_flops_per_sequence(128)
     return result
 
 
 def summarize(rows: dict[str, dict[str, float]], latency: bool) -> dict[str, Any]:
     """Best float32 mode of ours, best bf16 mode, best peer, and the ratios the targets name."""
+
     def best(names: list[str]) -> str | None:
         return min(names, key=lambda n: rows[n]["median_s"]) if names else None
 
@@ -125,8 +135,11 @@ def summarize(rows: dict[str, dict[str, float]], latency: bool) -> dict[str, Any
     bound = "bound/tf-matmuls-only"
     if peer and bound in rows:
         # The best ratio any TensorFlow float32 encoder could reach: its matmuls alone against the best peer.
-        out["bound_vs_best_peer"] = (rows[bound]["median_s"] / rows[peer]["median_s"] if latency
-                                     else rows[peer]["median_s"] / rows[bound]["median_s"])
+        out["bound_vs_best_peer"] = (
+            rows[bound]["median_s"] / rows[peer]["median_s"]
+            if latency
+            else rows[peer]["median_s"] / rows[bound]["median_s"]
+        )
     if ours is None:
         return out
     for name in rows:
@@ -136,6 +149,9 @@ def summarize(rows: dict[str, dict[str, float]], latency: bool) -> dict[str, Any
             else:
                 out["ratios"][name] = rows[name]["median_s"] / rows[ours]["median_s"]
     if peer and ours_bf16:
-        out["bf16_vs_best_peer"] = (rows[ours_bf16]["median_s"] / rows[peer]["median_s"] if latency
-                                    else rows[peer]["median_s"] / rows[ours_bf16]["median_s"])
+        out["bf16_vs_best_peer"] = (
+            rows[ours_bf16]["median_s"] / rows[peer]["median_s"]
+            if latency
+            else rows[peer]["median_s"] / rows[ours_bf16]["median_s"]
+        )
     return out

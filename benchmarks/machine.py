@@ -9,8 +9,20 @@ import sys
 from typing import Any
 
 LIBRARIES = (
-    "distilbert-heads", "keras", "tensorflow", "jax", "torch", "transformers", "keras-hub", "onnxruntime",
-    "onnx", "numpy", "tokenizers", "safetensors", "pluggy", "pydantic",
+    "distilbert-heads",
+    "keras",
+    "tensorflow",
+    "jax",
+    "torch",
+    "transformers",
+    "keras-hub",
+    "onnxruntime",
+    "onnx",
+    "numpy",
+    "tokenizers",
+    "safetensors",
+    "pluggy",
+    "pydantic",
 )
 CPU_FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "fma")
 

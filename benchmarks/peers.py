@@ -92,7 +92,9 @@ def onnx_session(hf: Any, workdir: Path, threads: int | None = None) -> Any:
                 str(path),
                 input_names=["input_ids", "attention_mask"],
                 output_names=["last_hidden_state"],
-                dynamic_axes={name: {0: "batch", 1: "length"} for name in ("input_ids", "attention_mask", "last_hidden_state")},
+                dynamic_axes={
+                    name: {0: "batch", 1: "length"} for name in ("input_ids", "attention_mask", "last_hidden_state")
+                },
                 opset_version=17,
                 dynamo=False,
             )

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 NUM_PLUGINS = 20
-PLUGIN_TEMPLATE = '''\
+PLUGIN_TEMPLATE = """\
 from distilbert_heads import hookimpl
 from distilbert_heads.head import TaskHead
 
@@ -36,7 +36,7 @@ class Bench{index:02d}Head(TaskHead):
 @hookimpl
 def register_heads(register):
     register(Bench{index:02d}Head)
-'''
+"""
 
 
 def import_times(repeats: int, env: dict[str, str]) -> dict[str, Any]:
@@ -61,7 +61,9 @@ def write_fake_plugins(root: Path, count: int = NUM_PLUGINS) -> list[str]:
         (root / module / "__init__.py").write_text(PLUGIN_TEMPLATE.format(index=index))
         info = root / f"distilbert_head_bench{index:02d}-1.0.0.dist-info"
         info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: distilbert-head-bench{index:02d}\nVersion: 1.0.0\n")
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: distilbert-head-bench{index:02d}\nVersion: 1.0.0\n"
+        )
         (info / "entry_points.txt").write_text(f"[distilbert_heads]\nbench_{index:02d} = {module}\n")
         modules.append(module)
     return modules

@@ -34,13 +34,24 @@ SECTIONS = ("gemm", "encoder", "pipeline", "train", "plugins")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results",
-                        help="directory for latest.json and latest.md (default: benchmarks/results)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "benchmarks" / "results",
+        help="directory for latest.json and latest.md (default: benchmarks/results)",
+    )
     parser.add_argument("--quick", action="store_true", help="few repeats and a small corpus: numbers are rough")
-    parser.add_argument("--only", default=",".join(SECTIONS),
-                        help=f"comma-separated sections to run, from {', '.join(SECTIONS)} (default: all)")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="where checkpoints and the ONNX export go (default: a temporary directory)")
+    parser.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to run, from {', '.join(SECTIONS)} (default: all)",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where checkpoints and the ONNX export go (default: a temporary directory)",
+    )
     parser.add_argument("--corpus-size", type=int, default=None, help="sentences in the pipeline corpus")
     args = parser.parse_args(argv)
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]

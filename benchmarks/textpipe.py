@@ -77,7 +77,10 @@ def run(fx: Fixtures, quick: bool) -> dict[str, Any]:
         hf_default(subset)
         seconds = time.perf_counter() - start
         rows["peer/transformers.pipeline(batch_size=1), first 64 texts, once"] = {
-            "median_s": seconds, "texts_per_s": len(subset) / seconds, "cold_s": None, "n": 1,
+            "median_s": seconds,
+            "texts_per_s": len(subset) / seconds,
+            "cold_s": None,
+            "n": 1,
         }
     result: dict[str, Any] = {"texts": len(texts), "batch_size": BATCH_SIZE, "rows": rows, "skipped": skipped}
     full, low = answers["ours/pipeline"], answers["ours/pipeline(dtype=bfloat16)"]

@@ -16,8 +16,9 @@ BATCH, LENGTH, LR = 16, 128, 1e-5
 
 
 def _ours(fx: Fixtures, batch: dict[str, np.ndarray], labels: np.ndarray, jit: bool) -> Callable[[], Any]:
-    import distilbert_heads
     import keras
+
+    import distilbert_heads
 
     model = distilbert_heads.create_distilbert_with_head(task_type="sentiment", pretrained=fx.classifier_dir)
     model.compile(optimizer=keras.optimizers.Adam(LR), jit_compile=jit)
@@ -78,11 +79,18 @@ def run(fx: Fixtures, quick: bool) -> dict[str, Any]:
     skipped = {name: c.reason for name, c in contenders.items() if isinstance(c, peers.Skipped)}
     runnable = {name: c for name, c in contenders.items() if name not in skipped}
     stats = timing.interleaved(runnable, repeats=2 if quick else 3, warmup=1)
-    rows = {name: {**stat, "steps_per_s": 1 / stat["median_s"], "seq_per_s": BATCH / stat["median_s"]}
-            for name, stat in stats.items()}
+    rows = {
+        name: {**stat, "steps_per_s": 1 / stat["median_s"], "seq_per_s": BATCH / stat["median_s"]}
+        for name, stat in stats.items()
+    }
     ours = min((n for n in rows if n.startswith("ours/")), key=lambda n: rows[n]["median_s"])
     peer = min((n for n in rows if n.startswith("peer/")), key=lambda n: rows[n]["median_s"], default=None)
     return {
-        "batch": BATCH, "length": LENGTH, "rows": rows, "skipped": skipped, "best_ours": ours, "best_peer": peer,
+        "batch": BATCH,
+        "length": LENGTH,
+        "rows": rows,
+        "skipped": skipped,
+        "best_ours": ours,
+        "best_peer": peer,
         "ratios": {n: rows[n]["median_s"] / rows[ours]["median_s"] for n in rows if n.startswith("peer/")},
     }

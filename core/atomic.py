@@ -285,5 +285,5 @@ def save_keras_model(
 
         if not ask_to_proceed_with_overwrite(os.fspath(filepath)):
             return None
-    with (atomic_directory(target) if as_directory else atomic_path(target)) as temp:
+    with atomic_directory(target) if as_directory else atomic_path(target) as temp:
         return save(temp, overwrite=True, zipped=zipped, **kwargs)

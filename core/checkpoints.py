@@ -37,9 +37,7 @@ TORCH_BIN_INDEX_NAME = "pytorch_model.bin.index.json"
 # Files that look like weights; those a checkpoint does not name are ignored and reported.
 WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".npz"})
 # The same weights in other frameworks' formats, which hub repositories ship side by side.
-OTHER_FORMAT_NAME = re.compile(
-    r"(model|pytorch_model|tf_model|flax_model)(-\d+-of-\d+)?\.(safetensors|bin|h5|msgpack)"
-)
+OTHER_FORMAT_NAME = re.compile(r"(model|pytorch_model|tf_model|flax_model)(-\d+-of-\d+)?\.(safetensors|bin|h5|msgpack)")
 # A config or index file larger than this is not one (the largest real ones are a few MB).
 MAX_JSON_BYTES = 64 * 1024 * 1024
 SAFETENSORS_ADVICE = (
@@ -49,8 +47,16 @@ SAFETENSORS_ADVICE = (
 )
 ENCODER_PREFIX = "distilbert."
 # Files a hub download needs: config, weights and, for the tokenizer, its vocabulary.
-HUB_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin",
-                "pytorch_model.bin.index.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json"]
+HUB_PATTERNS = [
+    "config.json",
+    "*.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model*.bin",
+    "pytorch_model.bin.index.json",
+    "vocab.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+]
 LEGACY_SUFFIXES = {".gamma": ".weight", ".beta": ".bias"}
 # Keys (without the prefix) of DistilBertModel's own weights; anything else is a head or a buffer.
 _ENCODER_WEIGHT = re.compile(r"(embeddings\.(word_embeddings|position_embeddings|LayerNorm)|transformer\.layer\.\d+)\.")
@@ -139,22 +145,27 @@ def read_hf_config(directory: str | os.PathLike) -> dict[str, Any]:
     """
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
-        raise CheckpointError(f"{os.fspath(directory)!r} has no {CONFIG_NAME}; expected a Hugging Face checkpoint directory.")
+        raise CheckpointError(
+            f"{os.fspath(directory)!r} has no {CONFIG_NAME}; expected a Hugging Face checkpoint directory."
+        )
     hf = read_json_file(path, "the checkpoint's configuration")
     if not isinstance(hf, dict):
         raise CheckpointError(
             f"{path} holds a JSON {type(hf).__name__}, but a Hugging Face {CONFIG_NAME} is a JSON object "
             '({"model_type": "distilbert", "dim": 768, ...}). Restore the file from the original checkpoint.'
         )
-    for key, adapter, expected in (("id2label", _ID2LABEL, 'class ids to names, e.g. {"0": "negative"}'),
-                                   ("label2id", _LABEL2ID, 'names to class ids, e.g. {"negative": 0}')):
+    for key, adapter, expected in (
+        ("id2label", _ID2LABEL, 'class ids to names, e.g. {"0": "negative"}'),
+        ("label2id", _LABEL2ID, 'names to class ids, e.g. {"negative": 0}'),
+    ):
         if hf.get(key) is None:
             continue
         try:
             labels = adapter.validate_python(hf[key])
         except ValidationError as error:
-            problem = "; ".join(f"{'.'.join(map(str, item['loc'])) or key}: {item['msg']}"
-                                for item in error.errors()[:3])
+            problem = "; ".join(
+                f"{'.'.join(map(str, item['loc'])) or key}: {item['msg']}" for item in error.errors()[:3]
+            )
             raise CheckpointError(
                 f"{key} in {path} must map {expected}; {problem}. Fix or remove {key} in the file."
             ) from None
@@ -168,8 +179,7 @@ def read_json_file(path: Path, what: str) -> Any:
     size = path.stat().st_size
     if size > MAX_JSON_BYTES:
         raise CheckpointError(
-            f"{path} is {size:,} bytes, too large for {what} (at most {MAX_JSON_BYTES:,}); "
-            "is it the right file?"
+            f"{path} is {size:,} bytes, too large for {what} (at most {MAX_JSON_BYTES:,}); is it the right file?"
         )
     return parse_json(path.read_bytes(), str(path), what)
 
@@ -191,7 +201,7 @@ def decode_utf8(data: bytes, where: str, what: str) -> str:
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         raise CheckpointError(
-            f"{where} is not UTF-8 text (line {line}, byte {error.start} is {data[error.start:error.start + 1]!r}), "
+            f"{where} is not UTF-8 text (line {line}, byte {error.start} is {data[error.start : error.start + 1]!r}), "
             f"so it cannot be {what}; convert it to UTF-8 (e.g. `iconv -f latin1 -t utf-8`) or restore the original "
             "file."
         ) from None
@@ -244,12 +254,17 @@ def find_weight_files(directory: str | os.PathLike) -> WeightFiles:
         raise CheckpointError(
             f"{os.fspath(directory)!r} has no weights: expected {SAFETENSORS_NAME} (or {SAFETENSORS_INDEX_NAME} with "
             f"its shards), or {TORCH_BIN_NAME}"
-            + (f". It has {', '.join(present)}, which a Hugging Face checkpoint does not name: rename the weights "
-               f"file to {SAFETENSORS_NAME} if it is the model's." if present else ".")
+            + (
+                f". It has {', '.join(present)}, which a Hugging Face checkpoint does not name: rename the weights "
+                f"file to {SAFETENSORS_NAME} if it is the model's."
+                if present
+                else "."
+            )
         )
     named = {path.name for path in files} | {SAFETENSORS_INDEX_NAME, TORCH_BIN_INDEX_NAME}
-    ignored = sorted(path.name for path in directory.iterdir()
-                     if path.suffix in WEIGHT_SUFFIXES and path.name not in named)
+    ignored = sorted(
+        path.name for path in directory.iterdir() if path.suffix in WEIGHT_SUFFIXES and path.name not in named
+    )
     return WeightFiles(files=files, ignored=ignored)
 
 
@@ -259,7 +274,7 @@ def _read_index(index: Path) -> dict[Path, list[str] | None]:
         weight_map = _WEIGHT_MAP.validate_python(content.get("weight_map") if isinstance(content, dict) else None)
     except ValidationError:
         raise CheckpointError(
-            f"{index} has no valid weight_map: expected a JSON object with \"weight_map\": "
+            f'{index} has no valid weight_map: expected a JSON object with "weight_map": '
             '{"<tensor name>": "<shard file name>", ...}. Restore the index from the original checkpoint.'
         ) from None
     files: dict[Path, list[str] | None] = {}
@@ -355,8 +370,10 @@ def _read_torch_file(path: Path, keys: list[str] | None) -> dict[str, Any]:
             f"{path} holds a {type(loaded).__name__}, not a state dict (a mapping of tensor names to tensors). "
             f"{SAFETENSORS_ADVICE}"
         )
-    return {key: loaded[key].float().numpy() if loaded[key].is_floating_point() else loaded[key].numpy()
-            for key in _wanted_keys(path, set(loaded), keys)}
+    return {
+        key: loaded[key].float().numpy() if loaded[key].is_floating_point() else loaded[key].numpy()
+        for key in _wanted_keys(path, set(loaded), keys)
+    }
 
 
 def _wanted_keys(path: Path, available: set[str], keys: list[str] | None) -> list[str]:
@@ -376,8 +393,10 @@ def _unsafe_pickle_message(path: Path, error: BaseException) -> str:
     text = str(error)
     blocked = re.search(r"GLOBAL ([\w.]+)", text)
     if blocked:
-        reason = (f"it asks to run `{blocked.group(1)}`, which a weights file never needs: it may be malicious. "
-                  "It was refused before anything in it ran")
+        reason = (
+            f"it asks to run `{blocked.group(1)}`, which a weights file never needs: it may be malicious. "
+            "It was refused before anything in it ran"
+        )
     elif isinstance(error, pickle.UnpicklingError) or "weights_only" in text:
         reason = "it holds pickle data other than tensors, or is corrupt. It was refused before anything in it ran"
     else:
@@ -390,7 +409,8 @@ KERAS_WEIGHT_MEMBERS = ("model.weights.h5", "model.weights.npz")
 # Keras' summary when restoring weights or assets failed; group 1 is the first object's error.
 _KERAS_LOADING_FAILURE = re.compile(
     r"A total of \d+ objects could not be loaded\. Example error message for object .*?:\n\n(.*?)"
-    r"\n\nList of objects that could not be loaded", re.DOTALL
+    r"\n\nList of objects that could not be loaded",
+    re.DOTALL,
 )
 
 
@@ -467,8 +487,10 @@ def _check_keras_archive(path: Path) -> None:
             "(legacy .h5 and other formats are not read); for a Hugging Face checkpoint directory, convert it "
             "first (`distilbert-heads convert`)."
         )
-    damaged = (f"{os.fspath(path)!r} is not a complete .keras file: a .keras model is a zip archive, and this one is "
-               "truncated or another kind of file")
+    damaged = (
+        f"{os.fspath(path)!r} is not a complete .keras file: a .keras model is a zip archive, and this one is "
+        "truncated or another kind of file"
+    )
     fix = "Restore it from a backup or save the model again."
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{damaged}. {fix}")
@@ -502,8 +524,8 @@ def _check_keras_archive(path: Path) -> None:
         )
     if not isinstance(config.get("class_name"), str) or not isinstance(config.get("config"), dict):
         raise CheckpointError(
-            f"{CONFIG_NAME} inside {os.fspath(path)!r} is not a Keras model config: it lacks \"class_name\" or its "
-            f"\"config\" object. {fix}"
+            f'{CONFIG_NAME} inside {os.fspath(path)!r} is not a Keras model config: it lacks "class_name" or its '
+            f'"config" object. {fix}'
         )
 
 
@@ -527,7 +549,7 @@ def _normalize_keys(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 # -- the name map -----------------------------------------------------------------------------
-def encoder_weight_map(encoder: "DistilBERT") -> Iterator[tuple[str, Any, bool]]:
+def encoder_weight_map(encoder: DistilBERT) -> Iterator[tuple[str, Any, bool]]:
     """Yield ``(hf_key, keras_variable, transpose)`` for every encoder weight."""
     embeddings = encoder.embeddings
     yield "embeddings.word_embeddings.weight", embeddings.word_embeddings.embeddings, False
@@ -553,7 +575,7 @@ def _layer_norm(prefix: str, layer: Any) -> Iterator[tuple[str, Any, bool]]:
     yield f"{prefix}.bias", layer.beta, False
 
 
-def encoder_state_dict(encoder: "DistilBERT") -> dict[str, np.ndarray]:
+def encoder_state_dict(encoder: DistilBERT) -> dict[str, np.ndarray]:
     """The encoder's weights under Hugging Face ``DistilBertModel`` key names (no prefix)."""
     import keras
 
@@ -565,7 +587,7 @@ def encoder_state_dict(encoder: "DistilBERT") -> dict[str, np.ndarray]:
 
 
 def load_encoder_weights(
-    encoder: "DistilBERT",
+    encoder: DistilBERT,
     state: Mapping[str, np.ndarray],
     source: str,
     allow_partial: bool = False,
@@ -600,8 +622,11 @@ def load_encoder_weights(
             "encoder. Make num_layers (n_layers in config.json) match the weights: restore the checkpoint's "
             "original config.json, or drop a num_layers override."
         )
-    not_float = [f"{key} ({np.asarray(state[key]).dtype})" for short, key in available.items()
-                 if short in expected and np.asarray(state[key]).dtype.kind != "f"]
+    not_float = [
+        f"{key} ({np.asarray(state[key]).dtype})"
+        for short, key in available.items()
+        if short in expected and np.asarray(state[key]).dtype.kind != "f"
+    ]
     if not_float:
         raise CheckpointError(
             f"{source} stores encoder weights as non-floating-point values ({_first_few(not_float)}); weights are "
@@ -644,7 +669,10 @@ def load_encoder_weights(
         variable.assign(value.astype(np.float32))
         report.loaded.append(hf_key)
     report.unused = sorted(
-        key for key in state if key not in used and not key.startswith(ENCODER_PREFIX + "embeddings.position_ids")
+        key
+        for key in state
+        if key not in used
+        and not key.startswith(ENCODER_PREFIX + "embeddings.position_ids")
         and key != "embeddings.position_ids"
     )
     if report.missing:
@@ -655,7 +683,9 @@ def load_encoder_weights(
 
 
 # -- writing ----------------------------------------------------------------------------------
-def write_checkpoint(directory: str | os.PathLike, state: Mapping[str, np.ndarray], hf_config: Mapping[str, Any]) -> Path:
+def write_checkpoint(
+    directory: str | os.PathLike, state: Mapping[str, np.ndarray], hf_config: Mapping[str, Any]
+) -> Path:
     """Write ``config.json`` and ``model.safetensors`` that ``transformers`` loads.
 
     The folder is written beside ``directory`` and swapped in whole (`atomic.atomic_directory`),
@@ -668,6 +698,9 @@ def write_checkpoint(directory: str | os.PathLike, state: Mapping[str, np.ndarra
     with atomic.atomic_directory(directory, keep_other_entries=True) as temp:
         with open(temp / CONFIG_NAME, "w", encoding="utf-8") as handle:
             json.dump(dict(hf_config), handle, indent=2, sort_keys=True)
-        save_file({key: np.ascontiguousarray(value) for key, value in state.items()},
-                  str(temp / SAFETENSORS_NAME), metadata={"format": "pt"})
+        save_file(
+            {key: np.ascontiguousarray(value) for key, value in state.items()},
+            str(temp / SAFETENSORS_NAME),
+            metadata={"format": "pt"},
+        )
     return directory

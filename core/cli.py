@@ -132,10 +132,18 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from distilbert_heads.training import TrainingError
 
     errors: tuple[type[BaseException], ...] = (
-        CLIError, DataFileError, HeadOptionsError, MissingHeadPluginError, PluginConflictError, PluginLoadError,
+        CLIError,
+        DataFileError,
+        HeadOptionsError,
+        MissingHeadPluginError,
+        PluginConflictError,
+        PluginLoadError,
         UnknownTaskTypeError,
-        TrainingError, ValueError, OSError,
-        MemoryError, RecursionError,  # a huge or deeply nested input file
+        TrainingError,
+        ValueError,
+        OSError,
+        MemoryError,
+        RecursionError,  # a huge or deeply nested input file
     )
     tensorflow = sys.modules.get("tensorflow")
     if tensorflow is not None:  # raw op errors from inputs the checks did not catch (bad ids, too large)
@@ -204,8 +212,10 @@ def _keras_file_out(text: str) -> str:
 
 
 # absl/glog lines ("I0000 00:00:1796.28 12169 port.cc:153] ...") and the lines that go with them
-_TF_NOISE = re.compile(r"^([IWE]\d{4} [\d:.]+ +\d+ \S+:\d+\] |WARNING: All log messages before absl::"
-                       r"InitializeLog\(\)|To enable the following instructions: )")
+_TF_NOISE = re.compile(
+    r"^([IWE]\d{4} [\d:.]+ +\d+ \S+:\d+\] |WARNING: All log messages before absl::"
+    r"InitializeLog\(\)|To enable the following instructions: )"
+)
 
 
 def _start_keras_quietly() -> None:
@@ -233,8 +243,11 @@ def _start_keras_quietly() -> None:
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
-            kept = [line for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True)
-                    if not _TF_NOISE.match(line)]
+            kept = [
+                line
+                for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True)
+                if not _TF_NOISE.match(line)
+            ]
             sys.stderr.write("".join(kept))
 
 
@@ -264,8 +277,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
             verbose=1 if sys.stdout.isatty() else 2,
         )
     if args.json:
-        print(json.dumps({"metrics": result.metrics, "split": result.metrics_split, "path": str(result.path),
-                          "warnings": result.warnings}))
+        print(
+            json.dumps(
+                {
+                    "metrics": result.metrics,
+                    "split": result.metrics_split,
+                    "path": str(result.path),
+                    "warnings": result.warnings,
+                }
+            )
+        )
     return 0
 
 
@@ -287,11 +308,11 @@ def _add_train(subparsers: Any) -> None:
             "the held-out rows after each epoch, training stops early when it stops improving (--patience) "
             "and the best epoch's weights are kept.\n\n"
             "Row formats (JSONL, or CSV with a header; lists in CSV cells are space-separated):\n"
-            "  sentiment / classification: {\"text\": \"Great film!\", \"label\": \"positive\"}\n"
-            "  ner:      {\"tokens\": [\"Ada\", \"lives\", \"in\", \"Paris\"], \"tags\": [\"B-PER\", \"O\", \"O\", \"B-LOC\"]}\n"
-            "            or {\"text\": \"...\", \"entities\": [{\"start\": 0, \"end\": 3, \"label\": \"PER\"}]}\n"
-            "  qa:       {\"question\": \"...\", \"context\": \"...\", \"answers\": {\"text\": [\"...\"], \"answer_start\": [17]}}\n"
-            "  pairwise: {\"text_a\": \"...\", \"text_b\": \"...\", \"label\": \"paraphrase\"}\n"
+            '  sentiment / classification: {"text": "Great film!", "label": "positive"}\n'
+            '  ner:      {"tokens": ["Ada", "lives", "in", "Paris"], "tags": ["B-PER", "O", "O", "B-LOC"]}\n'
+            '            or {"text": "...", "entities": [{"start": 0, "end": 3, "label": "PER"}]}\n'
+            '  qa:       {"question": "...", "context": "...", "answers": {"text": ["..."], "answer_start": [17]}}\n'
+            '  pairwise: {"text_a": "...", "text_b": "...", "label": "paraphrase"}\n'
             "Learning rate: Adam, 5e-5 with --pretrained, 1e-3 from scratch, unless --learning-rate is given."
         ),
         epilog=(
@@ -303,35 +324,73 @@ def _add_train(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--task", required=True, help="task type or alias: sentiment, ner, qa, pairwise, or a plugin's")
-    parser.add_argument("--train", required=True, type=_existing_file, metavar="FILE",
-                        help="training rows (.jsonl or .csv)")
-    parser.add_argument("--eval", type=_existing_file, metavar="FILE",
-                        help="held-out rows for early stopping and the final metrics")
+    parser.add_argument(
+        "--train", required=True, type=_existing_file, metavar="FILE", help="training rows (.jsonl or .csv)"
+    )
+    parser.add_argument(
+        "--eval", type=_existing_file, metavar="FILE", help="held-out rows for early stopping and the final metrics"
+    )
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--variant", choices=("tiny", "small", "base"), default="tiny",
-                        help="model size when training from scratch (default: tiny)")
-    source.add_argument("--pretrained", metavar="DIR_OR_ID",
-                        help="fine-tune a Hugging Face checkpoint directory or hub id (uses its tokenizer)")
+    source.add_argument(
+        "--variant",
+        choices=("tiny", "small", "base"),
+        default="tiny",
+        help="model size when training from scratch (default: tiny)",
+    )
+    source.add_argument(
+        "--pretrained",
+        metavar="DIR_OR_ID",
+        help="fine-tune a Hugging Face checkpoint directory or hub id (uses its tokenizer)",
+    )
     parser.add_argument("--epochs", type=_positive_int, default=3, help="at most this many epochs (default: 3)")
     parser.add_argument("--batch-size", type=_positive_int, default=16, help="examples per step (default: 16)")
-    parser.add_argument("--learning-rate", type=float, help="Adam learning rate (default: 5e-5 pretrained, 1e-3 scratch)")
-    parser.add_argument("--max-length", type=_positive_int, default=128,
-                        help="longest input in tokens, special tokens included (default: 128)")
-    parser.add_argument("--vocab-size", type=_positive_int, default=2000,
-                        help="vocabulary size learnt from the training texts, from scratch only (default: 2000)")
-    parser.add_argument("--cased", action="store_true",
-                        help="from scratch: keep capitalisation in the learnt vocabulary (default: lowercase)")
-    parser.add_argument("--whole-words", action="store_true",
-                        help="from scratch: learn whole words, not word pieces; unseen words become [UNK] "
-                             "(helps small models generalise to unseen names; use with --token-dropout)")
-    parser.add_argument("--token-dropout", type=float, default=0.0, metavar="P",
-                        help="while training, replace each token by [UNK] with probability P (default: 0)")
-    parser.add_argument("--patience", type=int, default=2,
-                        help="epochs without improvement on --eval before stopping; 0 never stops (default: 2)")
-    parser.add_argument("--out", required=True, type=_keras_file_out, metavar="MODEL.keras",
-                        help="where to save the trained model")
-    parser.add_argument("--json", action="store_true",
-                        help="print the final metrics as one JSON object, alone on stdout (progress and tables go to stderr)")
+    parser.add_argument(
+        "--learning-rate", type=float, help="Adam learning rate (default: 5e-5 pretrained, 1e-3 scratch)"
+    )
+    parser.add_argument(
+        "--max-length",
+        type=_positive_int,
+        default=128,
+        help="longest input in tokens, special tokens included (default: 128)",
+    )
+    parser.add_argument(
+        "--vocab-size",
+        type=_positive_int,
+        default=2000,
+        help="vocabulary size learnt from the training texts, from scratch only (default: 2000)",
+    )
+    parser.add_argument(
+        "--cased",
+        action="store_true",
+        help="from scratch: keep capitalisation in the learnt vocabulary (default: lowercase)",
+    )
+    parser.add_argument(
+        "--whole-words",
+        action="store_true",
+        help="from scratch: learn whole words, not word pieces; unseen words become [UNK] "
+        "(helps small models generalise to unseen names; use with --token-dropout)",
+    )
+    parser.add_argument(
+        "--token-dropout",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="while training, replace each token by [UNK] with probability P (default: 0)",
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=2,
+        help="epochs without improvement on --eval before stopping; 0 never stops (default: 2)",
+    )
+    parser.add_argument(
+        "--out", required=True, type=_keras_file_out, metavar="MODEL.keras", help="where to save the trained model"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the final metrics as one JSON object, alone on stdout (progress and tables go to stderr)",
+    )
     parser.set_defaults(handler=_cmd_train)
 
 
@@ -357,13 +416,13 @@ def _add_evaluate(subparsers: Any) -> None:
             "for NER, exact match and token F1 for QA, accuracy (or Pearson/Spearman) for pairs."
         ),
         epilog="examples:\n  distilbert-heads evaluate --model sentiment.keras --data test.csv\n"
-               "  distilbert-heads evaluate --model qa.keras --data dev.jsonl --json",
+        "  distilbert-heads evaluate --model qa.keras --data dev.jsonl --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, metavar="MODEL.keras",
-                        help="a model saved by train (or convert)")
-    parser.add_argument("--data", required=True, type=_existing_file, metavar="FILE",
-                        help="labelled rows (.jsonl or .csv)")
+    parser.add_argument("--model", required=True, metavar="MODEL.keras", help="a model saved by train (or convert)")
+    parser.add_argument(
+        "--data", required=True, type=_existing_file, metavar="FILE", help="labelled rows (.jsonl or .csv)"
+    )
     parser.add_argument("--head", help="which head, for a model with several")
     parser.add_argument("--batch-size", type=_positive_int, default=32, help="examples per batch (default: 32)")
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
@@ -380,8 +439,13 @@ _PREDICT_FLAGS = {
 
 
 def _given_texts(args: argparse.Namespace) -> dict[str, list[str]]:
-    given = {"--text": args.text, "--text-a": args.text_a, "--text-b": args.text_b,
-             "--question": args.question, "--context": args.context}
+    given = {
+        "--text": args.text,
+        "--text-a": args.text_a,
+        "--text-b": args.text_b,
+        "--question": args.question,
+        "--context": args.context,
+    }
     return {flag: values for flag, values in given.items() if values}
 
 
@@ -404,8 +468,11 @@ def _predict_inputs(
     wrong = [flag for flag in given if flag not in flags]
     missing = [flag for flag in flags if flag not in given]
     if wrong or missing:
-        problem = (f"{' and '.join(wrong)} {'do' if len(wrong) > 1 else 'does'} not apply to it" if wrong
-                   else f"{' and '.join(missing)} {'are' if len(missing) > 1 else 'is'} missing")
+        problem = (
+            f"{' and '.join(wrong)} {'do' if len(wrong) > 1 else 'does'} not apply to it"
+            if wrong
+            else f"{' and '.join(missing)} {'are' if len(missing) > 1 else 'is'} missing"
+        )
         raise CLIError(
             f"this model's head {head_label} takes {meaning} (input_kind {kind!r}), so pass {takes} "
             f"(each repeatable) or --input FILE; {problem}."
@@ -506,17 +573,19 @@ def _add_predict(subparsers: Any) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, metavar="MODEL.keras",
-                        help="a model saved by train (or convert)")
+    parser.add_argument("--model", required=True, metavar="MODEL.keras", help="a model saved by train (or convert)")
     # Every text flag collects: `--text A --text B` and `--text A B` both answer A, then B.
     repeatable = {"action": "extend", "nargs": "+"}
     parser.add_argument("--text", **repeatable, metavar="TEXT", help="one or more texts (text models)")
     parser.add_argument("--input", type=_existing_file, metavar="FILE", help="a .jsonl or .csv file of inputs")
     parser.add_argument("--question", **repeatable, metavar="Q", help="questions (QA models), one per --context")
-    parser.add_argument("--context", **repeatable, metavar="C",
-                        help="the passages holding the answers (QA models), one per --question")
+    parser.add_argument(
+        "--context", **repeatable, metavar="C", help="the passages holding the answers (QA models), one per --question"
+    )
     parser.add_argument("--text-a", **repeatable, metavar="A", help="first texts of pairs (pair models)")
-    parser.add_argument("--text-b", **repeatable, metavar="B", help="second texts of pairs (pair models), one per --text-a")
+    parser.add_argument(
+        "--text-b", **repeatable, metavar="B", help="second texts of pairs (pair models), one per --text-a"
+    )
     parser.add_argument("--head", help="which head, for a model with several")
     parser.add_argument("--batch-size", type=_positive_int, default=32, help="inputs per batch (default: 32)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per input")
@@ -533,12 +602,15 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from distilbert_heads.tokenizer import DistilBertTokenizer
 
     tokenizer = DistilBertTokenizer.from_pretrained(args.checkpoint)
-    model = create_distilbert_with_head(task_type=args.task, pretrained=args.checkpoint, tokenizer=tokenizer,
-                                        allow_partial=args.allow_partial)
+    model = create_distilbert_with_head(
+        task_type=args.task, pretrained=args.checkpoint, tokenizer=tokenizer, allow_partial=args.allow_partial
+    )
     model.save(args.out)  # atomic: creates missing parent folders, replaces an old file only when complete
     heads = ", ".join(f"{name} ({type(head).__name__})" for name, head in model.heads.items())
-    print(f"saved {args.out}: encoder {model.encoder.config.num_layers} layers x {model.encoder.config.hidden_size}, "
-          f"vocab {tokenizer.vocab_size}, head {heads}, tokenizer inside")
+    print(
+        f"saved {args.out}: encoder {model.encoder.config.num_layers} layers x {model.encoder.config.hidden_size}, "
+        f"vocab {tokenizer.vocab_size}, head {heads}, tokenizer inside"
+    )
     return 0
 
 
@@ -562,10 +634,14 @@ def _add_convert(subparsers: Any) -> None:
     )
     parser.add_argument("checkpoint", metavar="DIR", help="Hugging Face checkpoint directory (or hub id)")
     parser.add_argument("--task", required=True, help="task type or alias of the head to put on it")
-    parser.add_argument("--out", required=True, type=_keras_file_out, metavar="MODEL.keras",
-                        help="where to save the model")
-    parser.add_argument("--allow-partial", action="store_true",
-                        help="convert even if the checkpoint lacks encoder weights (they stay random; train before use)")
+    parser.add_argument(
+        "--out", required=True, type=_keras_file_out, metavar="MODEL.keras", help="where to save the model"
+    )
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="convert even if the checkpoint lacks encoder weights (they stay random; train before use)",
+    )
     parser.set_defaults(handler=_cmd_convert)
 
 
@@ -581,8 +657,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     out = export_saved_model(model, args.out, overwrite=args.overwrite)
     names = ", ".join(signature_output_name(key) for key in model.flat_output_keys)
-    print(f"exported {out} (signature 'serving_default': input_ids, attention_mask int32 (batch, length) -> {names})"
-          + (f"; tokenizer files in {TOKENIZER_DIR}/" if model.tokenizer is not None else ""))
+    print(
+        f"exported {out} (signature 'serving_default': input_ids, attention_mask int32 (batch, length) -> {names})"
+        + (f"; tokenizer files in {TOKENIZER_DIR}/" if model.tokenizer is not None else "")
+    )
     return 0
 
 
@@ -606,8 +684,11 @@ def _add_export(subparsers: Any) -> None:
     )
     parser.add_argument("--model", required=True, metavar="MODEL.keras", help="the model to export")
     parser.add_argument("--out", required=True, metavar="DIR", help="a new (or empty) directory")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing --out folder whole (swapped in only once the export is complete)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out folder whole (swapped in only once the export is complete)",
+    )
     parser.set_defaults(handler=_cmd_export)
 
 

@@ -83,8 +83,9 @@ def large_models_allowed() -> bool:
     return os.environ.get(ALLOW_LARGE_ENV, "").strip().lower() in {"1", "true", "yes"}
 
 
-def estimate_parameters(vocab_size: int, hidden_size: int, num_layers: int, intermediate_size: int,
-                        max_position_embeddings: int) -> int:
+def estimate_parameters(
+    vocab_size: int, hidden_size: int, num_layers: int, intermediate_size: int, max_position_embeddings: int
+) -> int:
     """The encoder's parameter count: embeddings, their LayerNorm, and per layer attention, FFN and 2 LayerNorms."""
     embeddings = (vocab_size + max_position_embeddings) * hidden_size + 2 * hidden_size
     attention = 4 * (hidden_size * hidden_size + hidden_size)
@@ -123,9 +124,10 @@ class DistilBertConfig(BaseModel):
         return check_size_limit(value, SIZE_LIMITS[info.field_name])
 
     @model_validator(mode="after")
-    def _check_consistency(self) -> "DistilBertConfig":
-        parameters = estimate_parameters(self.vocab_size, self.hidden_size, self.num_layers,
-                                         self.intermediate_size, self.max_position_embeddings)
+    def _check_consistency(self) -> DistilBertConfig:
+        parameters = estimate_parameters(
+            self.vocab_size, self.hidden_size, self.num_layers, self.intermediate_size, self.max_position_embeddings
+        )
         if parameters > MAX_PARAMETERS and not large_models_allowed():
             raise PydanticCustomError(
                 "size_limit",
@@ -140,13 +142,11 @@ class DistilBertConfig(BaseModel):
                 f"{[d for d in range(1, min(self.hidden_size, 64) + 1) if self.hidden_size % d == 0][-3:]}"
             )
         if self.pad_token_id is not None and self.pad_token_id >= self.vocab_size:
-            raise ValueError(
-                f"pad_token_id ({self.pad_token_id}) must be smaller than vocab_size ({self.vocab_size})"
-            )
+            raise ValueError(f"pad_token_id ({self.pad_token_id}) must be smaller than vocab_size ({self.vocab_size})")
         return self
 
     @classmethod
-    def build(cls, **fields: Any) -> "DistilBertConfig":
+    def build(cls, **fields: Any) -> DistilBertConfig:
         """Validate ``fields`` and raise `ConfigError` whose message names each bad field and the fix."""
         try:
             return cls(**fields)
@@ -154,7 +154,7 @@ class DistilBertConfig(BaseModel):
             raise ConfigError(_describe(error)) from None
 
     @classmethod
-    def for_variant(cls, variant: str, **overrides: Any) -> "DistilBertConfig":
+    def for_variant(cls, variant: str, **overrides: Any) -> DistilBertConfig:
         if variant not in VARIANTS:
             raise ConfigError(
                 f"Unknown DistilBERT variant {variant!r}; expected one of {sorted(VARIANTS)}. "
@@ -168,7 +168,7 @@ class DistilBertConfig(BaseModel):
 
     # -- Hugging Face config.json ---------------------------------------------------------
     @classmethod
-    def from_hf_dict(cls, hf: dict[str, Any], *, source: str = "config.json", **overrides: Any) -> "DistilBertConfig":
+    def from_hf_dict(cls, hf: dict[str, Any], *, source: str = "config.json", **overrides: Any) -> DistilBertConfig:
         """The config a Hugging Face ``config.json`` describes; errors name ``source`` and its own field names."""
         model_type = hf.get("model_type", "distilbert")
         if model_type != "distilbert":
@@ -180,8 +180,11 @@ class DistilBertConfig(BaseModel):
         try:
             return cls(**{**fields, **overrides})
         except ValidationError as error:
-            names = {ours: f"{theirs} ({ours})" for ours, theirs in HF_FIELD_NAMES.items()
-                     if theirs != ours and ours not in overrides}
+            names = {
+                ours: f"{theirs} ({ours})"
+                for ours, theirs in HF_FIELD_NAMES.items()
+                if theirs != ours and ours not in overrides
+            }
             raise ConfigError(_describe(error, names, where=f" in {source}")) from None
 
     def to_hf_dict(self) -> dict[str, Any]:

@@ -38,8 +38,14 @@ _FOREIGN_BOMS = (
     (codecs.BOM_UTF16_BE, "UTF-16"),
 )
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_JSON_TYPE_NAMES = {list: "a JSON array", str: "a JSON string", int: "a number", float: "a number",
-                    bool: "true/false", type(None): "null"}
+_JSON_TYPE_NAMES = {
+    list: "a JSON array",
+    str: "a JSON string",
+    int: "a number",
+    float: "a number",
+    bool: "true/false",
+    type(None): "null",
+}
 
 
 class DataFileError(ValueError):
@@ -56,7 +62,9 @@ def default_max_line_bytes() -> int:
     except ValueError:
         limit = 0
     if limit < 1:
-        raise DataFileError(f"{MAX_LINE_BYTES_ENV}={value!r} is not a positive number of bytes; unset it or give e.g. 52428800")
+        raise DataFileError(
+            f"{MAX_LINE_BYTES_ENV}={value!r} is not a positive number of bytes; unset it or give e.g. 52428800"
+        )
     return limit
 
 
@@ -97,8 +105,8 @@ class _Lines:
             if self.record_bytes > self.limit:
                 raise DataFileError(
                     f"{self.name} line {self.record_start}: the CSV record starting here runs past the limit of "
-                    f"{_size(self.limit)} (line {self.number}); a quote (\") is probably never closed. Close it, "
-                    f"or double quotes inside a quoted cell (\"\"). To allow longer records set {MAX_LINE_BYTES_ENV}."
+                    f'{_size(self.limit)} (line {self.number}); a quote (") is probably never closed. Close it, '
+                    f'or double quotes inside a quoted cell (""). To allow longer records set {MAX_LINE_BYTES_ENV}.'
                 )
             yield self._decode(raw, start)
 
@@ -108,7 +116,7 @@ class _Lines:
 
     def _strip_bom(self, raw: bytes, start: int) -> tuple[bytes, int]:
         if raw.startswith(codecs.BOM_UTF8):
-            return raw[len(codecs.BOM_UTF8):], start + len(codecs.BOM_UTF8)
+            return raw[len(codecs.BOM_UTF8) :], start + len(codecs.BOM_UTF8)
         for bom, encoding in _FOREIGN_BOMS:
             if raw.startswith(bom):
                 raise DataFileError(
@@ -129,7 +137,7 @@ class _Lines:
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError as error:
-            bad = raw[error.start:error.start + 4]
+            bad = raw[error.start : error.start + 4]
             raise DataFileError(
                 f"{self.name} line {self.number} (byte offset {start + error.start}): the bytes {bad!r} are not "
                 "UTF-8, and data files must be UTF-8. If the file is Latin-1 or Windows-1252 (older spreadsheet "
@@ -190,8 +198,10 @@ def _json_rows(lines: _Lines, example: str) -> Iterator[tuple[int, dict[str, Any
         except json.JSONDecodeError as error:
             hint = ""
             if number == 1 and line.strip() in ("[", "{"):
-                hint = (" The file looks like one pretty-printed JSON document; write one object per line (JSON Lines), "
-                        f"e.g. `jq -c '.[]' {name} > rows.jsonl`.")
+                hint = (
+                    " The file looks like one pretty-printed JSON document; write one object per line (JSON Lines), "
+                    f"e.g. `jq -c '.[]' {name} > rows.jsonl`."
+                )
             raise DataFileError(
                 f"{name} line {number}: not valid JSON ({error.msg} at column {error.colno}); each line must be one "
                 f"JSON object, like {example}.{hint}"
@@ -252,10 +262,10 @@ def _csv_rows(lines: _Lines, limit: int) -> Iterator[tuple[int, dict[str, Any]]]
             if "new-line" in str(error):
                 hint = " The file may use old Mac line ends (\\r): convert them to \\n (e.g. `mac2unix`)."
             elif "end of data" in str(error):
-                hint = " A quote (\") opened in this record is never closed."
+                hint = ' A quote (") opened in this record is never closed.'
             raise DataFileError(
                 f"{name} line {lines.record_start}: not valid CSV ({error}). Quote cells that contain commas, quotes "
-                f"or line breaks (\"like, this\"), and double quotes inside them (\"\").{hint}"
+                f'or line breaks ("like, this"), and double quotes inside them ("").{hint}'
             ) from None
         start = lines.record_start
         lines.next_record()
@@ -276,7 +286,7 @@ def _csv_rows(lines: _Lines, limit: int) -> Iterator[tuple[int, dict[str, Any]]]
             raise DataFileError(
                 f"{name} line {start}: {len(cells)} cell{'s' if len(cells) != 1 else ''}, {relation} than the {len(header)} columns named in the "
                 f"header on line {header_line} ({', '.join(header)}); every row needs one cell per column. Quote cells "
-                "that contain commas (\"a, b\") and leave empty cells empty (a,,c)."
+                'that contain commas ("a, b") and leave empty cells empty (a,,c).'
             )
         unnamed = [index for index, column in enumerate(header) if not column and cells[index].strip()]
         if unnamed:

@@ -141,7 +141,9 @@ def run_demo(*, quick: bool = False, out: str | os.PathLike | None = None, seed:
             rows, test_rows, epochs = rows[:QUICK_TRAIN_ROWS], test_rows[:QUICK_TEST_ROWS], QUICK_EPOCHS
         train_path = _write_jsonl(out / "data" / f"{task}.train.jsonl", rows)
         test_path = _write_jsonl(out / "data" / f"{task}.test.jsonl", test_rows)
-        screen.rule(f"[bold]{task}[/]: {len(rows)} training rows, {len(test_rows)} held-out test rows, {epochs} epoch(s)")
+        screen.rule(
+            f"[bold]{task}[/]: {len(rows)} training rows, {len(test_rows)} held-out test rows, {epochs} epoch(s)"
+        )
         with warnings.catch_warnings():
             if quick:  # one epoch on a few rows is expected to stay at chance; the table shows chance beside it
                 warnings.simplefilter("ignore", ChanceLevelWarning)
@@ -162,14 +164,19 @@ def run_demo(*, quick: bool = False, out: str | os.PathLike | None = None, seed:
         _, head = select_head(model)
         test_examples = read_task_examples(test_path, type(head), task)
         metrics[task] = score_examples(model, test_examples, max_length=DEMO_MAX_LENGTH, path=test_path)
-        baselines[task] = {key: float(value) for key, value in
-                           head.evaluate(test_examples, chance_predictions(head, test_examples)).items()}
+        baselines[task] = {
+            key: float(value)
+            for key, value in head.evaluate(test_examples, chance_predictions(head, test_examples)).items()
+        }
         sample = test_examples[:DEMO_SHOWN]
         in_process[task] = [jsonable(a) for a in predict_examples(model, sample, max_length=DEMO_MAX_LENGTH)]
         pipe_args, pipe_kwargs = pipeline_inputs(head, sample)
         kind = getattr(head, "input_kind", "text")
-        inputs: Any = pipe_kwargs if kind == "question_context" else [list(p) if isinstance(p, tuple) else p
-                                                                      for p in pipe_args[0]]
+        inputs: Any = (
+            pipe_kwargs
+            if kind == "question_context"
+            else [list(p) if isinstance(p, tuple) else p for p in pipe_args[0]]
+        )
         reload_spec[task] = {"path": str(result.path), "kind": kind, "inputs": inputs}
         shown[task] = [(_shown_input(kind, pipe_args, pipe_kwargs, i), in_process[task][i]) for i in range(len(sample))]
         timings[task] = time.perf_counter() - task_started
@@ -187,8 +194,11 @@ def run_demo(*, quick: bool = False, out: str | os.PathLike | None = None, seed:
     screen.print(
         f"fresh process: `import distilbert_heads, keras; keras.models.load_model(...)` loaded {len(reloaded)} models "
         f"in {time.perf_counter() - reload_started:.1f}s; predictions "
-        + ("[green]identical to the in-process ones[/]" if not mismatches else
-           f"[bold red]differ for {', '.join(mismatches)}[/]")
+        + (
+            "[green]identical to the in-process ones[/]"
+            if not mismatches
+            else f"[bold red]differ for {', '.join(mismatches)}[/]"
+        )
     )
     for task in tasks:
         screen.print(f"\n[bold]{task}[/] (predictions of the reloaded model on test rows)")
@@ -196,9 +206,14 @@ def run_demo(*, quick: bool = False, out: str | os.PathLike | None = None, seed:
             screen.print(f"  {text}\n    -> {describe_answer(answer)}", markup=False, highlight=False)
 
     floors = None if quick else DEMO_FLOORS
-    print_metrics_table(metrics, title="held-out test metrics", baselines=baselines, floors=floors,
-                        caption="chance: the majority class (classification), no entities (NER), a random 1-3 word "
-                                "span of the context (QA)")
+    print_metrics_table(
+        metrics,
+        title="held-out test metrics",
+        baselines=baselines,
+        floors=floors,
+        caption="chance: the majority class (classification), no entities (NER), a random 1-3 word "
+        "span of the context (QA)",
+    )
     failed = [
         f"{task} {metric} {metrics[task].get(metric, 0.0):.3f} < {floor}"
         for task, task_floors in DEMO_FLOORS.items()
@@ -206,11 +221,15 @@ def run_demo(*, quick: bool = False, out: str | os.PathLike | None = None, seed:
         if metrics[task].get(metric, 0.0) < floor
     ]
     total = time.perf_counter() - started
-    screen.print(f"models and data in {out}; total time {total:.0f}s "
-                  f"({', '.join(f'{task} {seconds:.0f}s' for task, seconds in timings.items())})")
+    screen.print(
+        f"models and data in {out}; total time {total:.0f}s "
+        f"({', '.join(f'{task} {seconds:.0f}s' for task, seconds in timings.items())})"
+    )
     if mismatches:
-        print(f"error: the reloaded models' predictions differ from the trained ones for {', '.join(mismatches)}",
-              file=sys.stderr)
+        print(
+            f"error: the reloaded models' predictions differ from the trained ones for {', '.join(mismatches)}",
+            file=sys.stderr,
+        )
         return 1
     if failed and not quick:
         print(f"error: below the documented floor: {'; '.join(failed)}", file=sys.stderr)
@@ -229,11 +248,17 @@ def _reload_in_fresh_process(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Load every saved model in a new interpreter and return its predictions on the spec's inputs."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     completed = subprocess.run(
-        [sys.executable, "-c", _RELOAD_SCRIPT], input=json.dumps(spec), capture_output=True, text=True, env=env,
+        [sys.executable, "-c", _RELOAD_SCRIPT],
+        input=json.dumps(spec),
+        capture_output=True,
+        text=True,
+        env=env,
         timeout=600,
     )
     line = next((l for l in completed.stdout.splitlines() if l.startswith("RESULTS ")), None)
     if completed.returncode != 0 or line is None:
         tail = " | ".join(completed.stderr.strip().splitlines()[-3:])
-        raise RuntimeError(f"reloading the saved models in a fresh process failed (exit {completed.returncode}): {tail}")
-    return json.loads(line[len("RESULTS "):])
+        raise RuntimeError(
+            f"reloading the saved models in a fresh process failed (exit {completed.returncode}): {tail}"
+        )
+    return json.loads(line[len("RESULTS ") :])

@@ -22,27 +22,101 @@ SEED = 20261124
 SIZES = {"train": 480, "test": 120}
 
 PEOPLE = [
-    "Ada Lovelace", "Alan Turing", "Grace Hopper", "Marie Curie", "Niels Bohr", "Emmy Noether",
-    "Carl Gauss", "Rosalind Franklin", "Max Planck", "Lise Meitner", "Paul Dirac", "Hedy Lamarr",
-    "Srinivasa Ramanujan", "Katherine Johnson", "Enrico Fermi", "Dorothy Hodgkin", "John Nash",
-    "Barbara McClintock", "Werner Heisenberg", "Chien Wu", "Erwin Schrodinger", "Mary Somerville",
+    "Ada Lovelace",
+    "Alan Turing",
+    "Grace Hopper",
+    "Marie Curie",
+    "Niels Bohr",
+    "Emmy Noether",
+    "Carl Gauss",
+    "Rosalind Franklin",
+    "Max Planck",
+    "Lise Meitner",
+    "Paul Dirac",
+    "Hedy Lamarr",
+    "Srinivasa Ramanujan",
+    "Katherine Johnson",
+    "Enrico Fermi",
+    "Dorothy Hodgkin",
+    "John Nash",
+    "Barbara McClintock",
+    "Werner Heisenberg",
+    "Chien Wu",
+    "Erwin Schrodinger",
+    "Mary Somerville",
 ]
 PLACES = [
-    "Paris", "London", "New York", "Tokyo", "Berlin", "Madrid", "Rome", "Cairo", "Lima", "Oslo",
-    "Sydney", "Toronto", "Mexico City", "Buenos Aires", "Cape Town", "Hong Kong", "Vienna", "Prague",
-    "Dublin", "Lisbon", "San Francisco", "Nairobi",
+    "Paris",
+    "London",
+    "New York",
+    "Tokyo",
+    "Berlin",
+    "Madrid",
+    "Rome",
+    "Cairo",
+    "Lima",
+    "Oslo",
+    "Sydney",
+    "Toronto",
+    "Mexico City",
+    "Buenos Aires",
+    "Cape Town",
+    "Hong Kong",
+    "Vienna",
+    "Prague",
+    "Dublin",
+    "Lisbon",
+    "San Francisco",
+    "Nairobi",
 ]
 ORGS = [
-    "Acme Corp", "Globex", "Initech", "Umbrella Labs", "Stark Industries", "Wayne Enterprises",
-    "Hooli", "Soylent", "Cyberdyne Systems", "Tyrell Corporation", "Aperture Science", "Vandelay Industries",
-    "Wonka Industries", "Gringotts Bank", "Oceanic Airlines", "Monarch Solutions",
+    "Acme Corp",
+    "Globex",
+    "Initech",
+    "Umbrella Labs",
+    "Stark Industries",
+    "Wayne Enterprises",
+    "Hooli",
+    "Soylent",
+    "Cyberdyne Systems",
+    "Tyrell Corporation",
+    "Aperture Science",
+    "Vandelay Industries",
+    "Wonka Industries",
+    "Gringotts Bank",
+    "Oceanic Airlines",
+    "Monarch Solutions",
 ]
 YEARS = [str(year) for year in range(1950, 2025)]
 
-POSITIVE = ["wonderful", "excellent", "great", "delightful", "superb", "fantastic", "lovely", "brilliant",
-            "enjoyable", "charming", "impressive", "pleasant"]
-NEGATIVE = ["terrible", "awful", "dreadful", "boring", "horrible", "disappointing", "poor", "dull",
-            "annoying", "mediocre", "painful", "bad"]
+POSITIVE = [
+    "wonderful",
+    "excellent",
+    "great",
+    "delightful",
+    "superb",
+    "fantastic",
+    "lovely",
+    "brilliant",
+    "enjoyable",
+    "charming",
+    "impressive",
+    "pleasant",
+]
+NEGATIVE = [
+    "terrible",
+    "awful",
+    "dreadful",
+    "boring",
+    "horrible",
+    "disappointing",
+    "poor",
+    "dull",
+    "annoying",
+    "mediocre",
+    "painful",
+    "bad",
+]
 THINGS = ["movie", "meal", "hotel", "book", "concert", "service", "trip", "game", "show", "class", "phone", "album"]
 SENTIMENT_TEMPLATES = [
     "The {thing} was {adj}.",
@@ -73,10 +147,26 @@ QA_QUESTIONS = {
 }
 
 PAIR_SUBJECTS = ["The cat", "My brother", "The company", "Our team", "The old man", "A student", "The band", "The chef"]
-PAIR_VERBS = [("bought", "purchased"), ("started", "began"), ("fixed", "repaired"), ("liked", "enjoyed"),
-              ("left", "departed from"), ("built", "constructed"), ("found", "discovered"), ("sold", "traded away")]
-PAIR_OBJECTS = ["a red car", "the small house", "a new bakery", "the broken radio", "an old guitar", "the garden",
-                "a wooden boat", "the city library"]
+PAIR_VERBS = [
+    ("bought", "purchased"),
+    ("started", "began"),
+    ("fixed", "repaired"),
+    ("liked", "enjoyed"),
+    ("left", "departed from"),
+    ("built", "constructed"),
+    ("found", "discovered"),
+    ("sold", "traded away"),
+]
+PAIR_OBJECTS = [
+    "a red car",
+    "the small house",
+    "a new bakery",
+    "the broken radio",
+    "an old guitar",
+    "the garden",
+    "a wooden boat",
+    "the city library",
+]
 
 
 def _split_pool(pool: list[str], split: str) -> list[str]:
@@ -113,8 +203,12 @@ def ner_examples(rng: random.Random, split: str) -> Iterator[dict[str, Any]]:
 
 
 def qa_examples(rng: random.Random, split: str) -> Iterator[dict[str, Any]]:
-    pools = {"PER": _split_pool(PEOPLE, split), "LOC": _split_pool(PLACES, split), "ORG": _split_pool(ORGS, split),
-             "YEAR": YEARS}
+    pools = {
+        "PER": _split_pool(PEOPLE, split),
+        "LOC": _split_pool(PLACES, split),
+        "ORG": _split_pool(ORGS, split),
+        "YEAR": YEARS,
+    }
     while True:
         values = {slot: rng.choice(pool) for slot, pool in pools.items()}
         facts = [fact for fact, _ in QA_FACTS]
@@ -124,8 +218,11 @@ def qa_examples(rng: random.Random, split: str) -> Iterator[dict[str, Any]]:
         slot = {"who": "PER", "when": "YEAR", "where": "LOC"}[kind]
         question = rng.choice(QA_QUESTIONS[kind]).format(**values)
         answer = values[slot]
-        yield {"question": question, "context": context,
-               "answers": {"text": [answer], "answer_start": [context.index(answer)]}}
+        yield {
+            "question": question,
+            "context": context,
+            "answers": {"text": [answer], "answer_start": [context.index(answer)]},
+        }
 
 
 def pairwise_examples(rng: random.Random, split: str) -> Iterator[dict[str, Any]]:
@@ -133,7 +230,11 @@ def pairwise_examples(rng: random.Random, split: str) -> Iterator[dict[str, Any]
         subject, (verb, synonym), obj = rng.choice(PAIR_SUBJECTS), rng.choice(PAIR_VERBS), rng.choice(PAIR_OBJECTS)
         text_a = f"{subject} {verb} {obj}."
         if rng.random() < 0.5:
-            text_b = f"{subject} {synonym} {obj}." if rng.random() < 0.5 else f"{obj.capitalize()} was {verb} by {subject.lower()}."
+            text_b = (
+                f"{subject} {synonym} {obj}."
+                if rng.random() < 0.5
+                else f"{obj.capitalize()} was {verb} by {subject.lower()}."
+            )
             label = "paraphrase"
         else:
             other_subject = rng.choice([s for s in PAIR_SUBJECTS if s != subject])

@@ -54,7 +54,9 @@ class HostCheckedData:
         validate_model_data(x, self._input_config())
         validation = kwargs.get("validation_data")
         if validation is not None:
-            validate_model_data(validation[0] if isinstance(validation, (tuple, list)) else validation, self._input_config())
+            validate_model_data(
+                validation[0] if isinstance(validation, (tuple, list)) else validation, self._input_config()
+            )
         return super().fit(x, *args, **kwargs)  # type: ignore[misc]
 
     def evaluate(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
@@ -218,7 +220,7 @@ class DistilBERT(HostCheckedData, keras.Model):
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def from_config_model(cls, config: DistilBertConfig, **kwargs: Any) -> "DistilBERT":
+    def from_config_model(cls, config: DistilBertConfig, **kwargs: Any) -> DistilBERT:
         return cls(**config.model_dump(), **kwargs)
 
     @classmethod
@@ -229,7 +231,7 @@ class DistilBERT(HostCheckedData, keras.Model):
         *,
         allow_partial: bool = False,
         **overrides: Any,
-    ) -> "DistilBERT":
+    ) -> DistilBERT:
         """Build the ``tiny``, ``small`` or ``base`` encoder, optionally with weights.
 
         ``pretrained``: False for random weights; True for the published checkpoint of the
@@ -264,7 +266,7 @@ class DistilBERT(HostCheckedData, keras.Model):
     @classmethod
     def from_pretrained(
         cls, path_or_hub_id: str | os.PathLike, *, allow_partial: bool = False, **overrides: Any
-    ) -> "DistilBERT":
+    ) -> DistilBERT:
         """Load a Hugging Face DistilBERT checkpoint (directory or hub id).
 
         Reads ``config.json`` and exactly the weight files the checkpoint names:
@@ -291,7 +293,10 @@ class DistilBERT(HostCheckedData, keras.Model):
         state = checkpoints.read_state_dict(directory, weight_files)
         encoder = cls.from_config_model(config, **model_kwargs)
         encoder.load_report = checkpoints.load_encoder_weights(
-            encoder, state, source=str(path_or_hub_id), allow_partial=allow_partial,
+            encoder,
+            state,
+            source=str(path_or_hub_id),
+            allow_partial=allow_partial,
             vocab_resized="vocab_size" in overrides,
         )
         encoder.load_report.ignored_files = weight_files.ignored
@@ -302,7 +307,7 @@ class DistilBERT(HostCheckedData, keras.Model):
         return encoder
 
     @classmethod
-    def from_keras_file(cls, path: str | os.PathLike, **overrides: Any) -> "DistilBERT":
+    def from_keras_file(cls, path: str | os.PathLike, **overrides: Any) -> DistilBERT:
         """The encoder saved in a ``.keras`` file (a DistilBERT or a task model holding one)."""
         from distilbert_heads import checkpoints
 
@@ -320,7 +325,9 @@ class DistilBERT(HostCheckedData, keras.Model):
             DistilBertConfig.build(**{**encoder.config.model_dump(), **overrides}), **model_kwargs
         )
         fresh.load_report = checkpoints.load_encoder_weights(
-            fresh, checkpoints.encoder_state_dict(encoder), source=os.fspath(path),
+            fresh,
+            checkpoints.encoder_state_dict(encoder),
+            source=os.fspath(path),
             vocab_resized="vocab_size" in overrides,
         )
         return fresh
@@ -345,11 +352,15 @@ class DistilBERT(HostCheckedData, keras.Model):
 
     def get_config(self) -> dict[str, Any]:
         base = super().get_config()
-        return {"name": base.get("name"), "trainable": base.get("trainable", True), "dtype": base.get("dtype"),
-                **self.config.model_dump()}
+        return {
+            "name": base.get("name"),
+            "trainable": base.get("trainable", True),
+            "dtype": base.get("dtype"),
+            **self.config.model_dump(),
+        }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "DistilBERT":
+    def from_config(cls, config: dict[str, Any]) -> DistilBERT:
         config = dict(config)
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
@@ -386,10 +397,16 @@ def _split_model_kwargs(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict
 
 def as_input_dict(inputs: Any) -> dict[str, Any]:
     """Accept a dict of named inputs, or a bare ``input_ids`` tensor or array."""
-    if inputs is None or isinstance(inputs, (str, bytes)) or (
-        isinstance(inputs, Mapping) and "input_ids" in inputs and inputs["input_ids"] is None
+    if (
+        inputs is None
+        or isinstance(inputs, (str, bytes))
+        or (isinstance(inputs, Mapping) and "input_ids" in inputs and inputs["input_ids"] is None)
     ):
-        got = "None" if inputs is None or isinstance(inputs, Mapping) else f"a {type(inputs).__name__} ({reprlib.repr(inputs)})"
+        got = (
+            "None"
+            if inputs is None or isinstance(inputs, Mapping)
+            else f"a {type(inputs).__name__} ({reprlib.repr(inputs)})"
+        )
         raise ValueError(
             f"DistilBERT takes token ids, got {got} for input_ids. Pass {{'input_ids': ids, 'attention_mask': mask}} "
             "with integer (batch, sequence_length) arrays; turn text into ids with the model's tokenizer (or use "
@@ -470,8 +487,12 @@ def validate_encoder_inputs(inputs: Mapping[str, Any], config: DistilBertConfig)
                 f"Sequence length {length} exceeds max_position_embeddings={config.max_position_embeddings}. "
                 f"Truncate inputs to at most {config.max_position_embeddings} tokens (or split them with a stride)."
             )
-    _check_dtype("input_ids", ids_value, allowed=("int", "uint"),
-                 fix="Token ids are integers: pass an int32 or int64 array (tokenize text with the model's tokenizer).")
+    _check_dtype(
+        "input_ids",
+        ids_value,
+        allowed=("int", "uint"),
+        fix="Token ids are integers: pass an int32 or int64 array (tokenize text with the model's tokenizer).",
+    )
     others = {name: inputs.get(name) for name in ("attention_mask", "position_ids")}
     for name, other in others.items():
         if other is None:
@@ -485,23 +506,41 @@ def validate_encoder_inputs(inputs: Mapping[str, Any], config: DistilBertConfig)
                 f"{name} must have the same (batch, sequence_length) shape as input_ids."
             )
     if others["attention_mask"] is not None:
-        _check_dtype("attention_mask", others["attention_mask"], allowed=("int", "uint", "bool", "float"),
-                     fix="Pass 1 for tokens to attend to and 0 for padding.")
+        _check_dtype(
+            "attention_mask",
+            others["attention_mask"],
+            allowed=("int", "uint", "bool", "float"),
+            fix="Pass 1 for tokens to attend to and 0 for padding.",
+        )
     if others["position_ids"] is not None:
-        _check_dtype("position_ids", others["position_ids"], allowed=("int", "uint"),
-                     fix="Positions are integers 0, 1, 2, ...; pass an int32 array or leave position_ids out.")
+        _check_dtype(
+            "position_ids",
+            others["position_ids"],
+            allowed=("int", "uint"),
+            fix="Positions are integers 0, 1, 2, ...; pass an int32 array or leave position_ids out.",
+        )
 
     ids = concrete_array(ids_value)
     if ids is not None and ids.size:
-        _check_range("input_ids", ids, config.vocab_size, "vocab_size",
-                     "Tokenize with the vocabulary this model was built for, or build the encoder with a larger vocab_size.")
+        _check_range(
+            "input_ids",
+            ids,
+            config.vocab_size,
+            "vocab_size",
+            "Tokenize with the vocabulary this model was built for, or build the encoder with a larger vocab_size.",
+        )
     mask = concrete_array(others["attention_mask"])
     if mask is not None and mask.size:
         _check_binary_mask(mask)
     positions = concrete_array(others["position_ids"])
     if positions is not None and positions.size:
-        _check_range("position_ids", positions, config.max_position_embeddings, "max_position_embeddings",
-                     "Positions count from 0 and must stay below the model's maximum length.")
+        _check_range(
+            "position_ids",
+            positions,
+            config.max_position_embeddings,
+            "max_position_embeddings",
+            "Positions count from 0 and must stay below the model's maximum length.",
+        )
 
 
 def _as_array(name: str, value: Any) -> np.ndarray:
@@ -530,7 +569,11 @@ def _check_dtype(name: str, value: Any, allowed: tuple[str, ...], fix: str) -> N
     dtype = _dtype_name(value)
     if dtype is None:
         return
-    kind = "bool" if dtype == "bool" else next((k for k in ("uint", "int", "float", "bfloat") if dtype.startswith(k)), dtype)
+    kind = (
+        "bool"
+        if dtype == "bool"
+        else next((k for k in ("uint", "int", "float", "bfloat") if dtype.startswith(k)), dtype)
+    )
     kind = "float" if kind == "bfloat" else kind
     if kind not in allowed:
         expected = "an integer, bool or float dtype holding 0 and 1" if "float" in allowed else "an integer dtype"
@@ -609,7 +652,10 @@ def _check_variant_shape(config: DistilBertConfig, variant: str, source: str) ->
     if actual != expected:
         raise ValueError(
             f"{source!r} holds a DistilBERT with {actual}, not the {variant!r} variant ({expected}). "
-            + (f"Load it with DistilBERT.from_keras_file({source!r})" if source.endswith(".keras")
-               else f"Load it with DistilBERT.from_pretrained({source!r})")
+            + (
+                f"Load it with DistilBERT.from_keras_file({source!r})"
+                if source.endswith(".keras")
+                else f"Load it with DistilBERT.from_pretrained({source!r})"
+            )
             + " to take its own shape."
         )

@@ -37,6 +37,7 @@ def export_saved_model(model_or_path: Any, out: str | os.PathLike, overwrite: bo
     Returns ``out``.
     """
     import keras
+
     from distilbert_heads.model import flat_output_key, load_task_model
 
     if keras.backend.backend() != "tensorflow":

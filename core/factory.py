@@ -106,8 +106,13 @@ def create_distilbert_with_head(
             merged["options"] = {**merged.get("options", {}), **updates.pop("options", {})}
             config = _task_config({**merged, **updates}, index=0)
     return create_distilbert_with_heads(
-        [config], distilbert_variant=distilbert_variant, pretrained=pretrained, tokenizer=tokenizer, dtype=dtype,
-        allow_partial=allow_partial, **encoder_overrides,
+        [config],
+        distilbert_variant=distilbert_variant,
+        pretrained=pretrained,
+        tokenizer=tokenizer,
+        dtype=dtype,
+        allow_partial=allow_partial,
+        **encoder_overrides,
     )
 
 
@@ -172,8 +177,11 @@ def create_distilbert_with_heads(
         **model_kwargs,
     )
     if pretrained is not False and pretrained is not None:
-        _load_head_weights(model, checkpoint, source=str(pretrained if pretrained is not True else
-                                                          PRETRAINED_IDS.get(distilbert_variant)))
+        _load_head_weights(
+            model,
+            checkpoint,
+            source=str(pretrained if pretrained is not True else PRETRAINED_IDS.get(distilbert_variant)),
+        )
     return model
 
 

@@ -82,8 +82,7 @@ class TaskHead(keras.layers.Layer):
         except ValidationError as error:
             accepted = ", ".join(sorted(cls.options_schema.model_fields)) or "none"
             problems = "; ".join(
-                f"{'.'.join(str(part) for part in item['loc']) or 'options'}: {item['msg']}"
-                for item in error.errors()
+                f"{'.'.join(str(part) for part in item['loc']) or 'options'}: {item['msg']}" for item in error.errors()
             )
             raise HeadOptionsError(
                 f"{cls.__name__} (task types: {', '.join(cls.task_types) or '-'}) rejected its options: "
@@ -124,7 +123,9 @@ class TaskHead(keras.layers.Layer):
         self, examples: Sequence[BaseModel], tokenizer: Any, max_length: int
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Tokenize validated examples; return model inputs and labels keyed by output name."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement encode_examples(): it cannot train from files")
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement encode_examples(): it cannot train from files"
+        )
 
     def evaluate(self, examples: Sequence[BaseModel], predictions: Sequence[Any]) -> dict[str, float]:
         """The metrics people expect for this task, from `decode`'s answers against the gold examples."""
@@ -170,7 +171,7 @@ def check_head_class(cls: type[TaskHead]) -> None:
     if isinstance(names, str) or not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names):
         raise HeadContractError(
             f"output_names is {_short(names)} ({cls.__module__}:{cls.__qualname__}); it must be a tuple of output "
-            "names, e.g. output_names = (\"logits\",) (note the comma)."
+            'names, e.g. output_names = ("logits",) (note the comma).'
         )
 
 
@@ -226,9 +227,7 @@ def describe_head(head: TaskHead | tuple[type[TaskHead], str, str], plugin: str 
     ``head`` is the head, or ``(head class, head name, task type)`` before it exists.
     """
     cls, name, task_type = head if isinstance(head, tuple) else (type(head), head.name, head.task_type)
-    return (
-        f"Head {name!r} ({cls.__module__}:{cls.__qualname__}, task type {task_type!r}, plugin {plugin or 'unknown'})"
-    )
+    return f"Head {name!r} ({cls.__module__}:{cls.__qualname__}, task type {task_type!r}, plugin {plugin or 'unknown'})"
 
 
 def head_code_failed(

@@ -103,7 +103,11 @@ class DistilBertEmbeddings(keras.layers.Layer):
     ) -> None:
         super().__init__(**kwargs)
         self.word_embeddings = keras.layers.Embedding(
-            vocab_size, hidden_size, embeddings_initializer=normal_initializer(initializer_range), dtype=self.dtype_policy, name="word_embeddings"
+            vocab_size,
+            hidden_size,
+            embeddings_initializer=normal_initializer(initializer_range),
+            dtype=self.dtype_policy,
+            name="word_embeddings",
         )
         if sinusoidal_pos_embds:
             table = sinusoidal_position_table(max_position_embeddings, hidden_size)
@@ -118,7 +122,9 @@ class DistilBertEmbeddings(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="position_embeddings",
         )
-        self.layer_norm = keras.layers.LayerNormalization(epsilon=layer_norm_eps, dtype=self.dtype_policy, name="LayerNorm")
+        self.layer_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_eps, dtype=self.dtype_policy, name="LayerNorm"
+        )
         self.dropout = keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy)
         self.hidden_size = hidden_size
 
@@ -146,7 +152,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
 
         def projection(name: str) -> keras.layers.Dense:
             return keras.layers.Dense(
-                hidden_size, kernel_initializer=normal_initializer(initializer_range), dtype=self.dtype_policy, name=name
+                hidden_size,
+                kernel_initializer=normal_initializer(initializer_range),
+                dtype=self.dtype_policy,
+                name=name,
             )
 
         self.q_lin = projection("q_lin")
@@ -201,7 +210,10 @@ class FeedForward(keras.layers.Layer):
         self.intermediate_size = intermediate_size
         self.activation = activation_fn(hidden_act)
         self.lin1 = keras.layers.Dense(
-            intermediate_size, kernel_initializer=normal_initializer(initializer_range), dtype=self.dtype_policy, name="lin1"
+            intermediate_size,
+            kernel_initializer=normal_initializer(initializer_range),
+            dtype=self.dtype_policy,
+            name="lin1",
         )
         self.lin2 = keras.layers.Dense(
             hidden_size, kernel_initializer=normal_initializer(initializer_range), dtype=self.dtype_policy, name="lin2"
@@ -245,7 +257,13 @@ class TransformerBlock(keras.layers.Layer):
             epsilon=layer_norm_eps, dtype=self.dtype_policy, name="sa_layer_norm"
         )
         self.ffn = FeedForward(
-            hidden_size, intermediate_size, hidden_act, dropout_rate, initializer_range, dtype=self.dtype_policy, name="ffn"
+            hidden_size,
+            intermediate_size,
+            hidden_act,
+            dropout_rate,
+            initializer_range,
+            dtype=self.dtype_policy,
+            name="ffn",
         )
         self.output_layer_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_eps, dtype=self.dtype_policy, name="output_layer_norm"

@@ -85,7 +85,9 @@ def normalize_answer(text: str) -> str:
 
 
 def exact_match(prediction: str, answers: Sequence[str]) -> float:
-    return float(any(normalize_answer(prediction) == normalize_answer(answer) for answer in answers)) if answers else 0.0
+    return (
+        float(any(normalize_answer(prediction) == normalize_answer(answer) for answer in answers)) if answers else 0.0
+    )
 
 
 def token_f1(prediction: str, answers: Sequence[str]) -> float:

@@ -177,9 +177,7 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
         self.heads = {head.name: head for head in heads}
         self.head_loss_weights = {name: float(loss_weights.get(name, 1.0)) for name in self.heads}
         self.head_provenance = {
-            name: _Provenance(
-                **{**dict(provenance.get(name, {})), "head_class": _class_path(type(head))}
-            ).model_dump()
+            name: _Provenance(**{**dict(provenance.get(name, {})), "head_class": _class_path(type(head))}).model_dump()
             for name, head in self.heads.items()
         }
         self.max_length = _check_max_length(max_length, encoder.config)
@@ -203,9 +201,13 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
                 outputs[name] = head(encoded["last_hidden_state"], encoded["attention_mask"], training=False)
             except Exception as error:
                 raise head_code_failed(
-                    head, plugin, "call", error, f"on a dummy batch (hidden states of shape ({_DUMMY_BATCH}, "
+                    head,
+                    plugin,
+                    "call",
+                    error,
+                    f"on a dummy batch (hidden states of shape ({_DUMMY_BATCH}, "
                     f"{_DUMMY_LENGTH}, {head.hidden_size}), attention mask ({_DUMMY_BATCH}, {_DUMMY_LENGTH})) "
-                    "while the model was built"
+                    "while the model was built",
                 ) from error
             check_head_outputs(head, outputs[name], batch_size=_DUMMY_BATCH, plugin=plugin)
         self._head_output_names = {name: tuple(head_outputs) for name, head_outputs in outputs.items()}
@@ -298,10 +300,10 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
                 # Name the member of the .keras archive, not Keras' temporary extraction folder.
                 member = f"assets/{TOKENIZER_ASSETS_DIR}"
                 message = str(error).replace(directory, member)
-                raise ValueError(
-                    f"the tokenizer saved inside it ({member}/) is unusable: {message}"
-                ) from None
-            check_tokenizer_fits_encoder(tokenizer, self.encoder.config, source="the tokenizer saved in this .keras file")
+                raise ValueError(f"the tokenizer saved inside it ({member}/) is unusable: {message}") from None
+            check_tokenizer_fits_encoder(
+                tokenizer, self.encoder.config, source="the tokenizer saved in this .keras file"
+            )
             self._tokenizer = tokenizer
 
     # -- training ----------------------------------------------------------------------------
@@ -548,12 +550,17 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
         for saved in saved_heads:
             prov = saved.provenance
             record = get_registry().head_for_saved(
-                saved.task_type, head_name=saved.name, distribution=prov.distribution, version=prov.version,
+                saved.task_type,
+                head_name=saved.name,
+                distribution=prov.distribution,
+                version=prov.version,
                 plugin=prov.plugin,
             )
             saved_with = (prov.distribution, prov.version) if prov.distribution else None
             heads.append(
-                make_head(record, encoder_config.hidden_size, saved.options, saved.name, saved_with=saved_with, **policy)
+                make_head(
+                    record, encoder_config.hidden_size, saved.options, saved.name, saved_with=saved_with, **policy
+                )
             )
             heads[-1].trainable = saved.trainable
             provenance[saved.name] = {
@@ -573,8 +580,15 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
         )
 
 
-def make_head(record: HeadRecord, hidden_size: int, options: Any, name: str, *,
-              saved_with: tuple[str, str | None] | None = None, **kwargs: Any) -> TaskHead:
+def make_head(
+    record: HeadRecord,
+    hidden_size: int,
+    options: Any,
+    name: str,
+    *,
+    saved_with: tuple[str, str | None] | None = None,
+    **kwargs: Any,
+) -> TaskHead:
     """``record``'s head class built with these options; a failure names the head and its plugin.
 
     ``saved_with`` (distribution, version) is what provided the head when a model was saved:
@@ -583,8 +597,9 @@ def make_head(record: HeadRecord, hidden_size: int, options: Any, name: str, *,
     plugin = f"{record.plugin} ({record.distribution} {record.version})"
     saved = f"{saved_with[0]} {saved_with[1] or '(version unknown)'}" if saved_with else None
     try:
-        return record.head_class(hidden_size=hidden_size, task_type=record.task_type, options=options, name=name,
-                                 **kwargs)
+        return record.head_class(
+            hidden_size=hidden_size, task_type=record.task_type, options=options, name=name, **kwargs
+        )
     except HeadOptionsError as error:
         if saved_with is None or saved_with == (record.distribution, record.version):
             raise
@@ -689,8 +704,12 @@ def _load_task_model(model_or_path: Any) -> DistilBertTaskModel:
         raise CheckpointError(
             f"{os.fspath(path)!r} holds a {type(model).__name__}, not a distilbert_heads DistilBertTaskModel; "
             "expected a task model made with create_distilbert_with_head(...)"
-            + (" (this file holds only an encoder: put a head on it with create_distilbert_with_head(..., "
-               f"pretrained={os.fspath(path)!r}))." if isinstance(model, DistilBERT) else ".")
+            + (
+                " (this file holds only an encoder: put a head on it with create_distilbert_with_head(..., "
+                f"pretrained={os.fspath(path)!r}))."
+                if isinstance(model, DistilBERT)
+                else "."
+            )
         )
     bad_weight = first_non_finite_weight(model)
     if bad_weight is not None:

@@ -162,7 +162,9 @@ class Pipeline:
         self.batch_size = _positive_int(batch_size, "batch_size", "inputs per forward pass")
         self.max_length = _check_max_length(model, max_length)
         if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 0:
-            raise ValueError(f"stride must be a non-negative integer (tokens of overlap between windows), got {stride!r}.")
+            raise ValueError(
+                f"stride must be a non-negative integer (tokens of overlap between windows), got {stride!r}."
+            )
         # A window must move forward by at least half its size, or long contexts explode into windows.
         self.stride = min(int(stride), self.max_length // 2)
         self.show_progress = show_progress
@@ -205,7 +207,11 @@ class Pipeline:
         """Answers for ``items`` (strings, pairs or (question, context)), in their order."""
         answers: list[Any] = [None] * len(items)
         # Sorting looks at a bounded prefix: past what can be kept (or windowed), length changes nothing.
-        limit = MAX_WHOLE_TEXT_CHARS + 1 if self.input_kind == "question_context" else self.max_length * PREFIX_CHARS_PER_TOKEN
+        limit = (
+            MAX_WHOLE_TEXT_CHARS + 1
+            if self.input_kind == "question_context"
+            else self.max_length * PREFIX_CHARS_PER_TOKEN
+        )
         order = sorted(range(len(items)), key=lambda i: _approximate_length(items[i], limit))
         with _progress(len(items), self._wants_progress(len(items))) as advance:
             for start in range(0, len(order), self.batch_size):
@@ -230,7 +236,10 @@ class Pipeline:
             answers = list(self.head.decode(outputs, encoding, **accepted, **decode_kwargs))
         except Exception as error:
             raise head_code_failed(
-                self.head, self.model.head_plugin(self.head_name), "decode", error,
+                self.head,
+                self.model.head_plugin(self.head_name),
+                "decode",
+                error,
                 f"on the model's outputs for {len(group)} input(s)"
                 + (f" with options {dict(decode_kwargs)}" if decode_kwargs else ""),
             ) from error
@@ -251,8 +260,12 @@ class Pipeline:
             return self.tokenizer.encode(firsts, seconds, max_length=self.max_length, truncation="longest_first")
         try:
             return self.tokenizer.encode(
-                firsts, seconds, max_length=self.max_length, truncation="only_second",
-                stride=self.stride, return_overflowing=True,
+                firsts,
+                seconds,
+                max_length=self.max_length,
+                truncation="only_second",
+                stride=self.stride,
+                return_overflowing=True,
             )
         except ValueError:
             self._raise_for_bad_question(group, indices)
@@ -263,8 +276,12 @@ class Pipeline:
         for index, (q, c) in zip(indices, group):
             try:
                 self.tokenizer.encode(
-                    [q], [c], max_length=self.max_length, truncation="only_second",
-                    stride=self.stride, return_overflowing=True,
+                    [q],
+                    [c],
+                    max_length=self.max_length,
+                    truncation="only_second",
+                    stride=self.stride,
+                    return_overflowing=True,
                 )
             except ValueError as error:
                 raise ValueError(
@@ -310,9 +327,7 @@ class Pipeline:
             return result
         rows, length = inputs["input_ids"].shape
         per_token = self._per_token_outputs()
-        return {
-            key: value[:rows, :length] if per_token.get(key) else value[:rows] for key, value in result.items()
-        }
+        return {key: value[:rows, :length] if per_token.get(key) else value[:rows] for key, value in result.items()}
 
     def _pad_to_bucket(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ids = inputs.get("input_ids") if isinstance(inputs, Mapping) else None
@@ -333,7 +348,9 @@ class Pipeline:
     def _per_token_outputs(self) -> dict[str, bool] | None:
         """Output name -> whether its second axis is the sequence (found symbolically, once); None if unknown."""
         if self._per_token is None:
-            symbolic = {name: keras.KerasTensor((None, None), dtype="int32") for name in ("input_ids", "attention_mask")}
+            symbolic = {
+                name: keras.KerasTensor((None, None), dtype="int32") for name in ("input_ids", "attention_mask")
+            }
             try:
                 spec = self.model.compute_output_spec(symbolic)[self.head_name]
                 self._per_token = {key: len(value.shape) > 1 and value.shape[1] is None for key, value in spec.items()}
@@ -491,9 +508,7 @@ def _question_context_items(inputs: Any, question: Any, context: Any) -> tuple[l
     questions = _as_list(question, "question", "a string or a list of strings")
     contexts = _as_list(context, "context", "a string or a list of strings")
     if len(questions) != len(contexts):
-        raise ValueError(
-            f"Got {len(questions)} questions and {len(contexts)} contexts; pass one context per question."
-        )
+        raise ValueError(f"Got {len(questions)} questions and {len(contexts)} contexts; pass one context per question.")
     items = [{"question": q, "context": c} for q, c in zip(questions, contexts)]
     return [_as_question_context(item, index) for index, item in enumerate(items)], False
 
@@ -554,7 +569,10 @@ class _progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self._bar = Progress(
-            TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            TextColumn("predicting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
             console=Console(stderr=True),
         )
         self._bar.start()

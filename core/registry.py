@@ -74,8 +74,16 @@ class MissingHeadPluginError(ImportError):
     model was saved), ``head_name``, and ``blocked_by`` (the environment variable blocking it, if any).
     """
 
-    def __init__(self, message: str, *, task_type: str, head_name: str, distribution: str | None,
-                 version: str | None, blocked_by: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        task_type: str,
+        head_name: str,
+        distribution: str | None,
+        version: str | None,
+        blocked_by: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.task_type, self.head_name, self.blocked_by = task_type, head_name, blocked_by
         self.distribution, self.version = distribution, version
@@ -193,8 +201,9 @@ def _noting_sigint() -> Iterator[list[int]]:
 class HeadRegistry:
     """Finds, loads and looks up head plugins. Use `get_registry()` for the process-wide one."""
 
-    def __init__(self, *, builtin_modules: Iterable[str] = BUILTIN_MODULES,
-                 entry_point_group: str = ENTRY_POINT_GROUP) -> None:
+    def __init__(
+        self, *, builtin_modules: Iterable[str] = BUILTIN_MODULES, entry_point_group: str = ENTRY_POINT_GROUP
+    ) -> None:
         self.builtin_modules, self.entry_point_group = tuple(builtin_modules), entry_point_group
         self._env = {name: os.environ.get(name) for name in (LOAD_ENV, BLOCK_ENV)}
         self._load_only = None if self._env[LOAD_ENV] is None else _names(self._env[LOAD_ENV])
@@ -246,8 +255,15 @@ class HeadRegistry:
         """Plugins that failed to load, by plugin name, with their original exception."""
         return {p.name: p.error for p in self._load(strict=False) if p.error is not None}
 
-    def head_for_saved(self, task_type: str, *, head_name: str, distribution: str | None = None,
-                       version: str | None = None, plugin: str | None = None) -> HeadRecord:
+    def head_for_saved(
+        self,
+        task_type: str,
+        *,
+        head_name: str,
+        distribution: str | None = None,
+        version: str | None = None,
+        plugin: str | None = None,
+    ) -> HeadRecord:
         """The record for a head a saved model names, or `MissingHeadPluginError` saying what to do.
 
         ``distribution``, ``version`` and ``plugin`` are what provided the head when it was saved.
@@ -259,18 +275,23 @@ class HeadRegistry:
         except (UnknownTaskTypeError, PluginLoadError) as error:
             raise self._missing(task_type, head_name, distribution, version, plugin, error) from error
         if distribution and _canonical(record.distribution) != _canonical(distribution):
-            warnings.warn(f"Head {head_name!r} (task type {task_type!r}) was saved with {distribution} {version} "
-                          f"and is now provided by {record.distribution} {record.version} "
-                          f"({record.head_class.__qualname__}); its weights load only if both heads have the same "
-                          "layout.", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"Head {head_name!r} (task type {task_type!r}) was saved with {distribution} {version} "
+                f"and is now provided by {record.distribution} {record.version} "
+                f"({record.head_class.__qualname__}); its weights load only if both heads have the same "
+                "layout.",
+                UserWarning,
+                stacklevel=2,
+            )
         return record
 
     # -- loading ------------------------------------------------------------------------------
     def _load(self, strict: bool = True) -> list[_Plugin]:
         with _lock:
             if self._loading:
-                raise RuntimeError("a plugin looked up heads while plugins were loading; do it after import, "
-                                   "outside register_heads")
+                raise RuntimeError(
+                    "a plugin looked up heads while plugins were loading; do it after import, outside register_heads"
+                )
             if self._plugins is None:
                 self._loading = True
                 try:
@@ -280,8 +301,10 @@ class HeadRegistry:
         failed = [p for p in self._plugins if p.status == "failed"]
         if strict and self._strict and failed:
             lines = [f"{p} failed to load: {_describe(p.error)}" for p in failed if p.error is not None]
-            raise PluginLoadError(f"{'; '.join(lines)}. Strict mode ({STRICT_ENV}=1) allows no failed plugin: fix or "
-                                  f"uninstall it, or block it with {BLOCK_ENV}=<distribution>.") from failed[0].error
+            raise PluginLoadError(
+                f"{'; '.join(lines)}. Strict mode ({STRICT_ENV}=1) allows no failed plugin: fix or "
+                f"uninstall it, or block it with {BLOCK_ENV}=<distribution>."
+            ) from failed[0].error
         return self._plugins
 
     def _load_all(self) -> list[_Plugin]:
@@ -305,8 +328,16 @@ class HeadRegistry:
         return LOAD_ENV if self._load_only is not None and not canonical & self._load_only else None
 
     def _discover(self) -> list[_Plugin]:
-        plugins = [_Plugin(f"builtin.{m.rsplit('.', 1)[-1]}", BUILTIN_DISTRIBUTION, _builtin_version(),
-                           functools.partial(importlib.import_module, m), builtin=True) for m in self.builtin_modules]
+        plugins = [
+            _Plugin(
+                f"builtin.{m.rsplit('.', 1)[-1]}",
+                BUILTIN_DISTRIBUTION,
+                _builtin_version(),
+                functools.partial(importlib.import_module, m),
+                builtin=True,
+            )
+            for m in self.builtin_modules
+        ]
         found = {}
         for ep in importlib.metadata.entry_points(group=self.entry_point_group):
             meta = ep.dist.metadata if ep.dist is not None else {}  # parsed once: it is most of the cost
@@ -317,30 +348,45 @@ class HeadRegistry:
             blocked_by = self._blocked_by(plugin.name, plugin.distribution)
             if blocked_by:
                 plugin.status = "blocked"
-                plugin.reason = (f"blocked by {BLOCK_ENV}" if blocked_by == BLOCK_ENV else
-                                 f"not loaded: {LOAD_ENV}={self._env[LOAD_ENV]!r} does not name it")
+                plugin.reason = (
+                    f"blocked by {BLOCK_ENV}"
+                    if blocked_by == BLOCK_ENV
+                    else f"not loaded: {LOAD_ENV}={self._env[LOAD_ENV]!r} does not name it"
+                )
             plugins.append(plugin)
         return plugins
 
     def _warn_about_settings(self, installed: Iterable[_Plugin]) -> None:
         """Warn about environment values that cannot mean what the user wanted (typos, mostly)."""
         if self._strict_value.strip().lower() not in _TRUE | _FALSE:
-            warnings.warn(f"{STRICT_ENV}={self._strict_value!r} is not one of {', '.join(sorted(_TRUE))} (strict) or "
-                          f"{', '.join(sorted(_FALSE - {''}))} (not strict); plugins load in the default, non-strict "
-                          "mode.", UserWarning, stacklevel=6)
+            warnings.warn(
+                f"{STRICT_ENV}={self._strict_value!r} is not one of {', '.join(sorted(_TRUE))} (strict) or "
+                f"{', '.join(sorted(_FALSE - {''}))} (not strict); plugins load in the default, non-strict "
+                "mode.",
+                UserWarning,
+                stacklevel=6,
+            )
         names = {_canonical(n): f"{p.name} ({p.distribution})" for p in installed for n in (p.name, p.distribution)}
         unknown = sorted((self._load_only or frozenset()) - set(names))
         if unknown:
-            warnings.warn(f"{LOAD_ENV}={self._env[LOAD_ENV]!r} names {', '.join(map(repr, unknown))}, which no installed "
-                          f"plugin is called; it loads only the built-in heads and "
-                          f"{', '.join(sorted({names[n] for n in self._load_only or () if n in names})) or 'no plugin'}. "
-                          f"Installed plugins: {', '.join(sorted(set(names.values()))) or 'none'}. Built-in heads are "
-                          "always loaded.", UserWarning, stacklevel=6)
+            warnings.warn(
+                f"{LOAD_ENV}={self._env[LOAD_ENV]!r} names {', '.join(map(repr, unknown))}, which no installed "
+                f"plugin is called; it loads only the built-in heads and "
+                f"{', '.join(sorted({names[n] for n in self._load_only or () if n in names})) or 'no plugin'}. "
+                f"Installed plugins: {', '.join(sorted(set(names.values()))) or 'none'}. Built-in heads are "
+                "always loaded.",
+                UserWarning,
+                stacklevel=6,
+            )
         builtin = sorted(n for n in self._blocked if n == BUILTIN_DISTRIBUTION or n.startswith("builtin-"))
         if builtin:
-            warnings.warn(f"{BLOCK_ENV} names {', '.join(map(repr, builtin))}: built-in heads cannot be blocked (only "
-                          "plugins can); to replace a built-in, install a plugin that registers it with "
-                          "override=True.", UserWarning, stacklevel=6)
+            warnings.warn(
+                f"{BLOCK_ENV} names {', '.join(map(repr, builtin))}: built-in heads cannot be blocked (only "
+                "plugins can); to replace a built-in, install a plugin that registers it with "
+                "override=True.",
+                UserWarning,
+                stacklevel=6,
+            )
 
     def _register(self, pm: pluggy.PluginManager, plugin: _Plugin, claims: dict, interrupted: list[int]) -> None:
         """Import, validate and run one plugin's hook; record its claims, or its failure."""
@@ -348,15 +394,22 @@ class HeadRegistry:
         owners: dict[str, type] = {}  # key -> the head class this plugin registered for it
         open_ = [True]
 
-        def register(head_class: type[TaskHead], *, task_types: Iterable[str | NLPTaskType] | str | None = None,
-                     aliases: Iterable[str] | str | None = None, override: bool = False) -> None:
+        def register(
+            head_class: type[TaskHead],
+            *,
+            task_types: Iterable[str | NLPTaskType] | str | None = None,
+            aliases: Iterable[str] | str | None = None,
+            override: bool = False,
+        ) -> None:
             if not open_[0]:
                 raise RuntimeError(f"{plugin} called register() after register_heads returned")
             for record in _records(plugin, head_class, task_types, aliases):
                 for key in (record.task_type, *record.aliases):
                     if owners.setdefault(key, head_class) is not head_class:
-                        raise ValueError(f"{plugin} registered two head classes for {key!r}: "
-                                         f"{owners[key].__qualname__} and {head_class.__qualname__}")
+                        raise ValueError(
+                            f"{plugin} registered two head classes for {key!r}: "
+                            f"{owners[key].__qualname__} and {head_class.__qualname__}"
+                        )
                 if (record, override) not in pending:  # the same call twice registers once
                     pending.append((record, override))
 
@@ -379,17 +432,25 @@ class HeadRegistry:
         except BaseException as error:  # plugin code: SystemExit, RecursionError... are its own failure
             if isinstance(error, KeyboardInterrupt) and interrupted:  # a real Ctrl-C: say what was running
                 if hasattr(error, "add_note"):  # Python 3.11+
-                    error.add_note(f"while loading {plugin}; if it hangs, block it with {BLOCK_ENV}={plugin.distribution}")
+                    error.add_note(
+                        f"while loading {plugin}; if it hangs, block it with {BLOCK_ENV}={plugin.distribution}"
+                    )
                 raise
             if module is not None and pm.get_plugin(pluggy_name) is module:
                 pm.unregister(name=pluggy_name)
             plugin.status, plugin.error = "failed", error
             if not self._strict and (plugin.distribution, plugin.name) not in _warned:
                 _warned.add((plugin.distribution, plugin.name))
-                fix = (f"Reinstall it: pip install --force-reinstall {BUILTIN_DISTRIBUTION}" if plugin.builtin else
-                       f"Fix or uninstall it, or block it with {BLOCK_ENV}={plugin.distribution}")
-                warnings.warn(f"{plugin} failed to load and provides no heads: {_describe(error)}. {fix}.",
-                              UserWarning, stacklevel=5)  # the caller of get_head / list_heads
+                fix = (
+                    f"Reinstall it: pip install --force-reinstall {BUILTIN_DISTRIBUTION}"
+                    if plugin.builtin
+                    else f"Fix or uninstall it, or block it with {BLOCK_ENV}={plugin.distribution}"
+                )
+                warnings.warn(
+                    f"{plugin} failed to load and provides no heads: {_describe(error)}. {fix}.",
+                    UserWarning,
+                    stacklevel=5,
+                )  # the caller of get_head / list_heads
             return
         finally:
             open_[0] = False
@@ -411,19 +472,25 @@ class HeadRegistry:
                     f"{winner.plugin!r} ({winner.distribution} {winner.version}) overrides the built-in head for task "
                     f"type {key!r} ({replaced.head_class.__qualname__} from {replaced.distribution} "
                     f"{replaced.version}). Block it with {BLOCK_ENV}={winner.distribution} to use the built-in.",
-                    UserWarning, stacklevel=5)
+                    UserWarning,
+                    stacklevel=5,
+                )
         elif len(claimed) > 1:
             contested = len(builtins) != 1 or bool(overriding)  # else the built-in keeps its key
-            names = " and ".join(f"{r.plugin!r} ({r.distribution} {r.version}, {r.head_class.__qualname__})"
-                                 for r, _ in claimed)
+            names = " and ".join(
+                f"{r.plugin!r} ({r.distribution} {r.version}, {r.head_class.__qualname__})" for r, _ in claimed
+            )
             last = claimed[-1][0].distribution
-            advice = (f"Uninstall one, or block one with {BLOCK_ENV}={last} (or ={claimed[0][0].distribution})."
-                      if contested else "To replace the built-in on purpose the plugin must call register(..., "
-                      f"override=True); otherwise uninstall it or set {BLOCK_ENV}={last}.")
+            advice = (
+                f"Uninstall one, or block one with {BLOCK_ENV}={last} (or ={claimed[0][0].distribution})."
+                if contested
+                else "To replace the built-in on purpose the plugin must call register(..., "
+                f"override=True); otherwise uninstall it or set {BLOCK_ENV}={last}."
+            )
             count = "two" if len(claimed) == 2 else len(claimed)
             error = PluginConflictError(f"Task type or alias {key!r} is claimed by {count} plugins: {names}. {advice}")
             self._conflicts[key] = (error, contested)
-            for record, _ in claimed[0 if contested else 1:]:
+            for record, _ in claimed[0 if contested else 1 :]:
                 self._row_status.setdefault(record, ("conflict", str(error)))
             winner = None if contested else winner
         if winner is None:
@@ -442,53 +509,87 @@ class HeadRegistry:
         if named is not None:
             error: Exception = PluginLoadError(
                 f"Task type {key!r} would come from {named}, which failed to load: {_describe(named.error)}. Fix or "
-                f"reinstall {named.distribution}, then check `distilbert-heads heads`.")
+                f"reinstall {named.distribution}, then check `distilbert-heads heads`."
+            )
         else:
             close = difflib.get_close_matches(key, [*self._heads, *self._aliases, *self._conflicts], n=3)
             aliases = ", ".join(f"{a} -> {t}" for a, t in sorted(self._aliases.items())) or "none"
-            lines = [f"No installed head serves task type {key!r}."
-                     + (f" Did you mean {' or '.join(map(repr, close))}?" if close else ""),
-                     f"Installed task types: {', '.join(sorted(self._heads)) or 'none'}.", f"Aliases: {aliases}."]
+            lines = [
+                f"No installed head serves task type {key!r}."
+                + (f" Did you mean {' or '.join(map(repr, close))}?" if close else ""),
+                f"Installed task types: {', '.join(sorted(self._heads)) or 'none'}.",
+                f"Aliases: {aliases}.",
+            ]
             if failed:
                 lines.append("These plugins failed to load and might provide it:")
                 lines += [f"  - {p}: {_describe(p.error)}" for p in failed]
             if blocked := [p for p in plugins if p.status == "blocked"]:
                 lines += ["Not loaded:", *(f"  - {p}: {p.reason}" for p in blocked)]
-            lines.append("A plugin may provide it: pip install the plugin's distribution, then check "
-                         "`distilbert-heads heads`.")
+            lines.append(
+                "A plugin may provide it: pip install the plugin's distribution, then check `distilbert-heads heads`."
+            )
             error = UnknownTaskTypeError("\n".join(lines))
         error.__cause__ = cause
         return error
 
-    def _missing(self, task_type: str, head_name: str, distribution: str | None, version: str | None,
-                 plugin_name: str | None, cause: Exception) -> MissingHeadPluginError:
+    def _missing(
+        self,
+        task_type: str,
+        head_name: str,
+        distribution: str | None,
+        version: str | None,
+        plugin_name: str | None,
+        cause: Exception,
+    ) -> MissingHeadPluginError:
         names = {_canonical(n) for n in (distribution, plugin_name) if n}
-        state = next((p for p in self._plugins or [] if not p.builtin
-                      and names & {_canonical(p.name), _canonical(p.distribution)}), None)
+        state = next(
+            (
+                p
+                for p in self._plugins or []
+                if not p.builtin and names & {_canonical(p.name), _canonical(p.distribution)}
+            ),
+            None,
+        )
         blocked_by = self._blocked_by(distribution, plugin_name) if names else None
         requirement = pip_requirement(distribution, version) if distribution else None
         install = f"pip install {requirement or '<the plugin that provides it>'}"
         known = version if version and version != UNKNOWN_VERSION else "(version unknown)"
-        origin = (f"it was provided by {distribution} {known} when saved" if distribution
-                  else "the file does not record which distribution provided it")
+        origin = (
+            f"it was provided by {distribution} {known} when saved"
+            if distribution
+            else "the file does not record which distribution provided it"
+        )
         if state is not None and state.error is not None:
-            lines = [(f"Cannot load head {head_name!r}: the plugin that provides task type {task_type!r} is "
-                      f"installed but failed to load ({origin}): {_describe(state.error)}"),
-                     f"Fix or reinstall it: {install.replace('pip install', 'pip install --force-reinstall')}"]
+            lines = [
+                (
+                    f"Cannot load head {head_name!r}: the plugin that provides task type {task_type!r} is "
+                    f"installed but failed to load ({origin}): {_describe(state.error)}"
+                ),
+                f"Fix or reinstall it: {install.replace('pip install', 'pip install --force-reinstall')}",
+            ]
         else:
-            lines = [f"Cannot load head {head_name!r}: no available plugin provides task type {task_type!r} "
-                     f"({origin})."]
+            lines = [
+                f"Cannot load head {head_name!r}: no available plugin provides task type {task_type!r} ({origin})."
+            ]
             if blocked_by:
                 name = distribution or plugin_name
                 fix = f"remove {name} from it" if blocked_by == BLOCK_ENV else f"add {name} to it"
-                lines.append(f"Loading {name} is blocked by the environment variable "
-                             f"{blocked_by}={self._env[blocked_by] or ''!r}: unset {blocked_by} or {fix} "
-                             f"(and {install} if it is not installed).")
+                lines.append(
+                    f"Loading {name} is blocked by the environment variable "
+                    f"{blocked_by}={self._env[blocked_by] or ''!r}: unset {blocked_by} or {fix} "
+                    f"(and {install} if it is not installed)."
+                )
             else:
                 lines.append(f"Install it with: {install}")
         lines.append(f"Registry said: {cause}")
-        return MissingHeadPluginError("\n".join(lines), task_type=task_type, head_name=head_name,
-                                      distribution=distribution, version=version, blocked_by=blocked_by)
+        return MissingHeadPluginError(
+            "\n".join(lines),
+            task_type=task_type,
+            head_name=head_name,
+            distribution=distribution,
+            version=version,
+            blocked_by=blocked_by,
+        )
 
 
 def pip_requirement(distribution: str, version: str | None) -> str:
@@ -501,26 +602,46 @@ def _records(plugin: _Plugin, head_class: Any, task_types: Any, aliases: Any) ->
     from distilbert_heads.head import TaskHead, check_head_class  # imports keras: only once a plugin registers
 
     if not (isinstance(head_class, type) and issubclass(head_class, TaskHead)):
-        what = (f"the class {head_class.__module__}.{head_class.__qualname__}" if isinstance(head_class, type)
-                else f"a {type(head_class).__name__} object")  # not its repr: that is plugin code too
-        raise TypeError(f"{plugin} registered {what}, which is not a subclass of distilbert_heads.TaskHead; "
-                        "register(HeadClass) takes the head class itself.")
+        what = (
+            f"the class {head_class.__module__}.{head_class.__qualname__}"
+            if isinstance(head_class, type)
+            else f"a {type(head_class).__name__} object"
+        )  # not its repr: that is plugin code too
+        raise TypeError(
+            f"{plugin} registered {what}, which is not a subclass of distilbert_heads.TaskHead; "
+            "register(HeadClass) takes the head class itself."
+        )
     try:
         check_head_class(head_class)
     except ValueError as error:
         raise ValueError(f"{plugin} registered {head_class.__qualname__}, whose {error}") from error
-    raw = (head_class.task_types if task_types is None else task_types,
-           head_class.aliases if aliases is None else aliases)
+    raw = (
+        head_class.task_types if task_types is None else task_types,
+        head_class.aliases if aliases is None else aliases,
+    )
     try:
-        keys, alias_keys = (tuple(dict.fromkeys(map(normalize_task_type, [n] if isinstance(n, str) else n)))
-                            for n in raw)
+        keys, alias_keys = (
+            tuple(dict.fromkeys(map(normalize_task_type, [n] if isinstance(n, str) else n))) for n in raw
+        )
     except (TypeError, ValueError) as error:
         raise ValueError(f"{plugin} registered {head_class.__qualname__} with a bad name: {error}") from error
     if not keys:
-        raise ValueError(f"{plugin} registered {head_class.__qualname__} without task types: set the class attribute "
-                         "task_types = (...) or pass register(..., task_types=[...]).")
-    return [HeadRecord(key, head_class, alias_keys if i == 0 else (), plugin.name, plugin.distribution, plugin.version,
-                       plugin.builtin) for i, key in enumerate(keys)]
+        raise ValueError(
+            f"{plugin} registered {head_class.__qualname__} without task types: set the class attribute "
+            "task_types = (...) or pass register(..., task_types=[...])."
+        )
+    return [
+        HeadRecord(
+            key,
+            head_class,
+            alias_keys if i == 0 else (),
+            plugin.name,
+            plugin.distribution,
+            plugin.version,
+            plugin.builtin,
+        )
+        for i, key in enumerate(keys)
+    ]
 
 
 _registry: HeadRegistry | None = None

@@ -137,7 +137,7 @@ class NLPTaskConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _labels_match_classes(self) -> "NLPTaskConfig":
+    def _labels_match_classes(self) -> NLPTaskConfig:
         if self.labels is not None and self.num_classes is not None and len(self.labels) != self.num_classes:
             raise ValueError(
                 f"labels has {len(self.labels)} names but num_classes is {self.num_classes}; "

@@ -110,8 +110,10 @@ def check_head_builds(task_type: str, **options: Any) -> Any:
     try:
         model = tiny_model(task_type, **options)
     except Exception as error:
-        raise AssertionError(f"Building a model with the {what} ({record.head_class.__qualname__}) failed: "
-                             f"{type(error).__name__}: {error}") from error
+        raise AssertionError(
+            f"Building a model with the {what} ({record.head_class.__qualname__}) failed: "
+            f"{type(error).__name__}: {error}"
+        ) from error
     inputs = sample_inputs()
     outputs = model(inputs, training=False)
     head_name = next(iter(model.heads))
@@ -213,7 +215,8 @@ def check_head_trains(
     losses = history.get("loss", [])
     assert losses and all(np.isfinite(losses)), f"fit() of the {what} gave a non-finite loss: {losses}"
     changed = [
-        path for path, value in before.items()
+        path
+        for path, value in before.items()
         if not np.array_equal(value, keras.ops.convert_to_numpy(_variable(head, path)))
     ]
     assert changed, (
@@ -247,7 +250,9 @@ print(json.dumps({
 """
 
 
-def reload_in_subprocess(path: str | os.PathLike, inputs: Mapping[str, np.ndarray], timeout: float = 300) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def reload_in_subprocess(
+    path: str | os.PathLike, inputs: Mapping[str, np.ndarray], timeout: float = 300
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Load ``path`` in a fresh Python (only ``import distilbert_heads``), run it on ``inputs``.
 
     Returns the outputs keyed ``"<head>/<output>"`` and a summary (model class, head classes,
@@ -260,7 +265,10 @@ def reload_in_subprocess(path: str | os.PathLike, inputs: Mapping[str, np.ndarra
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
         result = subprocess.run(
             [sys.executable, "-c", _RELOAD_SCRIPT, os.fspath(path), str(inputs_file), str(outputs_file)],
-            capture_output=True, text=True, env=env, timeout=timeout,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
         )
         if result.returncode != 0:
             raise AssertionError(
@@ -293,7 +301,9 @@ def check_head_roundtrip(task_type: str, *, directory: str | os.PathLike | None 
         path = Path(directory or scratch) / f"{_safe(task_type)}.keras"
         model.save(path)
         actual, summary = reload_in_subprocess(path, inputs)
-    assert summary["class"] == type(model).__name__, f"Reloading gave a {summary['class']}, not a {type(model).__name__}"
+    assert summary["class"] == type(model).__name__, (
+        f"Reloading gave a {summary['class']}, not a {type(model).__name__}"
+    )
     head_classes = {name: type(head).__name__ for name, head in model.heads.items()}
     assert summary["heads"] == head_classes, (
         f"Reloading rebuilt heads {summary['heads']}, expected {head_classes}: is another plugin serving "

@@ -160,14 +160,21 @@ class DistilBertTokenizer:
             source = "the vocabulary list"
         _check_vocab(vocab, source=source)
         tokenizer = Tokenizer(
-            WordPiece(vocab, unk_token=UNK, continuing_subword_prefix="##", max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD)
+            WordPiece(
+                vocab, unk_token=UNK, continuing_subword_prefix="##", max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD
+            )
         )
         tokenizer.normalizer = normalizers.BertNormalizer(
-            clean_text=True, handle_chinese_chars=tokenize_chinese_chars, strip_accents=strip_accents, lowercase=lowercase
+            clean_text=True,
+            handle_chinese_chars=tokenize_chinese_chars,
+            strip_accents=strip_accents,
+            lowercase=lowercase,
         )
         tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tokenizer.decoder = decoders.WordPiece(prefix="##")
-        return cls(tokenizer, lowercase=lowercase, strip_accents=strip_accents, tokenize_chinese_chars=tokenize_chinese_chars)
+        return cls(
+            tokenizer, lowercase=lowercase, strip_accents=strip_accents, tokenize_chinese_chars=tokenize_chinese_chars
+        )
 
     @classmethod
     def train_from_texts(
@@ -220,10 +227,14 @@ class DistilBertTokenizer:
                 for word, _ in tokenizer.pre_tokenizer.pre_tokenize_str(tokenizer.normalizer.normalize_str(text)):
                     counts[word] = counts.get(word, 0) + 1
             # Most frequent first; ties keep their order of first appearance (dicts keep insertion order).
-            ranked = sorted((w for w, n in counts.items() if n >= min_frequency and w not in special), key=lambda w: -counts[w])
+            ranked = sorted(
+                (w for w, n in counts.items() if n >= min_frequency and w not in special), key=lambda w: -counts[w]
+            )
             return cls.from_vocab(special + ranked[: vocab_size - len(special)], lowercase=lowercase)
         # Every character as a ``##`` piece too, so any word made of seen characters is encodable.
-        alphabet = sorted({char for text in texts for char in tokenizer.normalizer.normalize_str(text) if not char.isspace()})
+        alphabet = sorted(
+            {char for text in texts for char in tokenizer.normalizer.normalize_str(text) if not char.isspace()}
+        )
         trainer = trainers.WordPieceTrainer(
             vocab_size=vocab_size,
             min_frequency=min_frequency,
@@ -301,15 +312,26 @@ class DistilBertTokenizer:
                 "Pass a BERT/DistilBERT tokenizer.json or a vocab.txt."
             )
         _check_vocab(tokenizer.get_vocab(with_added_tokens=True), source=source)
-        return cls(tokenizer, **(settings if settings is not None else _bert_normalizer_settings(spec.get("normalizer"))))
+        return cls(
+            tokenizer, **(settings if settings is not None else _bert_normalizer_settings(spec.get("normalizer")))
+        )
 
-    def _set_normalizer(self, *, lowercase: bool | None, strip_accents: bool | None, tokenize_chinese_chars: bool) -> None:
+    def _set_normalizer(
+        self, *, lowercase: bool | None, strip_accents: bool | None, tokenize_chinese_chars: bool
+    ) -> None:
         if lowercase is None:  # a custom normalizer: leave it as it is
             return
         self._tokenizer.normalizer = normalizers.BertNormalizer(
-            clean_text=True, handle_chinese_chars=tokenize_chinese_chars, strip_accents=strip_accents, lowercase=lowercase
+            clean_text=True,
+            handle_chinese_chars=tokenize_chinese_chars,
+            strip_accents=strip_accents,
+            lowercase=lowercase,
         )
-        self.lowercase, self.strip_accents, self.tokenize_chinese_chars = lowercase, strip_accents, tokenize_chinese_chars
+        self.lowercase, self.strip_accents, self.tokenize_chinese_chars = (
+            lowercase,
+            strip_accents,
+            tokenize_chinese_chars,
+        )
 
     # -- properties --------------------------------------------------------------------------
     @property
@@ -410,7 +432,9 @@ class DistilBertTokenizer:
         pairs it needs ``truncation="only_second"``: the question repeats in every window.
         """
         firsts, seconds = _as_batch(texts, pairs)
-        strategy = _check_options(max_length, truncation, padding, stride, return_overflowing, is_pair=seconds is not None)
+        strategy = _check_options(
+            max_length, truncation, padding, stride, return_overflowing, is_pair=seconds is not None
+        )
         if strategy is not None and not return_overflowing:
             firsts = [self._bounded_prefix(text, max_length) for text in firsts]
             seconds = None if seconds is None else [self._bounded_prefix(text, max_length) for text in seconds]
@@ -513,7 +537,9 @@ class DistilBertTokenizer:
 
     def _write_files(self, directory: Path) -> None:
         """The three tokenizer files, written straight into ``directory`` (the caller makes it atomic)."""
-        (directory / VOCAB_NAME).write_text("".join(f"{token}\n" for token in self._vocab_in_id_order()), encoding="utf-8")
+        (directory / VOCAB_NAME).write_text(
+            "".join(f"{token}\n" for token in self._vocab_in_id_order()), encoding="utf-8"
+        )
         (directory / TOKENIZER_JSON_NAME).write_text(self._tokenizer.to_str(), encoding="utf-8")
         config: dict[str, Any] = {
             "tokenizer_class": "DistilBertTokenizer",
@@ -661,7 +687,9 @@ def _vocab_from_list(tokens: list[str], source: str = "the vocabulary list") -> 
     vocab: dict[str, int] = {}
     for index, token in enumerate(tokens):
         if not isinstance(token, str):
-            raise ValueError(f"Vocabulary entries must be strings; entry {index} of {source} is {type(token).__name__}.")
+            raise ValueError(
+                f"Vocabulary entries must be strings; entry {index} of {source} is {type(token).__name__}."
+            )
         if token in vocab:
             raise ValueError(
                 f"Token {token!r} appears twice in {source} (ids {vocab[token]} and {index}): its id would be "
@@ -705,8 +733,9 @@ def _read_tokenizer_config(path: Path) -> dict[str, Any]:
     try:
         settings = _NormalizerSettings.model_validate(config)
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, item['loc']))}: {item['msg']} (got {item['input']!r})"
-                             for item in error.errors())
+        problems = "; ".join(
+            f"{'.'.join(map(str, item['loc']))}: {item['msg']} (got {item['input']!r})" for item in error.errors()
+        )
         raise ValueError(
             f"{os.fspath(path)} has settings of the wrong type: {problems}. do_lower_case and tokenize_chinese_chars "
             "are true or false, strip_accents true, false or null; fix or delete the file."
@@ -792,10 +821,14 @@ def _check_options(
     else:
         raise ValueError(f"truncation must be 'longest_first', 'only_second' or False, got {truncation!r}.")
     if strategy == "only_second" and not is_pair:
-        raise ValueError("truncation='only_second' trims the second sequence of pairs: pass pairs=..., or use 'longest_first'.")
+        raise ValueError(
+            "truncation='only_second' trims the second sequence of pairs: pass pairs=..., or use 'longest_first'."
+        )
     if return_overflowing and strategy is None:
-        raise ValueError("return_overflowing=True splits inputs longer than max_length, which needs truncation; "
-                         "pass truncation='longest_first' (or 'only_second' for pairs).")
+        raise ValueError(
+            "return_overflowing=True splits inputs longer than max_length, which needs truncation; "
+            "pass truncation='longest_first' (or 'only_second' for pairs)."
+        )
     if return_overflowing and is_pair and strategy != "only_second":
         raise ValueError(
             "Windows over pairs need truncation='only_second': the first text (the question) is kept whole in every "

@@ -183,7 +183,10 @@ def _strip_example_prefix(message: str) -> str:
 
 
 def encode_examples(
-    head: TaskHead, examples: Sequence[BaseModel], tokenizer: DistilBertTokenizer, max_length: int,
+    head: TaskHead,
+    examples: Sequence[BaseModel],
+    tokenizer: DistilBertTokenizer,
+    max_length: int,
     path: str | os.PathLike | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The head's `encode_examples`, with a failing row reported by its line in ``path``."""
@@ -235,7 +238,7 @@ def _error_at_example_line(error: Exception, path: str | os.PathLike | None) -> 
         lines = _line_numbers(path)
         index = int(match.group(1))
         line = lines[index] if index < len(lines) else "?"
-        return TrainingError(f"{name} line {line}: {message[match.end():]}")
+        return TrainingError(f"{name} line {line}: {message[match.end() :]}")
     return TrainingError(f"{name}: {message}")
 
 
@@ -324,7 +327,9 @@ def build_tokenizer(
         if source.endswith(".keras"):
             return model_tokenizer(load_model(source))
         return DistilBertTokenizer.from_pretrained(source)
-    return DistilBertTokenizer.train_from_texts(texts, vocab_size=vocab_size, lowercase=lowercase, whole_words=whole_words)
+    return DistilBertTokenizer.train_from_texts(
+        texts, vocab_size=vocab_size, lowercase=lowercase, whole_words=whole_words
+    )
 
 
 # -- predicting and scoring examples -----------------------------------------------------------------
@@ -388,7 +393,10 @@ def score_examples(
 
 
 def score_predictions(
-    task_head: TaskHead, examples: Sequence[BaseModel], predictions: Sequence[Any], *,
+    task_head: TaskHead,
+    examples: Sequence[BaseModel],
+    predictions: Sequence[Any],
+    *,
     path: str | os.PathLike | None = None,
 ) -> dict[str, float]:
     """The head's metrics (its `evaluate`) of ``predictions``; a failing row is reported by its line in ``path``."""
@@ -443,7 +451,7 @@ def chance_predictions(head: TaskHead, examples: Sequence[BaseModel], seed: int 
         for example in examples:
             words = example.context.split()
             start = rng.randrange(len(words))
-            span = " ".join(words[start:start + rng.randint(1, 3)])
+            span = " ".join(words[start : start + rng.randint(1, 3)])
             guesses.append({"answer": span.rstrip(".,"), "score": 0.0, "start": 0, "end": 0})
         return guesses
     if hasattr(examples[0], "label"):
@@ -514,11 +522,15 @@ def _guess_description(head: TaskHead, examples: Sequence[BaseModel]) -> str:
 
 
 def _chance_advice(rows: int, epochs_run: int, pretrained: Any, variant: str) -> str:
-    steps = [f"more training rows (it had {rows}; aim for hundreds per class)",
-             f"more epochs (it ran {epochs_run}; --epochs)"]
+    steps = [
+        f"more training rows (it had {rows}; aim for hundreds per class)",
+        f"more epochs (it ran {epochs_run}; --epochs)",
+    ]
     if pretrained is None:
-        steps.append("fine-tuning a pretrained checkpoint instead of training from scratch "
-                     "(--pretrained distilbert-base-uncased)")
+        steps.append(
+            "fine-tuning a pretrained checkpoint instead of training from scratch "
+            "(--pretrained distilbert-base-uncased)"
+        )
     if variant != "base":
         steps.append(f"a larger model than {variant!r} (--variant small or base)")
     return ", ".join(steps[:-1]) + " or " + steps[-1]
@@ -644,8 +656,14 @@ def train(
     """
     from distilbert_heads.factory import create_distilbert_with_head
 
-    check_train_settings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, max_length=max_length,
-                         token_dropout=token_dropout, patience=patience)
+    check_train_settings(
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        max_length=max_length,
+        token_dropout=token_dropout,
+        patience=patience,
+    )
     if out is not None and not os.fspath(out).endswith(".keras"):
         raise TrainingError(f"--out must name a .keras file (e.g. model.keras), got {os.fspath(out)!r}.")
     if out is not None:
@@ -662,7 +680,10 @@ def train(
     options.update(head_options or {})
     if tokenizer is None:
         tokenizer = build_tokenizer(
-            pretrained, example_texts(train_examples), vocab_size=vocab_size, lowercase=lowercase,
+            pretrained,
+            example_texts(train_examples),
+            vocab_size=vocab_size,
+            lowercase=lowercase,
             whole_words=whole_words,
         )
     if pretrained is None:
@@ -692,8 +713,13 @@ def train(
         encode_examples(head, eval_examples, tokenizer, max_length, path=eval_file)
         evaluation = HeadEvaluationCallback(
             lambda m: score_examples(
-                m, eval_examples, head=head_name, tokenizer=tokenizer, batch_size=max(batch_size, 32),
-                max_length=max_length, path=eval_file,
+                m,
+                eval_examples,
+                head=head_name,
+                tokenizer=tokenizer,
+                batch_size=max(batch_size, 32),
+                max_length=max_length,
+                path=eval_file,
             ),
             patience=patience,
             verbose=verbose,
@@ -712,7 +738,11 @@ def train(
         ("eval", eval_examples, eval_file) if eval_examples is not None else ("train", train_examples, train_file)
     )
     final_predictions = predict_examples(
-        model, split_examples, head=head_name, tokenizer=tokenizer, batch_size=max(batch_size, 32),
+        model,
+        split_examples,
+        head=head_name,
+        tokenizer=tokenizer,
+        batch_size=max(batch_size, 32),
         max_length=max_length,
     )
     if evaluation is not None and evaluation.best_metrics:
@@ -788,8 +818,17 @@ class TokenDropoutBatches(keras.utils.PyDataset):
         self.x, self.y, self.batch_size, self.rate = dict(x), y, int(batch_size), float(rate)
         self.unk_id = tokenizer.unk_token_id
         self.special_ids = np.array(
-            [i for i in (tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.unk_token_id,
-                         tokenizer.mask_token_id) if i is not None]
+            [
+                i
+                for i in (
+                    tokenizer.pad_token_id,
+                    tokenizer.cls_token_id,
+                    tokenizer.sep_token_id,
+                    tokenizer.unk_token_id,
+                    tokenizer.mask_token_id,
+                )
+                if i is not None
+            ]
         )
         self.size = len(self.x["input_ids"])
         self.rng = np.random.default_rng(seed if seed is not None else int(keras.random.randint((), 0, 2**31 - 1)))
@@ -799,7 +838,7 @@ class TokenDropoutBatches(keras.utils.PyDataset):
         return math.ceil(self.size / self.batch_size)
 
     def __getitem__(self, index: int) -> tuple[dict[str, np.ndarray], Any]:
-        rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         inputs = {key: value[rows] for key, value in self.x.items()}
         ids = inputs["input_ids"].copy()
         droppable = ~np.isin(ids, self.special_ids)

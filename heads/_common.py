@@ -186,9 +186,12 @@ def read_dense(
             "it looks truncated or from another architecture. Use a complete Hugging Face task "
             "checkpoint, or load only the encoder and train the head from scratch."
         )
-    not_float = [f"{prefix}.{part} ({np.asarray(state_dict[f'{prefix}.{part}']).dtype})" for part in ("weight", "bias")
-                 if not hasattr(state_dict[f"{prefix}.{part}"], "detach")
-                 and np.asarray(state_dict[f"{prefix}.{part}"]).dtype.kind != "f"]
+    not_float = [
+        f"{prefix}.{part} ({np.asarray(state_dict[f'{prefix}.{part}']).dtype})"
+        for part in ("weight", "bias")
+        if not hasattr(state_dict[f"{prefix}.{part}"], "detach")
+        and np.asarray(state_dict[f"{prefix}.{part}"]).dtype.kind != "f"
+    ]
     if not_float:
         raise ValueError(
             f"{head_name}: the checkpoint stores {', '.join(not_float)} as non-floating-point values; weights are "
@@ -435,7 +438,7 @@ class ClassificationOptions(HeadOptions):
         return value
 
     @model_validator(mode="after")
-    def _labels_match(self) -> "ClassificationOptions":
+    def _labels_match(self) -> ClassificationOptions:
         if self.labels is not None:
             if not self.labels:
                 raise ValueError("labels is empty; give one name per class or leave labels unset")

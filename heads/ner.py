@@ -41,10 +41,10 @@ from distilbert_heads.head import HeadOptions, TaskHead
 from distilbert_heads.heads._common import (
     IGNORE_INDEX,
     ClassificationOptions,
-    check_predictions,
     MaskedSparseCategoricalAccuracy,
     MaskedSparseCategoricalCrossentropy,
     check_hidden_shape,
+    check_predictions,
     class_names,
     dense_weights,
     encoding_field,
@@ -120,7 +120,7 @@ class NerExample(BaseModel):
                 return json.loads(value)
             except json.JSONDecodeError as error:
                 raise ValueError(
-                    f"entities must be a JSON list like [{{\"start\": 0, \"end\": 3, \"label\": \"PER\"}}] ({error.msg})"
+                    f'entities must be a JSON list like [{{"start": 0, "end": 3, "label": "PER"}}] ({error.msg})'
                 ) from None
         return value
 
@@ -130,7 +130,7 @@ class NerExample(BaseModel):
         return None if value == "" else value
 
     @model_validator(mode="after")
-    def _one_form(self) -> "NerExample":
+    def _one_form(self) -> NerExample:
         has_words = self.tokens is not None or self.tags is not None
         has_spans = self.entities is not None
         if has_words:
@@ -316,7 +316,9 @@ class NerHead(TaskHead):
     def default_metrics(self) -> dict[str, list[Any]]:
         return {"logits": [MaskedSparseCategoricalAccuracy(ignore_index=-100, name="accuracy")]}
 
-    def decode(self, outputs: Mapping[str, Any], encoding: Any = None, *, texts: Sequence[str] | None = None) -> list[Any]:
+    def decode(
+        self, outputs: Mapping[str, Any], encoding: Any = None, *, texts: Sequence[str] | None = None
+    ) -> list[Any]:
         """Entities for people: with ``texts`` (the pipeline's inputs) and the tokenizer's ``encoding``
         (a `BatchEncoding`, or a dict with ``offsets``, ``word_ids``, ``attention_mask`` and optionally
         ``overflow_to_sample``), one list per text of ``{"entity", "score", "start", "end", "word"}``
@@ -371,7 +373,9 @@ class NerHead(TaskHead):
         mask = encoding_field(encoding, "attention_mask")
         samples = encoding_field(encoding, "overflow_to_sample") or list(range(len(ids)))
         if len(samples) != len(ids):
-            raise ValueError(f"the encoding has {len(samples)} rows but the outputs have {len(ids)}; pass this batch's encoding")
+            raise ValueError(
+                f"the encoding has {len(samples)} rows but the outputs have {len(ids)}; pass this batch's encoding"
+            )
         names = self.class_names
         # Per text: its tokens (first window wins), keyed by (word, start, end) to drop window overlaps.
         tokens: list[dict[tuple[int, int, int], tuple[str, float]]] = [{} for _ in texts]

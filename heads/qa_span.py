@@ -30,10 +30,10 @@ from pydantic import BaseModel, Field, model_validator
 from distilbert_heads import metrics
 from distilbert_heads.head import HeadOptions, TaskHead
 from distilbert_heads.heads._common import (
-    check_predictions,
     MaskedSparseCategoricalAccuracy,
     MaskedSparseCategoricalCrossentropy,
     check_hidden_shape,
+    check_predictions,
     dense_weights,
     encoding_field,
     large_negative,
@@ -82,7 +82,9 @@ class QAExample(BaseModel):
             try:
                 data["answers"] = json.loads(data["answers"])
             except json.JSONDecodeError as error:
-                raise ValueError(f'answers must be JSON like {{"text": ["Paris"], "answer_start": [41]}} ({error.msg})') from None
+                raise ValueError(
+                    f'answers must be JSON like {{"text": ["Paris"], "answer_start": [41]}} ({error.msg})'
+                ) from None
         if "answers" not in data and ("answer_text" in data or "answer_start" in data):
             text, start = data.pop("answer_text", None), data.pop("answer_start", None)
             if text in (None, "") or start in (None, ""):
@@ -95,14 +97,16 @@ class QAExample(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _answers_in_context(self) -> "QAExample":
+    def _answers_in_context(self) -> QAExample:
         if not self.question.strip():
             raise ValueError("question is empty")
         if not self.context.strip():
             raise ValueError("context is empty")
         texts, starts = self.answers.text, self.answers.answer_start
         if len(texts) != len(starts):
-            raise ValueError(f"answers has {len(texts)} texts but {len(starts)} answer_start values; give one start per text")
+            raise ValueError(
+                f"answers has {len(texts)} texts but {len(starts)} answer_start values; give one start per text"
+            )
         if not texts:
             raise ValueError(
                 "answers is empty: this head always extracts a span and does not support unanswerable "
@@ -278,12 +282,16 @@ class QASpanHead(TaskHead):
         mask = encoding_field(encoding, "attention_mask")
         samples = encoding_field(encoding, "overflow_to_sample") or list(range(len(starts)))
         if len(samples) != len(starts):
-            raise ValueError(f"the encoding has {len(samples)} rows but the outputs have {len(starts)}; pass this batch's encoding")
+            raise ValueError(
+                f"the encoding has {len(samples)} rows but the outputs have {len(starts)}; pass this batch's encoding"
+            )
         best: list[tuple[float, int, int] | None] = [None] * len(contexts)
         for row, sample in enumerate(samples):
             sample = int(sample)
             if not 0 <= sample < len(contexts):
-                raise ValueError(f"encoding row {row} belongs to question {sample}, but {len(contexts)} contexts were given")
+                raise ValueError(
+                    f"encoding row {row} belongs to question {sample}, but {len(contexts)} contexts were given"
+                )
             legal = allowed[row] & np.array([s == 1 for s in sequence_ids[row]], dtype=bool)
             if mask is not None:
                 legal &= np.asarray(mask[row]).astype(bool)
@@ -299,7 +307,9 @@ class QASpanHead(TaskHead):
                 results.append({"answer": "", "score": 0.0, "start": None, "end": None})
             else:
                 score, char_start, char_end = found
-                results.append({"answer": context[char_start:char_end], "score": score, "start": char_start, "end": char_end})
+                results.append(
+                    {"answer": context[char_start:char_end], "score": score, "start": char_start, "end": char_end}
+                )
         return results
 
     # -- training and evaluating from files -----------------------------------------------------

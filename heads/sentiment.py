@@ -18,7 +18,13 @@ import keras
 from pydantic import BaseModel, field_validator
 
 from distilbert_heads.head import HeadOptions
-from distilbert_heads.heads._common import Label, PooledClassifierHead, PooledClassifierOptions, coerce_label, label_options
+from distilbert_heads.heads._common import (
+    Label,
+    PooledClassifierHead,
+    PooledClassifierOptions,
+    coerce_label,
+    label_options,
+)
 from distilbert_heads.hookspecs import hookimpl
 from distilbert_heads.tasks import NLPTaskType
 

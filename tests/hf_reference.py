@@ -43,6 +43,6 @@ def random_batch(vocab_size: int, batch: int = 3, length: int = 11, padding: str
         if padding == "right":
             mask[row, :keep] = 1
         else:
-            mask[row, length - keep:] = 1
+            mask[row, length - keep :] = 1
     ids[mask == 0] = 0
     return ids, mask

@@ -22,6 +22,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
+from test_training import TINY, task_files
 
 from distilbert_heads import atomic
 from distilbert_heads.cli import main
@@ -29,7 +30,6 @@ from distilbert_heads.encoder import DistilBERT
 from distilbert_heads.model import DistilBertTaskModel, load_task_model
 from distilbert_heads.testing import tiny_model
 from distilbert_heads.tokenizer import DistilBertTokenizer
-from test_training import TINY, task_files
 
 LETTERS = list("abcdefghijklmnopqrstuvwxyz")
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -99,10 +99,18 @@ class Writer:
 
 WRITERS = [
     Writer("model.save", "model.keras", lambda v, p: make_model(v).save(p), model_answers),
-    Writer("DistilBERT.save", "encoder.keras", lambda v, p: make_model(v).encoder.save(p),
-           lambda p: encoder_answers(keras.models.load_model(p))),
-    Writer("save_pretrained", "checkpoint", lambda v, p: make_model(v).encoder.save_pretrained(p),
-           lambda p: encoder_answers(DistilBERT.from_pretrained(p))),
+    Writer(
+        "DistilBERT.save",
+        "encoder.keras",
+        lambda v, p: make_model(v).encoder.save(p),
+        lambda p: encoder_answers(keras.models.load_model(p)),
+    ),
+    Writer(
+        "save_pretrained",
+        "checkpoint",
+        lambda v, p: make_model(v).encoder.save_pretrained(p),
+        lambda p: encoder_answers(DistilBERT.from_pretrained(p)),
+    ),
     Writer("tokenizer.save", "tokenizer", lambda v, p: make_tokenizer(v).save(p), tokenizer_answers),
     Writer("export", "serving", lambda v, p: export(make_model(v), p), serving_answers),
 ]
@@ -137,8 +145,9 @@ def fill_disk(monkeypatch: pytest.MonkeyPatch, under: Path, error: BaseException
         raw = _FillingDisk(file, mode.replace("t", "").replace("b", "") or "w")
         if "b" in mode:
             return raw
-        return io.TextIOWrapper(io.BufferedWriter(raw), encoding=kwargs.get("encoding") or "utf-8",
-                                newline=kwargs.get("newline"))
+        return io.TextIOWrapper(
+            io.BufferedWriter(raw), encoding=kwargs.get("encoding") or "utf-8", newline=kwargs.get("newline")
+        )
 
     monkeypatch.setattr(builtins, "open", fake_open)
     monkeypatch.setattr(io, "open", fake_open)
@@ -240,8 +249,17 @@ def test_a_failed_train_or_convert_keeps_the_previous_model(command, fault, old_
         from distilbert_heads.training import train
 
         train_file, _ = task_files(tmp_path, "sentiment")
-        run = lambda: train("sentiment", train_file, epochs=1, batch_size=8, max_length=32, out=target,
-                            vocab_size=200, verbose=0, **TINY)
+        run = lambda: train(
+            "sentiment",
+            train_file,
+            epochs=1,
+            batch_size=8,
+            max_length=32,
+            out=target,
+            vocab_size=200,
+            verbose=0,
+            **TINY,
+        )
     else:
         checkpoint = tmp_path / "hf"
         make_model(2).encoder.save_pretrained(checkpoint)
@@ -269,8 +287,9 @@ def gap_tokenizer(tmp_path: Path) -> DistilBertTokenizer:
     return DistilBertTokenizer.from_tokenizer_json(tmp_path / "gap.json")
 
 
-@pytest.mark.parametrize("writer", [w for w in WRITERS if w.name in ("model.save", "tokenizer.save", "export")],
-                         ids=lambda w: w.name)
+@pytest.mark.parametrize(
+    "writer", [w for w in WRITERS if w.name in ("model.save", "tokenizer.save", "export")], ids=lambda w: w.name
+)
 def test_a_tokenizer_with_missing_ids_is_refused_and_the_previous_file_kept(writer, old_files, tmp_path):
     old, old_answers = old_files(writer)
     target = copy_of(old, tmp_path / "out")
@@ -350,8 +369,11 @@ def test_a_save_killed_midway_keeps_the_previous_file(old_files, tmp_path):
     old, old_answers = old_files(WRITERS[0])
     target = copy_of(old, tmp_path)
     marker = tmp_path / "marker"
-    child = subprocess.Popen([sys.executable, "-c", KILLED_CHILD, str(target), str(marker)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_CHILD, str(target), str(marker)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 300
         while not marker.exists():
@@ -396,8 +418,7 @@ def test_a_save_under_a_file_names_the_file_in_the_way(writer, tmp_path):
 
 @pytest.mark.parametrize("command", ["train", "convert"])
 @pytest.mark.parametrize("in_the_way", ["directory", "file above"])
-def test_cli_out_that_cannot_be_written_is_refused_before_any_work(command, in_the_way, tmp_path, capsys,
-                                                                    monkeypatch):
+def test_cli_out_that_cannot_be_written_is_refused_before_any_work(command, in_the_way, tmp_path, capsys, monkeypatch):
     if in_the_way == "directory":
         out = tmp_path / "model.keras"
         out.mkdir()
@@ -410,8 +431,11 @@ def test_cli_out_that_cannot_be_written_is_refused_before_any_work(command, in_t
     data.write_text('{"text": "a", "label": "x"}\n', encoding="utf-8")
     # The check is argparse's: no command runs (training or loading would fail differently here).
     monkeypatch.setattr("distilbert_heads.cli._start_keras_quietly", lambda: pytest.fail("work started"))
-    argv = (["train", "--task", "sentiment", "--train", str(data)] if command == "train"
-            else ["convert", str(tmp_path), "--task", "sentiment"]) + ["--out", str(out)]
+    argv = (
+        ["train", "--task", "sentiment", "--train", str(data)]
+        if command == "train"
+        else ["convert", str(tmp_path), "--task", "sentiment"]
+    ) + ["--out", str(out)]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and expected in err and len(err.strip().splitlines()) == 1

@@ -11,11 +11,11 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from test_training import TINY, task_files, write_rows
 
 import distilbert_heads  # noqa: F401  (registers the Keras classes)
 from distilbert_heads.cli import main
 from distilbert_heads.training import train
-from test_training import TINY, task_files, write_rows
 
 SCRIPT = Path(sys.executable).with_name("distilbert-heads")
 COMMANDS = ["heads", "train", "evaluate", "predict", "convert", "export", "demo"]
@@ -64,9 +64,31 @@ def test_top_level_help_lists_every_command(capsys):
 def test_train_then_evaluate_prints_metrics(tmp_path, capsys):
     train_file, test_file = task_files(tmp_path, "pairwise", "csv")
     out = tmp_path / "pairs.keras"
-    code, stdout, err = run(capsys, "train", "--task", "pairwise", "--train", str(train_file), "--eval", str(test_file),
-                            "--epochs", "1", "--batch-size", "8", "--max-length", "48", "--vocab-size", "200",
-                            "--cased", "--whole-words", "--token-dropout", "0.1", "--out", str(out), "--json")
+    code, stdout, err = run(
+        capsys,
+        "train",
+        "--task",
+        "pairwise",
+        "--train",
+        str(train_file),
+        "--eval",
+        str(test_file),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--max-length",
+        "48",
+        "--vocab-size",
+        "200",
+        "--cased",
+        "--whole-words",
+        "--token-dropout",
+        "0.1",
+        "--out",
+        str(out),
+        "--json",
+    )
     assert code == 0, err
     assert out.is_file()
     # stdout is the JSON alone, for machines; what people read went to stderr.
@@ -84,7 +106,10 @@ def test_train_then_evaluate_prints_metrics(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        ('{"text": "good", "label": "positive"}\n{"text": "bad", "label": "negative"\n', r"train.jsonl line 2: not valid JSON"),
+        (
+            '{"text": "good", "label": "positive"}\n{"text": "bad", "label": "negative"\n',
+            r"train.jsonl line 2: not valid JSON",
+        ),
         ('{"text": "good", "label": "positive"}\n{"label": "negative"}\n', r"train.jsonl line 2: .*text"),
         ("", r"train.jsonl: no examples found"),
     ],
@@ -94,8 +119,16 @@ def test_broken_training_file_exits_2_with_the_line(tmp_path, capsys, content, e
     import re
 
     (tmp_path / "train.jsonl").write_text(content, encoding="utf-8")
-    code, _, err = run(capsys, "train", "--task", "sentiment", "--train", str(tmp_path / "train.jsonl"),
-                       "--out", str(tmp_path / "m.keras"))
+    code, _, err = run(
+        capsys,
+        "train",
+        "--task",
+        "sentiment",
+        "--train",
+        str(tmp_path / "train.jsonl"),
+        "--out",
+        str(tmp_path / "m.keras"),
+    )
     assert code == 2
     assert re.search(expected, err), err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
@@ -103,28 +136,67 @@ def test_broken_training_file_exits_2_with_the_line(tmp_path, capsys, content, e
 
 def test_missing_csv_column_exits_2_with_the_line(tmp_path, capsys):
     (tmp_path / "train.csv").write_text("text,label\ngood,positive\nbad\n", encoding="utf-8")
-    code, _, err = run(capsys, "train", "--task", "sentiment", "--train", str(tmp_path / "train.csv"),
-                       "--out", str(tmp_path / "m.keras"))
+    code, _, err = run(
+        capsys,
+        "train",
+        "--task",
+        "sentiment",
+        "--train",
+        str(tmp_path / "train.csv"),
+        "--out",
+        str(tmp_path / "m.keras"),
+    )
     assert code == 2 and "train.csv line 3" in err and "label" in err
 
 
 def test_unknown_label_in_eval_file_exits_2_with_the_line(tmp_path, capsys):
     train_file, _ = task_files(tmp_path, "sentiment")
-    eval_file = write_rows(tmp_path / "dev.jsonl", "sentiment",
-                           [{"text": "fine", "label": "positive"}, {"text": "so so", "label": "neutral"}])
-    code, _, err = run(capsys, "train", "--task", "sentiment", "--train", str(train_file), "--eval", str(eval_file),
-                       "--out", str(tmp_path / "m.keras"))
+    eval_file = write_rows(
+        tmp_path / "dev.jsonl",
+        "sentiment",
+        [{"text": "fine", "label": "positive"}, {"text": "so so", "label": "neutral"}],
+    )
+    code, _, err = run(
+        capsys,
+        "train",
+        "--task",
+        "sentiment",
+        "--train",
+        str(train_file),
+        "--eval",
+        str(eval_file),
+        "--out",
+        str(tmp_path / "m.keras"),
+    )
     assert code == 2 and "dev.jsonl line 2" in err and "neutral" in err
 
 
 # (task, rows whose third holds a label the trained head cannot predict, the label as the message names it)
 UNSEEN_LABEL_ROWS = {
-    "sentiment": ([{"text": "fine", "label": "positive"}, {"text": "ok", "label": "negative"},
-                   {"text": "so so", "label": "neutral"}], "neutral"),
-    "ner-tags": ([{"tokens": ["Ada", "Lovelace"], "tags": ["B-PER", "I-PER"]}, {"tokens": ["Paris"], "tags": ["B-LOC"]},
-                  {"tokens": ["a", "Fiat"], "tags": ["O", "B-PRODUCT"]}], "B-PRODUCT"),
-    "ner-spans": ([{"tokens": ["Ada"], "tags": ["B-PER"]}, {"tokens": ["Paris"], "tags": ["B-LOC"]},
-                   {"text": "a Fiat", "entities": [{"start": 2, "end": 6, "label": "CAR"}]}], "B-CAR"),
+    "sentiment": (
+        [
+            {"text": "fine", "label": "positive"},
+            {"text": "ok", "label": "negative"},
+            {"text": "so so", "label": "neutral"},
+        ],
+        "neutral",
+    ),
+    "ner-tags": (
+        [
+            {"tokens": ["Ada", "Lovelace"], "tags": ["B-PER", "I-PER"]},
+            {"tokens": ["Paris"], "tags": ["B-LOC"]},
+            {"tokens": ["a", "Fiat"], "tags": ["O", "B-PRODUCT"]},
+        ],
+        "B-PRODUCT",
+    ),
+    "ner-spans": (
+        [
+            {"tokens": ["Ada"], "tags": ["B-PER"]},
+            {"tokens": ["Paris"], "tags": ["B-LOC"]},
+            {"text": "a Fiat", "entities": [{"start": 2, "end": 6, "label": "CAR"}]},
+        ],
+        "B-CAR",
+    ),
 }
 
 
@@ -141,9 +213,13 @@ def test_unknown_label_in_evaluate_data_exits_2_with_the_line(trained, tmp_path,
 
 def test_unknown_task_missing_files_and_models_exit_2(tmp_path, capsys):
     train_file, _ = task_files(tmp_path, "sentiment")
-    code, _, err = run(capsys, "train", "--task", "no_such_task", "--train", str(train_file), "--out", str(tmp_path / "m.keras"))
+    code, _, err = run(
+        capsys, "train", "--task", "no_such_task", "--train", str(train_file), "--out", str(tmp_path / "m.keras")
+    )
     assert code == 2 and "no_such_task" in err and "Traceback" not in err
-    code, _, err = run(capsys, "train", "--task", "sentiment", "--train", str(tmp_path / "nope.csv"), "--out", "m.keras")
+    code, _, err = run(
+        capsys, "train", "--task", "sentiment", "--train", str(tmp_path / "nope.csv"), "--out", "m.keras"
+    )
     assert code == 2 and "nope.csv" in err
     code, _, err = run(capsys, "evaluate", "--model", str(tmp_path / "nope.keras"), "--data", str(train_file))
     assert code == 2 and "No model file" in err
@@ -176,7 +252,9 @@ def test_predict_in_bfloat16_gives_the_same_answers_and_rejects_unknown_policies
     assert code == 0, err
     for full, low in zip(out32.splitlines(), out16.splitlines(), strict=True):
         full, low = json.loads(full)["prediction"], json.loads(low)["prediction"]
-        assert abs(full["score"] - low["score"]) < 0.02 and (full["label"] == low["label"] or abs(full["score"] - 0.5) < 0.02)
+        assert abs(full["score"] - low["score"]) < 0.02 and (
+            full["label"] == low["label"] or abs(full["score"] - 0.5) < 0.02
+        )
 
     code, _, err = run(capsys, "predict", "--model", str(model), "--dtype", "float8", "--text", "x")
     assert code == 2 and "Unknown dtype policy 'float8'" in err
@@ -185,12 +263,13 @@ def test_predict_in_bfloat16_gives_the_same_answers_and_rejects_unknown_policies
 def test_predict_question_answering(trained, capsys):
     model, _ = trained("qa")
     context = "Grace Hopper founded Globex in 1971. The headquarters of Globex are in Oslo."
-    code, out, err = run(capsys, "predict", "--model", str(model), "--question", "Who founded Globex?",
-                         "--context", context, "--json")
+    code, out, err = run(
+        capsys, "predict", "--model", str(model), "--question", "Who founded Globex?", "--context", context, "--json"
+    )
     assert code == 0, err
     answer = json.loads(out)["prediction"]
     assert set(answer) >= {"answer", "score", "start", "end"}
-    assert answer["answer"] == context[answer["start"]:answer["end"]] and answer["answer"]
+    assert answer["answer"] == context[answer["start"] : answer["end"]] and answer["answer"]
     # A QA model asked with --text says what it needs.
     code, _, err = run(capsys, "predict", "--model", str(model), "--text", "hello")
     assert code == 2 and "--question" in err
@@ -198,8 +277,16 @@ def test_predict_question_answering(trained, capsys):
 
 def test_predict_pairs_and_file_input(trained, tmp_path, capsys):
     model, _ = trained("pairwise")
-    code, out, err = run(capsys, "predict", "--model", str(model), "--text-a", "The cat bought a red car.",
-                         "--text-b", "The cat purchased a red car.")
+    code, out, err = run(
+        capsys,
+        "predict",
+        "--model",
+        str(model),
+        "--text-a",
+        "The cat bought a red car.",
+        "--text-b",
+        "The cat purchased a red car.",
+    )
     assert code == 0, err
     assert "The cat bought a red car. || The cat purchased a red car." in out
     assert "paraphrase (score" in out or "different (score" in out
@@ -225,7 +312,7 @@ def test_predict_entities_from_a_file(trained, tmp_path, capsys):
     for record in records:
         assert isinstance(record["prediction"], list)
         for entity in record["prediction"]:
-            assert record["input"][entity["start"]:entity["end"]] == entity["word"]
+            assert record["input"][entity["start"] : entity["end"]] == entity["word"]
 
 
 # -- convert -----------------------------------------------------------------------------------------------
@@ -241,8 +328,9 @@ def test_convert_hf_checkpoint_matches_transformers(tmp_path, capsys):
     from distilbert_heads.tokenizer import DistilBertTokenizer
 
     vocab = _tiny_vocab()
-    config = transformers.DistilBertConfig(vocab_size=len(vocab), dim=32, n_layers=2, n_heads=4, hidden_dim=37,
-                                           num_labels=3, max_position_embeddings=64)
+    config = transformers.DistilBertConfig(
+        vocab_size=len(vocab), dim=32, n_layers=2, n_heads=4, hidden_dim=37, num_labels=3, max_position_embeddings=64
+    )
     torch.manual_seed(0)
     reference = transformers.DistilBertForSequenceClassification(config).eval()
     checkpoint = tmp_path / "hf"
@@ -259,8 +347,10 @@ def test_convert_hf_checkpoint_matches_transformers(tmp_path, capsys):
     encoding = model.tokenizer.encode(["The film was great!", "a bad movie"])
     ours = keras.ops.convert_to_numpy(model(encoding.as_model_inputs())["sentiment"]["logits"])
     with torch.no_grad():
-        theirs = reference(input_ids=torch.tensor(encoding.input_ids, dtype=torch.long),
-                           attention_mask=torch.tensor(encoding.attention_mask, dtype=torch.long)).logits.numpy()
+        theirs = reference(
+            input_ids=torch.tensor(encoding.input_ids, dtype=torch.long),
+            attention_mask=torch.tensor(encoding.attention_mask, dtype=torch.long),
+        ).logits.numpy()
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
 
 
@@ -268,7 +358,9 @@ def test_convert_without_vocabulary_exits_2(tmp_path, capsys):
     transformers = pytest.importorskip("transformers")
     config = transformers.DistilBertConfig(vocab_size=99, dim=32, n_layers=1, n_heads=4, hidden_dim=37)
     transformers.DistilBertModel(config).save_pretrained(tmp_path / "hf")
-    code, _, err = run(capsys, "convert", str(tmp_path / "hf"), "--task", "sentiment", "--out", str(tmp_path / "m.keras"))
+    code, _, err = run(
+        capsys, "convert", str(tmp_path / "hf"), "--task", "sentiment", "--out", str(tmp_path / "m.keras")
+    )
     assert code == 2 and "vocab.txt" in err
 
 
@@ -284,19 +376,25 @@ def test_export_saved_model_gives_the_keras_outputs(trained, tmp_path, capsys):
     assert "qa__start_logits" in stdout and (out / "tokenizer" / "vocab.txt").is_file()
 
     model = keras.models.load_model(model_path)
-    encoding = model.tokenizer.encode(["Who founded Hooli?", "Where?"],
-                                      ["Ada Lovelace founded Hooli in 1990.", "In Paris, they say."])
+    encoding = model.tokenizer.encode(
+        ["Who founded Hooli?", "Where?"], ["Ada Lovelace founded Hooli in 1990.", "In Paris, they say."]
+    )
     expected = model(encoding.as_model_inputs(), training=False)["qa"]
     loaded = tf.saved_model.load(str(out))
     serve = loaded.signatures["serving_default"]
-    outputs = serve(input_ids=tf.constant(encoding.input_ids, tf.int32),
-                    attention_mask=tf.constant(encoding.attention_mask, tf.int32))
+    outputs = serve(
+        input_ids=tf.constant(encoding.input_ids, tf.int32),
+        attention_mask=tf.constant(encoding.attention_mask, tf.int32),
+    )
     assert set(outputs) == {"qa__start_logits", "qa__end_logits"}
     for name in ("start_logits", "end_logits"):
-        np.testing.assert_allclose(outputs[f"qa__{name}"].numpy(), keras.ops.convert_to_numpy(expected[name]),
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            outputs[f"qa__{name}"].numpy(), keras.ops.convert_to_numpy(expected[name]), rtol=1e-5, atol=1e-5
+        )
     # A batch of another shape runs through the same signature.
-    single = serve(input_ids=tf.constant(encoding.input_ids[:1, :5]), attention_mask=tf.constant(encoding.attention_mask[:1, :5]))
+    single = serve(
+        input_ids=tf.constant(encoding.input_ids[:1, :5]), attention_mask=tf.constant(encoding.attention_mask[:1, :5])
+    )
     assert single["qa__start_logits"].shape == (1, 5)
 
 
@@ -375,48 +473,154 @@ def _train_file(tmp_path, trained):
 
 
 USER_ERRORS = {
-    "missing-file": (lambda tmp, tr: ["train", "--task", "sentiment", "--train", str(tmp / "nope.csv"), "--out", "m.keras"],
-                     ["nope.csv", "does not exist", "--train"]),
-    "unknown-task": (lambda tmp, tr: ["train", "--task", "no_such_task", "--train", _train_file(tmp, tr),
-                                      "--out", str(tmp / "m.keras")], ["no_such_task"]),
-    "bad-flag-value": (lambda tmp, tr: ["train", "--task", "sentiment", "--train", _train_file(tmp, tr), "--epochs", "zero",
-                                        "--out", "m.keras"], ["--epochs", "'zero'", "distilbert-heads train --help"]),
-    "zero-epochs": (lambda tmp, tr: ["train", "--task", "sentiment", "--train", _train_file(tmp, tr), "--epochs", "0",
-                                     "--out", "m.keras"], ["--epochs", "at least 1"]),
-    "negative-learning-rate": (lambda tmp, tr: ["train", "--task", "sentiment", "--train", _train_file(tmp, tr),
-                                                "--learning-rate", "-1", "--out", str(tmp / "m.keras")],
-                               ["--learning-rate", "-1.0", "positive finite"]),
-    "max-length-1": (lambda tmp, tr: ["train", "--task", "sentiment", "--train", _train_file(tmp, tr), "--max-length", "1",
-                                      "--out", str(tmp / "m.keras")], ["--max-length", "is 1", "at least 3"]),
+    "missing-file": (
+        lambda tmp, tr: ["train", "--task", "sentiment", "--train", str(tmp / "nope.csv"), "--out", "m.keras"],
+        ["nope.csv", "does not exist", "--train"],
+    ),
+    "unknown-task": (
+        lambda tmp, tr: [
+            "train",
+            "--task",
+            "no_such_task",
+            "--train",
+            _train_file(tmp, tr),
+            "--out",
+            str(tmp / "m.keras"),
+        ],
+        ["no_such_task"],
+    ),
+    "bad-flag-value": (
+        lambda tmp, tr: [
+            "train",
+            "--task",
+            "sentiment",
+            "--train",
+            _train_file(tmp, tr),
+            "--epochs",
+            "zero",
+            "--out",
+            "m.keras",
+        ],
+        ["--epochs", "'zero'", "distilbert-heads train --help"],
+    ),
+    "zero-epochs": (
+        lambda tmp, tr: [
+            "train",
+            "--task",
+            "sentiment",
+            "--train",
+            _train_file(tmp, tr),
+            "--epochs",
+            "0",
+            "--out",
+            "m.keras",
+        ],
+        ["--epochs", "at least 1"],
+    ),
+    "negative-learning-rate": (
+        lambda tmp, tr: [
+            "train",
+            "--task",
+            "sentiment",
+            "--train",
+            _train_file(tmp, tr),
+            "--learning-rate",
+            "-1",
+            "--out",
+            str(tmp / "m.keras"),
+        ],
+        ["--learning-rate", "-1.0", "positive finite"],
+    ),
+    "max-length-1": (
+        lambda tmp, tr: [
+            "train",
+            "--task",
+            "sentiment",
+            "--train",
+            _train_file(tmp, tr),
+            "--max-length",
+            "1",
+            "--out",
+            str(tmp / "m.keras"),
+        ],
+        ["--max-length", "is 1", "at least 3"],
+    ),
     "unknown-flag": (lambda tmp, tr: ["predict", "--model", "m.keras", "--text", "hi", "--bogus"], ["--bogus"]),
     "flag-without-value": (lambda tmp, tr: ["predict", "--model", "m.keras", "--text"], ["--text"]),
-    "device-as-file": (lambda tmp, tr: ["train", "--task", "sentiment", "--train", _symlink(tmp, "/dev/zero", "z.jsonl"),
-                                        "--out", "m.keras"], ["z.jsonl", "not a regular file", "--train"]),
-    "fifo-as-file": (lambda tmp, tr: ["predict", "--model", "m.keras", "--input", _fifo(tmp, "rows.jsonl")],
-                     ["rows.jsonl", "not a regular file", "--input"]),
-    "input-text-a-number": (lambda tmp, tr: ["predict", "--model", _sentiment(tmp, tr), "--input",
-                                             _rows(tmp, [{"text": "fine"}, {"text": 5}])],
-                            ["rows.jsonl line 2", "text is the number 5, not a string", '"5"']),
-    "input-text-null": (lambda tmp, tr: ["predict", "--model", _sentiment(tmp, tr), "--input", _rows(tmp, [{"text": None}])],
-                        ["rows.jsonl line 1", "text is null"]),
-    "input-wrong-column": (lambda tmp, tr: ["predict", "--model", str(tr("pairwise")[0]), "--input",
-                                            _rows(tmp, [{"text_a": "a", "txt_b": "b"}])],
-                           ["rows.jsonl line 1", "no column(s) text_b", "the row has text_a, txt_b"]),
+    "device-as-file": (
+        lambda tmp, tr: [
+            "train",
+            "--task",
+            "sentiment",
+            "--train",
+            _symlink(tmp, "/dev/zero", "z.jsonl"),
+            "--out",
+            "m.keras",
+        ],
+        ["z.jsonl", "not a regular file", "--train"],
+    ),
+    "fifo-as-file": (
+        lambda tmp, tr: ["predict", "--model", "m.keras", "--input", _fifo(tmp, "rows.jsonl")],
+        ["rows.jsonl", "not a regular file", "--input"],
+    ),
+    "input-text-a-number": (
+        lambda tmp, tr: [
+            "predict",
+            "--model",
+            _sentiment(tmp, tr),
+            "--input",
+            _rows(tmp, [{"text": "fine"}, {"text": 5}]),
+        ],
+        ["rows.jsonl line 2", "text is the number 5, not a string", '"5"'],
+    ),
+    "input-text-null": (
+        lambda tmp, tr: ["predict", "--model", _sentiment(tmp, tr), "--input", _rows(tmp, [{"text": None}])],
+        ["rows.jsonl line 1", "text is null"],
+    ),
+    "input-wrong-column": (
+        lambda tmp, tr: [
+            "predict",
+            "--model",
+            str(tr("pairwise")[0]),
+            "--input",
+            _rows(tmp, [{"text_a": "a", "txt_b": "b"}]),
+        ],
+        ["rows.jsonl line 1", "no column(s) text_b", "the row has text_a, txt_b"],
+    ),
     "directory-as-file": (lambda tmp, tr: ["evaluate", "--model", "m.keras", "--data", str(tmp)], ["is a directory"]),
     "saved-model-as-model": (_saved_model_dir, ["SavedModel export", "serving", "Pass the .keras file"]),
-    "question-to-sentiment": (lambda tmp, tr: ["predict", "--model", _sentiment(tmp, tr), "--question", "Who?",
-                                               "--context", "Ada."],
-                              ["--question", "--context", "--text TEXT", "input_kind 'text'", "one text per input"]),
-    "pair-count-mismatch": (lambda tmp, tr: ["predict", "--model", str(tr("pairwise")[0]), "--text-a", "A", "--text-a", "B",
-                                             "--text-b", "C"], ["--text-a was given 2", "--text-b 1"]),
-    "pair-flag-missing": (lambda tmp, tr: ["predict", "--model", str(tr("pairwise")[0]), "--text-a", "A"],
-                          ["--text-b is missing", "--text-a TEXT_A --text-b TEXT_B", "input_kind 'pair'"]),
-    "input-and-text": (lambda tmp, tr: ["predict", "--model", _sentiment(tmp, tr), "--input", _train_file(tmp, tr),
-                                        "--text", "hi"], ["--input", "--text"]),
+    "question-to-sentiment": (
+        lambda tmp, tr: ["predict", "--model", _sentiment(tmp, tr), "--question", "Who?", "--context", "Ada."],
+        ["--question", "--context", "--text TEXT", "input_kind 'text'", "one text per input"],
+    ),
+    "pair-count-mismatch": (
+        lambda tmp, tr: [
+            "predict",
+            "--model",
+            str(tr("pairwise")[0]),
+            "--text-a",
+            "A",
+            "--text-a",
+            "B",
+            "--text-b",
+            "C",
+        ],
+        ["--text-a was given 2", "--text-b 1"],
+    ),
+    "pair-flag-missing": (
+        lambda tmp, tr: ["predict", "--model", str(tr("pairwise")[0]), "--text-a", "A"],
+        ["--text-b is missing", "--text-a TEXT_A --text-b TEXT_B", "input_kind 'pair'"],
+    ),
+    "input-and-text": (
+        lambda tmp, tr: ["predict", "--model", _sentiment(tmp, tr), "--input", _train_file(tmp, tr), "--text", "hi"],
+        ["--input", "--text"],
+    ),
     "bad-data-row": (_bad_row_file, ["bad.jsonl line 2"]),
     "deeply-nested-json": (_nested_json_file, ["nested.jsonl line 1", "nested too deeply"]),
-    "convert-out-not-keras": (lambda tmp, tr: ["convert", str(tmp), "--task", "sentiment", "--out", "m.h5"],
-                              [".keras", "'m.h5'"]),
+    "convert-out-not-keras": (
+        lambda tmp, tr: ["convert", str(tmp), "--task", "sentiment", "--out", "m.h5"],
+        [".keras", "'m.h5'"],
+    ),
     "keras-file-not-a-zip": (_not_a_zip, ["broken.keras"]),
 }
 
@@ -444,10 +648,13 @@ class _Raises(keras.layers.Layer):
     "make_error",
     [
         lambda: _Raises()(np.zeros((1, 2))),  # Keras wraps it: "Exception encountered when calling ..."
-        lambda: (_ for _ in ()).throw(ValueError(
-            "Exception encountered when calling DistilBERT.call().\n\n\x1b[1minput_ids hold id 70000 but the "
-            "vocabulary has 30522 ids; check the tokenizer\x1b[0m\n\nArguments received by DistilBERT.call():\n"
-            "  • inputs={'input_ids': 'tf.Tensor(shape=(1, 2), dtype=int32)'}")),
+        lambda: (_ for _ in ()).throw(
+            ValueError(
+                "Exception encountered when calling DistilBERT.call().\n\n\x1b[1minput_ids hold id 70000 but the "
+                "vocabulary has 30522 ids; check the tokenizer\x1b[0m\n\nArguments received by DistilBERT.call():\n"
+                "  • inputs={'input_ids': 'tf.Tensor(shape=(1, 2), dtype=int32)'}"
+            )
+        ),
     ],
     ids=["raised-through-keras", "wrapped-text-only"],
 )
@@ -483,8 +690,10 @@ def test_bugs_and_debug_mode_raise_instead_of_one_line(monkeypatch, error, debug
 # -- predict answers every input, in order ------------------------------------------------------------------
 @pytest.mark.parametrize(
     "text_flags",
-    [["--text", "A superb meal.", "--text", "An awful trip.", "--text", "Fine."],
-     ["--text", "A superb meal.", "An awful trip.", "--text", "Fine."]],
+    [
+        ["--text", "A superb meal.", "--text", "An awful trip.", "--text", "Fine."],
+        ["--text", "A superb meal.", "An awful trip.", "--text", "Fine."],
+    ],
     ids=["repeated-flag", "mixed"],
 )
 def test_predict_answers_every_text_in_order(trained, capsys, text_flags):
@@ -501,9 +710,21 @@ def test_predict_answers_every_text_in_order(trained, capsys, text_flags):
 
 
 def test_predict_repeated_pairs_answer_each_pair(trained, capsys):
-    code, out, err = run(capsys, "predict", "--model", str(trained("pairwise")[0]), "--json",
-                         "--text-a", "A cat sat.", "--text-b", "A cat was sitting.",
-                         "--text-a", "Rain fell.", "--text-b", "The sun shone.")
+    code, out, err = run(
+        capsys,
+        "predict",
+        "--model",
+        str(trained("pairwise")[0]),
+        "--json",
+        "--text-a",
+        "A cat sat.",
+        "--text-b",
+        "A cat was sitting.",
+        "--text-a",
+        "Rain fell.",
+        "--text-b",
+        "The sun shone.",
+    )
     assert code == 0, err
     inputs = [json.loads(line)["input"] for line in out.strip().splitlines()]
     assert inputs == ["A cat sat. || A cat was sitting.", "Rain fell. || The sun shone."]
@@ -514,8 +735,19 @@ def test_predict_repeated_pairs_answer_each_pair(trained, capsys):
 def test_installed_script_prints_one_error_line_without_traceback(tmp_path):
     train_file, _ = task_files(tmp_path, "sentiment")
     completed = subprocess.run(
-        [str(SCRIPT), "train", "--task", "no_such_task", "--train", str(train_file), "--out", str(tmp_path / "m.keras")],
-        capture_output=True, text=True, timeout=300,
+        [
+            str(SCRIPT),
+            "train",
+            "--task",
+            "no_such_task",
+            "--train",
+            str(train_file),
+            "--out",
+            str(tmp_path / "m.keras"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert completed.returncode == 2
     errors = [line for line in completed.stderr.splitlines() if line.startswith("error:")]

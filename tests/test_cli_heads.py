@@ -12,7 +12,6 @@ import pytest
 
 import distilbert_heads.registry as registry_module
 from distilbert_heads.cli import main
-from plugin_fixtures import fake_site  # noqa: F401  (pytest fixture)
 
 SCRIPT = Path(sys.executable).with_name("distilbert-heads")
 

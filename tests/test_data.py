@@ -20,7 +20,9 @@ class Row(BaseModel):
 
 
 def test_jsonl_and_csv(tmp_path):
-    (tmp_path / "a.jsonl").write_text('{"text": "good", "label": "pos"}\n\n{"text": "bad", "label": "neg", "tokens": ["b"]}\n')
+    (tmp_path / "a.jsonl").write_text(
+        '{"text": "good", "label": "pos"}\n\n{"text": "bad", "label": "neg", "tokens": ["b"]}\n'
+    )
     (tmp_path / "a.csv").write_text('text,label,tokens\n"good, really",pos,a b\nbad,neg,\n')
     assert [r.label for r in read_examples(tmp_path / "a.jsonl", Row)] == ["pos", "neg"]
     rows = read_examples(tmp_path / "a.csv", Row)
@@ -30,7 +32,11 @@ def test_jsonl_and_csv(tmp_path):
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("bad.jsonl", '{"text": "ok", "label": "x"}\n{"text": "no label"}\n', "bad.jsonl line 2: label: Field required"),
+        (
+            "bad.jsonl",
+            '{"text": "ok", "label": "x"}\n{"text": "no label"}\n',
+            "bad.jsonl line 2: label: Field required",
+        ),
         ("bad.jsonl", '{"text": "ok", "label": "x"}\n{oops\n', "bad.jsonl line 2: not valid JSON"),
         ("bad.jsonl", '["a list"]\n', "bad.jsonl line 1: expected a JSON object"),
         ("bad.csv", "text,label\nok,x,extra\n", "bad.csv line 2: 3 cells, more than the 2 columns"),

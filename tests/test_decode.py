@@ -14,8 +14,37 @@ from distilbert_heads.tokenizer import DistilBertTokenizer
 
 D = 16
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-WORDS = ["zoe", "as", "##tr", "##om", "visited", "東", "京", "who", "founded", "hooli", "?", ".", ",", "in",
-         "the", "movie", "was", "great", "marie", "curie", "and", "a", "b", "c", "d", "e", "f", "g", "h"]
+WORDS = [
+    "zoe",
+    "as",
+    "##tr",
+    "##om",
+    "visited",
+    "東",
+    "京",
+    "who",
+    "founded",
+    "hooli",
+    "?",
+    ".",
+    ",",
+    "in",
+    "the",
+    "movie",
+    "was",
+    "great",
+    "marie",
+    "curie",
+    "and",
+    "a",
+    "b",
+    "c",
+    "d",
+    "e",
+    "f",
+    "g",
+    "h",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +69,17 @@ def test_sentiment_label_score_and_top_k(tokenizer):
     assert answers[1]["label"] == "negative"
     assert answers[2]["score"] == pytest.approx(1 / 3)
     top = head.decode({"logits": logits}, encoding, texts=texts, top_k=2)
-    assert [[a["label"] for a in row] for row in top] == [["positive", "neutral"], ["negative", "neutral"],
-                                                          ["negative", "neutral"]]  # ties keep class order
+    assert [[a["label"] for a in row] for row in top] == [
+        ["positive", "neutral"],
+        ["negative", "neutral"],
+        ["negative", "neutral"],
+    ]  # ties keep class order
     assert len(head.decode({"logits": logits}, encoding, texts=texts, top_k=10)[0]) == 3
     regression = SentimentHead(D, "text_regression")
     assert regression.decode({"logits": np.array([[0.5], [-2.0], [4.0]], "float32")}, encoding, texts=texts) == [
-        {"score": 0.5}, {"score": -2.0}, {"score": 4.0}
+        {"score": 0.5},
+        {"score": -2.0},
+        {"score": 4.0},
     ]
 
 
@@ -69,7 +103,8 @@ def test_pairwise_labels_and_similarity(tokenizer):
     assert answers[0]["score"] == pytest.approx(softmax(logits)[0, 0])
     similarity = PairwiseHead(D, "text_similarity")
     assert similarity.decode({"logits": np.array([[4.2], [0.3]], "float32")}, encoding, pairs=pairs) == [
-        {"score": pytest.approx(4.2)}, {"score": pytest.approx(0.3)}
+        {"score": pytest.approx(4.2)},
+        {"score": pytest.approx(0.3)},
     ]
 
 
@@ -112,8 +147,9 @@ def test_ner_one_list_per_text_and_empty_text(tokenizer):
         token = encoding.tokens[row][j]
         return {"zoe": "B-PER", "東": "B-LOC", "京": "I-LOC"}.get(token, "O")
 
-    answers = NerHead(D, "ner", {"labels": labels}).decode({"logits": ner_logits(encoding, tag, labels)}, encoding,
-                                                           texts=texts)
+    answers = NerHead(D, "ner", {"labels": labels}).decode(
+        {"logits": ner_logits(encoding, tag, labels)}, encoding, texts=texts
+    )
     assert [[(e["entity"], e["word"]) for e in row] for row in answers] == [[("PER", "Zoë"), ("LOC", "東京")], [], []]
 
 
@@ -166,10 +202,15 @@ def test_qa_answer_crossing_a_window_edge_is_found_whole(tokenizer):
     answer = "marie curie founded hooli"
     char_start = LONG_CONTEXT.index(answer)
     char_end = char_start + len(answer)
-    encoding = tokenizer.encode([question], [LONG_CONTEXT], max_length=12, truncation="only_second", stride=2,
-                                return_overflowing=True)
-    ends_by_row = [{e for (s, e), q in zip(encoding.offsets[r], encoding.sequence_ids[r]) if q == 1} for r in range(len(encoding))]
-    starts_by_row = [{s for (s, e), q in zip(encoding.offsets[r], encoding.sequence_ids[r]) if q == 1} for r in range(len(encoding))]
+    encoding = tokenizer.encode(
+        [question], [LONG_CONTEXT], max_length=12, truncation="only_second", stride=2, return_overflowing=True
+    )
+    ends_by_row = [
+        {e for (s, e), q in zip(encoding.offsets[r], encoding.sequence_ids[r]) if q == 1} for r in range(len(encoding))
+    ]
+    starts_by_row = [
+        {s for (s, e), q in zip(encoding.offsets[r], encoding.sequence_ids[r]) if q == 1} for r in range(len(encoding))
+    ]
     # Some window holds "marie" but not "curie": the answer crosses its edge.
     assert any(char_start in s and char_end not in e for s, e in zip(starts_by_row, ends_by_row))
     start, end = qa_logits(encoding, LONG_CONTEXT, char_start, char_end)
@@ -179,8 +220,12 @@ def test_qa_answer_crossing_a_window_edge_is_found_whole(tokenizer):
             if sequence != 1:
                 start[row, j] = end[row, j] = 50.0
     head = QASpanHead(D, "qa")
-    answers = head.decode({"start_logits": start, "end_logits": end}, encoding, questions=[question], contexts=[LONG_CONTEXT])
-    assert answers == [{"answer": answer, "score": pytest.approx(answers[0]["score"]), "start": char_start, "end": char_end}]
+    answers = head.decode(
+        {"start_logits": start, "end_logits": end}, encoding, questions=[question], contexts=[LONG_CONTEXT]
+    )
+    assert answers == [
+        {"answer": answer, "score": pytest.approx(answers[0]["score"]), "start": char_start, "end": char_end}
+    ]
     assert LONG_CONTEXT[answers[0]["start"] : answers[0]["end"]] == answers[0]["answer"]
     assert 0.0 < answers[0]["score"] <= 1.0
 
@@ -202,7 +247,9 @@ def test_qa_never_picks_illegal_spans(tokenizer):
             start[0, position[token]] = value
         for token, value in ends.items():
             end[0, position[token]] = value
-        return head.decode({"start_logits": start, "end_logits": end}, encoding, questions=[question], contexts=[context])[0]
+        return head.decode(
+            {"start_logits": start, "end_logits": end}, encoding, questions=[question], contexts=[context]
+        )[0]
 
     answer = decode({"founded": 10.0}, {"hooli": 10.0})
     assert (answer["answer"], answer["start"], answer["end"]) == ("founded Hooli", 12, 25)
@@ -212,15 +259,18 @@ def test_qa_never_picks_illegal_spans(tokenizer):
     assert decode({"marie": 20.0, "founded": 10.0}, {"c": 20.0, "hooli": 12.0})["answer"] == "founded Hooli"
     # With a wider limit the long span wins; it is cut from the context, not from lowercased tokens.
     wide = QASpanHead(D, "qa", {"max_answer_length": 30})
-    assert decode({"marie": 20.0, "founded": 10.0}, {"c": 20.0, "hooli": 12.0}, head=wide)["answer"] == \
-        "Marie Curie founded Hooli in a b c"
+    assert (
+        decode({"marie": 20.0, "founded": 10.0}, {"c": 20.0, "hooli": 12.0}, head=wide)["answer"]
+        == "Marie Curie founded Hooli in a b c"
+    )
     assert decode({}, {}, head=wide)["start"] >= 0  # even flat logits give a span inside the context
 
 
 def test_qa_several_questions_and_no_legal_span(tokenizer):
     questions, contexts = ["who ?", "who ?"], ["Marie Curie founded Hooli", "a b c d e f g h a b c d"]
-    encoding = tokenizer.encode(questions, contexts, max_length=8, truncation="only_second", stride=1,
-                                return_overflowing=True)
+    encoding = tokenizer.encode(
+        questions, contexts, max_length=8, truncation="only_second", stride=1, return_overflowing=True
+    )
     start, end = np.zeros(encoding.input_ids.shape, "float32"), np.zeros(encoding.input_ids.shape, "float32")
     rows = [r for r, s in enumerate(encoding.overflow_to_sample) if s == 0]
     for row in rows:
@@ -229,12 +279,16 @@ def test_qa_several_questions_and_no_legal_span(tokenizer):
                 start[row, j] = 9.0
             if encoding.sequence_ids[row][j] == 1 and e == 11:
                 end[row, j] = 9.0
-    answers = QASpanHead(D, "qa").decode({"start_logits": start, "end_logits": end}, encoding, questions=questions,
-                                         contexts=contexts)
+    answers = QASpanHead(D, "qa").decode(
+        {"start_logits": start, "end_logits": end}, encoding, questions=questions, contexts=contexts
+    )
     assert answers[0]["answer"] == "Marie Curie" and len(answers) == 2
     padded_out = {"start_logits": np.full_like(start, -1e9), "end_logits": np.full_like(end, -1e9)}
     assert QASpanHead(D, "qa").decode(padded_out, encoding, questions=questions, contexts=contexts)[1] == {
-        "answer": "", "score": 0.0, "start": None, "end": None
+        "answer": "",
+        "score": 0.0,
+        "start": None,
+        "end": None,
     }
 
 
@@ -242,8 +296,12 @@ def test_qa_several_questions_and_no_legal_span(tokenizer):
 def test_classification_evaluate_numbers():
     head = SentimentHead(D, "sentiment", {"labels": ["neg", "pos"]})
     examples = [TextExample(text="t", label=v) for v in ("pos", "pos", "neg", 0)]
-    predictions = [{"label": "pos", "score": 0.9}, {"label": "neg", "score": 0.6},
-                   [{"label": "neg", "score": 0.7}, {"label": "pos", "score": 0.3}], {"label": "pos", "score": 0.8}]
+    predictions = [
+        {"label": "pos", "score": 0.9},
+        {"label": "neg", "score": 0.6},
+        [{"label": "neg", "score": 0.7}, {"label": "pos", "score": 0.3}],
+        {"label": "pos", "score": 0.8},
+    ]
     scores = head.evaluate(examples, predictions)
     # pos: tp 1, fp 1, fn 1 -> f1 0.5; neg: tp 1, fp 1, fn 1 -> 0.5
     assert scores == {"accuracy": pytest.approx(0.5), "macro_f1": pytest.approx(0.5)}
@@ -268,15 +326,22 @@ def test_regression_and_similarity_evaluate_numbers():
 
 def test_ner_evaluate_is_entity_level_on_char_spans():
     examples = [
-        NerExample(tokens=["Ada", "Lovelace", "met", "Alan", "in", "Paris"], tags=["B-PER", "I-PER", "O", "B-PER", "O", "B-LOC"]),
+        NerExample(
+            tokens=["Ada", "Lovelace", "met", "Alan", "in", "Paris"],
+            tags=["B-PER", "I-PER", "O", "B-PER", "O", "B-LOC"],
+        ),
         NerExample(text="Acme Corp hired Zoë.", entities=[{"start": 0, "end": 9, "label": "ORG"}]),
     ]
     predictions = [
-        [{"entity": "PER", "start": 0, "end": 12, "word": "Ada Lovelace", "score": 0.9},  # right
-         {"entity": "PER", "start": 17, "end": 21, "word": "Alan", "score": 0.9},  # right
-         {"entity": "ORG", "start": 25, "end": 30, "word": "Paris", "score": 0.9}],  # wrong type
-        [{"entity": "ORG", "start": 0, "end": 4, "word": "Acme", "score": 0.9},  # wrong end
-         {"entity": "PER", "start": 16, "end": 19, "word": "Zoë", "score": 0.9}],  # not gold
+        [
+            {"entity": "PER", "start": 0, "end": 12, "word": "Ada Lovelace", "score": 0.9},  # right
+            {"entity": "PER", "start": 17, "end": 21, "word": "Alan", "score": 0.9},  # right
+            {"entity": "ORG", "start": 25, "end": 30, "word": "Paris", "score": 0.9},
+        ],  # wrong type
+        [
+            {"entity": "ORG", "start": 0, "end": 4, "word": "Acme", "score": 0.9},  # wrong end
+            {"entity": "PER", "start": 16, "end": 19, "word": "Zoë", "score": 0.9},
+        ],  # not gold
     ]
     scores = NerHead(D, "ner").evaluate(examples, predictions)
     # tp 2, fp 3, fn 2
@@ -285,11 +350,17 @@ def test_ner_evaluate_is_entity_level_on_char_spans():
 
 def test_qa_evaluate_squad_numbers():
     examples = [
-        QAExample(question="q", context="It was Marie Curie.", answers={"text": ["Marie Curie", "Curie"], "answer_start": [7, 13]}),
+        QAExample(
+            question="q",
+            context="It was Marie Curie.",
+            answers={"text": ["Marie Curie", "Curie"], "answer_start": [7, 13]},
+        ),
         QAExample(question="q", context="In 1984 it began.", answers={"text": ["1984"], "answer_start": [3]}),
     ]
-    predictions = [{"answer": "the Curie", "score": 0.5, "start": 0, "end": 1},
-                   {"answer": "1984 it", "score": 0.4, "start": 3, "end": 10}]
+    predictions = [
+        {"answer": "the Curie", "score": 0.5, "start": 0, "end": 1},
+        {"answer": "1984 it", "score": 0.4, "start": 3, "end": 10},
+    ]
     scores = QASpanHead(D, "qa").evaluate(examples, predictions)
     # "the Curie" normalises to "curie" (exact for the 2nd answer); "1984 it": precision 1/2, recall 1 -> 2/3
     assert scores == {"exact_match": pytest.approx(0.5), "f1": pytest.approx((1.0 + 2 / 3) / 2)}

@@ -21,7 +21,7 @@ def test_examples_are_consistent():
     for example in demo_data.generate("qa", "train"):
         start = example["answers"]["answer_start"][0]
         answer = example["answers"]["text"][0]
-        assert example["context"][start:start + len(answer)] == answer
+        assert example["context"][start : start + len(answer)] == answer
     for example in demo_data.generate("ner", "train"):
         assert len(example["tokens"]) == len(example["tags"])
 
@@ -29,7 +29,9 @@ def test_examples_are_consistent():
 def test_test_split_holds_out_names():
     train_tokens = {token for example in demo_data.generate("ner", "train") for token in example["tokens"]}
     test_names = {
-        token for example in demo_data.generate("ner", "test")
-        for token, tag in zip(example["tokens"], example["tags"]) if tag.endswith("PER")
+        token
+        for example in demo_data.generate("ner", "test")
+        for token, tag in zip(example["tokens"], example["tags"])
+        if tag.endswith("PER")
     }
     assert test_names - train_tokens, "the test split should contain people the model never saw"

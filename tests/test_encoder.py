@@ -19,7 +19,7 @@ def batch(length: int = 6, vocab_size: int = 50, seed: int = 0):
     rng = np.random.default_rng(seed)
     ids = rng.integers(1, vocab_size, size=(2, length)).astype("int32")
     mask = np.ones((2, length), dtype="int32")
-    mask[1, length // 2:] = 0
+    mask[1, length // 2 :] = 0
     return {"input_ids": ids, "attention_mask": mask}
 
 
@@ -50,7 +50,9 @@ def test_unknown_keyword_is_rejected_with_the_valid_names():
         DistilBertConfig.build(**TINY, hidden_dropout=0.1)
 
 
-@pytest.mark.parametrize(("variant", "hidden", "layers", "heads"), [("tiny", 256, 2, 4), ("small", 512, 4, 8), ("base", 768, 6, 12)])
+@pytest.mark.parametrize(
+    ("variant", "hidden", "layers", "heads"), [("tiny", 256, 2, 4), ("small", 512, 4, 8), ("base", 768, 6, 12)]
+)
 def test_variants_follow_the_seed_table(variant, hidden, layers, heads):
     config = DistilBertConfig.for_variant(variant)
     assert (config.hidden_size, config.num_layers, config.num_heads) == (hidden, layers, heads)
@@ -138,7 +140,9 @@ def test_symbolic_inputs_predict_and_fit():
     features = encoder(inputs)["last_hidden_state"]
     logits = keras.layers.Dense(2)(features[:, 0, :])
     model = keras.Model(inputs, logits)
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
 
     rng = np.random.default_rng(0)
     ids = rng.integers(1, 50, size=(32, 8)).astype("int32")
@@ -153,7 +157,9 @@ def test_encoder_predict_gives_the_call_outputs():
     encoder = DistilBERT(**TINY)
     inputs = batch()
     predicted = encoder.predict(inputs, verbose=0)
-    np.testing.assert_allclose(predicted["last_hidden_state"], numpy_of(encoder(inputs)["last_hidden_state"]), atol=1e-6)
+    np.testing.assert_allclose(
+        predicted["last_hidden_state"], numpy_of(encoder(inputs)["last_hidden_state"]), atol=1e-6
+    )
 
 
 # -- bad input --------------------------------------------------------------------------------

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hf_reference import hf_forward, make_hf_model, random_batch, save_hf_model
 from keras import ops
 
 from distilbert_heads import DistilBERT
-from hf_reference import hf_forward, make_hf_model, random_batch, save_hf_model
 
 TOLERANCE = 1e-5
 
@@ -83,8 +83,15 @@ def test_loads_pytorch_bin_with_legacy_layer_norm_names(tmp_path):
     )
 
 
-@pytest.mark.parametrize("model_class", ["DistilBertForMaskedLM", "DistilBertForSequenceClassification",
-                                         "DistilBertForTokenClassification", "DistilBertForQuestionAnswering"])
+@pytest.mark.parametrize(
+    "model_class",
+    [
+        "DistilBertForMaskedLM",
+        "DistilBertForSequenceClassification",
+        "DistilBertForTokenClassification",
+        "DistilBertForQuestionAnswering",
+    ],
+)
 def test_task_checkpoints_give_their_encoder(tmp_path, model_class):
     reference = make_hf_model(model_class)
     encoder = DistilBERT.from_pretrained(save_hf_model(reference, tmp_path))

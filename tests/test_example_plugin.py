@@ -29,7 +29,9 @@ MULTI_HOT = np.array([[1, 0, 1], [0, 0, 0], [1, 1, 1], [0, 1, 0]], dtype="float3
 
 
 def foo_model(**options):
-    return create_distilbert_with_head(task_type="foo", distilbert_variant="tiny", **{"num_classes": 3, **options}, **TINY_ENCODER)
+    return create_distilbert_with_head(
+        task_type="foo", distilbert_variant="tiny", **{"num_classes": 3, **options}, **TINY_ENCODER
+    )
 
 
 def test_found_through_its_entry_point_with_provenance():
@@ -109,7 +111,9 @@ def test_blocked_plugin_fails_in_a_fresh_process_with_what_to_do(tmp_path):
         """
     )
     env = {**os.environ, BLOCK_ENV: "distilbert-head-foo", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, env=env, timeout=300
+    )
     assert result.returncode == 3, result.stderr[-3000:]
     assert "'foo'" in result.stdout and BLOCK_ENV in result.stdout
     assert "pip install distilbert-head-foo==0.1.0" in result.stdout

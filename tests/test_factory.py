@@ -139,7 +139,9 @@ def test_duplicate_head_names_are_an_error():
 def multi_head_model(**weights):
     return create_distilbert_with_heads(
         [
-            NLPTaskConfig(name="sentiment", task_type="sentiment", num_classes=3, loss_weight=weights.get("sentiment", 1.0)),
+            NLPTaskConfig(
+                name="sentiment", task_type="sentiment", num_classes=3, loss_weight=weights.get("sentiment", 1.0)
+            ),
             NLPTaskConfig(name="tags", task_type="ner", num_classes=5, loss_weight=weights.get("tags", 1.0)),
             NLPTaskConfig(name="qa", task_type="qa", loss_weight=weights.get("qa", 1.0)),
         ],
@@ -356,8 +358,10 @@ def test_pretrained_token_classification_matches_transformers(tmp_path):
 
     tags = ["O", "B-X", "I-X", "B-Y", "I-Y"]
     hf, directory = hf_checkpoint(
-        tmp_path, "DistilBertForTokenClassification",
-        id2label=dict(enumerate(tags)), label2id={tag: i for i, tag in enumerate(tags)},
+        tmp_path,
+        "DistilBertForTokenClassification",
+        id2label=dict(enumerate(tags)),
+        label2id={tag: i for i, tag in enumerate(tags)},
     )
     model = create_distilbert_with_head(task_type="ner", pretrained=str(directory))
     assert model.heads["ner"].options.labels == tags  # class count and names come from the checkpoint

@@ -170,8 +170,10 @@ def test_masked_loss_matches_torch_cross_entropy():
     torch = pytest.importorskip("torch")
     logits, labels = ner_batch(seed=3)
     reference = torch.nn.functional.cross_entropy(
-        torch.tensor(logits).reshape(-1, 5), torch.tensor(labels, dtype=torch.long).reshape(-1),
-        ignore_index=-100, label_smoothing=0.1,
+        torch.tensor(logits).reshape(-1, 5),
+        torch.tensor(labels, dtype=torch.long).reshape(-1),
+        ignore_index=-100,
+        label_smoothing=0.1,
     )
     ours = MaskedSparseCategoricalCrossentropy(label_smoothing=0.1)(labels, logits)
     assert float(ops.convert_to_numpy(ours)) == pytest.approx(float(reference), rel=1e-5)
@@ -288,8 +290,9 @@ def test_ner_decode_groups_bio_entities():
     for i, tag in enumerate(tags):
         logits[0, i, CONLL_LABELS.index(tag)] = 5.0 + i * 0.1
     mask = np.array([[1] * 9 + [0]])
-    decoded = head.decode({"logits": logits}, {"offsets": [offsets], "text": [text], "word_ids": [word_ids],
-                                               "attention_mask": mask})[0]
+    decoded = head.decode(
+        {"logits": logits}, {"offsets": [offsets], "text": [text], "word_ids": [word_ids], "attention_mask": mask}
+    )[0]
     assert decoded["tags"] == tags[:9]
     probs = np.exp(logits[0]) / np.exp(logits[0]).sum(-1, keepdims=True)
     assert decoded["scores"] == pytest.approx(list(probs.max(-1)[:9]))
@@ -358,7 +361,7 @@ def toy_problem(head, n: int = 32):
     elif head.is_regression:
         labels = {"logits": states[:, 0, :4].sum(-1).astype("float32")}
     else:
-        labels = {"logits": (states[:, 0, :head.num_classes].argmax(-1)).astype("int32")}
+        labels = {"logits": (states[:, 0, : head.num_classes].argmax(-1)).astype("int32")}
     return [states, mask], labels
 
 

@@ -79,11 +79,15 @@ def test_csv_rows_equal_jsonl_rows(tmp_path):
     assert read_examples(path, TextExample) == [TextExample(**r) for r in rows]
 
     rows = demo_rows("pairwise", 20)
-    path = write_csv(tmp_path / "p.csv", ["text_a", "text_b", "label"], [[r["text_a"], r["text_b"], r["label"]] for r in rows])
+    path = write_csv(
+        tmp_path / "p.csv", ["text_a", "text_b", "label"], [[r["text_a"], r["text_b"], r["label"]] for r in rows]
+    )
     assert read_examples(path, PairExample) == [PairExample(**r) for r in rows]
 
     rows = demo_rows("ner", 20)
-    path = write_csv(tmp_path / "n.csv", ["tokens", "tags"], [[" ".join(r["tokens"]), " ".join(r["tags"])] for r in rows])
+    path = write_csv(
+        tmp_path / "n.csv", ["tokens", "tags"], [[" ".join(r["tokens"]), " ".join(r["tags"])] for r in rows]
+    )
     from_csv = read_examples(path, NerExample)
     assert from_csv == [NerExample(**r) for r in rows]
     assert from_csv[0].text == " ".join(rows[0]["tokens"])
@@ -99,8 +103,11 @@ def test_csv_rows_equal_jsonl_rows(tmp_path):
 
 def test_ner_span_rows_from_jsonl_and_csv(tmp_path):
     text = "Ada Lovelace visited Paris, then Acme Corp."
-    entities = [{"start": 0, "end": 12, "label": "PER"}, {"start": 21, "end": 26, "label": "LOC"},
-                {"start": 33, "end": 42, "label": "ORG"}]
+    entities = [
+        {"start": 0, "end": 12, "label": "PER"},
+        {"start": 21, "end": 26, "label": "LOC"},
+        {"start": 33, "end": 42, "label": "ORG"},
+    ]
     (tmp_path / "n.jsonl").write_text(json.dumps({"text": text, "entities": entities}) + "\n", encoding="utf-8")
     path = write_csv(tmp_path / "n.csv", ["text", "entities"], [[text, json.dumps(entities)]])
     from_jsonl, from_csv = read_examples(tmp_path / "n.jsonl", NerExample), read_examples(path, NerExample)
@@ -109,25 +116,47 @@ def test_ner_span_rows_from_jsonl_and_csv(tmp_path):
 
 
 def test_numeric_labels_in_csv(tmp_path):
-    path = write_csv(tmp_path / "r.csv", ["text", "label"], [["meh", "0.25"], ["fine", "3"], ["ok", " 2 "], ["x", "pos"]])
+    path = write_csv(
+        tmp_path / "r.csv", ["text", "label"], [["meh", "0.25"], ["fine", "3"], ["ok", " 2 "], ["x", "pos"]]
+    )
     assert [e.label for e in read_examples(path, TextExample)] == [0.25, 3, 2, "pos"]
 
 
 @pytest.mark.parametrize(
     ("schema", "header", "rows", "message"),
     [
-        (NerExample, ["tokens", "tags"], [["a b", "O O"], ["a b c", "O O"]],
-         "line 3: .*tokens has 3 words but tags has 2; give exactly one tag per word"),
+        (
+            NerExample,
+            ["tokens", "tags"],
+            [["a b", "O O"], ["a b c", "O O"]],
+            "line 3: .*tokens has 3 words but tags has 2; give exactly one tag per word",
+        ),
         (NerExample, ["tokens", "tags"], [["a b", ""]], "line 2: .*tags is missing"),
-        (NerExample, ["text", "entities"], [["Ada", '[{"start": 0, "end": 9, "label": "PER"}]']],
-         r"line 2: .*entity PER has start=0, end=9, but the text has 3 characters"),
-        (NerExample, ["text", "entities"], [["Ada", '[{"start": 0, "end": 3, "label": "B-PER"}]']],
-         "line 2: .*has a B-/I- prefix; give the type alone"),
+        (
+            NerExample,
+            ["text", "entities"],
+            [["Ada", '[{"start": 0, "end": 9, "label": "PER"}]']],
+            r"line 2: .*entity PER has start=0, end=9, but the text has 3 characters",
+        ),
+        (
+            NerExample,
+            ["text", "entities"],
+            [["Ada", '[{"start": 0, "end": 3, "label": "B-PER"}]']],
+            "line 2: .*has a B-/I- prefix; give the type alone",
+        ),
         (NerExample, ["text", "entities"], [["Ada", "[{oops"]], "line 2: .*entities must be a JSON list"),
-        (QAExample, ["question", "context", "answer_text", "answer_start"], [["Who?", "Ada wrote it.", "Ada", "2"]],
-         r"line 2: .*'Ada' does not match the context at answer_start=2, which reads 'a w'.*it occurs at \[0\]"),
-        (QAExample, ["question", "context", "answer_text", "answer_start"], [["Who?", "Ada wrote it.", "Ada", "x"]],
-         "line 2: .*answer_start 'x' is not an integer"),
+        (
+            QAExample,
+            ["question", "context", "answer_text", "answer_start"],
+            [["Who?", "Ada wrote it.", "Ada", "2"]],
+            r"line 2: .*'Ada' does not match the context at answer_start=2, which reads 'a w'.*it occurs at \[0\]",
+        ),
+        (
+            QAExample,
+            ["question", "context", "answer_text", "answer_start"],
+            [["Who?", "Ada wrote it.", "Ada", "x"]],
+            "line 2: .*answer_start 'x' is not an integer",
+        ),
         (TextExample, ["text", "label"], [["good", "pos"], ["bad", ""]], "line 3: .*label is empty"),
         (TextExample, ["text", "label"], [["  ", "pos"]], "line 2: .*text is empty"),
         (PairExample, ["text_a", "text_b", "label"], [["a", "", "same"]], "line 2: .*text_b: .*the text is empty"),
@@ -157,7 +186,9 @@ def test_bad_jsonl_rows_name_the_line(tmp_path):
 def test_options_from_examples():
     sentiment = read_examples(data_path("sentiment", "train"), TextExample)
     first = sentiment[0].label
-    assert SentimentHead.options_from_examples(sentiment) == {"labels": [first, ({"positive", "negative"} - {first}).pop()]}
+    assert SentimentHead.options_from_examples(sentiment) == {
+        "labels": [first, ({"positive", "negative"} - {first}).pop()]
+    }
     ints = [TextExample(text="t", label=v) for v in (2, 0, 1, 2)]
     assert SentimentHead.options_from_examples(ints) == {"labels": ["0", "1", "2"]}
     scores = [TextExample(text="t", label=v) for v in (1, 0.5, 3)]
@@ -168,14 +199,20 @@ def test_options_from_examples():
     assert sorted(PairwiseHead.options_from_examples(pairs)["labels"]) == ["different", "paraphrase"]
     similar = [PairExample(text_a="a", text_b="b", label=v) for v in (0, 5, 3)]
     assert PairwiseHead.options_from_examples(similar, task_type="text_similarity") == {"num_classes": 1}
-    assert PairwiseHead(D, "text_similarity", PairwiseHead.options_from_examples(similar, "text_similarity")).is_regression
+    assert PairwiseHead(
+        D, "text_similarity", PairwiseHead.options_from_examples(similar, "text_similarity")
+    ).is_regression
 
-    ner = [NerExample(tokens=["a", "b", "c"], tags=["B-PER", "O", "B-LOC"]),
-           NerExample(text="x y", entities=[{"start": 0, "end": 1, "label": "ORG"}])]
+    ner = [
+        NerExample(tokens=["a", "b", "c"], tags=["B-PER", "O", "B-LOC"]),
+        NerExample(text="x y", entities=[{"start": 0, "end": 1, "label": "ORG"}]),
+    ]
     assert NerHead.options_from_examples(ner) == {"labels": ["O", "B-PER", "B-LOC", "B-ORG", "I-ORG", "I-PER", "I-LOC"]}
     demo = read_examples(data_path("ner", "train"), NerExample)
     labels = NerHead.options_from_examples(demo)["labels"]
-    assert labels[0] == "O" and sorted(labels) == sorted(["O", *(f"{p}-{t}" for p in "BI" for t in ("PER", "LOC", "ORG"))])
+    assert labels[0] == "O" and sorted(labels) == sorted(
+        ["O", *(f"{p}-{t}" for p in "BI" for t in ("PER", "LOC", "ORG"))]
+    )
     assert QASpanHead.options_from_examples(read_examples(data_path("qa", "train"), QAExample)) == {}
 
 
@@ -199,8 +236,12 @@ def test_sentiment_encode_shapes_and_labels(tokenizer):
 
 def test_unknown_label_names_it_and_the_known_labels(tokenizer):
     head = SentimentHead(D, "sentiment", {"labels": ["negative", "positive"]})
-    with pytest.raises(ValueError, match=r"example 1: unknown label 'neutral'; this head knows the labels \['negative', 'positive'\]"):
-        head.encode_examples([TextExample(text="a", label="positive"), TextExample(text="b", label="neutral")], tokenizer, 16)
+    with pytest.raises(
+        ValueError, match=r"example 1: unknown label 'neutral'; this head knows the labels \['negative', 'positive'\]"
+    ):
+        head.encode_examples(
+            [TextExample(text="a", label="positive"), TextExample(text="b", label="neutral")], tokenizer, 16
+        )
     with pytest.raises(ValueError, match="label 7 is neither a class name nor a class index"):
         head.encode_examples([TextExample(text="a", label=7)], tokenizer, 16)
     with pytest.raises(ValueError, match=r"unknown tag 'B-MISC'; this head knows the tags \['O', 'B-PER'\]"):
@@ -225,8 +266,9 @@ def test_regression_and_pair_encoding(tokenizer):
 
 
 def test_ner_labels_on_first_sub_token_only(tokenizer):
-    example = NerExample(tokens=["Barbara", "McClintock", "visited", "U.S.", "."],
-                         tags=["B-PER", "I-PER", "O", "B-LOC", "O"])
+    example = NerExample(
+        tokens=["Barbara", "McClintock", "visited", "U.S.", "."], tags=["B-PER", "I-PER", "O", "B-LOC", "O"]
+    )
     head = NerHead(D, "ner", {"labels": ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]})
     inputs, labels = head.encode_examples([example, NerExample(tokens=["Paris"], tags=["B-LOC"])], tokenizer, 32)
     tokens = tokenizer.encode([example.text]).tokens[0]
@@ -244,15 +286,21 @@ def test_ner_labels_on_first_sub_token_only(tokenizer):
 
 
 def test_ner_span_rows_label_like_word_rows(tokenizer):
-    words = NerExample(tokens=["Ada", "Lovelace", "moved", "to", "New", "York", "."],
-                       tags=["B-PER", "I-PER", "O", "O", "B-LOC", "I-LOC", "O"])
-    spans = NerExample(text="Ada Lovelace moved to New York.",
-                       entities=[{"start": 0, "end": 12, "label": "PER"}, {"start": 22, "end": 30, "label": "LOC"}])
+    words = NerExample(
+        tokens=["Ada", "Lovelace", "moved", "to", "New", "York", "."],
+        tags=["B-PER", "I-PER", "O", "O", "B-LOC", "I-LOC", "O"],
+    )
+    spans = NerExample(
+        text="Ada Lovelace moved to New York.",
+        entities=[{"start": 0, "end": 12, "label": "PER"}, {"start": 22, "end": 30, "label": "LOC"}],
+    )
     head = NerHead(D, "ner", NerHead.options_from_examples([words, spans]))
     _, from_words = head.encode_examples([words], tokenizer, 32)
     _, from_spans = head.encode_examples([spans], tokenizer, 32)
     np.testing.assert_array_equal(from_words["logits"], from_spans["logits"])
-    assert spans.gold_entities() == {(t, s, e) for t, s, e in words.gold_entities()} == {("PER", 0, 12), ("LOC", 22, 30)}
+    assert (
+        spans.gold_entities() == {(t, s, e) for t, s, e in words.gold_entities()} == {("PER", 0, 12), ("LOC", 22, 30)}
+    )
 
 
 def test_ner_warns_when_an_entity_starts_inside_a_word(tokenizer):
@@ -288,16 +336,26 @@ def test_qa_long_contexts_keep_windows_with_the_answer(tokenizer):
     filler = " ".join(["the movie was great"] * 12)
     context = f"{filler} Marie Curie founded Hooli in 1984. {filler}"
     answer = "Marie Curie"
-    example = QAExample(question="Who founded Hooli?", context=context,
-                        answers={"text": [answer], "answer_start": [context.index(answer)]})
+    example = QAExample(
+        question="Who founded Hooli?",
+        context=context,
+        answers={"text": [answer], "answer_start": [context.index(answer)]},
+    )
     head = QASpanHead(D, "qa")
-    with pytest.warns(UserWarning, match=r"dropped \d+ of \d+ windows .*stride=4\) that do not hold their whole answer; 0 of 1"):
+    with pytest.warns(
+        UserWarning, match=r"dropped \d+ of \d+ windows .*stride=4\) that do not hold their whole answer; 0 of 1"
+    ):
         inputs, labels = head.encode_examples([example], tokenizer, max_length=24, stride=4)
     assert 1 <= len(labels["start_logits"]) and inputs["input_ids"].shape[1] <= 24
-    windows = tokenizer.encode([example.question], [context], max_length=24, truncation="only_second", stride=4,
-                               return_overflowing=True)
-    kept = [r for r in range(len(windows)) if windows.input_ids[r].tolist()[: inputs["input_ids"].shape[1]]
-            in [row.tolist() for row in inputs["input_ids"]]]
+    windows = tokenizer.encode(
+        [example.question], [context], max_length=24, truncation="only_second", stride=4, return_overflowing=True
+    )
+    kept = [
+        r
+        for r in range(len(windows))
+        if windows.input_ids[r].tolist()[: inputs["input_ids"].shape[1]]
+        in [row.tolist() for row in inputs["input_ids"]]
+    ]
     for i, row in enumerate(kept):
         start, end = int(labels["start_logits"][i]), int(labels["end_logits"][i])
         assert context[windows.offsets[row][start][0] : windows.offsets[row][end][1]] == answer

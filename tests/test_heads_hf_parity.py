@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hf_reference import hf_forward, make_hf_model, random_batch, torch
 from keras import ops
 
-from hf_reference import hf_forward, make_hf_model, random_batch, torch
 from distilbert_heads.heads.ner import NerHead
 from distilbert_heads.heads.pairwise import PairwiseHead
 from distilbert_heads.heads.qa_span import QASpanHead
@@ -20,12 +20,27 @@ DIM = 32
 
 # (HF model class, head class, task type, head options, HF head key prefixes)
 CASES = [
-    ("DistilBertForSequenceClassification", SentimentHead, "sentiment_analysis", {"num_classes": 3},
-     ("pre_classifier", "classifier")),
-    ("DistilBertForSequenceClassification", SentimentHead, "text_regression", {"num_classes": 1},
-     ("pre_classifier", "classifier")),
-    ("DistilBertForSequenceClassification", PairwiseHead, "natural_language_inference", {},
-     ("pre_classifier", "classifier")),
+    (
+        "DistilBertForSequenceClassification",
+        SentimentHead,
+        "sentiment_analysis",
+        {"num_classes": 3},
+        ("pre_classifier", "classifier"),
+    ),
+    (
+        "DistilBertForSequenceClassification",
+        SentimentHead,
+        "text_regression",
+        {"num_classes": 1},
+        ("pre_classifier", "classifier"),
+    ),
+    (
+        "DistilBertForSequenceClassification",
+        PairwiseHead,
+        "natural_language_inference",
+        {},
+        ("pre_classifier", "classifier"),
+    ),
     ("DistilBertForTokenClassification", NerHead, "ner", {"num_classes": 5}, ("classifier",)),
     ("DistilBertForQuestionAnswering", QASpanHead, "question_answering", {}, ("qa_outputs",)),
 ]

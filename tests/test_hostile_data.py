@@ -40,22 +40,38 @@ HOSTILE_FILES = [
     ("utf16.jsonl", GOOD.encode("utf-16"), ["UTF-16", "must be UTF-8", "iconv -f UTF-16 -t UTF-8"]),
     ("utf32.jsonl", GOOD.encode("utf-32"), ["UTF-32", "iconv -f UTF-32"]),
     ("utf16-no-bom.csv", "text,label\nfilm,positive\n".encode("utf-16-le"), ["line 1", "NUL byte", "iconv -f UTF-16"]),
-    ("latin1.csv", "text,label\ncafé noir,positive\n".encode("latin1"),
-     ["line 2", "byte offset 14", "not UTF-8", "iconv -f latin1 -t utf-8"]),
-    ("cp1252.jsonl", (GOOD + '{"text": "\u201cquoted\u201d", "label": "negative"}\n').encode("cp1252"),
-     ["line 2", "not UTF-8", "iconv -f latin1"]),
-    ("deep.jsonl", (GOOD + '{"text": "a", "label": ' + "[" * DEEP + "]" * DEEP + "}\n").encode(),
-     ["line 2", "nested too deeply", '"text": ...']),
+    (
+        "latin1.csv",
+        "text,label\ncafé noir,positive\n".encode("latin1"),
+        ["line 2", "byte offset 14", "not UTF-8", "iconv -f latin1 -t utf-8"],
+    ),
+    (
+        "cp1252.jsonl",
+        (GOOD + '{"text": "\u201cquoted\u201d", "label": "negative"}\n').encode("cp1252"),
+        ["line 2", "not UTF-8", "iconv -f latin1"],
+    ),
+    (
+        "deep.jsonl",
+        (GOOD + '{"text": "a", "label": ' + "[" * DEEP + "]" * DEEP + "}\n").encode(),
+        ["line 2", "nested too deeply", '"text": ...'],
+    ),
     ("array.jsonl", b'[{"text": "a", "label": "x"}]\n', ["line 1", "expected a JSON object", "a JSON array", "jq -c"]),
     ("number.jsonl", (GOOD + "42\n").encode(), ["line 2", "expected a JSON object", "got a number"]),
     ("string.jsonl", (GOOD + '"just text"\n').encode(), ["line 2", "got a JSON string"]),
     ("null.jsonl", (GOOD + "null\n").encode(), ["line 2", "got null"]),
-    ("pretty.json", b'[\n  {"text": "a", "label": "x"}\n]\n', ["line 1", "not valid JSON", "one object per line", "jq"]),
+    (
+        "pretty.json",
+        b'[\n  {"text": "a", "label": "x"}\n]\n',
+        ["line 1", "not valid JSON", "one object per line", "jq"],
+    ),
     ("broken.jsonl", (GOOD + '{"text": "a", "label": \n').encode(), ["line 2", "not valid JSON", "column"]),
     ("bigint.jsonl", (GOOD + '{"text": "a", "label": ' + "9" * 5000 + "}\n").encode(), ["line 2", "too many digits"]),
     ("surrogate.jsonl", (GOOD + '{"text": "smile \\ud83d", "label": "x"}\n').encode(), ["line 2", "lone surrogate"]),
-    ("no-header.csv", b"great film,positive\nawful film,negative\n",
-     ["line 1", "header", "must name the columns", "text,label"]),
+    (
+        "no-header.csv",
+        b"great film,positive\nawful film,negative\n",
+        ["line 1", "header", "must name the columns", "text,label"],
+    ),
     ("short-row.csv", b"text,label\ngood,positive\nno label here\n", ["line 3", "1 cell", "2 columns", "text, label"]),
     ("long-row.csv", b"text,label\ngood, really good,positive\n", ["line 2", "3 cells", "Quote cells"]),
     ("nul.csv", b"text,label\ngood\x00film,positive\n", ["line 2", "NUL byte"]),
@@ -112,7 +128,9 @@ def test_line_over_the_limit_names_line_limit_and_override(tmp_path, monkeypatch
     monkeypatch.setenv(MAX_LINE_BYTES_ENV, "100000")
     with pytest.raises(DataFileError) as error:
         read_examples(path, TextExample)
-    _check_message(str(error.value), path.name, [f"line {2 if fmt == 'jsonl' else 3}", "100000 bytes", MAX_LINE_BYTES_ENV])
+    _check_message(
+        str(error.value), path.name, [f"line {2 if fmt == 'jsonl' else 3}", "100000 bytes", MAX_LINE_BYTES_ENV]
+    )
     monkeypatch.setenv(MAX_LINE_BYTES_ENV, "1000000")  # the documented override lets it through
     assert read_examples(path, TextExample)[-1].text.strip() == long_text.strip()
     monkeypatch.setenv(MAX_LINE_BYTES_ENV, "lots")
@@ -164,7 +182,9 @@ def test_fifty_megabyte_line_keeps_memory_bounded(tmp_path):
         print("WHOLE_KB", peak_growth_kb(100 * 2**20))
     """)
     env = {key: value for key, value in os.environ.items() if key != MAX_LINE_BYTES_ENV}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300, check=False
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     lines = dict(line.split(" ", 1) for line in done.stdout.splitlines() if line.split(" ")[0].isupper())
     _check_message(lines["MESSAGE"], "huge.jsonl", ["line 2", "1 MiB", MAX_LINE_BYTES_ENV])
@@ -190,8 +210,11 @@ LABEL_CASES = [
     ("sentiment", [5, 3, 1, 4, 2], {"labels": ["1", "2", "3", "4", "5"]}),
     ("sentiment", [1.0, 0.0], {"labels": ["0", "1"]}),
     ("sentiment", ["pos", "neg"], {"labels": ["pos", "neg"]}),
-    ("sentiment", [1, 1, 1], ["every row has the label '1'", "one class cannot be learnt", "--task text_regression",
-                              "num_classes=1"]),
+    (
+        "sentiment",
+        [1, 1, 1],
+        ["every row has the label '1'", "one class cannot be learnt", "--task text_regression", "num_classes=1"],
+    ),
     ("sentiment", ["pos", "pos"], ["every row has the label 'pos'", "at least two classes"]),
     ("sentiment", [0.37, 0.9], ["line 1", "0.37 is a fractional number", "classification", "--task text_regression"]),
     ("sentiment", [0, 1, "0.5"], ["line 3", "0.5 is a fractional number", "text_regression"]),
@@ -263,7 +286,9 @@ def test_chance_level_warning_for_constant_and_guessing_answers():
 def test_training_on_random_labels_warns_at_chance_level(tmp_path, capsys):
     rng = random.Random(0)
     words = ["film", "plot", "actor", "scene", "music", "story", "ending", "cast", "script", "camera"]
-    rows = [{"text": " ".join(rng.choices(words, k=6)), "label": rng.choice(["positive", "negative"])} for _ in range(30)]
+    rows = [
+        {"text": " ".join(rng.choices(words, k=6)), "label": rng.choice(["positive", "negative"])} for _ in range(30)
+    ]
     path = tmp_path / "random.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     keras.utils.set_random_seed(0)
@@ -272,8 +297,14 @@ def test_training_on_random_labels_warns_at_chance_level(tmp_path, capsys):
     message = str(caught[0].message)
     assert result.warnings == [message]
     majority = max(sum(row["label"] == label for row in rows) for label in ("positive", "negative")) / len(rows)
-    for fact in (f"accuracy on the training rows is {result.metrics['accuracy']:.3f}", f"guessing scores {majority:.3f}",
-                 "30", "more epochs", "--pretrained", "--variant"):
+    for fact in (
+        f"accuracy on the training rows is {result.metrics['accuracy']:.3f}",
+        f"guessing scores {majority:.3f}",
+        "30",
+        "more epochs",
+        "--pretrained",
+        "--variant",
+    ):
         assert fact in message, message
     assert f"warning: {message}" in capsys.readouterr().out
 
@@ -289,7 +320,10 @@ BAD_SETTINGS = [
     ({"batch_size": -5}, ["batch_size (--batch-size) is -5"]),
     ({"patience": -3}, ["patience (--patience) is -3", "0 (never stop early)"]),
     ({"token_dropout": 1.0}, ["token_dropout (--token-dropout) is 1.0"]),
-    ({"token_dropout": float("nan"), "epochs": "3"}, ["token_dropout (--token-dropout) is nan", "epochs (--epochs) is '3'"]),
+    (
+        {"token_dropout": float("nan"), "epochs": "3"},
+        ["token_dropout (--token-dropout) is nan", "epochs (--epochs) is '3'"],
+    ),
 ]
 
 
@@ -304,14 +338,23 @@ def test_bad_training_settings_are_refused_before_reading_the_files(tmp_path, se
 
 def test_a_diverged_run_raises_and_leaves_the_previous_model_in_place(tmp_path):
     data = tmp_path / "train.jsonl"
-    data.write_text("".join(json.dumps({"text": f"{word} film {i}", "label": word}) + "\n"
-                            for i in range(8) for word in ("good", "bad")), encoding="utf-8")
+    data.write_text(
+        "".join(
+            json.dumps({"text": f"{word} film {i}", "label": word}) + "\n" for i in range(8) for word in ("good", "bad")
+        ),
+        encoding="utf-8",
+    )
     out = tmp_path / "m.keras"
     out.write_bytes(b"the previous, good model")
     with pytest.raises(TrainingError) as error:
         train("sentiment", data, epochs=2, learning_rate=1e30, out=out, verbose=0, vocab_size=60, **TINY)
-    for fragment in ["Training diverged", "NaN or infinite", f"nothing was written to {str(out)!r}",
-                     "Lower the learning rate", "1e+30"]:
+    for fragment in [
+        "Training diverged",
+        "NaN or infinite",
+        f"nothing was written to {str(out)!r}",
+        "Lower the learning rate",
+        "1e+30",
+    ]:
         assert fragment in str(error.value), str(error.value)
     assert out.read_bytes() == b"the previous, good model"
 

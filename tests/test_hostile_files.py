@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from distilbert_heads import checkpoints
 from distilbert_heads.checkpoints import CheckpointError
 from distilbert_heads.cli import main
@@ -60,14 +61,16 @@ def edit_json(edit):
         config = json.loads(data)
         edit(config)
         return json.dumps(config).encode()
+
     return apply
 
 
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory) -> Path:
     """A tiny random DistilBertForSequenceClassification checkpoint (safetensors) with a vocab.txt."""
-    directory = save_hf_model(make_hf_model("DistilBertForSequenceClassification", num_labels=3),
-                              tmp_path_factory.mktemp("hf") / "ckpt")
+    directory = save_hf_model(
+        make_hf_model("DistilBertForSequenceClassification", num_labels=3), tmp_path_factory.mktemp("hf") / "ckpt"
+    )
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(HF_VOCAB - 5)]
     (directory / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
     return directory
@@ -116,28 +119,41 @@ OVERSIZED = {
     "ffn": ({"intermediate_size": 10**7}, "intermediate_size", "65,536"),
     "positions": ({"max_position_embeddings": 10**7}, "max_position_embeddings", "131,072"),
     # Every field within its own limit, together about 413 billion parameters.
-    "total": ({"hidden_size": 16_384, "num_heads": 128, "num_layers": 128, "intermediate_size": 65_536},
-              "parameters", "20,000,000,000"),
+    "total": (
+        {"hidden_size": 16_384, "num_heads": 128, "num_layers": 128, "intermediate_size": 65_536},
+        "parameters",
+        "20,000,000,000",
+    ),
 }
 
 
 @pytest.mark.parametrize("container", ["config.json", "task .keras", "encoder .keras"])
 @pytest.mark.parametrize("case", list(OVERSIZED))
-def test_oversized_configs_fail_fast_naming_field_limit_and_override(case, container, keras_file,
-                                                                     encoder_keras_file, tmp_path, monkeypatch):
+def test_oversized_configs_fail_fast_naming_field_limit_and_override(
+    case, container, keras_file, encoder_keras_file, tmp_path, monkeypatch
+):
     monkeypatch.delenv(ALLOW_LARGE_ENV, raising=False)
     fields, named, limit = OVERSIZED[case]
     if container == "config.json":
-        (tmp_path / "config.json").write_text(json.dumps(
-            {"model_type": "distilbert", **{HF_FIELD_NAMES[key]: value for key, value in fields.items()}}))
+        (tmp_path / "config.json").write_text(
+            json.dumps({"model_type": "distilbert", **{HF_FIELD_NAMES[key]: value for key, value in fields.items()}})
+        )
         load = lambda: DistilBERT.from_pretrained(tmp_path)
     elif container == "task .keras":
-        path = rewrite_member(keras_file, tmp_path / "big.keras", "config.json",
-                              edit_json(lambda config: config["config"]["encoder"].update(fields)))
+        path = rewrite_member(
+            keras_file,
+            tmp_path / "big.keras",
+            "config.json",
+            edit_json(lambda config: config["config"]["encoder"].update(fields)),
+        )
         load = lambda: load_task_model(path)
     else:
-        path = rewrite_member(encoder_keras_file, tmp_path / "big.keras", "config.json",
-                              edit_json(lambda config: config["config"].update(fields)))
+        path = rewrite_member(
+            encoder_keras_file,
+            tmp_path / "big.keras",
+            "config.json",
+            edit_json(lambda config: config["config"].update(fields)),
+        )
         load = lambda: DistilBERT.from_keras_file(path)
     start = time.perf_counter()
     with pytest.raises(ConfigError) as error:
@@ -160,8 +176,9 @@ def test_size_limits_lift_with_the_environment_override(case, monkeypatch):
     assert all(getattr(config, key) == value for key, value in fields.items())
 
 
-@pytest.mark.parametrize("options", [{"num_classes": 10**10}, {"labels": [f"c{i}" for i in range(1_000_001)]}],
-                         ids=["num_classes", "labels"])
+@pytest.mark.parametrize(
+    "options", [{"num_classes": 10**10}, {"labels": [f"c{i}" for i in range(1_000_001)]}], ids=["num_classes", "labels"]
+)
 def test_oversized_head_options_in_a_keras_file_fail_fast(options, keras_file, tmp_path, monkeypatch):
     monkeypatch.delenv(ALLOW_LARGE_ENV, raising=False)
 
@@ -184,14 +201,21 @@ def test_real_model_sizes_are_within_the_limits(monkeypatch):
     monkeypatch.delenv(ALLOW_LARGE_ENV, raising=False)
     # DistilBERT base and a BERT-large-sized multilingual encoder.
     DistilBertConfig.build()
-    DistilBertConfig.build(vocab_size=250_002, hidden_size=1024, num_heads=16, num_layers=24,
-                           intermediate_size=4096, max_position_embeddings=514)
+    DistilBertConfig.build(
+        vocab_size=250_002,
+        hidden_size=1024,
+        num_heads=16,
+        num_layers=24,
+        intermediate_size=4096,
+        max_position_embeddings=514,
+    )
 
 
 # -- the weight files read are exactly those the checkpoint names ---------------------------------
 def _stray_file(directory: Path, state: dict) -> None:
-    safetensors_numpy.save_file({key: np.zeros_like(value) for key, value in state.items()},
-                                str(directory / "zz-extra.safetensors"))
+    safetensors_numpy.save_file(
+        {key: np.zeros_like(value) for key, value in state.items()}, str(directory / "zz-extra.safetensors")
+    )
 
 
 def test_stray_weight_files_are_ignored_and_reported(checkpoint, hf_state, caplog):
@@ -268,8 +292,9 @@ PARTIAL = {
 @pytest.mark.parametrize("case", list(PARTIAL))
 def test_missing_encoder_weights_are_an_error_with_an_opt_out(case, checkpoint, hf_state):
     dropped = sorted(key for key in hf_state if PARTIAL[case](key))
-    safetensors_numpy.save_file({k: v for k, v in hf_state.items() if k not in dropped},
-                                str(checkpoint / "model.safetensors"))
+    safetensors_numpy.save_file(
+        {k: v for k, v in hf_state.items() if k not in dropped}, str(checkpoint / "model.safetensors")
+    )
     with pytest.raises(CheckpointError) as error:
         create_distilbert_with_head("sentiment", pretrained=checkpoint)
     message = str(error.value)
@@ -283,8 +308,10 @@ def test_missing_encoder_weights_are_an_error_with_an_opt_out(case, checkpoint, 
 
 
 def test_convert_refuses_a_partial_checkpoint_unless_allowed(checkpoint, hf_state, tmp_path, capsys):
-    safetensors_numpy.save_file({k: v for k, v in hf_state.items() if not k.startswith("distilbert.transformer")},
-                                str(checkpoint / "model.safetensors"))
+    safetensors_numpy.save_file(
+        {k: v for k, v in hf_state.items() if not k.startswith("distilbert.transformer")},
+        str(checkpoint / "model.safetensors"),
+    )
     out = tmp_path / "out.keras"
     assert main(["convert", str(checkpoint), "--task", "sentiment", "--out", str(out)]) == 2
     err = capsys.readouterr().err
@@ -301,18 +328,34 @@ def _cast(key: str, dtype):
 
 INCONSISTENT = {  # case: (config.json edit, state edit, facts the message must state)
     "fewer layers than the weights": ({"n_layers": 1}, None, ["transformer.layer.1.", "num_layers=1", "n_layers"]),
-    "vocab_size not the embeddings'": ({"vocab_size": HF_VOCAB + 50}, None,
-                                       ["word_embeddings", f"({HF_VOCAB}, 32)", f"({HF_VOCAB + 50}, 32)"]),
-    "int weights": (None, _cast("distilbert.transformer.layer.0.ffn.lin1.weight", np.int32),
-                    ["transformer.layer.0.ffn.lin1.weight (int32)", "non-floating-point"]),
-    "bool weights": (None, _cast("distilbert.embeddings.word_embeddings.weight", np.bool_),
-                     ["word_embeddings.weight (bool)"]),
-    "a weight stored twice": (None, lambda state: state.update(
-        {"embeddings.LayerNorm.weight": np.zeros_like(state["distilbert.embeddings.LayerNorm.weight"])}),
-        ["twice", "distilbert.embeddings.LayerNorm.weight", "ambiguous"]),
+    "vocab_size not the embeddings'": (
+        {"vocab_size": HF_VOCAB + 50},
+        None,
+        ["word_embeddings", f"({HF_VOCAB}, 32)", f"({HF_VOCAB + 50}, 32)"],
+    ),
+    "int weights": (
+        None,
+        _cast("distilbert.transformer.layer.0.ffn.lin1.weight", np.int32),
+        ["transformer.layer.0.ffn.lin1.weight (int32)", "non-floating-point"],
+    ),
+    "bool weights": (
+        None,
+        _cast("distilbert.embeddings.word_embeddings.weight", np.bool_),
+        ["word_embeddings.weight (bool)"],
+    ),
+    "a weight stored twice": (
+        None,
+        lambda state: state.update(
+            {"embeddings.LayerNorm.weight": np.zeros_like(state["distilbert.embeddings.LayerNorm.weight"])}
+        ),
+        ["twice", "distilbert.embeddings.LayerNorm.weight", "ambiguous"],
+    ),
     "int head weights": (None, _cast("classifier.weight", np.int32), ["classifier.weight (int32)", "SentimentHead"]),
-    "head bias of another size": (None, lambda state: state.update({"classifier.bias": np.zeros(5, np.float32)}),
-                                  ["classifier.bias has shape (5,)", "expects (3, 32) and (3,)"]),
+    "head bias of another size": (
+        None,
+        lambda state: state.update({"classifier.bias": np.zeros(5, np.float32)}),
+        ["classifier.bias has shape (5,)", "expects (3, 32) and (3,)"],
+    ),
 }
 
 
@@ -341,6 +384,7 @@ def test_weights_that_do_not_fit_their_config_are_refused(case, checkpoint, hf_s
 def _tokenizer_file(name: str, data):
     def damage(directory: Path) -> None:
         (directory / name).write_bytes(data(directory) if callable(data) else data)
+
     return damage
 
 
@@ -349,18 +393,27 @@ def _many_tokens(directory: Path) -> bytes:
 
 
 BAD_TOKENIZER_FILES = {  # case: (damage, facts)
-    "vocab.txt in Latin-1": (_tokenizer_file("vocab.txt", lambda d: (d / "vocab.txt").read_bytes() + "caf\u00e9\n"
-                                             .encode("latin-1")), ["vocab.txt", "not UTF-8", f"line {HF_VOCAB + 1}"]),
-    "vocab.txt in UTF-16": (_tokenizer_file("vocab.txt", lambda d: (d / "vocab.txt").read_text().encode("utf-16")),
-                            ["vocab.txt", "not UTF-8", "iconv"]),
-    "vocab.txt with too many tokens": (_tokenizer_file("vocab.txt", _many_tokens),
-                                       ["vocab.txt", "1,000,000", "DISTILBERT_HEADS_ALLOW_LARGE=1"]),
+    "vocab.txt in Latin-1": (
+        _tokenizer_file("vocab.txt", lambda d: (d / "vocab.txt").read_bytes() + "caf\u00e9\n".encode("latin-1")),
+        ["vocab.txt", "not UTF-8", f"line {HF_VOCAB + 1}"],
+    ),
+    "vocab.txt in UTF-16": (
+        _tokenizer_file("vocab.txt", lambda d: (d / "vocab.txt").read_text().encode("utf-16")),
+        ["vocab.txt", "not UTF-8", "iconv"],
+    ),
+    "vocab.txt with too many tokens": (
+        _tokenizer_file("vocab.txt", _many_tokens),
+        ["vocab.txt", "1,000,000", "DISTILBERT_HEADS_ALLOW_LARGE=1"],
+    ),
     "tokenizer.json not text": (_tokenizer_file("tokenizer.json", b"\xff\xfe\x00{"), ["tokenizer.json", "not UTF-8"]),
     "tokenizer_config.json wrong types": (
         _tokenizer_file("tokenizer_config.json", b'{"do_lower_case": [1], "tokenize_chinese_chars": null}'),
-        ["tokenizer_config.json", "do_lower_case", "tokenize_chinese_chars", "None"]),
-    "tokenizer_config.json not UTF-8": (_tokenizer_file("tokenizer_config.json", b'{"x": "\xe9"}'),
-                                        ["tokenizer_config.json", "not UTF-8"]),
+        ["tokenizer_config.json", "do_lower_case", "tokenize_chinese_chars", "None"],
+    ),
+    "tokenizer_config.json not UTF-8": (
+        _tokenizer_file("tokenizer_config.json", b'{"x": "\xe9"}'),
+        ["tokenizer_config.json", "not UTF-8"],
+    ),
 }
 
 
@@ -385,11 +438,14 @@ def test_vocab_size_override_still_skips_word_embeddings_with_a_warning(checkpoi
 
 
 # -- non-finite values ---------------------------------------------------------------------------------
-@pytest.mark.parametrize(("key", "bad"), [
-    ("distilbert.transformer.layer.0.ffn.lin1.weight", np.nan),
-    ("distilbert.embeddings.word_embeddings.weight", np.inf),
-    ("classifier.weight", -np.inf),
-])
+@pytest.mark.parametrize(
+    ("key", "bad"),
+    [
+        ("distilbert.transformer.layer.0.ffn.lin1.weight", np.nan),
+        ("distilbert.embeddings.word_embeddings.weight", np.inf),
+        ("classifier.weight", -np.inf),
+    ],
+)
 def test_non_finite_checkpoint_values_are_refused_naming_tensor_and_count(checkpoint, hf_state, key, bad):
     state = dict(hf_state)
     state[key] = state[key].copy()
@@ -470,6 +526,7 @@ def _config(text: bytes):
     def damage(directory: Path, keras_path: Path) -> Path:
         (directory / "config.json").write_bytes(text)
         return directory
+
     return damage
 
 
@@ -479,6 +536,7 @@ def _config_fields(**fields):
         config.update(fields)
         (directory / "config.json").write_text(json.dumps(config))
         return directory
+
     return damage
 
 
@@ -487,6 +545,7 @@ def _safetensors(edit):
         path = directory / "model.safetensors"
         path.write_bytes(edit(path.read_bytes()))
         return directory
+
     return damage
 
 
@@ -495,12 +554,14 @@ def _keras_bytes(edit, suffix=".keras"):
         target = directory / f"model{suffix}"
         target.write_bytes(edit(keras_path.read_bytes()))
         return target
+
     return damage
 
 
 def _keras_member(name, edit):
     def damage(directory: Path, keras_path: Path) -> Path:
         return rewrite_member(keras_path, directory / "edited.keras", name, edit)
+
     return damage
 
 
@@ -527,63 +588,106 @@ def _saved_model(directory: Path, keras_path: Path) -> Path:
 
 CORRUPT = {  # case: (damage, loader, facts the message must state)
     "config not UTF-8": (_config('{"dim": "caf\u00e9"}'.encode("latin-1")), "hf", ["config.json", "UTF-8"]),
-    "config invalid JSON": (_config(b'{"dim": 32,\n "n_layers": }'), "hf",
-                            ["config.json", "line 2", "not valid JSON"]),
+    "config invalid JSON": (_config(b'{"dim": 32,\n "n_layers": }'), "hf", ["config.json", "line 2", "not valid JSON"]),
     "config too deeply nested": (_config(b"[" * 100_000 + b"]" * 100_000), "hf", ["config.json", "nests"]),
     "config not an object": (_config(b"[1, 2]"), "hf", ["config.json", "JSON list", "object"]),
     "config wrong field type": (_config_fields(dim="large"), "hf", ["dim (hidden_size)", "config.json", "large"]),
     "id2label keys not ids": (_config_fields(id2label={"zero": "neg"}), "hf", ["id2label", "config.json", "zero"]),
     "id2label names not strings": (_config_fields(id2label={"0": 5}), "hf", ["id2label", "config.json"]),
     "id2label a list": (_config_fields(id2label=["neg", "pos"]), "hf", ["id2label", "dictionary"]),
-    "safetensors truncated": (_safetensors(lambda data: data[: len(data) // 2]), "hf",
-                              ["model.safetensors", "truncated"]),
+    "safetensors truncated": (
+        _safetensors(lambda data: data[: len(data) // 2]),
+        "hf",
+        ["model.safetensors", "truncated"],
+    ),
     "safetensors garbage": (_safetensors(lambda data: os.urandom(len(data))), "hf", ["model.safetensors", "corrupt"]),
     "safetensors empty": (_safetensors(lambda data: b""), "hf", ["model.safetensors", "not a readable"]),
     "keras truncated": (_keras_bytes(lambda data: data[: len(data) // 2]), "keras", ["model.keras", "truncated"]),
     "keras not a zip": (_keras_bytes(lambda data: os.urandom(len(data))), "keras", ["model.keras", "zip"]),
-    "h5 garbage": (_keras_bytes(lambda data: os.urandom(100), suffix=".h5"), "keras",
-                   ["model.h5", "not a .keras file"]),
-    "keras config missing": (_keras_member("config.json", lambda data: None), "keras",
-                             ["edited.keras", "no config.json"]),
-    "keras config invalid JSON": (_keras_member("config.json", lambda data: data[:-5]), "keras",
-                                  ["config.json inside", "edited.keras", "not valid JSON"]),
+    "h5 garbage": (
+        _keras_bytes(lambda data: os.urandom(100), suffix=".h5"),
+        "keras",
+        ["model.h5", "not a .keras file"],
+    ),
+    "keras config missing": (
+        _keras_member("config.json", lambda data: None),
+        "keras",
+        ["edited.keras", "no config.json"],
+    ),
+    "keras config invalid JSON": (
+        _keras_member("config.json", lambda data: data[:-5]),
+        "keras",
+        ["config.json inside", "edited.keras", "not valid JSON"],
+    ),
     "keras config not an object": (_keras_member("config.json", lambda data: b'"model"'), "keras", ["JSON str"]),
-    "keras config not a model": (_keras_member("config.json", lambda data: b"{}"), "keras",
-                                 ["not a Keras model config", "class_name"]),
+    "keras config not a model": (
+        _keras_member("config.json", lambda data: b"{}"),
+        "keras",
+        ["not a Keras model config", "class_name"],
+    ),
     "keras config unknown class": (
         _keras_member("config.json", edit_json(lambda c: c.update(class_name="Nope", registered_name="Nope"))),
-        "keras", ["edited.keras", "Nope", "cannot rebuild"]),
-    "keras weights missing": (_keras_member("model.weights.h5", lambda data: None), "keras",
-                              ["edited.keras", "no weights"]),
-    "keras weights damaged": (_keras_member("model.weights.h5", lambda data: data[: len(data) // 2]), "keras",
-                              ["edited.keras", "damaged"]),
+        "keras",
+        ["edited.keras", "Nope", "cannot rebuild"],
+    ),
+    "keras weights missing": (
+        _keras_member("model.weights.h5", lambda data: None),
+        "keras",
+        ["edited.keras", "no weights"],
+    ),
+    "keras weights damaged": (
+        _keras_member("model.weights.h5", lambda data: data[: len(data) // 2]),
+        "keras",
+        ["edited.keras", "damaged"],
+    ),
     "keras member twice": (_keras_second_config, "keras", ["edited.keras", "config.json more than once", "ambiguous"]),
     "keras weights do not fit config": (
         _keras_member("config.json", edit_json(lambda c: c["config"]["heads"][0]["options"].update(num_classes=5))),
-        "keras", ["edited.keras", "weights do not fit", "classifier"]),
+        "keras",
+        ["edited.keras", "weights do not fit", "classifier"],
+    ),
     "keras config of a foreign class": (
-        _keras_member("config.json", edit_json(lambda c: c.update(module="keras", class_name="Sequential",
-                                                                 registered_name=None))),
-        "keras", ["edited.keras", "cannot rebuild"]),
-    "keras encoder not an object": (_keras_member("config.json", edit_json(lambda c: c["config"].update(encoder="x"))),
-                                    "keras", ["edited.keras", "'encoder' must be an object", "got str"]),
+        _keras_member(
+            "config.json", edit_json(lambda c: c.update(module="keras", class_name="Sequential", registered_name=None))
+        ),
+        "keras",
+        ["edited.keras", "cannot rebuild"],
+    ),
+    "keras encoder not an object": (
+        _keras_member("config.json", edit_json(lambda c: c["config"].update(encoder="x"))),
+        "keras",
+        ["edited.keras", "'encoder' must be an object", "got str"],
+    ),
     "keras head malformed": (
         _keras_member("config.json", edit_json(lambda c: c["config"]["heads"][0].update(provenance=None))),
-        "keras", ["edited.keras", "heads[0].provenance"]),
+        "keras",
+        ["edited.keras", "heads[0].provenance"],
+    ),
     "keras format_version a string": (
         _keras_member("config.json", edit_json(lambda c: c["config"].update(format_version="1"))),
-        "keras", ["edited.keras", "format '1' (format_version)"]),
+        "keras",
+        ["edited.keras", "format '1' (format_version)"],
+    ),
     "keras layer_norm_eps infinite": (
         _keras_member("config.json", edit_json(lambda c: c["config"]["encoder"].update(layer_norm_eps=float("inf")))),
-        "keras", ["layer_norm_eps", "finite"]),
-    "keras holds only an encoder": (lambda directory, keras_path: _encoder_only(directory), "keras",
-                                    ["holds a DistilBERT", "pretrained="]),
+        "keras",
+        ["layer_norm_eps", "finite"],
+    ),
+    "keras holds only an encoder": (
+        lambda directory, keras_path: _encoder_only(directory),
+        "keras",
+        ["holds a DistilBERT", "pretrained="],
+    ),
     "keras tokenizer not UTF-8": (
         _keras_member("assets/tokenizer/tokenizer.json", lambda data: data.replace(b'"[UNK]"', b'"[UNK\xff]"', 1)),
-        "keras", ["edited.keras", "assets/tokenizer/tokenizer.json", "not UTF-8", "line 1"]),
+        "keras",
+        ["edited.keras", "assets/tokenizer/tokenizer.json", "not UTF-8", "line 1"],
+    ),
     "keras tokenizer config wrong type": (
         _keras_member("assets/tokenizer/tokenizer_config.json", lambda data: b'{"strip_accents": 5}'),
-        "keras", ["edited.keras", "assets/tokenizer", "strip_accents", "5"]),
+        "keras",
+        ["edited.keras", "assets/tokenizer", "strip_accents", "5"],
+    ),
     "SavedModel folder": (_saved_model, "keras", ["SavedModel", "serving", ".keras file it was exported from"]),
     "HF checkpoint as model": (lambda directory, keras_path: directory, "keras", ["convert"]),
 }
@@ -613,10 +717,10 @@ def test_id2label_with_int_like_keys_names_the_classes(checkpoint):
     assert model.heads["sentiment"].options.labels == ["neg", "neutral", "pos"]
 
 
-
 @pytest.mark.parametrize("source", ["checkpoint", ".keras"])
-def test_a_file_of_another_shape_than_the_variant_names_the_loader_that_takes_its_shape(source, checkpoint,
-                                                                                       encoder_keras_file):
+def test_a_file_of_another_shape_than_the_variant_names_the_loader_that_takes_its_shape(
+    source, checkpoint, encoder_keras_file
+):
     path = os.fspath(checkpoint if source == "checkpoint" else encoder_keras_file)
     with pytest.raises(ValueError) as error:
         DistilBERT.from_variant("small", pretrained=path)

@@ -21,6 +21,8 @@ from typing import Any, ClassVar
 import keras
 import numpy as np
 import pytest
+from pydantic import ConfigDict
+
 from distilbert_heads import (
     DistilBERT,
     DistilBertTaskModel,
@@ -31,12 +33,34 @@ from distilbert_heads import (
 )
 from distilbert_heads.registry import reset_registry
 from distilbert_heads.tokenizer import DistilBertTokenizer
-from pydantic import ConfigDict
 
-TINY = {"vocab_size": 50, "hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 24,
-        "max_position_embeddings": 20}
-WORDS = ["the", "a", "good", "bad", "film", "plot", "who", "wrote", "it", "paris", "is", "in", "france", "alice",
-         "works", "at", "acme"]
+TINY = {
+    "vocab_size": 50,
+    "hidden_size": 16,
+    "num_layers": 1,
+    "num_heads": 2,
+    "intermediate_size": 24,
+    "max_position_embeddings": 20,
+}
+WORDS = [
+    "the",
+    "a",
+    "good",
+    "bad",
+    "film",
+    "plot",
+    "who",
+    "wrote",
+    "it",
+    "paris",
+    "is",
+    "in",
+    "france",
+    "alice",
+    "works",
+    "at",
+    "acme",
+]
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "?", *WORDS]
 KERAS_WRAPPER = "Exception encountered when calling"
 
@@ -53,6 +77,7 @@ def _with(key: str, value: Any):
     def change(inputs):
         inputs[key] = value(inputs[key]) if callable(value) else value
         return inputs
+
     return change
 
 
@@ -62,23 +87,40 @@ def _set_at(key: str, value: Any, dtype: str | None = None):
         array[0, 2] = value
         inputs[key] = array
         return inputs
+
     return change
 
 
 # (case id, how the good inputs are spoilt, facts the message must state)
 HOSTILE = [
-    ("float_ids", _with("input_ids", lambda a: a.astype("float32")), ["input_ids has dtype float32", "integer", "int32"]),
+    (
+        "float_ids",
+        _with("input_ids", lambda a: a.astype("float32")),
+        ["input_ids has dtype float32", "integer", "int32"],
+    ),
     ("bool_ids", _with("input_ids", lambda a: a > 5), ["input_ids has dtype bool", "integer"]),
-    ("id_past_vocab", _set_at("input_ids", 50), ["input_ids contains 50", "[0, 50)", "vocab_size=50", "(0, 2)", "Tokenize"]),
+    (
+        "id_past_vocab",
+        _set_at("input_ids", 50),
+        ["input_ids contains 50", "[0, 50)", "vocab_size=50", "(0, 2)", "Tokenize"],
+    ),
     ("negative_id", _set_at("input_ids", -3), ["input_ids contains -3", "[0, 50)", "Tokenize"]),
     ("mask_2", _set_at("attention_mask", 2), ["attention_mask holds 2", "(0, 2)", "0 and 1", "padding"]),
     ("mask_minus_1", _set_at("attention_mask", -1), ["attention_mask holds -1", "0 and 1"]),
     ("mask_half", _set_at("attention_mask", 0.5, "float32"), ["attention_mask holds 0.5", "0 and 1"]),
-    ("float_positions", lambda x: {**x, "position_ids": np.zeros((2, 6), "float32")}, ["position_ids has dtype float32"]),
+    (
+        "float_positions",
+        lambda x: {**x, "position_ids": np.zeros((2, 6), "float32")},
+        ["position_ids has dtype float32"],
+    ),
     ("empty_batch", lambda x: good_inputs(batch=0), ["empty batch", "(0, 6)", "at least one sequence"]),
     ("zero_length", lambda x: good_inputs(length=0), ["length 0", "(2, 0)", "[CLS] [SEP]"]),
     ("too_long", lambda x: good_inputs(length=21), ["Sequence length 21", "max_position_embeddings=20", "Truncate"]),
-    ("mask_shape", _with("attention_mask", lambda a: a[:, :4]), ["attention_mask has shape (2, 4)", "input_ids has shape (2, 6)"]),
+    (
+        "mask_shape",
+        _with("attention_mask", lambda a: a[:, :4]),
+        ["attention_mask has shape (2, 4)", "input_ids has shape (2, 6)"],
+    ),
     ("ids_rank_1", lambda x: {"input_ids": x["input_ids"][0]}, ["shape (batch, sequence_length)", "ids[None, :]"]),
     ("ragged_lists", lambda x: {"input_ids": [[1, 2, 3], [1, 2]]}, ["rectangular", "Pad the rows"]),
     ("none_ids", lambda x: {**x, "input_ids": None}, ["got None for input_ids", "integer (batch, sequence_length)"]),
@@ -112,7 +154,8 @@ def _paths(encoder, task_model, trainable_model=None) -> dict[str, Any]:
     return {
         "model_fit": lambda x: trainable_model.fit(x, labels, epochs=1, verbose=0),
         "model_fit_validation_data": lambda x: trainable_model.fit(
-            good_inputs(), labels, validation_data=(x, labels), epochs=1, verbose=0),
+            good_inputs(), labels, validation_data=(x, labels), epochs=1, verbose=0
+        ),
         "model_evaluate": lambda x: trainable_model.evaluate(x, labels, verbose=0),
         "model_train_on_batch": lambda x: trainable_model.train_on_batch(x, labels),
         "model_test_on_batch": lambda x: trainable_model.test_on_batch(x, labels),
@@ -126,15 +169,27 @@ def _paths(encoder, task_model, trainable_model=None) -> dict[str, Any]:
     }
 
 
-PATHS = ["encoder_call", "encoder_predict", "encoder_predict_on_batch", "model_call", "model_predict",
-         "model_predict_on_batch", "pipeline_forward", "model_fit", "model_fit_validation_data", "model_evaluate",
-         "model_train_on_batch", "model_test_on_batch"]
+PATHS = [
+    "encoder_call",
+    "encoder_predict",
+    "encoder_predict_on_batch",
+    "model_call",
+    "model_predict",
+    "model_predict_on_batch",
+    "pipeline_forward",
+    "model_fit",
+    "model_fit_validation_data",
+    "model_evaluate",
+    "model_train_on_batch",
+    "model_test_on_batch",
+]
 
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize(("spoil", "facts"), [pytest.param(s, f, id=i) for i, s, f in HOSTILE])
-def test_every_input_path_refuses_hostile_inputs_with_our_message(encoder, task_model, trainable_model, path, spoil,
-                                                                  facts):
+def test_every_input_path_refuses_hostile_inputs_with_our_message(
+    encoder, task_model, trainable_model, path, spoil, facts
+):
     run = _paths(encoder, task_model, trainable_model)[path]
     with pytest.raises(ValueError) as info:
         run(spoil(good_inputs()))
@@ -173,8 +228,14 @@ def test_readme_bad_input_example_prints_our_message_alone(tmp_path):
             print(error)
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     printed = result.stdout.strip()
     assert printed.startswith("input_ids contains 40000, outside [0, 30522) where vocab_size=30522"), printed
@@ -188,13 +249,23 @@ def tokenizer() -> DistilBertTokenizer:
 
 
 def _task_pipeline(tokenizer, task_type: str, **settings):
-    model = create_distilbert_with_head(task_type=task_type, distilbert_variant="tiny",
-                                        **{**TINY, "vocab_size": tokenizer.vocab_size, "max_position_embeddings": 64})
+    model = create_distilbert_with_head(
+        task_type=task_type,
+        distilbert_variant="tiny",
+        **{**TINY, "vocab_size": tokenizer.vocab_size, "max_position_embeddings": 64},
+    )
     model.tokenizer = tokenizer
     return pipeline(model, **settings)
 
 
-ODD_TEXTS = ["\ud800", "good \udfff film", "\ud83d\ude00 paris", "\x00\x07\x1b[31m bad \x7f", "\u200b\ufeff", "a\u0301 ☃ 中文"]
+ODD_TEXTS = [
+    "\ud800",
+    "good \udfff film",
+    "\ud83d\ude00 paris",
+    "\x00\x07\x1b[31m bad \x7f",
+    "\u200b\ufeff",
+    "a\u0301 ☃ 中文",
+]
 
 
 def test_lone_surrogates_and_control_characters_get_answers(tokenizer):
@@ -210,7 +281,7 @@ def test_character_offsets_still_point_into_a_text_with_lone_surrogates(tokenize
     contexts = [f"\ud800 {' '.join(WORDS)} \udfff alice works at acme \ud800", "paris \udc00 is in france"]
     answers = qa(question=["who works at acme", "where is paris"], context=contexts)
     for answer, context in zip(answers, contexts):
-        assert context[answer["start"]:answer["end"]] == answer["answer"]
+        assert context[answer["start"] : answer["end"]] == answer["answer"]
     encoding = tokenizer.encode(contexts[1])
     assert [contexts[1][s:e] for s, e in encoding.offsets[0] if e] == ["paris", "is", "in", "france"]
 
@@ -254,8 +325,14 @@ print(json.dumps({"answer": answer, "expected": expected, "grown_mb": grown_mb, 
 
 
 def test_a_50_mb_text_is_answered_in_bounded_memory_and_a_50_mb_context_refused_clearly():
-    result = subprocess.run([sys.executable, "-c", _BIG_TEXT_SCRIPT, json.dumps(VOCAB)], check=False, capture_output=True,
-                            text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = subprocess.run(
+        [sys.executable, "-c", _BIG_TEXT_SCRIPT, json.dumps(VOCAB)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["chars"] > 50_000_000 - 100
@@ -289,8 +366,10 @@ def test_twenty_calls_of_varied_lengths_do_not_retrace(tokenizer):
     for logger in loggers:
         logger.addHandler(handler)
     rng = np.random.default_rng(0)
-    calls = [[" ".join(rng.choice(WORDS, size=int(rng.integers(1, 55)))) for _ in range(int(rng.integers(1, 7)))]
-             for _ in range(40)]
+    calls = [
+        [" ".join(rng.choice(WORDS, size=int(rng.integers(1, 55)))) for _ in range(int(rng.integers(1, 7)))]
+        for _ in range(40)
+    ]
     try:
         for texts in calls:
             classify(texts)
@@ -372,8 +451,15 @@ class BrokenHead(TaskHead):
     task_types: ClassVar[tuple[str, ...]] = ("hostile_broken",)
     output_names: ClassVar[tuple[str, ...]] = ("logits",)
 
-    def __init__(self, hidden_size: int, task_type: str = "hostile_broken", options: Any = None, *, mode: str = "ok",
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        hidden_size: int,
+        task_type: str = "hostile_broken",
+        options: Any = None,
+        *,
+        mode: str = "ok",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(hidden_size, task_type, options, **kwargs)
         self.mode = mode
         self.dense = keras.layers.Dense(2, name="dense")
@@ -479,13 +565,20 @@ def test_bare_nested_lists_of_ids_are_called_like_an_array(encoder, task_model, 
     ids = good_inputs()["input_ids"]
     from_list, from_array = model(ids.tolist()), model(ids)
     first = (lambda out: out["last_hidden_state"]) if call == "encoder" else (lambda out: out["sentiment"]["logits"])
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(first(from_list)), keras.ops.convert_to_numpy(first(from_array)),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(first(from_list)), keras.ops.convert_to_numpy(first(from_array)), atol=1e-6
+    )
 
 
 # (case id, head, how the pipeline is misused, error type, facts the message must state)
 PIPELINE_MISUSE = [
-    ("top_k_zero", "sentiment", lambda p: p("good", top_k=0), ValueError, ["top_k must be a positive integer", "got 0"]),
+    (
+        "top_k_zero",
+        "sentiment",
+        lambda p: p("good", top_k=0),
+        ValueError,
+        ["top_k must be a positive integer", "got 0"],
+    ),
     ("top_k_negative", "sentiment", lambda p: p("good", top_k=-1), ValueError, ["top_k", "got -1"]),
     ("top_k_string", "sentiment", lambda p: p("good", top_k="2"), ValueError, ["top_k", "got '2'"]),
     ("top_k_float", "sentiment", lambda p: p("good", top_k=1.5), ValueError, ["top_k", "got 1.5"]),
@@ -494,13 +587,26 @@ PIPELINE_MISUSE = [
     ("pair_of_one", "pairwise", lambda p: p(("a film",)), TypeError, ["tuple of 1 strings", "exactly two"]),
     ("pair_of_three", "pairwise", lambda p: p(("a", "b", "c")), TypeError, ["tuple of 3 strings", "(text_a, text_b)"]),
     ("pair_as_string", "pairwise", lambda p: p("a film"), TypeError, ["one string ('a film')", "(text_a, text_b)"]),
-    ("qa_as_string", "qa", lambda p: p("who wrote it"), TypeError, ["one string ('who wrote it')", "question=", "context="]),
-    ("huge_bad_item", "sentiment", lambda p: p(["good", ("x" * 1_000_000,)]), TypeError, ["Input 1 is tuple", "strings"]),
+    (
+        "qa_as_string",
+        "qa",
+        lambda p: p("who wrote it"),
+        TypeError,
+        ["one string ('who wrote it')", "question=", "context="],
+    ),
+    (
+        "huge_bad_item",
+        "sentiment",
+        lambda p: p(["good", ("x" * 1_000_000,)]),
+        TypeError,
+        ["Input 1 is tuple", "strings"],
+    ),
 ]
 
 
-@pytest.mark.parametrize(("task_type", "misuse", "error", "facts"),
-                         [pytest.param(*case[1:], id=case[0]) for case in PIPELINE_MISUSE])
+@pytest.mark.parametrize(
+    ("task_type", "misuse", "error", "facts"), [pytest.param(*case[1:], id=case[0]) for case in PIPELINE_MISUSE]
+)
 def test_pipeline_misuse_is_refused_with_our_message(tokenizer, task_type, misuse, error, facts):
     with pytest.raises(error) as info:
         misuse(_task_pipeline(tokenizer, task_type))
@@ -519,13 +625,16 @@ def test_a_single_pair_dict_and_a_huge_top_k_are_answered(tokenizer):
     assert len(ranked) == 2 and ranked[0]["score"] >= ranked[1]["score"]  # every label, best first
 
 
-@pytest.mark.parametrize(("dtype", "facts"), [
-    ("int32", ["'int32'", "floating-point"]),
-    ("bool", ["'bool'", "floating-point"]),
-    ("float8", ["Unknown dtype policy 'float8'"]),
-    ("mixed_int8", ["Unknown dtype policy 'mixed_int8'"]),
-    (5, ["Unknown dtype policy 5"]),
-])
+@pytest.mark.parametrize(
+    ("dtype", "facts"),
+    [
+        ("int32", ["'int32'", "floating-point"]),
+        ("bool", ["'bool'", "floating-point"]),
+        ("float8", ["Unknown dtype policy 'float8'"]),
+        ("mixed_int8", ["Unknown dtype policy 'mixed_int8'"]),
+        (5, ["Unknown dtype policy 5"]),
+    ],
+)
 @pytest.mark.parametrize("where", ["encoder", "factory", "pipeline"])
 def test_a_non_float_or_unknown_dtype_policy_is_refused_with_our_message(tokenizer, where, dtype, facts):
     with pytest.raises(ValueError) as info:
@@ -539,13 +648,16 @@ def test_a_non_float_or_unknown_dtype_policy_is_refused_with_our_message(tokeniz
         assert fact in str(info.value), str(info.value)
 
 
-@pytest.mark.parametrize(("ids", "facts"), [
-    ([10**9], ["decode got id 1000000000", "[0, 25)", "vocab_size=25"]),
-    ([5, -1], ["decode got id -1 at position 1", "[0, 25)"]),
-    ([1.5], ["integer token ids", "float64"]),
-    ([[5, 6], [7, 8]], ["one sequence", "shape (2, 2)", "row by row"]),
-    (["5"], ["integer token ids"]),
-])
+@pytest.mark.parametrize(
+    ("ids", "facts"),
+    [
+        ([10**9], ["decode got id 1000000000", "[0, 25)", "vocab_size=25"]),
+        ([5, -1], ["decode got id -1 at position 1", "[0, 25)"]),
+        ([1.5], ["integer token ids", "float64"]),
+        ([[5, 6], [7, 8]], ["one sequence", "shape (2, 2)", "row by row"]),
+        (["5"], ["integer token ids"]),
+    ],
+)
 def test_decoding_ids_outside_the_vocabulary_is_refused(tokenizer, ids, facts):
     with pytest.raises(ValueError) as info:
         tokenizer.decode(ids)

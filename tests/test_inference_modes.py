@@ -7,10 +7,10 @@ import warnings
 
 import numpy as np
 import pytest
+from hf_reference import make_hf_model, random_batch, save_hf_model
 from keras import ops
 
 from distilbert_heads import DistilBERT
-from hf_reference import make_hf_model, random_batch, save_hf_model
 
 
 def _per_token_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -41,8 +41,9 @@ def test_bf16_modes_match_float32_per_token(tmp_path, policy, weights):
 
 def test_quantized_projections_run_their_own_call():
     """`dense_2d` reads kernels directly for speed; an int8-quantized Dense must still dequantize."""
-    encoder = DistilBERT(vocab_size=50, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=48,
-                         max_position_embeddings=20)
+    encoder = DistilBERT(
+        vocab_size=50, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=48, max_position_embeddings=20
+    )
     inputs = {"input_ids": np.array([[1, 5, 7, 9, 11, 3]], dtype="int32"), "attention_mask": np.ones((1, 6), "int32")}
     reference = ops.convert_to_numpy(encoder(inputs)["last_hidden_state"])
 
@@ -92,7 +93,10 @@ def test_with_dtype_serves_a_trained_float32_model_in_bfloat16(tmp_path):
     texts = ["a good film", "a bad film", "good food and good music", "bad food"]
     tokenizer = DistilBertTokenizer.train_from_texts(texts * 5, vocab_size=40)
     model = create_distilbert_with_head(
-        task_type="sentiment", distilbert_variant="tiny", vocab_size=tokenizer.vocab_size, num_layers=1,
+        task_type="sentiment",
+        distilbert_variant="tiny",
+        vocab_size=tokenizer.vocab_size,
+        num_layers=1,
         tokenizer=tokenizer,
     )
     serving = model.with_dtype("bfloat16")

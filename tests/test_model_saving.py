@@ -14,7 +14,12 @@ import keras
 import numpy as np
 import pytest
 
-from distilbert_heads import MissingHeadPluginError, NLPTaskConfig, create_distilbert_with_head, create_distilbert_with_heads
+from distilbert_heads import (
+    MissingHeadPluginError,
+    NLPTaskConfig,
+    create_distilbert_with_head,
+    create_distilbert_with_heads,
+)
 from distilbert_heads.registry import BLOCK_ENV, LOAD_ENV, reset_registry
 from distilbert_heads.testing import TINY_ENCODER, reload_in_subprocess, sample_inputs
 
@@ -25,7 +30,9 @@ def tiny(task_type, **options):
 
 def flat_outputs(model, inputs):
     return {
-        f"{h}/{k}": keras.ops.convert_to_numpy(v) for h, d in model(inputs, training=False).items() for k, v in d.items()
+        f"{h}/{k}": keras.ops.convert_to_numpy(v)
+        for h, d in model(inputs, training=False).items()
+        for k, v in d.items()
     }
 
 
@@ -155,7 +162,9 @@ def test_frozen_encoder_stays_frozen_after_reload(tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     assert not loaded.encoder.trainable and loaded.heads["sentiment"].trainable
-    assert len(loaded.trainable_weights) == len(model.trainable_weights) == len(model.heads["sentiment"].trainable_weights)
+    assert (
+        len(loaded.trainable_weights) == len(model.trainable_weights) == len(model.heads["sentiment"].trainable_weights)
+    )
 
 
 def test_model_compiled_with_user_losses_reloads_compiled(tmp_path):
@@ -286,7 +295,12 @@ def test_file_whose_plugin_is_installed_but_broken_chains_the_plugins_error(save
 
 @pytest.mark.parametrize(
     "env,value",
-    [(BLOCK_ENV, "distilbert-head-bar"), (BLOCK_ENV, "other,Distilbert_Head_Bar"), (LOAD_ENV, ""), (LOAD_ENV, "something-else")],
+    [
+        (BLOCK_ENV, "distilbert-head-bar"),
+        (BLOCK_ENV, "other,Distilbert_Head_Bar"),
+        (LOAD_ENV, ""),
+        (LOAD_ENV, "something-else"),
+    ],
 )
 def test_file_whose_plugin_is_blocked_names_the_variable(saved_bar_model, monkeypatch, env, value):
     path, task, _, model = saved_bar_model
@@ -332,12 +346,20 @@ def _module_as_model_class(config, module):
 
 
 def _module_as_encoder(config, module):
-    config["config"]["encoder"] = {"module": module, "class_name": "Evil", "config": {}, "registered_name": f"{module}>Evil"}
+    config["config"]["encoder"] = {
+        "module": module,
+        "class_name": "Evil",
+        "config": {},
+        "registered_name": f"{module}>Evil",
+    }
 
 
 def _module_in_compile_config(config, module):
     config["compile_config"]["loss"] = {
-        "module": module, "class_name": "Evil", "config": {}, "registered_name": f"{module}>Evil"
+        "module": module,
+        "class_name": "Evil",
+        "config": {},
+        "registered_name": f"{module}>Evil",
     }
 
 

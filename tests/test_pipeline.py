@@ -17,11 +17,15 @@ from distilbert_heads import DistilBERT, DistilBertTaskModel, TaskHead, create_d
 from distilbert_heads.pipeline import PROGRESS_THRESHOLD, Pipeline
 from distilbert_heads.tokenizer import DistilBertTokenizer
 
-WORDS = list(dict.fromkeys((
-    "the a an and or of to in on is was were be it this that movie film plot actor great good bad awful "
-    "boring fun love hate who what where when wrote paris london city capital france england river lives "
-    "alice bob carol works at acme corp in berlin question answer context long story"
-).split()))
+WORDS = list(
+    dict.fromkeys(
+        (
+            "the a an and or of to in on is was were be it this that movie film plot actor great good bad awful "
+            "boring fun love hate who what where when wrote paris london city capital france england river lives "
+            "alice bob carol works at acme corp in berlin question answer context long story"
+        ).split()
+    )
+)
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "?", "!", *WORDS, "##s", "##ed", "##ing"]
 ENCODER = {"num_layers": 1, "hidden_size": 32, "num_heads": 2, "intermediate_size": 64}
 
@@ -44,8 +48,15 @@ class RecordingHead(TaskHead):
     task_types: ClassVar[tuple[str, ...]] = ("test_recording",)
     output_names: ClassVar[tuple[str, ...]] = ("logits",)
 
-    def __init__(self, hidden_size: int, task_type: str = "test_recording", options: Any = None, *,
-                 input_kind: str = "text", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        hidden_size: int,
+        task_type: str = "test_recording",
+        options: Any = None,
+        *,
+        input_kind: str = "text",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(hidden_size, task_type, options, **kwargs)
         self.input_kind = input_kind
         self.dense = keras.layers.Dense(2, name="dense")
@@ -60,8 +71,17 @@ class RecordingHead(TaskHead):
     def default_losses(self) -> dict[str, Any]:
         return {"logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True)}
 
-    def decode(self, outputs: Mapping[str, np.ndarray], encoding: Any = None, *, texts=None, pairs=None,
-               questions=None, contexts=None, shout: bool = False) -> list[Any]:
+    def decode(
+        self,
+        outputs: Mapping[str, np.ndarray],
+        encoding: Any = None,
+        *,
+        texts=None,
+        pairs=None,
+        questions=None,
+        contexts=None,
+        shout: bool = False,
+    ) -> list[Any]:
         assert isinstance(outputs["logits"], np.ndarray)
         assert outputs["logits"].shape[0] == len(encoding)
         lengths = encoding.attention_mask.sum(axis=1).tolist()
@@ -69,8 +89,10 @@ class RecordingHead(TaskHead):
             windows: dict[int, list[int]] = {}
             for row, sample in enumerate(encoding.overflow_to_sample):
                 windows.setdefault(sample, []).append(lengths[row])
-            return [{"question": q, "context": c, "windows": windows[i]}
-                    for i, (q, c) in enumerate(zip(questions, contexts))]
+            return [
+                {"question": q, "context": c, "windows": windows[i]}
+                for i, (q, c) in enumerate(zip(questions, contexts))
+            ]
         given = texts if self.input_kind == "text" else pairs
         return [{"input": (t.upper() if shout else t), "tokens": n} for t, n in zip(given, lengths)]
 
@@ -253,7 +275,10 @@ def test_path_that_is_not_a_keras_file(tmp_path):
 
 def test_model_max_length_is_the_pipeline_default_and_is_saved(tokenizer, tmp_path):
     model = create_distilbert_with_head(
-        task_type="sentiment", distilbert_variant="tiny", vocab_size=tokenizer.vocab_size, tokenizer=tokenizer,
+        task_type="sentiment",
+        distilbert_variant="tiny",
+        vocab_size=tokenizer.vocab_size,
+        tokenizer=tokenizer,
         **ENCODER,
     )
     assert model.max_length == model.encoder.config.max_position_embeddings
@@ -286,8 +311,13 @@ def test_progress_bar_on_request_and_for_long_inputs(tokenizer, capsys):
 def test_plugin_head_gets_a_pipeline_with_no_core_change(tokenizer):
     pytest.importorskip("distilbert_head_foo")
     model = create_distilbert_with_head(
-        task_type="foo", labels=["sports", "tech", "food"], threshold=0.3, distilbert_variant="tiny",
-        vocab_size=tokenizer.vocab_size, tokenizer=tokenizer, **ENCODER,
+        task_type="foo",
+        labels=["sports", "tech", "food"],
+        threshold=0.3,
+        distilbert_variant="tiny",
+        vocab_size=tokenizer.vocab_size,
+        tokenizer=tokenizer,
+        **ENCODER,
     )
     texts = ["the movie was great", "", "bob works at acme corp in berlin"]
     answers = pipeline(model)(texts)
@@ -305,7 +335,10 @@ def test_plugin_head_gets_a_pipeline_with_no_core_change(tokenizer):
 # -- saving: the tokenizer inside the .keras file -------------------------------------------------
 def test_tokenizer_travels_inside_the_keras_file(tokenizer, tmp_path):
     model = create_distilbert_with_head(
-        task_type="sentiment", distilbert_variant="tiny", vocab_size=tokenizer.vocab_size, tokenizer=tokenizer,
+        task_type="sentiment",
+        distilbert_variant="tiny",
+        vocab_size=tokenizer.vocab_size,
+        tokenizer=tokenizer,
         **ENCODER,
     )
     model.save(tmp_path / "with.keras")
@@ -313,7 +346,9 @@ def test_tokenizer_travels_inside_the_keras_file(tokenizer, tmp_path):
     texts = ["The Movie, was GREAT!", "", "unknownword boring films"]
     assert reloaded.tokenizer is not None
     for field in ("input_ids", "attention_mask"):
-        np.testing.assert_array_equal(getattr(reloaded.tokenizer.encode(texts), field), getattr(tokenizer.encode(texts), field))
+        np.testing.assert_array_equal(
+            getattr(reloaded.tokenizer.encode(texts), field), getattr(tokenizer.encode(texts), field)
+        )
     assert reloaded.tokenizer.encode(texts).offsets == tokenizer.encode(texts).offsets
 
     model.tokenizer = None
@@ -342,7 +377,10 @@ print(json.dumps(results))
 def _answers_in_fresh_process(path: os.PathLike, settings: dict[str, Any], calls: list[dict[str, Any]]) -> list[Any]:
     result = subprocess.run(
         [sys.executable, "-c", _SUBPROCESS, os.fspath(path), json.dumps({"settings": settings, "calls": calls})],
-        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -367,8 +405,12 @@ def _same_answers(got: Any, want: Any) -> None:
 @pytest.mark.slow
 def test_saved_model_gives_the_same_answers_in_a_fresh_process(tokenizer, tmp_path):
     model = create_distilbert_with_head(
-        task_type="sentiment", labels=["negative", "neutral", "positive"], distilbert_variant="tiny",
-        vocab_size=tokenizer.vocab_size, tokenizer=tokenizer, **ENCODER,
+        task_type="sentiment",
+        labels=["negative", "neutral", "positive"],
+        distilbert_variant="tiny",
+        vocab_size=tokenizer.vocab_size,
+        tokenizer=tokenizer,
+        **ENCODER,
     )
     model.save(tmp_path / "sentiment.keras")
     texts = ["the movie was great", "", "awful boring plot", "Paris is the capital of France!"]
@@ -382,8 +424,12 @@ def test_saved_model_gives_the_same_answers_in_a_fresh_process(tokenizer, tmp_pa
 # -- the built-in heads end to end -----------------------------------------------------------------
 def _builtin(task_type: str, tokenizer: DistilBertTokenizer, **options: Any) -> DistilBertTaskModel:
     return create_distilbert_with_head(
-        task_type=task_type, distilbert_variant="tiny", vocab_size=tokenizer.vocab_size, tokenizer=tokenizer,
-        **ENCODER, **options,
+        task_type=task_type,
+        distilbert_variant="tiny",
+        vocab_size=tokenizer.vocab_size,
+        tokenizer=tokenizer,
+        **ENCODER,
+        **options,
     )
 
 
@@ -392,13 +438,17 @@ def test_sentiment_end_to_end(tokenizer):
     pipe = pipeline(model)
     texts = ["the movie was great", "awful", ""]
     answers = pipe(texts)
-    logits = keras.ops.convert_to_numpy(model(tokenizer.encode(texts).as_model_inputs(), training=False)["sentiment"]["logits"])
+    logits = keras.ops.convert_to_numpy(
+        model(tokenizer.encode(texts).as_model_inputs(), training=False)["sentiment"]["logits"]
+    )
     probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     for answer, row in zip(answers, probs):
         assert answer["label"] == ["negative", "positive"][int(row.argmax())]
         assert answer["score"] == pytest.approx(float(row.max()), abs=1e-5)
     ranked = pipe(texts[0], top_k=2)
-    assert [r["label"] for r in ranked] == sorted(["negative", "positive"], key=lambda n: -probs[0][["negative", "positive"].index(n)])
+    assert [r["label"] for r in ranked] == sorted(
+        ["negative", "positive"], key=lambda n: -probs[0][["negative", "positive"].index(n)]
+    )
 
 
 def test_ner_end_to_end(tokenizer):

@@ -18,9 +18,13 @@ SHELL_BLOCK = re.compile(r"^```bash\n(# from a shell where the project is instal
 
 
 def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow"), "TF_CPP_MIN_LOG_LEVEL": "2",
-           # the installed console script and `python` must be this interpreter's
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow"),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        # the installed console script and `python` must be this interpreter's
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -40,5 +44,7 @@ def test_readme_shell_blocks_run(tmp_path):
     assert blocks, "the README's command-line section should be marked runnable"
     for block in blocks:
         result = run(["bash", "-euo", "pipefail", "-c", block], tmp_path)
-        assert result.returncode == 0, f"README shell block failed:\n{block}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        assert result.returncode == 0, (
+            f"README shell block failed:\n{block}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     assert (tmp_path / "serving" / "sentiment" / "1" / "saved_model.pb").is_file()

@@ -41,7 +41,6 @@ from distilbert_heads.registry import (
     reset_registry,
 )
 from distilbert_heads.tasks import NLPTaskType
-from plugin_fixtures import fake_site  # noqa: F401  (pytest fixture)
 
 ROW_KEYS = {"task_type", "aliases", "head_class", "plugin", "distribution", "version", "status", "error"}
 
@@ -82,9 +81,7 @@ def test_register_arguments_override_class_attributes(fake_site):
         "dht_builtin_args",
         ("ignored_type",),
         ("ignored_alias",),
-        register_call=(
-            "register(DhtBuiltinArgsHead, task_types=[NLPTaskType.RANKING, 'my_rank'], aliases='rk')"
-        ),
+        register_call=("register(DhtBuiltinArgsHead, task_types=[NLPTaskType.RANKING, 'my_rank'], aliases='rk')"),
         preamble="from distilbert_heads.tasks import NLPTaskType",
     )
     registry = fake_site.registry(builtins=("dht_builtin_args",))
@@ -227,8 +224,10 @@ def test_plugin_raising_in_register_heads_registers_nothing(fake_site):
     ("register_call", "message"),
     [
         ("register(dict)", "registered the class builtins.dict, which is not a subclass of distilbert_heads.TaskHead"),
-        ("class Bomb:\n    def __repr__(self):\n        raise RuntimeError('no repr')\nregister(Bomb())",
-         "registered a Bomb object, which is not a subclass"),
+        (
+            "class Bomb:\n    def __repr__(self):\n        raise RuntimeError('no repr')\nregister(Bomb())",
+            "registered a Bomb object, which is not a subclass",
+        ),
         ("register('PlainPkgHead')", "not a subclass of distilbert_heads.TaskHead"),
         ("register(PlainPkgHead, task_types=[])", "without task types"),
         ("register(PlainPkgHead, aliases=['Not A Name'])", "not a valid task type name"),
@@ -333,8 +332,13 @@ def test_unknown_task_type_message_lists_what_is_installed(fake_site):
 
 @pytest.mark.parametrize(
     ("typo", "meant"),
-    [("sentimnet", "sentiment"), ("Text_Clasification", "text_classification"), ("god_task", "good_task"),
-     ("gdd", "gd"), ("shared_tsk", "shared_task")],
+    [
+        ("sentimnet", "sentiment"),
+        ("Text_Clasification", "text_classification"),
+        ("god_task", "good_task"),
+        ("gdd", "gd"),
+        ("shared_tsk", "shared_task"),
+    ],
 )
 def test_mistyped_task_type_suggests_the_nearest_names(fake_site, typo, meant):
     fake_site.plugin("good", ("good_task",), ("gd",))
@@ -359,14 +363,19 @@ def test_failed_plugin_warns_once_per_process_naming_it_and_the_fix(fake_site):
                 registry.get_head("nope")
     (warning,) = [w for w in caught if "failed to load" in str(w.message)]
     message = str(warning.message)
-    for fact in ("'broken'", "distilbert-head-broken 1.0.0", "RuntimeError: boom at import",
-                 f"{BLOCK_ENV}=distilbert-head-broken"):
+    for fact in (
+        "'broken'",
+        "distilbert-head-broken 1.0.0",
+        "RuntimeError: boom at import",
+        f"{BLOCK_ENV}=distilbert-head-broken",
+    ):
         assert fact in message
 
 
 def test_registry_lookups_from_inside_register_heads_fail_that_plugin_only(fake_site):
     fake_site.plugin(
-        "nosy", ("nosy_task",),
+        "nosy",
+        ("nosy_task",),
         register_call="from distilbert_heads.registry import get_head\nget_head('sentiment')\nregister(NosyPkgHead)",
     )
     fake_site.plugin("good", ("good_task",))
@@ -399,15 +408,25 @@ def _conflict_outcome(registry: HeadRegistry, call: str) -> str:
         return "unknown"
 
 
-@pytest.mark.parametrize("order", [CONFLICT_CALLS, CONFLICT_CALLS[::-1], *itertools.islice(
-    itertools.permutations(CONFLICT_CALLS), 1, 5000, 997)], ids=lambda order: "-".join(order))
+@pytest.mark.parametrize(
+    "order",
+    [CONFLICT_CALLS, CONFLICT_CALLS[::-1], *itertools.islice(itertools.permutations(CONFLICT_CALLS), 1, 5000, 997)],
+    ids=lambda order: "-".join(order),
+)
 def test_two_plugins_claiming_one_key_conflict_on_that_key_only_in_any_order(fake_site, order):
     fake_site.plugin("aaa", ("aaa_task", "shared_task"))
     fake_site.plugin("bbb", ("shared_task", "bbb_only"))
     fake_site.plugin("unrelated", ("unrelated_task",))
     registry = fake_site.registry()
-    expected = {"shared_task": "conflict", "aaa_task": "aaa", "bbb_only": "bbb", "sentiment": "builtin.dht_builtin_a",
-                "unrelated_task": "unrelated", "no_such_task": "unknown", "listing": "conflict"}
+    expected = {
+        "shared_task": "conflict",
+        "aaa_task": "aaa",
+        "bbb_only": "bbb",
+        "sentiment": "builtin.dht_builtin_a",
+        "unrelated_task": "unrelated",
+        "no_such_task": "unknown",
+        "listing": "conflict",
+    }
     for call in order:
         assert _conflict_outcome(registry, call) == expected[call], call
     rows = {(row.plugin, row.task_type): row for row in registry.list_heads(raise_on_conflict=False)}
@@ -431,8 +450,9 @@ def test_alias_conflicting_with_another_plugins_task_type(fake_site):
     assert registry.get_head("other_thing").plugin == "two"
 
 
-@pytest.mark.parametrize("claim", [{"task_types": ("sentiment_analysis",)}, {"task_types": ("my_sentiment",),
-                                                                               "aliases": ("sentiment",)}])
+@pytest.mark.parametrize(
+    "claim", [{"task_types": ("sentiment_analysis",)}, {"task_types": ("my_sentiment",), "aliases": ("sentiment",)}]
+)
 def test_claiming_a_builtin_key_without_override_is_a_conflict_that_keeps_the_builtin(fake_site, claim):
     fake_site.plugin("sneaky", claim["task_types"], claim.get("aliases", ()))
     registry = fake_site.registry()
@@ -597,8 +617,13 @@ HOSTILE = {  # behaviour -> (plugin_fixtures.plugin keywords, the exception type
     "register-KeyboardInterrupt": ({"register_call": "register({cls})\nraise KeyboardInterrupt"}, "KeyboardInterrupt"),
     "register-Exception": ({"register_call": "register({cls})\nraise ValueError('bad')"}, "ValueError"),
     "register-RecursionError": ({"register_call": RECURSE}, "RecursionError"),
-    "import-unprintable-exception": ({"preamble": "class Unprintable(Exception):\n    def __str__(self):\n"
-                                                  "        raise RuntimeError('no str')\nraise Unprintable()"}, "Unprintable"),
+    "import-unprintable-exception": (
+        {
+            "preamble": "class Unprintable(Exception):\n    def __str__(self):\n"
+            "        raise RuntimeError('no str')\nraise Unprintable()"
+        },
+        "Unprintable",
+    ),
     "import-10MB-message": ({"preamble": "raise RuntimeError('x' * 10_000_000)"}, "RuntimeError"),
 }
 
@@ -696,8 +721,13 @@ def test_loading_a_model_whose_task_type_became_contested_fails_naming_both(fake
         with pytest.raises(PluginConflictError) as info:
             keras.models.load_model(path)
         message = str(info.value)
-        for fact in ("'dht_shared'", "distilbert-head-dht-first 1.0.0", "distilbert-head-dht-second 2.0.0",
-                     "Uninstall one", f"{BLOCK_ENV}=distilbert-head-dht"):
+        for fact in (
+            "'dht_shared'",
+            "distilbert-head-dht-first 1.0.0",
+            "distilbert-head-dht-second 2.0.0",
+            "Uninstall one",
+            f"{BLOCK_ENV}=distilbert-head-dht",
+        ):
             assert fact in message
         assert registry_module.get_head("dht_second_only").plugin == "dht_second"  # the rest still works
         assert registry_module.get_head("sentiment").builtin
@@ -726,8 +756,9 @@ def test_threads_share_one_load_and_a_plugins_keyboardinterrupt_off_the_main_thr
 
 
 def test_registering_one_head_twice_is_one_registration(fake_site):
-    fake_site.plugin("dht_twice", ("twice_task",), ("tw",),
-                     register_call="register(DhtTwicePkgHead)\nregister(DhtTwicePkgHead)")
+    fake_site.plugin(
+        "dht_twice", ("twice_task",), ("tw",), register_call="register(DhtTwicePkgHead)\nregister(DhtTwicePkgHead)"
+    )
     rows = [row for row in fake_site.registry().list_heads() if row.plugin == "dht_twice"]
     assert [(row.task_type, row.aliases, row.status) for row in rows] == [("twice_task", ("tw",), "ok")]
 
@@ -738,7 +769,10 @@ def test_two_distributions_may_use_one_entry_point_name(fake_site):
     fake_site.dist("distilbert-head-two", "2.0", {"heads": fake_site.head_module("two_pkg", ("two_task",))})
     registry = fake_site.registry()
     rows = {row.distribution: row for row in registry.list_heads() if row.plugin == "heads"}
-    assert {name: row.status for name, row in rows.items()} == {"distilbert-head-one": "ok", "distilbert-head-two": "ok"}
+    assert {name: row.status for name, row in rows.items()} == {
+        "distilbert-head-one": "ok",
+        "distilbert-head-two": "ok",
+    }
     assert registry.get_head("one_task").distribution == "distilbert-head-one"
     assert registry.get_head("two_task").distribution == "distilbert-head-two"
 
@@ -747,8 +781,12 @@ def test_plugin_output_goes_to_stderr_so_heads_json_stays_json(fake_site, monkey
     """Plugin code that prints (at import, in register_heads, or by rebinding sys.stdout) never reaches stdout."""
     from distilbert_heads.cli import main
 
-    fake_site.plugin("chatty", ("chatty_task",), preamble="print('hello from import')",
-                     register_call="print('hello from register')\nregister(ChattyPkgHead)")
+    fake_site.plugin(
+        "chatty",
+        ("chatty_task",),
+        preamble="print('hello from import')",
+        register_call="print('hello from register')\nregister(ChattyPkgHead)",
+    )
     fake_site.plugin("rebinder", ("rebinder_task",), preamble="import io, sys\nsys.stdout = io.StringIO()")
     monkeypatch.setattr(registry_module, "_registry", fake_site.registry())
     try:
@@ -758,7 +796,9 @@ def test_plugin_output_goes_to_stderr_so_heads_json_stays_json(fake_site, monkey
     captured = capsys.readouterr()
     rows = json.loads(captured.out)
     assert {row["plugin"]: row["status"] for row in rows if not row["plugin"].startswith("builtin.")} == {
-        "chatty": "ok", "rebinder": "ok"}
+        "chatty": "ok",
+        "rebinder": "ok",
+    }
     assert "hello from import" in captured.err and "hello from register" in captured.err
     assert sys.stdout is sys.__stdout__ or not isinstance(sys.stdout, io.StringIO)
 
@@ -790,8 +830,13 @@ def test_environment_values_that_cannot_work_warn_once(fake_site, monkeypatch, e
 
 @pytest.mark.parametrize(
     ("env", "red"),
-    [({LOAD_ENV: "RED, distilbert_head_red"}, "ok"), ({STRICT_ENV: " TRUE "}, "ok"), ({STRICT_ENV: "off"}, "ok"),
-     ({BLOCK_ENV: "not-installed-anyway"}, "ok"), ({LOAD_ENV: " , "}, "blocked")],
+    [
+        ({LOAD_ENV: "RED, distilbert_head_red"}, "ok"),
+        ({STRICT_ENV: " TRUE "}, "ok"),
+        ({STRICT_ENV: "off"}, "ok"),
+        ({BLOCK_ENV: "not-installed-anyway"}, "ok"),
+        ({LOAD_ENV: " , "}, "blocked"),
+    ],
 )
 def test_environment_values_that_work_do_not_warn(fake_site, monkeypatch, env, red):
     fake_site.plugin("red", ("red_task",))
@@ -804,14 +849,23 @@ def test_environment_values_that_work_do_not_warn(fake_site, monkeypatch, env, r
 
 # -- head code that raises: the error names the head and the plugin that provides it ------------------------
 BROKEN_HEAD_CODE = {  # what the plugin does -> (preamble, the method named in the error, the original message)
-    "call-raises": ("def _call(self, h, m, training=None):\n    raise ZeroDivisionError('call exploded')\n"
-                    "{cls}.call = _call", "call()", "ZeroDivisionError: call exploded"),
-    "init-raises": ("def _init(self, *a, **k):\n    raise RuntimeError('init exploded')\n{cls}.__init__ = _init",
-                    "__init__()", "RuntimeError: init exploded"),
+    "call-raises": (
+        "def _call(self, h, m, training=None):\n    raise ZeroDivisionError('call exploded')\n{cls}.call = _call",
+        "call()",
+        "ZeroDivisionError: call exploded",
+    ),
+    "init-raises": (
+        "def _init(self, *a, **k):\n    raise RuntimeError('init exploded')\n{cls}.__init__ = _init",
+        "__init__()",
+        "RuntimeError: init exploded",
+    ),
     "options-validator-typeerror": (
         "from pydantic import model_validator\nfrom distilbert_heads import HeadOptions\n"
         "class _Opts(HeadOptions):\n    @model_validator(mode='after')\n    def _check(self):\n"
-        "        raise TypeError('validator exploded')\n{cls}.options_schema = _Opts", "options", "validator exploded"),
+        "        raise TypeError('validator exploded')\n{cls}.options_schema = _Opts",
+        "options",
+        "validator exploded",
+    ),
 }
 
 
@@ -847,7 +901,8 @@ def test_decode_raising_in_a_pipeline_names_the_head_and_plugin(fake_site, raise
 
     module = fake_site.head_module("dht_decode_pkg", ("dht_decode_task",))
     (fake_site.root / module / "__init__.py").open("a").write(
-        f"\ndef _decode(self, outputs, encoding=None):\n    raise {raised}\nDhtDecodePkgHead.decode = _decode\n")
+        f"\ndef _decode(self, outputs, encoding=None):\n    raise {raised}\nDhtDecodePkgHead.decode = _decode\n"
+    )
     fake_site.dist("distilbert-head-dht-decode", "0.2", {"dht_decode": module}, group="distilbert_heads")
     reset_registry()
     try:
@@ -858,21 +913,34 @@ def test_decode_raising_in_a_pipeline_names_the_head_and_plugin(fake_site, raise
     with pytest.raises(HeadContractError) as info:
         pipeline(model)(["hello", "hello"])
     message = str(info.value)
-    for fact in ("decode()", "decode exploded", raised.split("(")[0], "plugin dht_decode (distilbert-head-dht-decode 0.2)",
-                 "dht_decode_pkg:DhtDecodePkgHead", "2 input(s)"):
+    for fact in (
+        "decode()",
+        "decode exploded",
+        raised.split("(")[0],
+        "plugin dht_decode (distilbert-head-dht-decode 0.2)",
+        "dht_decode_pkg:DhtDecodePkgHead",
+        "2 input(s)",
+    ):
         assert fact in message
     assert type(info.value.__cause__).__name__ == raised.split("(")[0]
 
 
 UPGRADES = {  # what changed in the plugin's head since the model was saved -> (module body, error, facts)
-    "options": ("from distilbert_heads import HeadOptions\nclass _Opts(HeadOptions):\n    {option}: int = 2\n"
-                "{cls}.options_schema = _Opts\n", "HeadOptionsError", ["width", "depth", "takes other options"]),
-    "layer-size": ("import keras\ndef _init(self, hidden_size, task_type, options=None, **kw):\n"
-                   "    TaskHead.__init__(self, hidden_size, task_type, options, **kw)\n"
-                   "    self.dense = keras.layers.Dense({units}, name='dense')\n"
-                   "def _call(self, h, m, training=None):\n    return {{'logits': self.dense(h[:, 0, :])}}\n"
-                   "{cls}.__init__, {cls}.call = _init, _call\n", "CheckpointError",
-                   ["do not fit", "Layer 'dense' expected 2 variables", "whose layers differ"]),
+    "options": (
+        "from distilbert_heads import HeadOptions\nclass _Opts(HeadOptions):\n    {option}: int = 2\n"
+        "{cls}.options_schema = _Opts\n",
+        "HeadOptionsError",
+        ["width", "depth", "takes other options"],
+    ),
+    "layer-size": (
+        "import keras\ndef _init(self, hidden_size, task_type, options=None, **kw):\n"
+        "    TaskHead.__init__(self, hidden_size, task_type, options, **kw)\n"
+        "    self.dense = keras.layers.Dense({units}, name='dense')\n"
+        "def _call(self, h, m, training=None):\n    return {{'logits': self.dense(h[:, 0, :])}}\n"
+        "{cls}.__init__, {cls}.call = _init, _call\n",
+        "CheckpointError",
+        ["do not fit", "Layer 'dense' expected 2 variables", "whose layers differ"],
+    ),
 }
 
 
@@ -890,7 +958,8 @@ def test_model_saved_with_an_older_plugin_version_says_which_version_to_install(
         module = fake_site.head_module(f"dht_up_{version.replace('.', '_')}_pkg", ("dht_up_task",))
         cls = "".join(part.title() for part in module.split("_")) + "Head"
         (fake_site.root / module / "__init__.py").open("a").write(
-            "\n" + body.format(cls=cls, option=option, units=units))
+            "\n" + body.format(cls=cls, option=option, units=units)
+        )
         for info in fake_site.root.glob("distilbert_head_dht_up-*.dist-info"):
             shutil.rmtree(info)  # "pip install --upgrade": the old release is gone
         fake_site.dist("distilbert-head-dht-up", version, {"dht_up": module}, group="distilbert_heads")
@@ -908,14 +977,23 @@ def test_model_saved_with_an_older_plugin_version_says_which_version_to_install(
         reset_registry()
     message = str(info.value)
     assert error_name in {cls.__name__ for cls in type(info.value).__mro__}
-    for fact in ("distilbert-head-dht-up 1.0", "distilbert-head-dht-up 2.0", "pip install distilbert-head-dht-up==1.0",
-                 *facts):
+    for fact in (
+        "distilbert-head-dht-up 1.0",
+        "distilbert-head-dht-up 2.0",
+        "pip install distilbert-head-dht-up==1.0",
+        *facts,
+    ):
         assert fact in message
 
 
-@pytest.mark.parametrize(("version", "install"), [("1.2", "pip install distilbert-head-gone==1.2"),
-                                                  ("unknown", "pip install distilbert-head-gone"),
-                                                  (None, "pip install distilbert-head-gone")])
+@pytest.mark.parametrize(
+    ("version", "install"),
+    [
+        ("1.2", "pip install distilbert-head-gone==1.2"),
+        ("unknown", "pip install distilbert-head-gone"),
+        (None, "pip install distilbert-head-gone"),
+    ],
+)
 def test_saved_head_of_a_missing_plugin_names_a_pip_command_that_works(fake_site, version, install):
     """A distribution without a Version in its metadata is listed as version 'unknown': never 'pip install x==unknown'."""
     info = fake_site.root / "distilbert_head_nover-0.dist-info"

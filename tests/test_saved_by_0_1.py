@@ -45,7 +45,9 @@ def test_raw_outputs_of_a_0_1_file_are_unchanged(task):
     for head, values in record["raw_outputs"].items():
         assert set(outputs[head]) == set(values)
         for name, value in values.items():
-            np.testing.assert_allclose(np.asarray(outputs[head][name]), np.asarray(value), atol=1e-5, err_msg=f"{head}/{name}")
+            np.testing.assert_allclose(
+                np.asarray(outputs[head][name]), np.asarray(value), atol=1e-5, err_msg=f"{head}/{name}"
+            )
 
 
 @pytest.mark.parametrize("task", sorted(EXPECTED))

@@ -28,8 +28,14 @@ def set_up_commands() -> list[str]:
 
 
 def fresh_python(code: str, *, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
 
 
 # -- the README's set-up is what CI runs ---------------------------------------------------------------
@@ -39,9 +45,10 @@ def test_ci_runs_the_readme_set_up_commands_verbatim(tmp_path):
     (tmp_path / ".ci").mkdir()
     (tmp_path / ".ci" / "run").write_text((ROOT / ".ci" / "run").read_text(encoding="utf-8"), encoding="utf-8")
     readme = README.read_text(encoding="utf-8")
-    recorder = "echo \"$0\" >> ran.txt # "  # each block becomes: record that it ran, then a comment
+    recorder = 'echo "$0" >> ran.txt # '  # each block becomes: record that it ran, then a comment
     fake = readme.replace(f"```bash\n{first}", f"```bash\n{recorder}{first}").replace(
-        f"```bash\n{second}", f"```bash\n{recorder}{second}")
+        f"```bash\n{second}", f"```bash\n{recorder}{second}"
+    )
     (tmp_path / "README.md").write_text(fake, encoding="utf-8")
     result = subprocess.run(["bash", str(tmp_path / ".ci" / "run")], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -80,7 +87,9 @@ def test_readme_says_how_to_get_the_cpu_torch_from_the_public_index():
 def test_wheel_builds_without_warnings_and_ships_the_demo_data(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", str(tmp_path), str(ROOT)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
@@ -173,13 +182,21 @@ print(json.dumps([code, sorted({{"keras", "tensorflow"}} & set(sys.modules))]))
 
 @pytest.mark.slow
 def test_commands_hide_tensorflow_start_up_lines_unless_asked():
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"TF_CPP_MIN_LOG_LEVEL", "DISTILBERT_HEADS_TF_LOGS"} and not k.startswith("DISTILBERT_HEADS_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"TF_CPP_MIN_LOG_LEVEL", "DISTILBERT_HEADS_TF_LOGS"} and not k.startswith("DISTILBERT_HEADS_")
+    }
     quiet = subprocess.run([str(SCRIPT), "heads"], capture_output=True, text=True, env=env, timeout=300)
     assert quiet.returncode in (0, 1), quiet.stderr[-3000:]  # 1: a plugin conflict in this environment
     assert "Task type" in quiet.stdout and "sentiment" in quiet.stdout
     assert not TF_STARTUP_LINE.search(quiet.stderr), quiet.stderr[-3000:]
     assert "\x1b[" not in quiet.stdout + quiet.stderr, "no colour codes into a pipe"
-    asked = subprocess.run([str(SCRIPT), "heads", "--json"], capture_output=True, text=True, timeout=300,
-                           env={**env, "DISTILBERT_HEADS_TF_LOGS": "1"})
+    asked = subprocess.run(
+        [str(SCRIPT), "heads", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**env, "DISTILBERT_HEADS_TF_LOGS": "1"},
+    )
     assert TF_STARTUP_LINE.search(asked.stderr), "the opt-out should show TensorFlow's own lines"

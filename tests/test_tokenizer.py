@@ -90,7 +90,9 @@ def _strip_accents(text: str) -> str:
 def vocab_file(tmp_path_factory) -> Path:
     """A WordPiece vocab.txt (a few hundred entries, with ## pieces) trained on a small mixed corpus."""
     trainer = tokenizers.BertWordPieceTokenizer(lowercase=False, strip_accents=False)
-    trainer.train_from_iterator(_training_corpus(), vocab_size=800, min_frequency=1, special_tokens=SPECIALS, show_progress=False)
+    trainer.train_from_iterator(
+        _training_corpus(), vocab_size=800, min_frequency=1, special_tokens=SPECIALS, show_progress=False
+    )
     directory = tmp_path_factory.mktemp("vocab")
     trainer.save_model(str(directory))
     tokens = (directory / "vocab.txt").read_text(encoding="utf-8").splitlines()
@@ -311,13 +313,17 @@ def test_long_texts_keep_exactly_the_tokens_of_the_whole_text(vocab_file, tmp_pa
     reference = reference_tokenizer(vocab_file, tmp_path, lowercase=False, strip_accents=False)
     texts = _long_hostile_texts(max_length * PREFIX_CHARS_PER_TOKEN)
     assert all(len(text) > max_length * PREFIX_CHARS_PER_TOKEN for text in texts)
-    assert_same(tokenizer.encode(texts, max_length=max_length),
-                reference_batch(reference, texts, truncation=True, max_length=max_length))
+    assert_same(
+        tokenizer.encode(texts, max_length=max_length),
+        reference_batch(reference, texts, truncation=True, max_length=max_length),
+    )
     shorts = ["a question", "", *texts[:4]]
     for strategy in ("longest_first", "only_second"):
         firsts = shorts if strategy == "longest_first" else ["a question"] * len(texts)
-        assert_same(tokenizer.encode(firsts, texts, max_length=max_length, truncation=strategy),
-                    reference_batch(reference, firsts, texts, truncation=strategy, max_length=max_length))
+        assert_same(
+            tokenizer.encode(firsts, texts, max_length=max_length, truncation=strategy),
+            reference_batch(reference, firsts, texts, truncation=strategy, max_length=max_length),
+        )
 
 
 def test_texts_tokenized_whole_are_bounded_in_characters(vocab_file):
@@ -334,8 +340,15 @@ def test_lone_surrogates_become_replacement_characters_one_for_one(vocab_file):
     tokenizer = DistilBertTokenizer.from_vocab(vocab_file)
     text = "caf\ud800e and \udfff world \ud83d\ude00"
     encoding = tokenizer.encode(text)
-    assert encoding.tokens == tokenizer.encode(text.replace("\ud800", "\ufffd").replace("\udfff", "\ufffd")
-                                               .replace("\ud83d", "\ufffd").replace("\ude00", "\ufffd")).tokens
+    assert (
+        encoding.tokens
+        == tokenizer.encode(
+            text.replace("\ud800", "\ufffd")
+            .replace("\udfff", "\ufffd")
+            .replace("\ud83d", "\ufffd")
+            .replace("\ude00", "\ufffd")
+        ).tokens
+    )
     assert [text[s:e] for s, e in encoding.offsets[0] if e][-2:] == ["and", "world"]
     pair = tokenizer.encode("\ud800 question", "context \udc00")
     assert pair.tokens[0][0] == "[CLS]" and pair.tokens[0].count("[SEP]") == 2
@@ -351,7 +364,10 @@ def test_impossible_truncation_is_a_value_error_not_a_crash(vocab_file):
     with pytest.raises(ValueError, match="stride=8 must be smaller"):
         tokenizer.encode(context, max_length=10, stride=8, return_overflowing=True)
     # The same stride is fine when nothing needs cutting.
-    assert len(tokenizer.encode("who", "dog", max_length=10, truncation="only_second", stride=8, return_overflowing=True)) == 1
+    assert (
+        len(tokenizer.encode("who", "dog", max_length=10, truncation="only_second", stride=8, return_overflowing=True))
+        == 1
+    )
 
 
 @pytest.mark.parametrize(
@@ -392,7 +408,12 @@ def test_special_token_ids_come_from_the_vocab(vocab_file):
     assert (tokenizer.cls_token_id, tokenizer.pad_token_id) == (len(shuffled) - 2, len(shuffled) - 1)
     assert tokenizer.mask_token_id is None
     batch = tokenizer.encode(["hello", "hello world"])
-    assert batch.input_ids[0].tolist() == [tokenizer.cls_token_id, shuffled.index("hello"), tokenizer.sep_token_id, tokenizer.pad_token_id]
+    assert batch.input_ids[0].tolist() == [
+        tokenizer.cls_token_id,
+        shuffled.index("hello"),
+        tokenizer.sep_token_id,
+        tokenizer.pad_token_id,
+    ]
 
 
 def test_vocabulary_errors_say_what_was_wrong(tmp_path):
@@ -463,7 +484,10 @@ def test_json_string_round_trip(vocab_file):
         assert json.loads(text)["format"] == "distilbert_heads.tokenizer"
         restored = DistilBertTokenizer.from_json_string(text)
         assert (restored.lowercase, restored.strip_accents) == (original.lowercase, original.strip_accents)
-        assert restored.encode(CORPUS, PAIR_SECONDS).input_ids.tolist() == original.encode(CORPUS, PAIR_SECONDS).input_ids.tolist()
+        assert (
+            restored.encode(CORPUS, PAIR_SECONDS).input_ids.tolist()
+            == original.encode(CORPUS, PAIR_SECONDS).input_ids.tolist()
+        )
     with pytest.raises(ValueError, match="to_json_string"):
         DistilBertTokenizer.from_json_string(json.dumps({"model": {}}))
     cased = DistilBertTokenizer.from_vocab(vocab_file, lowercase=False)

@@ -44,8 +44,12 @@ def csv_row(task: str, row: dict) -> dict:
     if task == "ner":
         return {"tokens": " ".join(row["tokens"]), "tags": " ".join(row["tags"])}
     if task == "qa":
-        return {"question": row["question"], "context": row["context"],
-                "answer_text": row["answers"]["text"][0], "answer_start": row["answers"]["answer_start"][0]}
+        return {
+            "question": row["question"],
+            "context": row["context"],
+            "answer_text": row["answers"]["text"][0],
+            "answer_start": row["answers"]["answer_start"][0],
+        }
     return row
 
 
@@ -61,7 +65,9 @@ def write_rows(path: Path, task: str, rows: list[dict]) -> Path:
     return path
 
 
-def task_files(tmp_path: Path, task: str, fmt: str = "jsonl", train_rows: int = 24, test_rows: int = 12) -> tuple[Path, Path]:
+def task_files(
+    tmp_path: Path, task: str, fmt: str = "jsonl", train_rows: int = 24, test_rows: int = 12
+) -> tuple[Path, Path]:
     return (
         write_rows(tmp_path / f"{task}.train.{fmt}", task, demo_rows(task, "train", train_rows)),
         write_rows(tmp_path / f"{task}.test.{fmt}", task, demo_rows(task, "test", test_rows)),
@@ -74,8 +80,18 @@ def task_files(tmp_path: Path, task: str, fmt: str = "jsonl", train_rows: int = 
 def test_train_and_evaluate_from_files(tmp_path, task, fmt):
     train_file, test_file = task_files(tmp_path, task, fmt)
     out = tmp_path / f"{task}.keras"
-    result = train(task, train_file, eval_file=test_file, epochs=1, batch_size=8, max_length=48, out=out,
-                   vocab_size=200, verbose=0, **TINY)
+    result = train(
+        task,
+        train_file,
+        eval_file=test_file,
+        epochs=1,
+        batch_size=8,
+        max_length=48,
+        out=out,
+        vocab_size=200,
+        verbose=0,
+        **TINY,
+    )
     assert set(result.metrics) == EXPECTED_METRICS[task]
     assert all(0.0 <= value <= 1.0 for value in result.metrics.values())
     assert result.metrics_split == "eval" and result.epochs_run == 1
@@ -93,8 +109,20 @@ def test_training_learns_sentiment(tmp_path):
     keras.utils.set_random_seed(1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = train("sentiment", train_file, epochs=3, batch_size=16, max_length=32, vocab_size=300, verbose=0,
-                       hidden_size=64, num_layers=1, num_heads=4, intermediate_size=128, max_position_embeddings=32)
+        result = train(
+            "sentiment",
+            train_file,
+            epochs=3,
+            batch_size=16,
+            max_length=32,
+            vocab_size=300,
+            verbose=0,
+            hidden_size=64,
+            num_layers=1,
+            num_heads=4,
+            intermediate_size=128,
+            max_position_embeddings=32,
+        )
     assert result.metrics_split == "train"  # no eval file: final metrics are on the training rows
     # A model that learnt is not at chance level: no warning (tests/test_hostile_data.py has the one that is).
     assert result.warnings == [] and not [w for w in caught if issubclass(w.category, ChanceLevelWarning)]
@@ -104,9 +132,16 @@ def test_training_learns_sentiment(tmp_path):
 
 @pytest.mark.filterwarnings("ignore::distilbert_heads.training.ChanceLevelWarning")  # one epoch stays at chance
 def test_plugin_head_trains_from_a_file(tmp_path):
-    rows = [{"text": f"{word} news today", "labels": labels}
-            for word, labels in [("football", ["sports"]), ("election", ["politics"]), ("chip", ["tech"]),
-                                 ("match", ["sports", "tech"])] * 4]
+    rows = [
+        {"text": f"{word} news today", "labels": labels}
+        for word, labels in [
+            ("football", ["sports"]),
+            ("election", ["politics"]),
+            ("chip", ["tech"]),
+            ("match", ["sports", "tech"]),
+        ]
+        * 4
+    ]
     train_file = write_rows(tmp_path / "foo.jsonl", "foo", rows)
     result = train("foo", train_file, epochs=1, batch_size=8, max_length=16, vocab_size=100, verbose=0, **TINY)
     assert set(result.metrics) == {"micro_precision", "micro_recall", "micro_f1", "exact_match"}
@@ -115,8 +150,11 @@ def test_plugin_head_trains_from_a_file(tmp_path):
 
 def test_unknown_label_in_eval_file_names_its_line(tmp_path):
     train_file, _ = task_files(tmp_path, "sentiment")
-    eval_file = write_rows(tmp_path / "eval.jsonl", "sentiment",
-                           [{"text": "fine", "label": "positive"}, {"text": "meh", "label": "neutral"}])
+    eval_file = write_rows(
+        tmp_path / "eval.jsonl",
+        "sentiment",
+        [{"text": "fine", "label": "positive"}, {"text": "meh", "label": "neutral"}],
+    )
     with pytest.raises(TrainingError, match=r"eval.jsonl line 2: .*neutral"):
         train("sentiment", train_file, eval_file=eval_file, epochs=1, verbose=0, **TINY)
 
@@ -213,7 +251,16 @@ def test_whole_word_vocabulary_maps_unseen_words_to_unk():
     assert vocab[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     assert vocab[5:8] == ["Bob", ".", "met"]  # most frequent first, ties in order of appearance
     assert not any(token.startswith("##") for token in vocab)
-    assert tokenizer.encode(["Zed met Bob in Rome ."]).tokens[0] == ["[CLS]", "[UNK]", "met", "Bob", "in", "[UNK]", ".", "[SEP]"]
+    assert tokenizer.encode(["Zed met Bob in Rome ."]).tokens[0] == [
+        "[CLS]",
+        "[UNK]",
+        "met",
+        "Bob",
+        "in",
+        "[UNK]",
+        ".",
+        "[SEP]",
+    ]
     small = DistilBertTokenizer.train_from_texts(texts, vocab_size=7, whole_words=True)
     assert small.vocab_size == 7 and small.id_to_token(5) == "bob"
 
@@ -224,8 +271,9 @@ def test_token_dropout_batches_replace_only_text_tokens():
     tokenizer = DistilBertTokenizer.from_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c"])
     encoding = tokenizer.encode(["a b c a b c a b c"] * 40 + ["a"] * 40)
     labels = np.arange(80)
-    batches = TokenDropoutBatches(encoding.as_model_inputs(), {"head": {"logits": labels}}, batch_size=16, rate=0.5,
-                                  tokenizer=tokenizer, seed=0)
+    batches = TokenDropoutBatches(
+        encoding.as_model_inputs(), {"head": {"logits": labels}}, batch_size=16, rate=0.5, tokenizer=tokenizer, seed=0
+    )
     assert len(batches) == 5
     seen, dropped, text_tokens = [], 0, 0
     for index in range(len(batches)):

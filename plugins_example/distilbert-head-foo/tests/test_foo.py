@@ -4,10 +4,9 @@ import keras
 import numpy as np
 import pytest
 
+from distilbert_head_foo import FooHead
 from distilbert_heads import HeadOptionsError
 from distilbert_heads.testing import check_head_builds, check_head_roundtrip, check_head_trains, check_plugin
-
-from distilbert_head_foo import FooHead
 
 
 def test_registry_finds_the_foo_head():

@@ -59,7 +59,7 @@ class FooOptions(HeadOptions):
         return data
 
     @model_validator(mode="after")
-    def _labels_and_count(self) -> "FooOptions":
+    def _labels_and_count(self) -> FooOptions:
         if self.num_classes is None:
             raise ValueError("the foo head needs its labels: pass labels=[...] or num_classes=N")
         if self.labels is not None:
@@ -140,7 +140,6 @@ class FooHead(TaskHead):
             chosen = [i for i in np.argsort(-row, kind="stable") if row[i] >= self.options.threshold]
             results.append([{"label": names[i], "score": float(row[i])} for i in chosen])
         return results
-
 
     # -- training and evaluating from files (optional part of the contract) -------------------
     @classmethod

@@ -16,6 +16,7 @@ import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -138,6 +139,38 @@ def _download_from_hub(hub_id: str) -> Path:
 
 
 # -- reading ----------------------------------------------------------------------------------
+def is_keras_file(source: str | os.PathLike) -> bool:
+    """Whether a model source names a ``.keras`` file; anything else is a checkpoint directory or hub id.
+
+    The one rule every ``pretrained=`` / ``--pretrained`` reader follows.
+    """
+    return os.fspath(source).endswith(".keras")
+
+
+class Checkpoint:
+    """A Hugging Face checkpoint read once: its folder, ``config.json``, weight files and state dict.
+
+    The encoder and every head take their weights from the same read. ``config.json`` is read at
+    once, the weights on first use, so a config that cannot be built fails before any tensor is read.
+    """
+
+    def __init__(self, directory: Path, hf_config: dict[str, Any]) -> None:
+        self.directory, self.hf_config = directory, hf_config
+
+    @classmethod
+    def read(cls, path_or_hub_id: str | os.PathLike) -> Checkpoint:
+        directory = resolve_checkpoint_dir(path_or_hub_id)
+        return cls(directory, read_hf_config(directory))
+
+    @cached_property
+    def weight_files(self) -> WeightFiles:
+        return find_weight_files(self.directory)
+
+    @cached_property
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return read_state_dict(self.directory, self.weight_files)
+
+
 def read_hf_config(directory: str | os.PathLike) -> dict[str, Any]:
     """``config.json`` as a dict, checked to be an object whose label maps have the right types.
 
@@ -662,7 +695,8 @@ def load_encoder_weights(
                 )
                 continue
             raise CheckpointError(
-                f"{hf_key} in {source} has shape {tuple(value.shape)} but this encoder expects {tuple(variable.shape)}. "
+                f"{hf_key} in {source} has shape {tuple(value.shape)} but this encoder expects "
+                f"{tuple(variable.shape)}. "
                 "The weights do not fit the configuration: load the checkpoint without overriding its sizes, and "
                 "check that its config.json is the one saved with these weights."
             )

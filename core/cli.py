@@ -534,10 +534,10 @@ def _json_kind(value: Any) -> str:
 def _cmd_predict(args: argparse.Namespace) -> int:
     # these import Keras: only once the arguments are known good
     from distilbert_heads.pipeline import pipeline
-    from distilbert_heads.training import load_model, model_tokenizer, select_head
+    from distilbert_heads.training import load_model, model_tokenizer
 
     model = load_model(args.model)
-    head_name, head = select_head(model, args.head)
+    head_name, head = model.select_head(args.head)
     model_tokenizer(model)
     head_label = f"{head_name!r} ({type(head).__name__})"
     shown, pipe_args, pipe_kwargs = _predict_inputs(args, getattr(head, "input_kind", "text"), head_label)

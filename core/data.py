@@ -121,7 +121,8 @@ class _Lines:
             if raw.startswith(bom):
                 raise DataFileError(
                     f"{self.name}: the file is {encoding} text (it starts with a {encoding} byte-order mark), but data "
-                    f"files must be UTF-8. Convert it, e.g. `iconv -f {encoding} -t UTF-8 {self.name} > utf8-{self.name}`, "
+                    f"files must be UTF-8. Convert it, e.g. `iconv -f {encoding} -t UTF-8 {self.name} > "
+                    f"utf8-{self.name}`, "
                     f"or save it as UTF-8 from your editor or spreadsheet."
                 )
         return raw, start
@@ -284,7 +285,8 @@ def _csv_rows(lines: _Lines, limit: int) -> Iterator[tuple[int, dict[str, Any]]]
         if len(cells) != len(header):
             relation = "more" if len(cells) > len(header) else "fewer"
             raise DataFileError(
-                f"{name} line {start}: {len(cells)} cell{'s' if len(cells) != 1 else ''}, {relation} than the {len(header)} columns named in the "
+                f"{name} line {start}: {len(cells)} cell{'s' if len(cells) != 1 else ''}, {relation} than the "
+                f"{len(header)} columns named in the "
                 f"header on line {header_line} ({', '.join(header)}); every row needs one cell per column. Quote cells "
                 'that contain commas ("a, b") and leave empty cells empty (a,,c).'
             )
@@ -319,7 +321,8 @@ def read_examples(
             examples.append(schema.model_validate(row))
         except RecursionError:
             raise DataFileError(
-                f"{name} line {number}: a value is nested too deeply to read. Rows for {task} have the fields: {expected}."
+                f"{name} line {number}: a value is nested too deeply to read. Rows for {task} have the fields: "
+                f"{expected}."
             ) from None
         except ValidationError as error:
             if is_csv and not known & set(row):

@@ -111,7 +111,6 @@ def run_demo(*, quick: bool = False, out: str | os.PathLike | None = None, seed:
         print_metrics_table,
         read_task_examples,
         score_examples,
-        select_head,
         train,
     )
 
@@ -161,7 +160,7 @@ def run_demo(*, quick: bool = False, out: str | os.PathLike | None = None, seed:
                 **DEMO_ENCODER,
             )
         model = result.model
-        _, head = select_head(model)
+        _, head = model.select_head()
         test_examples = read_task_examples(test_path, type(head), task)
         metrics[task] = score_examples(model, test_examples, max_length=DEMO_MAX_LENGTH, path=test_path)
         baselines[task] = {
@@ -183,7 +182,8 @@ def run_demo(*, quick: bool = False, out: str | os.PathLike | None = None, seed:
         primary = next(iter(DEMO_FLOORS[task]))
         screen.print(
             f"{task}: {result.epochs_run} epoch(s) in {timings[task]:.1f}s; test {primary} "
-            f"{metrics[task].get(primary, float('nan')):.3f} (chance {baselines[task].get(primary, float('nan')):.3f}); "
+            f"{metrics[task].get(primary, float('nan')):.3f} "
+            f"(chance {baselines[task].get(primary, float('nan')):.3f}); "
             f"saved {result.path}"
         )
 
@@ -255,7 +255,7 @@ def _reload_in_fresh_process(spec: Mapping[str, Any]) -> dict[str, Any]:
         env=env,
         timeout=600,
     )
-    line = next((l for l in completed.stdout.splitlines() if l.startswith("RESULTS ")), None)
+    line = next((out for out in completed.stdout.splitlines() if out.startswith("RESULTS ")), None)
     if completed.returncode != 0 or line is None:
         tail = " | ".join(completed.stderr.strip().splitlines()[-3:])
         raise RuntimeError(

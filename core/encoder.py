@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from distilbert_heads import atomic
+from distilbert_heads import atomic, checkpoints
 from distilbert_heads.config import PRETRAINED_IDS, VARIANTS, ConfigError, DistilBertConfig
 from distilbert_heads.layers import DistilBertEmbeddings, TransformerBlock
 
@@ -247,20 +247,12 @@ class DistilBERT(HostCheckedData, keras.Model):
         if pretrained is False or pretrained is None:
             overrides, model_kwargs = _split_model_kwargs(overrides)
             return cls.from_config_model(DistilBertConfig.for_variant(variant, **overrides), **model_kwargs)
-        if pretrained is True:
-            if variant not in PRETRAINED_IDS:
-                raise ValueError(
-                    f"No published weights exist for the {variant!r} variant (only for "
-                    f"{', '.join(sorted(PRETRAINED_IDS))}). Use pretrained=False for random weights, or "
-                    "pretrained='<checkpoint dir or hub id>' for weights you have."
-                )
-            pretrained = PRETRAINED_IDS[variant]
-        source = os.fspath(pretrained)
-        if source.endswith(".keras"):
-            encoder = cls.from_keras_file(source, **overrides)
+        source = published_checkpoint(variant) if pretrained is True else os.fspath(pretrained)
+        if checkpoints.is_keras_file(source):
+            encoder, loader = cls.from_keras_file(source, **overrides), "from_keras_file"
         else:
-            encoder = cls.from_pretrained(source, allow_partial=allow_partial, **overrides)
-        _check_variant_shape(encoder.config, variant, source)
+            encoder, loader = cls.from_pretrained(source, allow_partial=allow_partial, **overrides), "from_pretrained"
+        check_variant_shape(encoder.config, variant, source, loader)
         return encoder
 
     @classmethod
@@ -282,35 +274,42 @@ class DistilBERT(HostCheckedData, keras.Model):
         ``encoder.load_report.missing``), when a tensor holds NaN or infinite values, and for
         unreadable, corrupt or unsafe files.
         """
-        from distilbert_heads import checkpoints
-
-        overrides, model_kwargs = _split_model_kwargs(overrides)
-        directory = checkpoints.resolve_checkpoint_dir(path_or_hub_id)
-        config = DistilBertConfig.from_hf_dict(
-            checkpoints.read_hf_config(directory), source=str(directory / checkpoints.CONFIG_NAME), **overrides
+        return cls.from_checkpoint(
+            checkpoints.Checkpoint.read(path_or_hub_id),
+            source=str(path_or_hub_id),
+            allow_partial=allow_partial,
+            **overrides,
         )
-        weight_files = checkpoints.find_weight_files(directory)
-        state = checkpoints.read_state_dict(directory, weight_files)
+
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint: checkpoints.Checkpoint, *, source: str, allow_partial: bool = False, **overrides: Any
+    ) -> DistilBERT:
+        """The encoder of a checkpoint already read (`checkpoints.Checkpoint.read`); see `from_pretrained`."""
+        overrides, model_kwargs = _split_model_kwargs(overrides)
+        config = DistilBertConfig.from_hf_dict(
+            checkpoint.hf_config, source=str(checkpoint.directory / checkpoints.CONFIG_NAME), **overrides
+        )
         encoder = cls.from_config_model(config, **model_kwargs)
         encoder.load_report = checkpoints.load_encoder_weights(
             encoder,
-            state,
-            source=str(path_or_hub_id),
+            checkpoint.state_dict,
+            source=source,
             allow_partial=allow_partial,
             vocab_resized="vocab_size" in overrides,
         )
-        encoder.load_report.ignored_files = weight_files.ignored
-        if weight_files.stray:
+        encoder.load_report.ignored_files = checkpoint.weight_files.ignored
+        if checkpoint.weight_files.stray:
             checkpoints.logger.warning(
-                "Files in %s that its checkpoint does not name were ignored: %s", directory, weight_files.stray
+                "Files in %s that its checkpoint does not name were ignored: %s",
+                checkpoint.directory,
+                checkpoint.weight_files.stray,
             )
         return encoder
 
     @classmethod
     def from_keras_file(cls, path: str | os.PathLike, **overrides: Any) -> DistilBERT:
         """The encoder saved in a ``.keras`` file (a DistilBERT or a task model holding one)."""
-        from distilbert_heads import checkpoints
-
         loaded = checkpoints.load_keras_model(path)
         encoder = loaded if isinstance(loaded, DistilBERT) else getattr(loaded, "encoder", None)
         if not isinstance(encoder, DistilBERT):
@@ -338,8 +337,6 @@ class DistilBERT(HostCheckedData, keras.Model):
         The folder is replaced atomically (other files already in it are kept): see
         `distilbert_heads.checkpoints.write_checkpoint`.
         """
-        from distilbert_heads import checkpoints
-
         return checkpoints.write_checkpoint(directory, checkpoints.encoder_state_dict(self), self.config.to_hf_dict())
 
     # -- serialization ------------------------------------------------------------------------
@@ -598,7 +595,8 @@ def _check_binary_mask(mask: np.ndarray) -> None:
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         values = np.unique(mask[bad])[:5].tolist()
         raise ValueError(
-            f"attention_mask holds {mask[where].item()!r} at index {where} (values other than 0 and 1: {values}); the mask "
+            f"attention_mask holds {mask[where].item()!r} at index {where} (values other than 0 and 1: {values}); "
+            "the mask "
             "must be 1 for tokens to attend to and 0 for padding, as other values silently change the outputs. "
             "Build it as (input_ids != pad_id).astype('int32') or take it from the tokenizer."
         )
@@ -646,16 +644,23 @@ def concrete_array(value: Any) -> np.ndarray | None:
     return None
 
 
-def _check_variant_shape(config: DistilBertConfig, variant: str, source: str) -> None:
+def published_checkpoint(variant: str) -> str:
+    """The hub id of ``variant``'s published weights (`pretrained=True`); an error for variants without any."""
+    if variant not in PRETRAINED_IDS:
+        raise ValueError(
+            f"No published weights exist for the {variant!r} variant (only for "
+            f"{', '.join(sorted(PRETRAINED_IDS))}). Use pretrained=False for random weights, or "
+            "pretrained='<checkpoint dir or hub id>' for weights you have."
+        )
+    return PRETRAINED_IDS[variant]
+
+
+def check_variant_shape(config: DistilBertConfig, variant: str, source: str, loader: str) -> None:
+    """Raise unless the encoder loaded from ``source`` (by ``DistilBERT.<loader>``) has ``variant``'s shape."""
     expected = VARIANTS[variant]
     actual = {key: getattr(config, key) for key in expected}
     if actual != expected:
         raise ValueError(
             f"{source!r} holds a DistilBERT with {actual}, not the {variant!r} variant ({expected}). "
-            + (
-                f"Load it with DistilBERT.from_keras_file({source!r})"
-                if source.endswith(".keras")
-                else f"Load it with DistilBERT.from_pretrained({source!r})"
-            )
-            + " to take its own shape."
+            f"Load it with DistilBERT.{loader}({source!r}) to take its own shape."
         )

@@ -24,9 +24,12 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from distilbert_heads import checkpoints
+from distilbert_heads.checkpoints import Checkpoint
 from distilbert_heads.config import PRETRAINED_IDS, DistilBertConfig
-from distilbert_heads.encoder import DistilBERT
+from distilbert_heads.encoder import DistilBERT, check_variant_shape, published_checkpoint
 from distilbert_heads.model import DistilBertTaskModel, make_head
+from distilbert_heads.registry import get_head
 from distilbert_heads.tasks import NLPTaskConfig, NLPTaskType, normalize_task_type
 from distilbert_heads.tokenizer import DistilBertTokenizer
 
@@ -134,7 +137,6 @@ def create_distilbert_with_heads(
     `DistilBertConfig` fields. ``pretrained``, ``tokenizer``, ``dtype`` and ``allow_partial`` as in
     `create_distilbert_with_head`.
     """
-    from distilbert_heads.registry import get_head
 
     unknown = sorted(set(encoder_overrides) - ENCODER_FIELDS)
     if unknown:
@@ -186,14 +188,6 @@ def create_distilbert_with_heads(
 
 
 # -- helpers -----------------------------------------------------------------------------------
-class _Checkpoint:
-    """A Hugging Face checkpoint's config and state dict, read once for encoder and heads."""
-
-    def __init__(self, hf_config: dict[str, Any], state_dict: dict[str, Any]) -> None:
-        self.hf_config = hf_config
-        self.state_dict = state_dict
-
-
 def _task_config(item: NLPTaskConfig | Mapping[str, Any], index: int) -> NLPTaskConfig:
     if isinstance(item, NLPTaskConfig):
         return item
@@ -212,25 +206,20 @@ def _default_head_name(task_type: str) -> str:
 
 def _make_encoder(
     variant: str, pretrained: Pretrained, overrides: dict[str, Any], allow_partial: bool = False
-) -> tuple[DistilBERT, _Checkpoint | None]:
+) -> tuple[DistilBERT, Checkpoint | None]:
     if pretrained is False or pretrained is None:
         return DistilBERT.from_variant(variant, pretrained=False, **overrides), None
-    from distilbert_heads import checkpoints
-
+    source = published_checkpoint(variant) if pretrained is True else os.fspath(pretrained)
+    if checkpoints.is_keras_file(source):
+        return DistilBERT.from_keras_file(source, **overrides), None
+    checkpoint = checkpoints.Checkpoint.read(source)  # once, for the encoder and the heads
+    encoder = DistilBERT.from_checkpoint(checkpoint, source=source, allow_partial=allow_partial, **overrides)
     if pretrained is True:
-        # from_variant checks that the variant has published weights and the right shape.
-        encoder = DistilBERT.from_variant(variant, pretrained=True, allow_partial=allow_partial, **overrides)
-        directory = checkpoints.resolve_checkpoint_dir(PRETRAINED_IDS[variant])
-    else:
-        source = os.fspath(pretrained)
-        if source.endswith(".keras"):
-            return DistilBERT.from_keras_file(source, **overrides), None
-        directory = checkpoints.resolve_checkpoint_dir(source)
-        encoder = DistilBERT.from_pretrained(directory, allow_partial=allow_partial, **overrides)
-    return encoder, _Checkpoint(checkpoints.read_hf_config(directory), checkpoints.read_state_dict(directory))
+        check_variant_shape(encoder.config, variant, source, "from_pretrained")
+    return encoder, checkpoint
 
 
-def _infer_classes(options: dict[str, Any], head_class: type, checkpoint: _Checkpoint) -> dict[str, Any]:
+def _infer_classes(options: dict[str, Any], head_class: type, checkpoint: Checkpoint) -> dict[str, Any]:
     """Take ``num_classes`` (and class names) from the checkpoint's classifier when not given."""
     fields = getattr(head_class.options_schema, "model_fields", {})
     if "num_classes" not in fields or options.get("num_classes") is not None or options.get("labels"):
@@ -247,7 +236,7 @@ def _infer_classes(options: dict[str, Any], head_class: type, checkpoint: _Check
     return options
 
 
-def _load_head_weights(model: DistilBertTaskModel, checkpoint: _Checkpoint | None, source: str) -> None:
+def _load_head_weights(model: DistilBertTaskModel, checkpoint: Checkpoint | None, source: str) -> None:
     """Load each head's weights from the checkpoint; say once per head when there are none."""
     for head_name, head in model.heads.items():
         loaded = checkpoint is not None and head.load_hf_head_weights(checkpoint.state_dict)

@@ -180,7 +180,7 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
             name: _Provenance(**{**dict(provenance.get(name, {})), "head_class": _class_path(type(head))}).model_dump()
             for name, head in self.heads.items()
         }
-        self.max_length = _check_max_length(max_length, encoder.config)
+        self.max_length = max_length
         self._tokenizer: DistilBertTokenizer | None = None
         self.tokenizer = tokenizer
         self._uses_head_defaults = False
@@ -212,6 +212,33 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
             check_head_outputs(head, outputs[name], batch_size=_DUMMY_BATCH, plugin=plugin)
         self._head_output_names = {name: tuple(head_outputs) for name, head_outputs in outputs.items()}
         self.built = True
+
+    @property
+    def max_length(self) -> int:
+        """The longest input, in tokens, pipelines feed the model; checked by `check_max_length`."""
+        return self._max_length
+
+    @max_length.setter
+    def max_length(self, value: int | None) -> None:
+        self._max_length = check_max_length(value, self.encoder.config)
+
+    def select_head(self, name: str | None = None) -> tuple[str, TaskHead]:
+        """``(name, head)`` of the head called ``name``, or of the only head when ``name`` is None.
+
+        The one place that chooses a head for pipelines, evaluation and the command line.
+        """
+        names = list(self.heads)
+        described = ", ".join(f"{key!r} ({self.heads[key].task_type})" for key in names)
+        if name is None:
+            if len(names) == 1:
+                return names[0], self.heads[names[0]]
+            raise ValueError(
+                f"This model has {len(names)} heads: {described}. Say which one answers: head='<name>' "
+                f"(--head on the command line), e.g. head={names[0]!r}."
+            )
+        if name not in self.heads:
+            raise ValueError(f"The model has no head named {name!r}; its heads are {described}.")
+        return name, self.heads[name]
 
     def head_plugin(self, name: str) -> str:
         """Where head ``name`` came from, for messages: ``plugin (distribution version)``, what is known of it."""
@@ -516,7 +543,8 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
         if type(version) is not int or version != CONFIG_FORMAT_VERSION:
             raise ValueError(
                 f"This model was saved with config format {version!r} (format_version); this distilbert-heads reads "
-                f"format {CONFIG_FORMAT_VERSION}. Install the distilbert-heads version that saved it (or, if the file was "
+                f"format {CONFIG_FORMAT_VERSION}. Install the distilbert-heads version that saved it (or, if the file "
+                "was "
                 "edited, restore it)."
             )
         edited = "Was the .keras file edited or saved by another library? Restore it or save the model again."
@@ -613,8 +641,11 @@ def make_head(
         raise head_code_failed((record.head_class, name, record.task_type), plugin, "__init__", error, when) from error
 
 
-def _check_max_length(max_length: Any, encoder_config: DistilBertConfig) -> int:
-    """``max_length`` as an int in [3, max_position_embeddings]; None means max_position_embeddings."""
+def check_max_length(max_length: Any, encoder_config: DistilBertConfig) -> int:
+    """``max_length`` as an int in [3, max_position_embeddings]; None means max_position_embeddings.
+
+    The one check of a row length: the task model's ``max_length`` and a pipeline's own use it.
+    """
     limit = encoder_config.max_position_embeddings
     if max_length is None:
         return int(limit)

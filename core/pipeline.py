@@ -60,8 +60,13 @@ import keras
 import numpy as np
 
 from distilbert_heads.encoder import validate_encoder_inputs
-from distilbert_heads.head import TaskHead, head_code_failed
-from distilbert_heads.model import DistilBertTaskModel, check_tokenizer_fits_encoder, load_task_model
+from distilbert_heads.head import head_code_failed
+from distilbert_heads.model import (
+    DistilBertTaskModel,
+    check_max_length,
+    check_tokenizer_fits_encoder,
+    load_task_model,
+)
 from distilbert_heads.tokenizer import MAX_WHOLE_TEXT_CHARS, PREFIX_CHARS_PER_TOKEN, BatchEncoding, DistilBertTokenizer
 
 __all__ = ["PROGRESS_THRESHOLD", "Pipeline", "pipeline"]
@@ -150,8 +155,7 @@ class Pipeline:
                 f"pipeline() needs a distilbert_heads DistilBertTaskModel or a .keras path, got {type(model).__name__}."
             )
         self.model = model
-        self.head_name = _choose_head(model, head)
-        self.head: TaskHead = model.heads[self.head_name]
+        self.head_name, self.head = model.select_head(head)
         self.input_kind = str(getattr(self.head, "input_kind", "text"))
         if self.input_kind not in INPUT_KINDS:
             raise ValueError(
@@ -160,7 +164,7 @@ class Pipeline:
             )
         self.tokenizer = _choose_tokenizer(model, tokenizer)
         self.batch_size = _positive_int(batch_size, "batch_size", "inputs per forward pass")
-        self.max_length = _check_max_length(model, max_length)
+        self.max_length = model.max_length if max_length is None else check_max_length(max_length, model.encoder.config)
         if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 0:
             raise ValueError(
                 f"stride must be a non-negative integer (tokens of overlap between windows), got {stride!r}."
@@ -384,21 +388,6 @@ class Pipeline:
 
 
 # -- choosing model, head and tokenizer -----------------------------------------------------------
-def _choose_head(model: DistilBertTaskModel, head: str | None) -> str:
-    names = list(model.heads)
-    described = ", ".join(f"{name!r} ({model.heads[name].task_type})" for name in names)
-    if head is None:
-        if len(names) == 1:
-            return names[0]
-        raise ValueError(
-            f"This model has {len(names)} heads: {described}. A pipeline answers with one: pass head='<name>', "
-            f"e.g. pipeline(model, head={names[0]!r})."
-        )
-    if head not in model.heads:
-        raise ValueError(f"The model has no head named {head!r}; its heads are {described}.")
-    return head
-
-
 def _choose_tokenizer(model: DistilBertTaskModel, tokenizer: DistilBertTokenizer | None) -> DistilBertTokenizer:
     if tokenizer is None:
         tokenizer = model.tokenizer
@@ -416,19 +405,6 @@ def _choose_tokenizer(model: DistilBertTaskModel, tokenizer: DistilBertTokenizer
         )
     check_tokenizer_fits_encoder(tokenizer, model.encoder.config, source="the tokenizer given to pipeline()")
     return tokenizer
-
-
-def _check_max_length(model: DistilBertTaskModel, max_length: int | None) -> int:
-    limit = model.encoder.config.max_position_embeddings
-    if max_length is None:
-        return int(getattr(model, "max_length", None) or limit)
-    value = _positive_int(max_length, "max_length", "tokens per row, special tokens included")
-    if not 3 <= value <= limit:
-        raise ValueError(
-            f"max_length={value} is out of range: it must be from 3 ([CLS] x [SEP]) to the encoder's "
-            f"max_position_embeddings={limit}."
-        )
-    return value
 
 
 def _positive_int(value: Any, name: str, meaning: str) -> int:

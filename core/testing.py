@@ -338,7 +338,8 @@ def check_head_decodes(task_type: str, **options: Any) -> list[Any] | None:
         return None
     assert isinstance(decoded, list) and len(decoded) == len(inputs["input_ids"]), (
         f"decode() of the {_describe(task_type, options)} must return a list with one answer per example "
-        f"({len(inputs['input_ids'])}), got {type(decoded).__name__} of length {len(decoded) if hasattr(decoded, '__len__') else '?'}."
+        f"({len(inputs['input_ids'])}), got {type(decoded).__name__} of length "
+        f"{len(decoded) if hasattr(decoded, '__len__') else '?'}."
     )
     return decoded
 

@@ -612,7 +612,8 @@ class DistilBertTokenizer:
             raise ValueError(
                 f"Not a {JSON_FORMAT} JSON string (its 'format' is "
                 f"{document.get('format') if isinstance(document, dict) else None!r}); pass what "
-                "DistilBertTokenizer.to_json_string() returned, or use from_tokenizer_json() for a plain tokenizer.json."
+                "DistilBertTokenizer.to_json_string() returned, or use from_tokenizer_json() for a plain "
+                "tokenizer.json."
             )
         if document.get("format_version", 0) > JSON_FORMAT_VERSION:
             raise ValueError(
@@ -808,7 +809,8 @@ def _check_options(
     minimum = 4 if is_pair else 3
     if not isinstance(max_length, (int, np.integer)) or isinstance(max_length, bool) or max_length < minimum:
         raise ValueError(
-            f"max_length must be an integer of at least {minimum} (the special tokens plus one token), got {max_length!r}."
+            f"max_length must be an integer of at least {minimum} (the special tokens plus one token), got "
+            f"{max_length!r}."
         )
     if not isinstance(stride, (int, np.integer)) or isinstance(stride, bool) or stride < 0:
         raise ValueError(f"stride must be a non-negative integer (tokens of overlap between windows), got {stride!r}.")

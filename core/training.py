@@ -30,7 +30,7 @@ import keras
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from distilbert_heads import atomic
+from distilbert_heads import atomic, checkpoints
 from distilbert_heads import data as data_files
 from distilbert_heads.head import TaskHead
 from distilbert_heads.tokenizer import DistilBertTokenizer
@@ -64,7 +64,8 @@ PRIMARY_METRICS = ("f1", "entity_f1", "exact_match", "accuracy", "macro_f1", "mi
 LOWER_IS_BETTER = frozenset({"mse", "mae", "rmse", "loss"})
 # A final score within this of what guessing gets counts as chance level (the scores are fractions in [0, 1]).
 CHANCE_MARGIN = 0.02
-# Options that say what the labels are; when head_options gives one, the training file's labels are not used to infer them.
+# Options that say what the labels are; when head_options gives one, the training file's labels are not
+# used to infer them.
 LABEL_OPTION_KEYS = ("labels", "num_classes")
 
 
@@ -301,18 +302,6 @@ def model_tokenizer(model: Any, tokenizer: DistilBertTokenizer | None = None) ->
     return found
 
 
-def select_head(model: Any, head: str | None = None) -> tuple[str, TaskHead]:
-    """(name, head) of the model's only head, or of the head named ``head``."""
-    heads = dict(model.heads)
-    if head is None:
-        if len(heads) != 1:
-            raise TrainingError(f"The model has several heads {sorted(heads)}; say which one to use (head=...).")
-        return next(iter(heads.items()))
-    if head not in heads:
-        raise TrainingError(f"The model has no head named {head!r}; its heads are {sorted(heads)}.")
-    return head, heads[head]
-
-
 def build_tokenizer(
     pretrained: str | os.PathLike | None,
     texts: Sequence[str],
@@ -324,7 +313,7 @@ def build_tokenizer(
     """The checkpoint's tokenizer when ``pretrained`` names one, else a WordPiece vocab learnt on ``texts``."""
     if pretrained is not None:
         source = os.fspath(pretrained)
-        if source.endswith(".keras"):
+        if checkpoints.is_keras_file(source):
             return model_tokenizer(load_model(source))
         return DistilBertTokenizer.from_pretrained(source)
     return DistilBertTokenizer.train_from_texts(
@@ -345,7 +334,7 @@ def predict_examples(
     """The head's decoded answers for the examples' inputs (through `distilbert_heads.pipeline`)."""
     from distilbert_heads.pipeline import pipeline
 
-    head_name, task_head = select_head(model, head)
+    head_name, task_head = model.select_head(head)
     pipe = pipeline(
         model,
         tokenizer=model_tokenizer(model, tokenizer),
@@ -385,7 +374,7 @@ def score_examples(
     path: str | os.PathLike | None = None,
 ) -> dict[str, float]:
     """The head's metrics (its `evaluate`) of the model's answers on ``examples``."""
-    _, task_head = select_head(model, head)
+    _, task_head = model.select_head(head)
     predictions = predict_examples(
         model, examples, head=head, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length
     )
@@ -424,7 +413,7 @@ def evaluate(
     and token F1; pairs: accuracy (or Pearson/Spearman for similarity), as the head defines.
     """
     model = load_model(model_or_path)
-    _, task_head = select_head(model, head)
+    _, task_head = model.select_head(head)
     examples = read_task_examples(eval_file, type(task_head), task_head.task_type)
     return score_examples(
         model, examples, head=head, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length, path=eval_file
@@ -699,7 +688,7 @@ def train(
     model.tokenizer = tokenizer  # saved inside the .keras file
     # Saved in the model's config: pipelines (and `evaluate` on the saved file) use the length it was trained at.
     model.max_length = max_length
-    head_name, head = select_head(model)
+    head_name, head = model.select_head()
 
     x, y = encode_examples(head, train_examples, tokenizer, max_length, path=train_file)
     if learning_rate is None:

@@ -86,7 +86,8 @@ class EntitySpan(BaseModel):
         prefix, entity_type = split_tag(value)
         if prefix is not None:
             raise ValueError(
-                f"entity label {value!r} has a B-/I- prefix; give the type alone ({entity_type!r}): the tags are made from the spans"
+                f"entity label {value!r} has a B-/I- prefix; give the type alone ({entity_type!r}): the tags are made "
+                "from the spans"
             )
         return value
 

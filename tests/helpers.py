@@ -23,6 +23,7 @@ __all__ = [
     "SPECIAL_TOKENS",
     "TINY_ENCODER",
     "TINY_TRAINING",
+    "assert_mentions",
     "demo_rows",
     "demo_vocab_tokenizer",
     "tiny_vocab",
@@ -46,6 +47,16 @@ BOUNDED_ENCODER: dict[str, Any] = {
     "intermediate_size": 24,
     "max_position_embeddings": 20,
 }
+
+
+def assert_mentions(error: Any, *facts: str) -> None:
+    """Assert that an error's message states each fact (a name, a number, the fix), in any wording.
+
+    ``error`` is an exception, a `pytest.raises` result or the message itself.
+    """
+    message = str(getattr(error, "value", error))
+    missing = [fact for fact in facts if fact not in message]
+    assert not missing, f"{missing} not in {message!r}"
 
 
 def tiny_vocab(words: Iterable[str] = (), *, letters: bool = False, letter_pieces: bool = False) -> list[str]:

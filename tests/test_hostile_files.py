@@ -72,7 +72,7 @@ def hf_dir(tmp_path_factory) -> Path:
     directory = save_hf_model(
         make_hf_model("DistilBertForSequenceClassification", num_labels=3), tmp_path_factory.mktemp("hf") / "ckpt"
     )
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(HF_VOCAB - 5)]
+    tokens = tiny_vocab(f"w{i}" for i in range(HF_VOCAB - 5))
     (directory / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
     return directory
 

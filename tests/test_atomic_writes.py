@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import builtins
 import errno
+import functools
 import io
 import json
 import os
@@ -22,7 +23,8 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-from test_training import TINY, task_files
+from helpers import TINY_ENCODER, TINY_TRAINING, tiny_vocab
+from test_training import task_files
 
 from distilbert_heads import atomic
 from distilbert_heads.cli import main
@@ -31,16 +33,13 @@ from distilbert_heads.model import DistilBertTaskModel, load_task_model
 from distilbert_heads.testing import tiny_model
 from distilbert_heads.tokenizer import DistilBertTokenizer
 
-LETTERS = list("abcdefghijklmnopqrstuvwxyz")
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 TEXTS = ["the film was great", "a bad movie", "zebra"]
 
 
 def make_tokenizer(version: int) -> DistilBertTokenizer:
     """Two tokenizers that give different ids for TEXTS (version 1 lacks the ## pieces)."""
     words = ["the", "film", "was", "great", "bad", "movie"]
-    pieces = [f"##{c}" for c in LETTERS] if version == 2 else []
-    return DistilBertTokenizer.from_vocab(SPECIAL + LETTERS + pieces + words)
+    return DistilBertTokenizer.from_vocab(tiny_vocab(words, letters=True, letter_pieces=version == 2))
 
 
 def make_model(version: int) -> DistilBertTaskModel:
@@ -249,7 +248,8 @@ def test_a_failed_train_or_convert_keeps_the_previous_model(command, fault, old_
         from distilbert_heads.training import train
 
         train_file, _ = task_files(tmp_path, "sentiment")
-        run = lambda: train(
+        run = functools.partial(
+            train,
             "sentiment",
             train_file,
             epochs=1,
@@ -258,13 +258,13 @@ def test_a_failed_train_or_convert_keeps_the_previous_model(command, fault, old_
             out=target,
             vocab_size=200,
             verbose=0,
-            **TINY,
+            **TINY_TRAINING,
         )
     else:
         checkpoint = tmp_path / "hf"
         make_model(2).encoder.save_pretrained(checkpoint)
         make_tokenizer(2).save(checkpoint)
-        run = lambda: main(["convert", str(checkpoint), "--task", "sentiment", "--out", str(target)])
+        run = functools.partial(main, ["convert", str(checkpoint), "--task", "sentiment", "--out", str(target)])
     with monkeypatch.context() as patch:
         FAULTS[fault](patch, target.parent)
         try:
@@ -443,7 +443,6 @@ def test_cli_out_that_cannot_be_written_is_refused_before_any_work(command, in_t
 
 def test_save_pretrained_into_the_working_directory_keeps_it_and_its_other_files(tmp_path, monkeypatch):
     from distilbert_heads import DistilBERT
-    from distilbert_heads.testing import TINY_ENCODER
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")

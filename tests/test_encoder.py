@@ -7,12 +7,13 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from helpers import BOUNDED_ENCODER, assert_mentions
 from keras import ops
 
 from distilbert_heads import DistilBERT, DistilBertConfig
 from distilbert_heads.config import ConfigError
 
-TINY = dict(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=24, max_position_embeddings=20)
+TINY = {**BOUNDED_ENCODER, "num_layers": 2}
 
 
 def batch(length: int = 6, vocab_size: int = 50, seed: int = 0):
@@ -169,8 +170,9 @@ def test_out_of_range_ids_raise(entry):
     inputs = batch()
     inputs["input_ids"][0, 2] = 50
     run = encoder if entry == "call" else (lambda x: encoder.predict(x, verbose=0))
-    with pytest.raises(ValueError, match=r"input_ids contains 50, outside \[0, 50\) where vocab_size=50"):
+    with pytest.raises(ValueError) as info:
         run(inputs)
+    assert_mentions(info, "input_ids contains 50", "[0, 50)", "vocab_size=50")
     inputs["input_ids"][0, 2] = -1
     with pytest.raises(ValueError, match="input_ids contains -1"):
         run(inputs)
@@ -181,8 +183,9 @@ def test_too_long_sequences_raise(entry):
     encoder = DistilBERT(**TINY)
     inputs = batch(length=21)
     run = encoder if entry == "call" else (lambda x: encoder.predict(x, verbose=0))
-    with pytest.raises(ValueError, match="Sequence length 21 exceeds max_position_embeddings=20"):
+    with pytest.raises(ValueError) as info:
         run(inputs)
+    assert_mentions(info, "Sequence length 21", "max_position_embeddings=20")
 
 
 @pytest.mark.parametrize("entry", ["call", "predict"])
@@ -191,8 +194,9 @@ def test_mask_of_another_shape_raises(entry):
     inputs = batch()
     inputs["attention_mask"] = inputs["attention_mask"][:, :4]
     run = encoder if entry == "call" else (lambda x: encoder.predict(x, verbose=0))
-    with pytest.raises(ValueError, match=r"attention_mask has shape \(2, 4\) but input_ids has shape \(2, 6\)"):
+    with pytest.raises(ValueError) as info:
         run(inputs)
+    assert_mentions(info, "attention_mask has shape (2, 4)", "input_ids has shape (2, 6)")
 
 
 def test_unknown_input_names_raise():
@@ -240,8 +244,9 @@ def test_mixed_precision_is_finite_and_close(policy):
 # -- pretrained -------------------------------------------------------------------------------
 def test_no_published_weights_for_tiny_and_small():
     for variant in ("tiny", "small"):
-        with pytest.raises(ValueError, match=f"No published weights exist for the '{variant}' variant"):
+        with pytest.raises(ValueError) as info:
             DistilBERT.from_variant(variant, pretrained=True)
+        assert_mentions(info, "No published weights", f"'{variant}'")
 
 
 def test_unreachable_hub_id_says_what_to_do(tmp_path, monkeypatch):

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import keras
 import pytest
+from helpers import TINY_TRAINING as TINY
+from helpers import assert_mentions
 
 import distilbert_heads  # noqa: F401  (registers the Keras classes)
 from distilbert_heads import data as data_module
@@ -30,7 +32,6 @@ from distilbert_heads.training import (
     train,
 )
 
-TINY = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32, "max_position_embeddings": 32}
 GOOD = '{"text": "a fine film", "label": "positive"}\n'
 DEEP = 100_000
 
@@ -134,8 +135,9 @@ def test_line_over_the_limit_names_line_limit_and_override(tmp_path, monkeypatch
     monkeypatch.setenv(MAX_LINE_BYTES_ENV, "1000000")  # the documented override lets it through
     assert read_examples(path, TextExample)[-1].text.strip() == long_text.strip()
     monkeypatch.setenv(MAX_LINE_BYTES_ENV, "lots")
-    with pytest.raises(DataFileError, match=f"{MAX_LINE_BYTES_ENV}='lots' is not a positive number"):
+    with pytest.raises(DataFileError) as error:
         read_examples(path, TextExample)
+    assert_mentions(error, f"{MAX_LINE_BYTES_ENV}='lots'", "not a positive number")
 
 
 def test_csv_record_spanning_lines_is_bounded_too(tmp_path):

@@ -8,6 +8,7 @@ safetensors and ``.keras`` archives name the file and the fix.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shlex
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import tiny_vocab
+from hf_reference import make_hf_model, save_hf_model  # skips this module without torch or transformers
 
 from distilbert_heads import checkpoints
 from distilbert_heads.checkpoints import CheckpointError
@@ -37,8 +40,6 @@ from distilbert_heads.tokenizer import DistilBertTokenizer
 
 torch = pytest.importorskip("torch")
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
-
-from hf_reference import make_hf_model, save_hf_model
 
 HF_VOCAB = 97
 
@@ -71,7 +72,7 @@ def hf_dir(tmp_path_factory) -> Path:
     directory = save_hf_model(
         make_hf_model("DistilBertForSequenceClassification", num_labels=3), tmp_path_factory.mktemp("hf") / "ckpt"
     )
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(HF_VOCAB - 5)]
+    tokens = tiny_vocab(f"w{i}" for i in range(HF_VOCAB - 5))
     (directory / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
     return directory
 
@@ -85,7 +86,7 @@ def hf_state(hf_dir) -> dict[str, np.ndarray]:
 def keras_file(tmp_path_factory) -> Path:
     """A task model with its tokenizer inside (assets/tokenizer/...)."""
     model = create_distilbert_with_head("sentiment", distilbert_variant="tiny", num_classes=2, **TINY_ENCODER)
-    model.tokenizer = DistilBertTokenizer.from_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"])
+    model.tokenizer = DistilBertTokenizer.from_vocab(tiny_vocab(["a", "b"]))
     path = tmp_path_factory.mktemp("keras") / "model.keras"
     model.save(path)
     return path
@@ -138,7 +139,7 @@ def test_oversized_configs_fail_fast_naming_field_limit_and_override(
         (tmp_path / "config.json").write_text(
             json.dumps({"model_type": "distilbert", **{HF_FIELD_NAMES[key]: value for key, value in fields.items()}})
         )
-        load = lambda: DistilBERT.from_pretrained(tmp_path)
+        load = functools.partial(DistilBERT.from_pretrained, tmp_path)
     elif container == "task .keras":
         path = rewrite_member(
             keras_file,
@@ -146,7 +147,7 @@ def test_oversized_configs_fail_fast_naming_field_limit_and_override(
             "config.json",
             edit_json(lambda config: config["config"]["encoder"].update(fields)),
         )
-        load = lambda: load_task_model(path)
+        load = functools.partial(load_task_model, path)
     else:
         path = rewrite_member(
             encoder_keras_file,
@@ -154,7 +155,7 @@ def test_oversized_configs_fail_fast_naming_field_limit_and_override(
             "config.json",
             edit_json(lambda config: config["config"].update(fields)),
         )
-        load = lambda: DistilBERT.from_keras_file(path)
+        load = functools.partial(DistilBERT.from_keras_file, path)
     start = time.perf_counter()
     with pytest.raises(ConfigError) as error:
         load()

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import keras
 import numpy as np
 import pytest
+from helpers import tiny_vocab
 
 from distilbert_heads import DistilBERT, DistilBertTaskModel, TaskHead, create_distilbert_with_head, pipeline
 from distilbert_heads.pipeline import PROGRESS_THRESHOLD, Pipeline
@@ -26,7 +27,7 @@ WORDS = list(
         ).split()
     )
 )
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "?", "!", *WORDS, "##s", "##ed", "##ing"]
+VOCAB = tiny_vocab([".", ",", "?", "!", *WORDS, "##s", "##ed", "##ing"])
 ENCODER = {"num_layers": 1, "hidden_size": 32, "num_heads": 2, "intermediate_size": 64}
 
 

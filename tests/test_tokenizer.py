@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SPECIAL_TOKENS as SPECIALS
+from helpers import assert_mentions
 
 from distilbert_heads import checkpoints
 from distilbert_heads.tokenizer import BatchEncoding, DistilBertTokenizer
@@ -16,7 +18,6 @@ from distilbert_heads.tokenizer import BatchEncoding, DistilBertTokenizer
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 # Inputs the parity tests run on: accents (composed and combining), punctuation, CJK, emoji,
 # words over BERT's 100-character limit, control and zero-width characters, empty and blank.
@@ -432,12 +433,14 @@ def test_vocabulary_errors_say_what_was_wrong(tmp_path):
         DistilBertTokenizer.from_tokenizer_json(tmp_path / "tokenizer.json")
     word_level = tokenizers.Tokenizer(tokenizers.models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
     word_level.save(str(tmp_path / "word_level.json"))
-    with pytest.raises(ValueError, match="'WordLevel' model; DistilBERT needs a WordPiece"):
+    with pytest.raises(ValueError) as error:
         DistilBertTokenizer.from_tokenizer_json(tmp_path / "word_level.json")
+    assert_mentions(error, "'WordLevel'", "WordPiece")
     word_piece = tokenizers.Tokenizer(tokenizers.models.WordPiece({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
     word_piece.save(str(tmp_path / "word_piece.json"))
-    with pytest.raises(ValueError, match=r"word_piece.json lacks the special token\(s\) \[PAD\], \[CLS\], \[SEP\]"):
+    with pytest.raises(ValueError) as error:
         DistilBertTokenizer.from_tokenizer_json(tmp_path / "word_piece.json")
+    assert_mentions(error, "word_piece.json", "[PAD], [CLS], [SEP]")
 
 
 @pytest.mark.parametrize("setting", ["uncased", "cased", "cased-strip-accents"])

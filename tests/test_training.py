@@ -10,6 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from helpers import TINY_TRAINING as TINY
 
 import distilbert_heads  # noqa: F401  (registers the Keras classes)
 from distilbert_heads import demo_data
@@ -24,8 +25,6 @@ from distilbert_heads.training import (
     train,
 )
 
-# A model small enough that one epoch on a few dozen rows takes a couple of seconds.
-TINY = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32, "max_position_embeddings": 64}
 EXPECTED_METRICS = {
     "sentiment": {"accuracy", "macro_f1"},
     "ner": {"precision", "recall", "f1"},

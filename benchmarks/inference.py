@@ -59,7 +59,10 @@ def contenders(models: dict[str, Any], batch: dict[str, np.ndarray], bf16: bool)
         # bf16 under XLA ran at half the graph's speed on this CPU in every earlier run; not repeated.
         for name, model in BF16_MODES.items():
             out[name] = _ours(models[model], batch, "graph")
-    ok = lambda name: not isinstance(models[name], peers.Skipped)
+
+    def ok(name: str) -> bool:
+        return not isinstance(models[name], peers.Skipped)
+
     if ok("hf"):
         out["peer/transformers-torch"] = peers.hf_encoder_runner(models["hf"], batch)
     if ok("keras_hub"):

@@ -30,7 +30,8 @@ def markdown(r: dict[str, Any]) -> str:
         g = r["gemm"]
         lines += [
             (
-                f"GEMM ceiling ({g['n']}^3): float32 {_f(g['float32'], 0)} GFLOP/s, bf16 {_f(g['bfloat16'], 0)} GFLOP/s "
+                f"GEMM ceiling ({g['n']}^3): float32 {_f(g['float32'], 0)} GFLOP/s, "
+                f"bf16 {_f(g['bfloat16'], 0)} GFLOP/s "
                 f"({', '.join(f'{k} {val:.0f}' for k, val in g['gflops'].items())})."
             ),
             "",

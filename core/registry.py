@@ -148,6 +148,7 @@ class HeadRegistry:
         self.builtin_modules, self.entry_point_group = tuple(builtin_modules), entry_point_group
         self.settings = PluginSettings()
         self._plugins: list[_Plugin] | None = None
+        self.plugin_manager: pluggy.PluginManager | None = None  # set by the first load
         self._loading = False
         self._heads: dict[str, HeadRecord] = {}  # task type -> the record serving it
         self._aliases: dict[str, str] = {}  # alias -> task type
@@ -216,7 +217,7 @@ class HeadRegistry:
         return self._plugins
 
     def _load_all(self) -> list[_Plugin]:
-        pm = pluggy.PluginManager(PROJECT_NAME)
+        self.plugin_manager = pm = pluggy.PluginManager(PROJECT_NAME)  # names blocked plugins; holds loaded ones
         pm.add_hookspecs(hookspecs)
         version = _builtin_version()
         plugins = [
@@ -235,7 +236,7 @@ class HeadRegistry:
             name, ver = meta.get("Name") or "unknown", meta.get("Version") or UNKNOWN_VERSION
             found.setdefault((ep.name, canonical(name)), _Plugin(ep.name, name, ver, ep.load))
         for problem in say.setting_problems(self.settings.values, self.settings.load_only, found.values()):
-            warnings.warn(problem, UserWarning, stacklevel=5)
+            warnings.warn(problem, UserWarning, stacklevel=4)  # the caller of get_head
         for _, plugin in sorted(found.items()):
             if by := self.settings.blocked_by(plugin.name, plugin.distribution):
                 plugin.reason = say.blocked_reason(by, self.settings.values[LOAD_ENV])
@@ -291,7 +292,7 @@ class HeadRegistry:
             plugin.error = error
             if not self.settings.strict and (plugin.distribution, plugin.name) not in _warned:
                 _warned.add((plugin.distribution, plugin.name))
-                warnings.warn(say.failed_warning(plugin), UserWarning, stacklevel=6)  # the caller of get_head
+                warnings.warn(say.failed_warning(plugin), UserWarning, stacklevel=5)
             return
         finally:
             is_open = False

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import importlib.metadata
 import os
 import signal
@@ -21,6 +20,8 @@ import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from functools import partial
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -128,16 +129,15 @@ def _noting_sigint() -> Iterator[list[int]]:
         elif previous != signal.SIG_IGN:
             raise KeyboardInterrupt
 
-    installed = threading.current_thread() is threading.main_thread() and previous is not None
-    if installed:
+    if previous is not None:
         try:
             signal.signal(signal.SIGINT, note)
-        except ValueError:  # not the main interpreter
-            installed = False
+        except ValueError:  # not the main thread of the main interpreter: no signal reaches this code
+            previous = None
     try:
         yield received
     finally:
-        if installed:
+        if previous is not None:
             signal.signal(signal.SIGINT, previous)
 
 
@@ -219,15 +219,9 @@ class HeadRegistry:
     def _load_all(self) -> list[_Plugin]:
         self.plugin_manager = pm = pluggy.PluginManager(PROJECT_NAME)  # names blocked plugins; holds loaded ones
         pm.add_hookspecs(hookspecs)
-        version = _builtin_version()
+        builtin = (BUILTIN_DISTRIBUTION, _builtin_version())
         plugins = [
-            _Plugin(
-                f"builtin.{m.rsplit('.', 1)[-1]}",
-                BUILTIN_DISTRIBUTION,
-                version,
-                builtin=True,
-                load=functools.partial(importlib.import_module, m),
-            )
+            _Plugin(f"builtin.{m.rsplit('.', 1)[-1]}", *builtin, partial(import_module, m), builtin=True)
             for m in self.builtin_modules
         ]
         found: dict[tuple[str, str], _Plugin] = {}

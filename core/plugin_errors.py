@@ -8,15 +8,16 @@ from __future__ import annotations
 import difflib
 import re
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from distilbert_heads.hookspecs import BLOCK_ENV, LOAD_ENV, STRICT_ENV
+from distilbert_heads.tasks import normalize_task_type
 
 if TYPE_CHECKING:
-    from distilbert_heads.registry import HeadRecord, HeadRegistry, _Plugin
+    from distilbert_heads.registry import HeadRecord, HeadRegistry, PluginSettings, _Plugin
 
 UNKNOWN_VERSION = "unknown"  # a distribution whose metadata has no Version
 BUILTIN_DISTRIBUTION = "distilbert-heads"
@@ -82,9 +83,9 @@ def describe(error: BaseException, limit: int = 2000) -> str:
 
 
 # -- the registry's own messages ---------------------------------------------------------------
-def setting_problems(values: Mapping[str, str | None], load_only: set[str] | None, installed: Iterable[_Plugin]):
+def setting_problems(settings: PluginSettings, installed: Iterable[_Plugin]) -> Iterator[str]:
     """Sentences about control-variable values that cannot mean what the user wanted (typos, mostly)."""
-    strict, blocked = values[STRICT_ENV] or "", {canonical(n) for n in (values[BLOCK_ENV] or "").split(",")}
+    values, load_only, strict = settings.values, settings.load_only, settings.values[STRICT_ENV] or ""
     if strict.strip().lower() not in TRUE | FALSE:
         yield (
             f"{STRICT_ENV}={strict!r} is not one of {', '.join(sorted(TRUE))} (strict) or "
@@ -98,7 +99,7 @@ def setting_problems(values: Mapping[str, str | None], load_only: set[str] | Non
             f"called; it loads only the built-in heads and {', '.join(loads) or 'no plugin'}. Installed plugins: "
             f"{', '.join(sorted(set(known.values()))) or 'none'}. Built-in heads are always loaded."
         )
-    if builtin := sorted(n for n in blocked if n == BUILTIN_DISTRIBUTION or n.startswith("builtin-")):
+    if builtin := sorted(n for n in settings.blocked if n == BUILTIN_DISTRIBUTION or n.startswith("builtin-")):
         yield (
             f"{BLOCK_ENV} names {', '.join(map(repr, builtin))}: built-in heads cannot be blocked (only plugins "
             "can); to replace a built-in, install a plugin that registers it with override=True."
@@ -116,7 +117,6 @@ def blocked_reason(variable: str, load_value: str | None) -> str:
 def registration_keys(plugin: _Plugin, head_class: Any, task_types: Any, aliases: Any) -> tuple[tuple[str, ...], ...]:
     """The checked task types and aliases of one ``register(...)`` call, or the error that fails the plugin."""
     from distilbert_heads.head import TaskHead, check_head_class  # imports keras: only once a plugin registers
-    from distilbert_heads.tasks import normalize_task_type
 
     if not (isinstance(head_class, type) and issubclass(head_class, TaskHead)):
         what = (  # not its repr: that is plugin code too

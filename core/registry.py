@@ -229,7 +229,7 @@ class HeadRegistry:
             meta = ep.dist.metadata if ep.dist is not None else {}  # parsed once: it is most of the cost
             name, ver = meta.get("Name") or "unknown", meta.get("Version") or UNKNOWN_VERSION
             found.setdefault((ep.name, canonical(name)), _Plugin(ep.name, name, ver, ep.load))
-        for problem in say.setting_problems(self.settings.values, self.settings.load_only, found.values()):
+        for problem in say.setting_problems(self.settings, found.values()):
             warnings.warn(problem, UserWarning, stacklevel=4)  # the caller of get_head
         for _, plugin in sorted(found.items()):
             if by := self.settings.blocked_by(plugin.name, plugin.distribution):

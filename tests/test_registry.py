@@ -1043,7 +1043,9 @@ def test_model_saved_with_an_older_plugin_version_says_which_version_to_install(
     ],
 )
 def test_saved_head_of_a_missing_plugin_names_a_pip_command_that_works(fake_site, version, install):
-    """A distribution without a Version in its metadata is version 'unknown': never 'pip install x==unknown'."""
+    """A distribution without a Version in its metadata is listed as version 'unknown'.
+
+    Its pip command is never 'pip install x==unknown'."""
     info = fake_site.root / "distilbert_head_nover-0.dist-info"
     fake_site.dist("distilbert-head-nover", "0", {"nover": fake_site.head_module("nover_pkg", ("nover_task",))})
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: distilbert-head-nover\n")

@@ -91,7 +91,7 @@ class _Plugin:
     reason: str | None = None  # why it is blocked
     records: list[HeadRecord] = field(default_factory=list)
     key = property(lambda self: f"{self.distribution}:{self.name}")  # its pluggy name: unique per distribution
-    status = property(lambda self: "failed" if self.error else "blocked" if self.reason else "ok")
+    status = property(lambda self: "failed" if self.error is not None else "blocked" if self.reason else "ok")
 
     def __str__(self) -> str:
         return f"plugin {self.name!r} ({self.distribution} {self.version})"
@@ -183,7 +183,7 @@ class HeadRegistry:
         for plugin in plugins:
             common = {"plugin": plugin.name, "distribution": plugin.distribution, "version": plugin.version}
             if plugin.status != "ok":
-                error = say.describe(plugin.error) if plugin.error else plugin.reason
+                error = say.describe(plugin.error) if plugin.error is not None else plugin.reason
                 rows.append(HeadRow(None, (), None, status=plugin.status, error=error, **common))
             for record in plugin.records:
                 status, error = ("conflict", marked[record]) if record in marked else ("ok", None)

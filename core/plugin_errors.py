@@ -195,15 +195,15 @@ def unknown_task_type(
     named = next((p for p in failed if not p.builtin and canonical(p.name) == canonical(key)), None)
     if named is not None:
         error: Exception = PluginLoadError(
-            f"Task type {key!r} would come from {named}, which failed to load: {describe(named.error)}. Fix or "  # type: ignore[arg-type]
-            f"reinstall {named.distribution}, then check `distilbert-heads heads`."
+            f"Task type {key!r} would come from {named}, which failed to load: {describe(named.error)}. "  # type: ignore[arg-type]
+            f"Fix or reinstall {named.distribution}, then check `distilbert-heads heads`."
         )
         error.__cause__ = named.error
         return error
     close = difflib.get_close_matches(key, [*heads, *aliases, *other], n=3)
     lines = [
         f"No installed head serves task type {key!r}."
-        + (f" Did you mean {' or '.join(map(repr, close))}?" * bool(close)),
+        + (f" Did you mean {' or '.join(map(repr, close))}?" if close else ""),
         f"Installed task types: {', '.join(sorted(heads)) or 'none'}.",
         f"Aliases: {', '.join(f'{a} -> {t}' for a, t in sorted(aliases.items())) or 'none'}.",
     ]

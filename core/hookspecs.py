@@ -1,4 +1,4 @@
-"""The one hook a head plugin implements.
+"""The plugin contract: the hook a head plugin implements, its entry-point group, the control variables.
 
 A plugin is any module with::
 
@@ -16,6 +16,9 @@ import pluggy
 
 PROJECT_NAME = "distilbert_heads"
 ENTRY_POINT_GROUP = "distilbert_heads"
+LOAD_ENV = "DISTILBERT_HEADS_LOAD_PLUGINS"  # unset: all plugins; empty: none; "a,b": only these
+BLOCK_ENV = "DISTILBERT_HEADS_BLOCK_PLUGINS"  # "a,b": never these (entry-point or distribution names)
+STRICT_ENV = "DISTILBERT_HEADS_STRICT_PLUGINS"  # "1": a failed plugin raises instead of warning
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)

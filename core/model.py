@@ -47,7 +47,7 @@ from distilbert_heads.checkpoints import CheckpointError, WeightsDoNotFitError, 
 from distilbert_heads.config import DistilBertConfig
 from distilbert_heads.encoder import DistilBERT, HostCheckedData, checked_call_inputs, checked_dtype_policy
 from distilbert_heads.head import HeadOptionsError, TaskHead, check_head_outputs, head_code_failed
-from distilbert_heads.registry import HeadRecord, MissingHeadPluginError, get_registry, pip_requirement
+from distilbert_heads.registry import HeadRecord, MissingHeadPluginError, get_registry, pip_requirement, release_change
 from distilbert_heads.tokenizer import DistilBertTokenizer
 
 # Variable dtypes that suit inference but lose small training updates.
@@ -690,19 +690,13 @@ def _head_changes(path: Path) -> str:
         return ""
     changes = []
     for head in saved:
-        prov = head.provenance
         try:
             record = get_registry().get_head(head.task_type)
         except LookupError:
             continue
-        if prov.distribution and (prov.distribution, prov.version) != (record.distribution, record.version):
-            changes.append(
-                f"Head {head.name!r} was saved with {prov.distribution} {prov.version or '(version unknown)'} and is "
-                f"now built by {record.distribution} {record.version} ({_class_path(record.head_class)}), whose "
-                f"layers differ: install the version that saved it (pip install "
-                f"{pip_requirement(prov.distribution, prov.version)}) or retrain."
-            )
-    return " ".join(changes)
+        prov = head.provenance
+        changes.append(release_change(head.name, prov.distribution, prov.version, record, layers_differ=True))
+    return " ".join(change for change in changes if change)
 
 
 def _class_path(cls: type) -> str:

@@ -423,10 +423,18 @@ def evaluate(
 
     Classification: accuracy and macro-F1; NER: entity precision/recall/F1; QA: exact match
     and token F1; pairs: accuracy (or Pearson/Spearman for similarity), as the head defines.
+    A head without ``evaluate`` gets ``{"loss": ...}``, its compiled loss on the file's rows.
     """
     model = load_model(model_or_path)
-    _, task_head = select_head(model, head)
+    head_name, task_head = select_head(model, head)
     examples = read_task_examples(eval_file, type(task_head), task_head.task_type)
+    if not head_scores_answers(task_head):
+        x, y = encode_examples(
+            task_head, examples, model_tokenizer(model, tokenizer), max_length or model.max_length, path=eval_file
+        )
+        if not model.compiled:
+            model.compile()
+        return loss_on(model, head_name, x, y, batch_size=batch_size)
     return score_examples(
         model, examples, head=head, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length, path=eval_file
     )
@@ -436,6 +444,14 @@ def head_scores_answers(head: TaskHead) -> bool:
     """Whether the head implements `TaskHead.evaluate` (scores decoded answers); without it, `train`
     reports and early-stops on the loss."""
     return type(head).evaluate is not TaskHead.evaluate
+
+
+def loss_on(
+    model: Any, head_name: str, x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray], *, batch_size: int
+) -> dict[str, float]:
+    """``{"loss": ...}``: the model's compiled loss on encoded rows, how heads without ``evaluate`` are scored."""
+    logs = model.evaluate(x, {head_name: y}, batch_size=batch_size, verbose=0, return_dict=True)
+    return {"loss": float(logs["loss"])}
 
 
 def primary_metric(metrics: Mapping[str, float]) -> str:
@@ -712,15 +728,7 @@ def train(
     if learning_rate is None:
         learning_rate = DEFAULT_LEARNING_RATE_PRETRAINED if pretrained is not None else DEFAULT_LEARNING_RATE_SCRATCH
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate))
-    scored = head_scores_answers(head)
-
-    def loss_on(rows: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray]) -> Callable[[Any], dict[str, float]]:
-        # A head without evaluate() is scored by its loss (lower is better for early stopping).
-        def score(m: Any) -> dict[str, float]:
-            logs = m.evaluate(rows, {head_name: labels}, batch_size=max(batch_size, 32), verbose=0, return_dict=True)
-            return {"loss": float(logs["loss"])}
-
-        return score
+    scored = head_scores_answers(head)  # without evaluate(), the loss is the metric (lower is better)
 
     callbacks: list[keras.callbacks.Callback] = []
     evaluation: HeadEvaluationCallback | None = None
@@ -740,7 +748,7 @@ def train(
                 )
             )
             if scored
-            else loss_on(x_eval, y_eval),
+            else (lambda m: loss_on(m, head_name, x_eval, y_eval, batch_size=max(batch_size, 32))),
             patience=patience,
             verbose=verbose,
         )
@@ -760,7 +768,7 @@ def train(
     best = dict(evaluation.best_metrics) if evaluation is not None and evaluation.best_metrics else None
     chance_warning = None
     if not scored:
-        metrics = best or loss_on(x, y)(model)
+        metrics = best or loss_on(model, head_name, x, y, batch_size=max(batch_size, 32))
     else:
         final_predictions = predict_examples(
             model,

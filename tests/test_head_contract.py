@@ -20,7 +20,7 @@ import distilbert_heads
 from distilbert_heads import HeadOptionsError, create_distilbert_with_head, create_distilbert_with_heads
 from distilbert_heads.registry import reset_registry
 from distilbert_heads.testing import TINY_ENCODER, sample_inputs
-from distilbert_heads.training import train
+from distilbert_heads.training import evaluate, train
 
 B, L = 4, 8
 
@@ -230,3 +230,6 @@ def test_a_head_without_evaluate_trains_from_files_saves_and_reports_its_loss(co
         assert len(result.history["val_loss"]) == result.epochs_run
         assert result.metrics["loss"] == pytest.approx(min(result.history["val_loss"]))
         assert result.best_epoch == 1 + int(np.argmin(result.history["val_loss"]))
+    # scoring the saved file on rows is the same loss (best weights restored, then saved)
+    rows = eval_file or train_file
+    assert evaluate(out, rows) == {"loss": pytest.approx(result.metrics["loss"], rel=1e-4)}

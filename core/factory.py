@@ -10,10 +10,11 @@ Two entry points:
 
 * `create_distilbert_with_heads` for several heads on one encoder.
 
-Keyword arguments whose names are `DistilBertConfig` fields (``vocab_size``, ``num_layers``,
-``dropout_rate``, ...) override the encoder; every other keyword is a head option, validated
-by the head's own schema. (``dropout_rate`` and ``hidden_size`` therefore mean the encoder's;
-give a head's dropout in ``task_config`` or ``head_options``.)
+Keyword arguments of `create_distilbert_with_head` are routed by name: the head's own options
+(its ``options_schema`` fields) go to the head, `DistilBertConfig` fields (``vocab_size``,
+``num_layers``, ...) to the encoder, and the rest to `NLPTaskConfig`. A name that is both a head
+option and an encoder or task-level field is ambiguous and an error naming both: give it in
+``head_options={...}`` (the head's alone), ``encoder_options={...}`` or ``task_config``.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from distilbert_heads import checkpoints
 from distilbert_heads.checkpoints import Checkpoint
 from distilbert_heads.config import PRETRAINED_IDS, DistilBertConfig
 from distilbert_heads.encoder import DistilBERT, check_variant_shape, published_checkpoint
+from distilbert_heads.head import HeadOptionsError, TaskHead
 from distilbert_heads.model import DistilBertTaskModel, make_head
 from distilbert_heads.registry import get_head
-from distilbert_heads.tasks import NLPTaskConfig, NLPTaskType, normalize_task_type
+from distilbert_heads.tasks import TASK_LEVEL_FIELDS, NLPTaskConfig, NLPTaskType, normalize_task_type
 from distilbert_heads.tokenizer import DistilBertTokenizer
 
 __all__ = ["ENCODER_FIELDS", "create_distilbert_with_head", "create_distilbert_with_heads"]
@@ -48,6 +50,7 @@ def create_distilbert_with_head(
     pretrained: Pretrained = False,
     name: str | None = None,
     head_options: Mapping[str, Any] | None = None,
+    encoder_options: Mapping[str, Any] | None = None,
     tokenizer: DistilBertTokenizer | None = None,
     dtype: str | None = None,
     allow_partial: bool = False,
@@ -66,7 +69,9 @@ def create_distilbert_with_head(
             are loaded into the head too.
         name: the head's name, keying its outputs and labels; defaults to the task type as
             given (``"sentiment"`` for ``task_type="sentiment"``).
-        head_options: head options given as a mapping (for names that are also encoder fields).
+        head_options: options for the head alone, validated by its schema only (never read as
+            encoder or `NLPTaskConfig` fields); they win over keyword options.
+        encoder_options: `DistilBertConfig` fields for the encoder alone.
         tokenizer: the model's tokenizer, saved inside its ``.keras`` file (``model.tokenizer``).
         dtype: a Keras dtype policy for encoder and heads, saved with the model. On CPUs with
             bfloat16 instructions, ``"bfloat16"`` is the fastest inference mode (weights stored in
@@ -75,23 +80,21 @@ def create_distilbert_with_head(
         allow_partial: with a checkpoint ``pretrained``, load it even if it lacks encoder weights
             (they stay random; see ``model.encoder.load_report.missing``). Without it, that is a
             `CheckpointError` listing the missing weights.
-        **kwargs: `DistilBertConfig` fields override the encoder; anything else is a head option.
+        **kwargs: the head's options, `DistilBertConfig` fields (the encoder's) and `NLPTaskConfig`
+            fields, routed by name (see the module docstring).
 
     Raises:
         UnknownTaskTypeError: no installed plugin serves ``task_type``.
-        HeadOptionsError: an option the head does not accept, named with the head.
+        HeadOptionsError: an option the head does not accept, named with the head; or a keyword that is
+            both a head option and an encoder or task-level field.
     """
-    encoder_overrides = {key: value for key, value in kwargs.items() if key in ENCODER_FIELDS}
-    options = {key: value for key, value in kwargs.items() if key not in ENCODER_FIELDS}
-    options.update(head_options or {})
-
     if task_config is None:
         if task_type is None:
             raise TypeError(
                 "create_distilbert_with_head needs a task: pass task_type='sentiment' (or another task type) "
                 "or task_config=NLPTaskConfig(task_type=...)."
             )
-        config = _task_config({"task_type": task_type, "name": name, **options}, index=0)
+        given: dict[str, Any] = {"task_type": task_type}
     else:
         config = _task_config(task_config, index=0)
         if task_type is not None and normalize_task_type(task_type) != config.task_type:
@@ -101,13 +104,15 @@ def create_distilbert_with_head(
             )
         if name is not None and config.name is not None and name != config.name:
             raise ValueError(f"name={name!r} disagrees with task_config.name={config.name!r}; give the name once.")
-        updates: dict[str, Any] = dict(options)
-        if name is not None:
-            updates["name"] = name
-        if updates:
-            merged = config.model_dump(exclude_unset=True)
-            merged["options"] = {**merged.get("options", {}), **updates.pop("options", {})}
-            config = _task_config({**merged, **updates}, index=0)
+        given = config.model_dump(exclude_unset=True)
+    head_class = get_head(given["task_type"]).head_class
+    encoder_overrides, head_keywords, config_keywords = _route_keywords(head_class, kwargs)
+    encoder_overrides.update(encoder_options or {})
+    given.update(config_keywords)
+    if name is not None:
+        given["name"] = name
+    given["options"] = {**given.get("options", {}), **head_keywords, **dict(head_options or {})}
+    config = _task_config(given, index=0)
     return create_distilbert_with_heads(
         [config],
         distilbert_variant=distilbert_variant,
@@ -137,7 +142,6 @@ def create_distilbert_with_heads(
     `DistilBertConfig` fields. ``pretrained``, ``tokenizer``, ``dtype`` and ``allow_partial`` as in
     `create_distilbert_with_head`.
     """
-
     unknown = sorted(set(encoder_overrides) - ENCODER_FIELDS)
     if unknown:
         raise TypeError(
@@ -188,11 +192,62 @@ def create_distilbert_with_heads(
 
 
 # -- helpers -----------------------------------------------------------------------------------
+def _route_keywords(
+    head_class: type[TaskHead], kwargs: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Split keywords into (encoder overrides, head options, `NLPTaskConfig` fields) by name.
+
+    The head's own options go to the head directly, so `NLPTaskConfig`'s typing of same-named
+    fields (``labels``, ``temperature``, ...) never judges another head's option. A head option
+    that is also an encoder or task-level field is ambiguous: a `HeadOptionsError` naming both.
+    """
+    head_fields = set(head_class.options_schema.model_fields)
+    encoder: dict[str, Any] = {}
+    head: dict[str, Any] = {}
+    config: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        if key in head_fields:
+            _refuse_ambiguous(head_class, key, value)
+            head[key] = value
+        elif key in ENCODER_FIELDS:
+            encoder[key] = value
+        else:
+            config[key] = value
+    return encoder, head, config
+
+
+def _refuse_ambiguous(head_class: type[TaskHead], key: str, value: Any) -> None:
+    """Raise when head option ``key`` is also an encoder or task-level keyword."""
+    if key in ENCODER_FIELDS:
+        other, fix = "a DistilBertConfig field (the encoder's)", f"encoder_options={{{key!r}: {value!r}}}"
+    elif key in TASK_LEVEL_FIELDS:
+        other, fix = "a task-level NLPTaskConfig field", f"task_config=NLPTaskConfig(task_type=..., {key}={value!r})"
+    else:
+        return
+    raise HeadOptionsError(
+        f"{key}={value!r} is ambiguous: it is an option of {head_class.__name__} (task types: "
+        f"{', '.join(head_class.task_types) or '-'}) and {other}. Pass head_options={{{key!r}: {value!r}}} for the "
+        f"head's, or {fix} for the other."
+    )
+
+
 def _task_config(item: NLPTaskConfig | Mapping[str, Any], index: int) -> NLPTaskConfig:
     if isinstance(item, NLPTaskConfig):
         return item
     if isinstance(item, Mapping):
         fields = {key: value for key, value in item.items() if not (key == "name" and value is None)}
+        if isinstance(fields.get("task_type"), (str, NLPTaskType)):
+            # The head's own options skip NLPTaskConfig's typing of same-named fields (see _route_keywords).
+            head_class = get_head(fields["task_type"]).head_class
+            options = dict(fields.pop("options", None) or {})
+            for key in [key for key in fields if key in head_class.options_schema.model_fields]:
+                if key in TASK_LEVEL_FIELDS:
+                    raise HeadOptionsError(
+                        f"task config #{index}: {key!r} is both an option of {head_class.__name__} and a task-level "
+                        f"NLPTaskConfig field; put the head's in the config's options={{{key!r}: ...}}."
+                    )
+                options.setdefault(key, fields.pop(key))
+            fields["options"] = options
         return NLPTaskConfig(**fields)
     raise TypeError(
         f"task config #{index} is a {type(item).__name__}; expected NLPTaskConfig(...) or a dict of its fields."

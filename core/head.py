@@ -108,6 +108,14 @@ class TaskHead(keras.layers.Layer):
         """Metrics per output name, used when the user compiles without any."""
         return {}
 
+    def default_loss_weights(self) -> dict[str, float]:
+        """Weight per output name of that output's loss (outputs left out weigh 1).
+
+        ``model.compile(loss_weights=...)`` overrides them per output; either is multiplied by the
+        head's ``loss_weight`` (`NLPTaskConfig`). A weight of 0 leaves that output untrained.
+        """
+        return {}
+
     # -- inference ----------------------------------------------------------------------
     def decode(self, outputs: Mapping[str, np.ndarray], encoding: Any = None) -> list[Any]:
         """Turn one batch of raw outputs (numpy) into answers for people, one per example."""

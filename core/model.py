@@ -31,6 +31,7 @@ the model is meant to see, at most the encoder's ``max_position_embeddings``) is
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import warnings
@@ -65,6 +66,8 @@ CONFIG_FORMAT_VERSION = 1
 OUTPUT_SEPARATOR = "/"
 # Marker in the compile config: "compiled with the heads' default losses and metrics".
 _DEFAULTS_MARKER = "distilbert_heads_head_defaults"
+# Marker in the compile config: its loss_weights are per output, before the heads' loss_weight.
+_OUTPUT_WEIGHTS_MARKER = "distilbert_heads_output_loss_weights"
 _HEAD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Subdirectory of the model's assets directory that holds the tokenizer's files.
 TOKENIZER_ASSETS_DIR = "tokenizer"
@@ -184,6 +187,7 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
         self._tokenizer: DistilBertTokenizer | None = None
         self.tokenizer = tokenizer
         self._uses_head_defaults = False
+        self._output_loss_weights: dict[str, Any] | None = None  # compile()'s loss_weights, flat
         self._head_output_names: dict[str, tuple[str, ...]] = {}
         # Build now (a forward pass on a tiny dummy batch), so every weight exists before
         # checkpoints or `.keras` files load into it and `load_model` restores them all.
@@ -345,9 +349,10 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
     ) -> None:
         """`keras.Model.compile`; with ``loss=None`` every head's `default_losses` are used.
 
-        Then ``loss_weights`` default to each head's ``loss_weight`` and ``metrics`` to each
-        head's `default_metrics`. ``loss``, ``loss_weights``, ``metrics`` and
-        ``weighted_metrics`` may be keyed flat (``"qa/start_logits"``), nested
+        ``metrics`` then default to each head's `default_metrics`. Each output's loss is weighted by
+        its head's ``loss_weight`` (`NLPTaskConfig`) times its own weight: the one given in
+        ``loss_weights``, else the head's `default_loss_weights`, else 1. ``loss``, ``loss_weights``,
+        ``metrics`` and ``weighted_metrics`` may be keyed flat (``"qa/start_logits"``), nested
         (``{"qa": {"start_logits": ...}}``), by head for a single-output head
         (``{"sentiment": loss}``), or be one value for every output.
         """
@@ -366,8 +371,6 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
                 for name, head in self.heads.items()
                 for output, value in self._head_defaults(name, head, "default_losses").items()
             }
-            if loss_weights is None:
-                loss_weights = {key: self.head_loss_weights[key.split(OUTPUT_SEPARATOR)[0]] for key in loss}
             if metrics is None:
                 metrics = {
                     flat_output_key(name, output): list(value)
@@ -375,12 +378,11 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
                     for output, value in self._head_defaults(name, head, "default_metrics").items()
                 }
         flat_loss = self._flatten_setting(loss, "loss")
-        if loss_weights is None:
-            loss_weights = {key: self.head_loss_weights[key.split(OUTPUT_SEPARATOR)[0]] for key in flat_loss}
+        self._output_loss_weights = self._flatten_setting(loss_weights, "loss_weights", restrict_to=flat_loss)
         super().compile(
             optimizer=optimizer,
             loss=flat_loss,
-            loss_weights=self._flatten_setting(loss_weights, "loss_weights", restrict_to=flat_loss),
+            loss_weights=self._effective_loss_weights(flat_loss, self._output_loss_weights),
             metrics=self._flatten_setting(metrics, "metrics"),
             weighted_metrics=self._flatten_setting(weighted_metrics, "weighted_metrics"),
             **kwargs,
@@ -389,6 +391,34 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
         # but before fit() then stores the same optimizer variables that loading creates.
         if self.optimizer is not None and not self.optimizer.built:
             self.optimizer.build(self.trainable_variables)
+
+    def _effective_loss_weights(
+        self, flat_loss: Mapping[str, Any], given: Mapping[str, Any] | None
+    ) -> dict[str, float]:
+        """Per flat output key: its head's ``loss_weight`` times its own weight (``given``, the head's
+        `default_loss_weights`, or 1)."""
+        weights: dict[str, float] = {}
+        for name, head in self.heads.items():
+            own = self._head_defaults(name, head, "default_loss_weights")
+            own.update(
+                {
+                    key.split(OUTPUT_SEPARATOR, 1)[1]: value
+                    for key, value in (given or {}).items()
+                    if key.split(OUTPUT_SEPARATOR, 1)[0] == name
+                }
+            )
+            for output, value in own.items():
+                if isinstance(value, bool) or not 0 <= _as_float(value) < math.inf:
+                    raise ValueError(
+                        f"The loss weight of output {flat_output_key(name, output)!r} (head {name!r}, "
+                        f"{type(head).__name__}) is {value!r}; a loss weight is a finite number >= 0 "
+                        "(0 leaves that output untrained)."
+                    )
+            for output in self._head_output_names[name]:
+                key = flat_output_key(name, output)
+                if key in flat_loss:
+                    weights[key] = self.head_loss_weights[name] * float(own.get(output, 1.0))
+        return weights
 
     def _head_defaults(self, name: str, head: TaskHead, method: str) -> dict[str, Any]:
         values = dict(getattr(head, method)() or {})
@@ -484,24 +514,32 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
 
     def get_compile_config(self) -> dict[str, Any] | None:
         config = super().get_compile_config()
+        if config:
+            # Store the per-output weights given to compile(), not Keras' products with the heads'
+            # loss_weight (saved with the heads): reloading multiplies them again.
+            config["loss_weights"] = None if self._output_loss_weights is None else dict(self._output_loss_weights)
+            config[_OUTPUT_WEIGHTS_MARKER] = True
         if config and self._uses_head_defaults:
             # Default losses and metrics are rebuilt from the heads on load: nothing custom
-            # needs to be deserialized, and loss weights come from the saved head specs.
-            config = {
-                key: value
-                for key, value in config.items()
-                if key not in {"loss", "loss_weights", "metrics", "weighted_metrics"}
-            }
+            # needs to be deserialized.
+            config = {key: value for key, value in config.items() if key not in {"loss", "metrics", "weighted_metrics"}}
             config[_DEFAULTS_MARKER] = True
         return config
 
     def compile_from_config(self, config: Mapping[str, Any]) -> None:
         config = dict(config)
         use_defaults = bool(config.pop(_DEFAULTS_MARKER, False))
+        output_weights = bool(config.pop(_OUTPUT_WEIGHTS_MARKER, False))
         config = keras.saving.deserialize_keras_object(config)
         if use_defaults:
-            for key in ("loss", "loss_weights", "metrics"):
+            for key in ("loss", "metrics"):
                 config.pop(key, None)
+        if not output_weights and config.get("loss_weights"):
+            # Saved by 0.1, whose compile config holds the products with the heads' loss_weight.
+            config["loss_weights"] = {
+                key: (value / weight if (weight := self.head_loss_weights[key.split(OUTPUT_SEPARATOR)[0]]) else 0.0)
+                for key, value in config["loss_weights"].items()
+            }
         self.compile(**config)
 
     # -- serialization -----------------------------------------------------------------------
@@ -606,6 +644,14 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
             trainable=bool(config.get("trainable", True)),
             **policy,
         )
+
+
+def _as_float(value: Any) -> float:
+    """``float(value)``, or NaN for what is not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def make_head(

@@ -120,7 +120,8 @@ class TrainResult:
     """What `train` returns: the trained model, its final metrics, the Keras history and the saved path.
 
     ``metrics`` are on the eval file when one was given, else on the training file
-    (``metrics_split`` says which). ``history`` is Keras' per-epoch logs, plus ``val_<metric>``
+    (``metrics_split`` says which): the head's `evaluate` metrics, or ``{"loss": ...}`` for a head
+    without ``evaluate``. ``history`` is Keras' per-epoch logs, plus ``val_<metric>``
     for each of the head's metrics when there was an eval file. ``warnings`` holds what
     `train` also issued as Python warnings (e.g. a `ChanceLevelWarning`).
     """
@@ -411,13 +412,35 @@ def evaluate(
 
     Classification: accuracy and macro-F1; NER: entity precision/recall/F1; QA: exact match
     and token F1; pairs: accuracy (or Pearson/Spearman for similarity), as the head defines.
+    A head without ``evaluate`` gets ``{"loss": ...}``, its compiled loss on the file's rows.
     """
     model = load_model(model_or_path)
-    _, task_head = model.select_head(head)
+    head_name, task_head = model.select_head(head)
     examples = read_task_examples(eval_file, type(task_head), task_head.task_type)
+    if not head_scores_answers(task_head):
+        x, y = encode_examples(
+            task_head, examples, model_tokenizer(model, tokenizer), max_length or model.max_length, path=eval_file
+        )
+        if not model.compiled:
+            model.compile()
+        return loss_on(model, head_name, x, y, batch_size=batch_size)
     return score_examples(
         model, examples, head=head, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length, path=eval_file
     )
+
+
+def head_scores_answers(head: TaskHead) -> bool:
+    """Whether the head implements `TaskHead.evaluate` (scores decoded answers); without it, `train`
+    reports and early-stops on the loss."""
+    return type(head).evaluate is not TaskHead.evaluate
+
+
+def loss_on(
+    model: Any, head_name: str, x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray], *, batch_size: int
+) -> dict[str, float]:
+    """``{"loss": ...}``: the model's compiled loss on encoded rows, how heads without ``evaluate`` are scored."""
+    logs = model.evaluate(x, {head_name: y}, batch_size=batch_size, verbose=0, return_dict=True)
+    return {"loss": float(logs["loss"])}
 
 
 def primary_metric(metrics: Mapping[str, float]) -> str:
@@ -682,7 +705,7 @@ def train(
         distilbert_variant=variant,
         pretrained=pretrained if pretrained is not None else False,
         head_options=options,
-        **encoder_overrides,
+        encoder_options=encoder_overrides,
     )
     max_length = min(max_length, model.encoder.config.max_position_embeddings)
     model.tokenizer = tokenizer  # saved inside the .keras file
@@ -694,22 +717,27 @@ def train(
     if learning_rate is None:
         learning_rate = DEFAULT_LEARNING_RATE_PRETRAINED if pretrained is not None else DEFAULT_LEARNING_RATE_SCRATCH
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate))
+    scored = head_scores_answers(head)  # without evaluate(), the loss is the metric (lower is better)
 
     callbacks: list[keras.callbacks.Callback] = []
     evaluation: HeadEvaluationCallback | None = None
     if eval_examples is not None:
         # Check the eval rows fit the head (e.g. no label unseen in training) before spending time on training.
-        encode_examples(head, eval_examples, tokenizer, max_length, path=eval_file)
+        x_eval, y_eval = encode_examples(head, eval_examples, tokenizer, max_length, path=eval_file)
         evaluation = HeadEvaluationCallback(
-            lambda m: score_examples(
-                m,
-                eval_examples,
-                head=head_name,
-                tokenizer=tokenizer,
-                batch_size=max(batch_size, 32),
-                max_length=max_length,
-                path=eval_file,
-            ),
+            (
+                lambda m: score_examples(
+                    m,
+                    eval_examples,
+                    head=head_name,
+                    tokenizer=tokenizer,
+                    batch_size=max(batch_size, 32),
+                    max_length=max_length,
+                    path=eval_file,
+                )
+            )
+            if scored
+            else (lambda m: loss_on(m, head_name, x_eval, y_eval, batch_size=max(batch_size, 32))),
             patience=patience,
             verbose=verbose,
         )
@@ -726,20 +754,24 @@ def train(
     split, split_examples, split_file = (
         ("eval", eval_examples, eval_file) if eval_examples is not None else ("train", train_examples, train_file)
     )
-    final_predictions = predict_examples(
-        model,
-        split_examples,
-        head=head_name,
-        tokenizer=tokenizer,
-        batch_size=max(batch_size, 32),
-        max_length=max_length,
-    )
-    if evaluation is not None and evaluation.best_metrics:
-        metrics = dict(evaluation.best_metrics)
+    best = dict(evaluation.best_metrics) if evaluation is not None and evaluation.best_metrics else None
+    chance_warning = None
+    if not scored:
+        metrics = best or loss_on(model, head_name, x, y, batch_size=max(batch_size, 32))
     else:
-        metrics = score_predictions(head, split_examples, final_predictions, path=split_file)
-    advice = _chance_advice(len(train_examples), len(history.epoch), pretrained, variant)
-    chance_warning = chance_level_warning(head, split_examples, final_predictions, metrics, split=split, advice=advice)
+        final_predictions = predict_examples(
+            model,
+            split_examples,
+            head=head_name,
+            tokenizer=tokenizer,
+            batch_size=max(batch_size, 32),
+            max_length=max_length,
+        )
+        metrics = best or score_predictions(head, split_examples, final_predictions, path=split_file)
+        advice = _chance_advice(len(train_examples), len(history.epoch), pretrained, variant)
+        chance_warning = chance_level_warning(
+            head, split_examples, final_predictions, metrics, split=split, advice=advice
+        )
     path = None
     if out is not None:
         path = Path(out)

@@ -458,7 +458,8 @@ def test_a_plugin_kind_flows_through_pipeline_and_cli_flags_with_no_core_change(
     direct = keras.ops.convert_to_numpy(model(x)["choice"]["logits"])
     assert [answer["context"] for answer in answers] == [context for context, _ in ITEMS]
     np.testing.assert_allclose([answer["logits"] for answer in answers], direct, atol=1e-5)
-    assert pipe(ITEMS[0]) == answers[0]
+    single = pipe(ITEMS[0])  # one example in: one answer out (padded to its own length, so logits ~equal)
+    assert single["context"] == ITEMS[0][0] and np.allclose(single["logits"], answers[0]["logits"], atol=1e-5)
 
     path = tmp_path / "choice.keras"
     model.save(path)

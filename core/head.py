@@ -18,6 +18,8 @@ import keras
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from distilbert_heads.input_kinds import TEXT, InputKind
+
 
 class HeadOptions(BaseModel):
     """Base of every head's options schema. Unknown options are errors, never ignored."""
@@ -43,9 +45,11 @@ class TaskHead(keras.layers.Layer):
         options_schema: a `HeadOptions` subclass validating its options.
         output_names: the keys of the dict `call` returns.
         label_format: how training labels look, in words, for docs and error messages.
-        input_kind: how text is packed for it: ``"text"`` (``[CLS] a [SEP]``), ``"pair"``
-            (``[CLS] a [SEP] b [SEP]``) or ``"question_context"`` (a pair whose second part,
-            the context, is truncated or split into windows with a stride).
+        input_kind: the `distilbert_heads.input_kinds.InputKind` that owns how its examples
+            become encoder rows: `TEXT` (``[CLS] a [SEP]``), `PAIR` (``[CLS] a [SEP] b [SEP]``),
+            `QUESTION_CONTEXT` (a pair whose second part, the context, is split into windows
+            with a stride) or a plugin's own kind. The 0.1 strings ``"text"``, ``"pair"`` and
+            ``"question_context"`` still work (`input_kind_of` resolves them).
         example_schema: a pydantic model of one training example as a JSONL/CSV row, for
             training and evaluating from files.
     """
@@ -56,7 +60,7 @@ class TaskHead(keras.layers.Layer):
     options_schema: ClassVar[type[HeadOptions]] = HeadOptions
     output_names: ClassVar[tuple[str, ...]] = ()
     label_format: ClassVar[str] = ""
-    input_kind: ClassVar[str] = "text"
+    input_kind: ClassVar[InputKind | str] = TEXT
     example_schema: ClassVar[type[BaseModel] | None] = None
 
     def __init__(

@@ -42,9 +42,10 @@ class MultipleChoiceKind(InputKind):
     def __init__(self, num_choices: int = 4) -> None:
         self.rows_per_example = int(num_choices)
 
+    # decode_context ({"questions": ..., "choices": ...}), length_key and stride (0): InputKind's defaults
     def items_from_call(self, inputs: Any, keywords: Mapping[str, Any]) -> tuple[list[Item], bool]:
         single = isinstance(inputs, Mapping) or _is_question_tuple(inputs)
-        if not single and not isinstance(inputs, (list, tuple)):
+        if keywords or not single and not isinstance(inputs, (list, tuple)):
             raise TypeError(
                 f"A multiple-choice pipeline takes {self.description} (or a list of them), got {type(inputs).__name__}."
             )
@@ -65,18 +66,8 @@ class MultipleChoiceKind(InputKind):
             raise ValueError(f"{where}: 'choices' must be a list of at least 2 texts, got {choices!r}.")
         return question, tuple(choices)
 
-    def decode_context(self, items: Sequence[Item]) -> dict[str, Any]:
-        return {"questions": [q for q, _ in items], "choices": [list(c) for _, c in items]}
-
-    def length_key(self, item: Item, max_length: int) -> tuple[int, int]:
-        question, choices = item
-        return (min(len(question) + max(map(len, choices)), max_length * 8), 0)
-
     def show(self, item: Item) -> str:
         return f"{item[0]} [{' | '.join(item[1])}]"
-
-    def stride(self, max_length: int, requested: int | None = None) -> int:
-        return 0
 
     def encode(self, tokenizer: Any, items: Sequence[Item], max_length: int, *, stride: int | None = None) -> Any:
         wrong = [i for i, (_, choices) in enumerate(items) if len(choices) != self.rows_per_example]

@@ -35,30 +35,20 @@ class TextsKind(InputKind):
     description = "a text or a list of texts (training rows: text_a, text_b paraphrase pairs)"
     rows_per_example = 2
 
+    # item_from_row, show and decode_context: InputKind's defaults ((text_a, text_b) from a row; {"texts": items})
     def items_from_call(self, inputs: Any, keywords: Mapping[str, Any]) -> tuple[list[tuple[str, ...]], bool]:
         single = isinstance(inputs, str) or (isinstance(inputs, tuple) and all(isinstance(t, str) for t in inputs))
         raw = [inputs] if single else list(inputs) if isinstance(inputs, (list, tuple)) else None
         items = [(value,) if isinstance(value, str) else value for value in raw or ()]
-        if raw is None or not all(isinstance(i, tuple) and i and all(isinstance(t, str) for t in i) for i in items):
+        if (
+            keywords
+            or raw is None
+            or not all(isinstance(i, tuple) and i and all(isinstance(t, str) for t in i) for i in items)
+        ):
             raise TypeError(f"An embedding pipeline takes {self.description}, got {inputs!r:.80}.")
         if len({len(item) for item in items}) > 1:
             raise ValueError("mix of single texts and pairs in one call; embed them in separate calls.")
         return items, single
-
-    def item_from_row(self, row: Any, where: str) -> tuple[str, ...]:
-        return tuple(row[field] if isinstance(row, Mapping) else getattr(row, field) for field in self.fields)
-
-    def decode_context(self, items: Sequence[tuple[str, ...]]) -> dict[str, Any]:
-        return {"texts": list(items)}
-
-    def length_key(self, item: tuple[str, ...], max_length: int) -> tuple[int, int]:
-        return (min(max(map(len, item)), max_length * 8), len(item))
-
-    def show(self, item: tuple[str, ...]) -> str:
-        return " || ".join(item)
-
-    def stride(self, max_length: int, requested: int | None = None) -> int:
-        return 0
 
     def encode(self, tokenizer: Any, items: Sequence[tuple[str, ...]], max_length: int, *, stride: Any = None) -> Any:
         encoding = tokenizer.encode([text for item in items for text in item], max_length=max_length)
@@ -68,8 +58,10 @@ class TextsKind(InputKind):
     def model_inputs(self, encoding: Any) -> dict[str, np.ndarray]:
         rows, length = encoding.input_ids.shape
         examples = max(encoding.overflow_to_sample, default=-1) + 1
-        return {key: value.reshape(examples, rows // max(examples, 1), length) for key, value in
-                encoding.as_model_inputs().items()}
+        return {
+            key: value.reshape(examples, rows // max(examples, 1), length)
+            for key, value in encoding.as_model_inputs().items()
+        }
 
 
 class ParaphraseExample(BaseModel):

@@ -430,40 +430,35 @@ def _add_evaluate(subparsers: Any) -> None:
 
 
 # -- predict --------------------------------------------------------------------------------------------
-# input_kind -> (the command-line flags that build one input, what one input is)
-_PREDICT_FLAGS = {
-    "text": (("--text",), "one text per input"),
-    "pair": (("--text-a", "--text-b"), "a pair of texts per input"),
-    "question_context": (("--question", "--context"), "a question and the passage holding its answer per input"),
-}
+# The parser declares the flags of the built-in kinds' fields (for --help); a plugin kind's fields get
+# theirs from main(), which hands predict every other --flag VALUE... it was given (args.field_flags).
+_DECLARED_FIELD_FLAGS = ("--text", "--text-a", "--text-b", "--question", "--context")
+
+
+def field_flag(field: str) -> str:
+    """The command-line flag of an input kind's row field: ``text_a`` -> ``--text-a``."""
+    return "--" + field.replace("_", "-")
 
 
 def _given_texts(args: argparse.Namespace) -> dict[str, list[str]]:
-    given = {
-        "--text": args.text,
-        "--text-a": args.text_a,
-        "--text-b": args.text_b,
-        "--question": args.question,
-        "--context": args.context,
-    }
+    given = {flag: getattr(args, flag[2:].replace("-", "_"), None) for flag in _DECLARED_FIELD_FLAGS}
+    given.update(getattr(args, "field_flags", None) or {})
     return {flag: values for flag, values in given.items() if values}
 
 
-def _predict_inputs(
-    args: argparse.Namespace, kind: str, head_label: str
-) -> tuple[list[Any], tuple[Any, ...], dict[str, Any]]:
-    """(what to show per input, pipeline args, pipeline kwargs) from the command line or --input file."""
+def _predict_items(args: argparse.Namespace, kind: Any, head_label: str) -> list[Any]:
+    """The inputs, as the head's input kind defines its items, from the command line or --input file."""
     given = _given_texts(args)
     if args.input is not None:
         if given:
             raise CLIError(f"pass inputs either with --input or with {', '.join(given)}, not both.")
-        return _inputs_from_file(args.input, kind)
-    if kind not in _PREDICT_FLAGS:
+        return _items_from_file(args.input, kind)
+    if not kind.fields:
         raise CLIError(
-            f"this model's head {head_label} takes input_kind {kind!r}, which the command line cannot build; "
+            f"this model's head {head_label} takes input_kind {kind.name!r}, which the command line cannot build; "
             "use the Python API (distilbert_heads.pipeline)."
         )
-    flags, meaning = _PREDICT_FLAGS[kind]
+    flags = [field_flag(field) for field in kind.fields]
     takes = " ".join(f"{flag} {flag.lstrip('-').upper().replace('-', '_')}" for flag in flags)
     wrong = [flag for flag in given if flag not in flags]
     missing = [flag for flag in flags if flag not in given]
@@ -474,65 +469,41 @@ def _predict_inputs(
             else f"{' and '.join(missing)} {'are' if len(missing) > 1 else 'is'} missing"
         )
         raise CLIError(
-            f"this model's head {head_label} takes {meaning} (input_kind {kind!r}), so pass {takes} "
-            f"(each repeatable) or --input FILE; {problem}."
+            f"this model's head {head_label} takes {kind.description} per input (input_kind {kind.name!r}), so pass "
+            f"{takes} (each repeatable) or --input FILE; {problem}."
         )
     counts = {flag: len(given[flag]) for flag in flags}
     if len(set(counts.values())) > 1:
-        first, second = flags
+        first, *others = flags
+        second = next(flag for flag in others if counts[flag] != counts[first])
         raise CLIError(
             f"{first} was given {counts[first]} time(s) but {second} {counts[second]} time(s); "
             f"pass one {second} per {first}, in the same order."
         )
-    if kind == "question_context":
-        questions, contexts = given["--question"], given["--context"]
-        return [f"Q: {q}" for q in questions], (), {"question": questions, "context": contexts}
-    if kind == "pair":
-        pairs = list(zip(given["--text-a"], given["--text-b"], strict=True))
-        return [f"{a} || {b}" for a, b in pairs], (pairs,), {}
-    return list(given["--text"]), (list(given["--text"]),), {}
+    rows = [dict(zip(kind.fields, values, strict=True)) for values in zip(*(given[flag] for flag in flags))]
+    try:
+        return [kind.item_from_row(row, f"input {number}") for number, row in enumerate(rows, 1)]
+    except ValueError as error:
+        raise CLIError(str(error)) from None
 
 
-def _inputs_from_file(path: str, kind: str) -> tuple[list[Any], tuple[Any, ...], dict[str, Any]]:
-    from distilbert_heads.data import read_rows
+def _items_from_file(path: str, kind: Any) -> list[Any]:
+    from distilbert_heads.data import read_rows  # reads the file only when asked
 
-    columns = {"pair": ("text_a", "text_b"), "question_context": ("question", "context")}.get(kind, ("text",))
-    rows = []
+    items = []
     for number, row in read_rows(path):
-        absent = [column for column in columns if column not in row]
-        if absent:
-            raise CLIError(
-                f"{Path(path).name} line {number}: no column(s) {', '.join(absent)} (the row has "
-                f"{', '.join(map(str, row)) or 'no columns'}); this model reads rows with {', '.join(columns)}."
-            )
-        not_text = [f"{column} is {_json_kind(row[column])}" for column in columns if not isinstance(row[column], str)]
-        if not_text:
-            raise CLIError(
-                f"{Path(path).name} line {number}: {', '.join(not_text)}, not a string; give the text in quotes "
-                '(e.g. "5"), and "" for an empty text.'
-            )
-        rows.append(tuple(row[column] for column in columns))
-    if not rows:
-        raise CLIError(f"{Path(path).name}: no rows to predict; expected rows with {', '.join(columns)}.")
-    if kind == "question_context":
-        return [f"Q: {q}" for q, _ in rows], (), {"question": [q for q, _ in rows], "context": [c for _, c in rows]}
-    if kind == "pair":
-        return [f"{a} || {b}" for a, b in rows], (rows,), {}
-    return [text for (text,) in rows], ([text for (text,) in rows],), {}
-
-
-def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"the boolean {json.dumps(value)}"
-    if isinstance(value, (int, float)):
-        return f"the number {value}"
-    return "a list" if isinstance(value, list) else "an object"
+        try:
+            items.append(kind.item_from_row(row, f"{Path(path).name} line {number}"))
+        except ValueError as error:
+            raise CLIError(str(error)) from None
+    if not items:
+        raise CLIError(f"{Path(path).name}: no rows to predict; expected rows with {', '.join(kind.fields)}.")
+    return items
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     # these import Keras: only once the arguments are known good
+    from distilbert_heads.input_kinds import input_kind_of
     from distilbert_heads.pipeline import pipeline
     from distilbert_heads.training import load_model, model_tokenizer, select_head
 
@@ -540,10 +511,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     head_name, head = select_head(model, args.head)
     model_tokenizer(model)
     head_label = f"{head_name!r} ({type(head).__name__})"
-    shown, pipe_args, pipe_kwargs = _predict_inputs(args, getattr(head, "input_kind", "text"), head_label)
+    kind = input_kind_of(head)
+    items = _predict_items(args, kind, head_label)
     pipe = pipeline(model, head=head_name, batch_size=args.batch_size, show_progress=False, dtype=args.dtype)
-    answers = pipe(*pipe_args, **pipe_kwargs)  # one answer per input: the inputs are lists
-    for text, answer in zip(shown, answers, strict=True):
+    answers = pipe.predict_items(items)
+    for text, answer in zip(map(kind.show, items), answers, strict=True):
         if args.json:
             print(json.dumps({"input": text, "prediction": jsonable(answer)}, ensure_ascii=False))
         else:
@@ -757,11 +729,33 @@ def _show_warning_in_one_line(message: Warning | str, category: type[Warning], *
     print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
+def _field_flags(extra: Sequence[str]) -> dict[str, list[str]] | None:
+    """``--flag VALUE...`` groups (or ``--flag=VALUE``) that predict was given beyond its declared flags:
+    the row fields of a plugin's input kind. None when something else is left over."""
+    flags: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for token in extra:
+        if re.fullmatch(r"--[a-z0-9][a-z0-9-]*(=.*)?", token, flags=re.S):
+            flag, _, value = token.partition("=")
+            current = flags.setdefault(flag, [])
+            if value:
+                current.append(value)
+        elif current is None:
+            return None
+        else:
+            current.append(token)
+    return flags if all(flags.values()) else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            args.field_flags = _field_flags(extra) if args.handler is _cmd_predict else None
+            if args.field_flags is None:
+                parser.parse_args(argv)  # argparse's own error for what it does not know
     except SystemExit as exit_:  # --help and usage errors: return the code instead of exiting
         return exit_.code if isinstance(exit_.code, int) else USER_ERROR_EXIT
     try:

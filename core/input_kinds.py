@@ -132,6 +132,14 @@ class InputKind:
             "two texts per item. Override encode (and model_inputs) to pack this kind."
         )
 
+    def encode_rows(
+        self, tokenizer: Any, rows: Sequence[Any], max_length: int, *, stride: int | None = None
+    ) -> BatchEncoding:
+        """`encode` of the items of validated example rows (`item_from_row`, row ``i`` named
+        ``example i``): what a head's ``encode_examples`` packs before adding its labels."""
+        items = [self.item_from_row(row, f"example {index}") for index, row in enumerate(rows)]
+        return self.encode(tokenizer, items, max_length, stride=stride)
+
     def model_inputs(self, encoding: BatchEncoding) -> dict[str, np.ndarray]:
         """The arrays the task model takes: ``(rows, L)`` by default; a kind with N rows per example
         returns ``(B, N, L)`` arrays."""
@@ -330,18 +338,24 @@ class QuestionContextKind(InputKind):
         self, tokenizer: Any, items: Sequence[Any], max_length: int, *, stride: int | None = None
     ) -> BatchEncoding:
         questions, contexts = [q for q, _ in items], [c for _, c in items]
-        if stride is None:
-            stride = self.stride(max_length)
-            longest_question = max(len(row) - 2 for row in tokenizer.encode(questions, max_length=max_length).tokens)
-            stride = max(0, min(stride, (max_length - 3 - longest_question) // 2))
         return tokenizer.encode(
             questions,
             contexts,
             max_length=max_length,
             truncation="only_second",
-            stride=stride,
+            stride=self.batch_stride(tokenizer, items, max_length, stride),
             return_overflowing=True,
         )
+
+    def batch_stride(self, tokenizer: Any, items: Sequence[Any], max_length: int, requested: int | None = None) -> int:
+        """The stride `encode` uses for these items: `stride`'s, and by default no more than half the
+        room the longest question leaves for context."""
+        stride = self.stride(max_length, requested)
+        if requested is not None or not items:
+            return stride
+        questions = [question for question, _ in items]
+        longest_question = max(len(row) - 2 for row in tokenizer.encode(questions, max_length=max_length).tokens)
+        return max(0, min(stride, (max_length - 3 - longest_question) // 2))
 
 
 TEXT = TextKind()

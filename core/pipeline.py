@@ -15,10 +15,11 @@
     qa(question="Who wrote it?", context=long_text)  # {"answer", "score", "start", "end"}
 
 Every answer is produced by the head's own ``decode``: the pipeline only packs the text the
-way the head's ``input_kind`` says (``"text"``, ``"pair"`` or ``"question_context"``), runs the
-model and hands ``decode`` the raw outputs of one batch (numpy), the tokenizer's
-`BatchEncoding` of that batch and the texts as keywords (``texts=``, ``pairs=`` or
-``questions=`` / ``contexts=``), plus any keyword the caller gave (``top_k=2``). A head whose
+way the head's input kind says (`distilbert_heads.input_kinds`: what a call takes, how it
+is packed, the window stride), runs the model and hands ``decode`` the raw outputs of one batch
+(numpy), the tokenizer's `BatchEncoding` of that batch and the texts as the kind's keywords
+(``texts=``, ``pairs=`` or ``questions=`` / ``contexts=``), plus any keyword the caller gave
+(``top_k=2``). A head whose
 ``decode`` takes no such keyword simply does not get it, so plugin heads written against the
 bare ``decode(outputs, encoding)`` work unchanged.
 
@@ -27,8 +28,10 @@ tokens that ignores word pieces), cut into batches of ``batch_size`` and each ba
 only to its own longest row, so short texts never pay for 512 positions; answers come back
 in the order of the inputs. Question/context inputs are split into windows of ``max_length``
 tokens overlapping by ``stride`` tokens (only the context is cut; the question repeats in
-each window), the model runs on batches of ``batch_size`` windows, and the head merges each
-question's windows (through ``encoding.overflow_to_sample``).
+each window; the stride rule is `QuestionContextKind`'s, the same as training's), the model
+runs on batches of ``batch_size`` windows, and the head merges each question's windows
+(through ``encoding.overflow_to_sample``). A kind with several encoder rows per example
+(``(B, N, L)`` inputs) runs ``batch_size`` examples per forward pass.
 
 Edge cases, by design:
 - an empty or whitespace-only text is tokenized as ``[CLS] [SEP]`` (a pair as
@@ -51,9 +54,7 @@ from __future__ import annotations
 
 import inspect
 import os
-import re
-import reprlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import keras
@@ -61,8 +62,9 @@ import numpy as np
 
 from distilbert_heads.encoder import validate_encoder_inputs
 from distilbert_heads.head import TaskHead, head_code_failed
+from distilbert_heads.input_kinds import BUILTIN_KINDS, InputKind, input_kind_of
 from distilbert_heads.model import DistilBertTaskModel, check_tokenizer_fits_encoder, load_task_model
-from distilbert_heads.tokenizer import MAX_WHOLE_TEXT_CHARS, PREFIX_CHARS_PER_TOKEN, BatchEncoding, DistilBertTokenizer
+from distilbert_heads.tokenizer import BatchEncoding, DistilBertTokenizer
 
 __all__ = ["PROGRESS_THRESHOLD", "Pipeline", "pipeline"]
 
@@ -71,10 +73,8 @@ PROGRESS_THRESHOLD = 1000
 # JAX only: row lengths are padded up to a power of two, at least this (capped at max_length), see
 # Pipeline._run_model.
 MIN_LENGTH_BUCKET = 16
-INPUT_KINDS = ("text", "pair", "question_context")
-# The keywords through which the pipeline hands the texts to decode, per input kind.
-_PRE_TOKENS = re.compile(r"\w+|[^\w\s]")
-_CONTEXT_KEYWORDS = {"text": ("texts",), "pair": ("pairs",), "question_context": ("questions", "contexts")}
+# The keywords through which pipelines hand texts to decode, whatever the kind: never a caller's option.
+_RESERVED_KEYWORDS = frozenset(keyword for kind in BUILTIN_KINDS.values() for keyword in kind.decode_keywords)
 
 
 def pipeline(
@@ -84,7 +84,7 @@ def pipeline(
     head: str | None = None,
     batch_size: int = 32,
     max_length: int | None = None,
-    stride: int = 128,
+    stride: int | None = None,
     show_progress: bool | None = None,
     dtype: str | None = None,
 ) -> Pipeline:
@@ -99,7 +99,8 @@ def pipeline(
         max_length: the longest row in tokens, special tokens included (default: the model's
             ``max_length``, itself at most the encoder's ``max_position_embeddings``).
         stride: question/context only: tokens of overlap between consecutive context windows;
-            at most ``max_length // 2`` is used.
+            at most ``max_length // 2`` is used; default: the kind's rule, the one training
+            uses (`QuestionContextKind`: ``max_length // 4``, less if a question leaves less room).
         show_progress: show a progress bar (on stderr); default: when there are more than
             `PROGRESS_THRESHOLD` inputs.
         dtype: run under this dtype policy instead of the model's own, e.g. ``"bfloat16"``
@@ -123,13 +124,14 @@ def pipeline(
 class Pipeline:
     """Runs one head of a `DistilBertTaskModel` on raw text; build it with `pipeline`.
 
-    Call it with what the head's ``input_kind`` takes:
+    Call it with what the head's input kind takes (`InputKind.items_from_call`):
 
-    - ``"text"``: a string (returns one answer) or a list of strings (returns a list);
-    - ``"pair"``: a tuple ``(text_a, text_b)`` or a list of them (dicts with ``text_a`` and
+    - text: a string (returns one answer) or a list of strings (returns a list);
+    - pair: a tuple ``(text_a, text_b)`` or a list of them (dicts with ``text_a`` and
       ``text_b`` work too);
-    - ``"question_context"``: ``pipe(question=..., context=...)`` with two strings or two
-      lists of equal length, or a dict ``{"question", "context"}`` or a list of such dicts.
+    - question_context: ``pipe(question=..., context=...)`` with two strings or two
+      lists of equal length, or a dict ``{"question", "context"}`` or a list of such dicts;
+    - a plugin's kind: what it documents.
 
     Other keywords go to the head's ``decode`` (e.g. ``top_k=3`` for classifiers).
     """
@@ -142,7 +144,7 @@ class Pipeline:
         head: str | None = None,
         batch_size: int = 32,
         max_length: int | None = None,
-        stride: int = 128,
+        stride: int | None = None,
         show_progress: bool | None = None,
     ) -> None:
         if not isinstance(model, DistilBertTaskModel):
@@ -152,21 +154,17 @@ class Pipeline:
         self.model = model
         self.head_name = _choose_head(model, head)
         self.head: TaskHead = model.heads[self.head_name]
-        self.input_kind = str(getattr(self.head, "input_kind", "text"))
-        if self.input_kind not in INPUT_KINDS:
-            raise ValueError(
-                f"Head {self.head_name!r} ({type(self.head).__name__}) has input_kind={self.input_kind!r}; pipelines "
-                f"know {', '.join(map(repr, INPUT_KINDS))}. Set the head's input_kind to one of them."
-            )
+        self.input_kind: InputKind = input_kind_of(self.head)
         self.tokenizer = _choose_tokenizer(model, tokenizer)
         self.batch_size = _positive_int(batch_size, "batch_size", "inputs per forward pass")
         self.max_length = _check_max_length(model, max_length)
-        if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 0:
+        if stride is not None and (isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 0):
             raise ValueError(
                 f"stride must be a non-negative integer (tokens of overlap between windows), got {stride!r}."
             )
-        # A window must move forward by at least half its size, or long contexts explode into windows.
-        self.stride = min(int(stride), self.max_length // 2)
+        self.stride = self.input_kind.stride(self.max_length, stride)
+        # None: the kind's default rule, which may lower the stride for a batch of long questions.
+        self._requested_stride = None if stride is None else self.stride
         self.show_progress = show_progress
         self._decode_parameters = _keyword_parameters(self.head.decode)
         # Pad to shape buckets only where every new input shape means a new compilation.
@@ -175,7 +173,7 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return (
-            f"Pipeline(head={self.head_name!r} ({type(self.head).__name__}, input_kind={self.input_kind!r}), "
+            f"Pipeline(head={self.head_name!r} ({type(self.head).__name__}, input_kind={self.input_kind.name!r}), "
             f"batch_size={self.batch_size}, max_length={self.max_length}, stride={self.stride})"
         )
 
@@ -184,35 +182,31 @@ class Pipeline:
         self,
         inputs: Any = None,
         /,
-        *,
-        question: str | Sequence[str] | None = None,
-        context: str | Sequence[str] | None = None,
-        **decode_kwargs: Any,
+        **kwargs: Any,
     ) -> Any:
-        """Answers for ``inputs``: one answer for a single input, a list for a list of inputs."""
-        self._check_decode_kwargs(decode_kwargs)
-        if self.input_kind == "question_context":
-            items, single = _question_context_items(inputs, question, context)
-        else:
-            if question is not None or context is not None:
-                raise TypeError(
-                    f"question=/context= are for question answering heads; head {self.head_name!r} takes "
-                    f"{'texts' if self.input_kind == 'text' else '(text_a, text_b) pairs'}."
-                )
-            items, single = (_text_items if self.input_kind == "text" else _pair_items)(inputs)
-        answers = self._run(items, decode_kwargs)
+        """Answers for ``inputs``: one answer for a single input, a list for a list of inputs.
+
+        Keywords the input kind takes (``question=``/``context=``) make the inputs; the others go
+        to ``decode``.
+        """
+        kind = self.input_kind
+        keywords = {key: kwargs.pop(key) for key in kind.call_keywords if key in kwargs}
+        self._check_other_kinds_keywords(kwargs)
+        self._check_decode_kwargs(kwargs)
+        items, single = kind.items_from_call(inputs, keywords)
+        answers = self._run(items, kwargs)
         return answers[0] if single else answers
+
+    def predict_items(self, items: list[Any], **decode_kwargs: Any) -> list[Any]:
+        """Answers for items already in the input kind's own form (e.g. from `InputKind.item_from_row`),
+        one per item, in their order; keywords go to ``decode``."""
+        self._check_decode_kwargs(decode_kwargs)
+        return self._run(list(items), decode_kwargs)
 
     def _run(self, items: list[Any], decode_kwargs: Mapping[str, Any]) -> list[Any]:
         """Answers for ``items`` (strings, pairs or (question, context)), in their order."""
         answers: list[Any] = [None] * len(items)
-        # Sorting looks at a bounded prefix: past what can be kept (or windowed), length changes nothing.
-        limit = (
-            MAX_WHOLE_TEXT_CHARS + 1
-            if self.input_kind == "question_context"
-            else self.max_length * PREFIX_CHARS_PER_TOKEN
-        )
-        order = sorted(range(len(items)), key=lambda i: _approximate_length(items[i], limit))
+        order = sorted(range(len(items)), key=lambda i: self.input_kind.length_key(items[i], self.max_length))
         with _progress(len(items), self._wants_progress(len(items))) as advance:
             for start in range(0, len(order), self.batch_size):
                 indices = order[start : start + self.batch_size]
@@ -224,13 +218,8 @@ class Pipeline:
 
     def _answer_group(self, group: list[Any], indices: list[int], decode_kwargs: Mapping[str, Any]) -> list[Any]:
         encoding = self._encode(group, indices)
-        outputs = self._forward_rows(encoding)
-        if self.input_kind == "text":
-            context: dict[str, Any] = {"texts": group}
-        elif self.input_kind == "pair":
-            context = {"pairs": group}
-        else:
-            context = {"questions": [q for q, _ in group], "contexts": [c for _, c in group]}
+        outputs = self._forward_rows(self.input_kind.model_inputs(encoding))
+        context = self.input_kind.decode_context(group)
         accepted = {key: value for key, value in context.items() if self._decode_accepts(key)}
         try:
             answers = list(self.head.decode(outputs, encoding, **accepted, **decode_kwargs))
@@ -253,50 +242,34 @@ class Pipeline:
 
     # -- tokenizing and running the model ----------------------------------------------------
     def _encode(self, group: list[Any], indices: list[int]) -> BatchEncoding:
-        if self.input_kind == "text":
-            return self.tokenizer.encode(group, max_length=self.max_length, truncation="longest_first")
-        firsts, seconds = [a for a, _ in group], [b for _, b in group]
-        if self.input_kind == "pair":
-            return self.tokenizer.encode(firsts, seconds, max_length=self.max_length, truncation="longest_first")
         try:
-            return self.tokenizer.encode(
-                firsts,
-                seconds,
-                max_length=self.max_length,
-                truncation="only_second",
-                stride=self.stride,
-                return_overflowing=True,
-            )
+            return self._encode_items(group)
         except ValueError:
-            self._raise_for_bad_question(group, indices)
+            self._raise_for_bad_input(group, indices)
             raise
 
-    def _raise_for_bad_question(self, group: list[Any], indices: list[int]) -> None:
-        """Find which question/context input the tokenizer refused and say so with its index."""
-        for index, (q, c) in zip(indices, group):
+    def _encode_items(self, items: list[Any]) -> BatchEncoding:
+        return self.input_kind.encode(self.tokenizer, items, self.max_length, stride=self._requested_stride)
+
+    def _raise_for_bad_input(self, group: list[Any], indices: list[int]) -> None:
+        """Find which input the kind's packing refused and say so with its index."""
+        for index, item in zip(indices, group):
             try:
-                self.tokenizer.encode(
-                    [q],
-                    [c],
-                    max_length=self.max_length,
-                    truncation="only_second",
-                    stride=self.stride,
-                    return_overflowing=True,
-                )
+                self._encode_items([item])
             except ValueError as error:
                 raise ValueError(
-                    f"Question/context input {index} cannot be windowed with max_length={self.max_length} and "
-                    f"stride={self.stride}: {error}"
+                    f"The {self.input_kind.name} input {index} cannot be "
+                    f"{'windowed' if self.input_kind.rows_per_example is None else 'packed'} with "
+                    f"max_length={self.max_length} and stride={self.stride}: {error}"
                 ) from error
 
-    def _forward_rows(self, encoding: BatchEncoding) -> dict[str, np.ndarray]:
-        """The head's outputs (numpy) for every row of ``encoding``, ``batch_size`` rows at a time.
+    def _forward_rows(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The head's outputs (numpy) for every row of ``inputs``, ``batch_size`` rows at a time.
 
-        The rows (question/context windows) share the encoding's width, the longest window of
-        these questions, so the slices' outputs concatenate into one batch for ``decode``.
+        The rows (question/context windows; or examples of N rows each) share one width, the
+        longest row of these inputs, so the slices' outputs concatenate into one batch for ``decode``.
         """
-        inputs = encoding.as_model_inputs()
-        rows = len(encoding)
+        rows = len(inputs["input_ids"])
         if rows <= self.batch_size:
             return self._run_model(inputs)
         parts = [
@@ -364,7 +337,7 @@ class Pipeline:
         return accepts_any or keyword in names
 
     def _check_decode_kwargs(self, decode_kwargs: Mapping[str, Any]) -> None:
-        reserved = sorted(set(decode_kwargs) & {k for ks in _CONTEXT_KEYWORDS.values() for k in ks})
+        reserved = sorted(set(decode_kwargs) & (_RESERVED_KEYWORDS | set(self.input_kind.decode_keywords)))
         if reserved:
             raise TypeError(
                 f"{', '.join(reserved)} {'is' if len(reserved) == 1 else 'are'} passed to decode by the pipeline "
@@ -373,11 +346,23 @@ class Pipeline:
         unknown = sorted(key for key in decode_kwargs if not self._decode_accepts(key))
         if unknown:
             _, names = self._decode_parameters
-            options = sorted(names - {k for ks in _CONTEXT_KEYWORDS.values() for k in ks})
+            options = sorted(names - _RESERVED_KEYWORDS - set(self.input_kind.decode_keywords))
             raise TypeError(
                 f"{type(self.head).__name__}.decode (head {self.head_name!r}) takes no option "
                 f"{', '.join(map(repr, unknown))}; the options it takes are: {', '.join(options) or 'none'}."
             )
+
+    def _check_other_kinds_keywords(self, kwargs: dict[str, Any]) -> None:
+        """question=/context= given to a head of another kind: say whose keywords they are (None: dropped)."""
+        for other in BUILTIN_KINDS.values():
+            if other is self.input_kind:
+                continue
+            given = [key for key in other.call_keywords if key in kwargs]
+            if any(kwargs.pop(key) is not None for key in given):
+                raise TypeError(
+                    f"{'/'.join(key + '=' for key in other.call_keywords)} are for {other.head_family} heads; "
+                    f"head {self.head_name!r} takes {self.input_kind.description} per input."
+                )
 
     def _wants_progress(self, count: int) -> bool:
         return self.show_progress if self.show_progress is not None else count > PROGRESS_THRESHOLD
@@ -447,111 +432,6 @@ def _keyword_parameters(function: Callable[..., Any]) -> tuple[bool, set[str]]:
         if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     }
     return accepts_any, names
-
-
-# -- inputs -----------------------------------------------------------------------------------------
-def _text_items(inputs: Any) -> tuple[list[str], bool]:
-    if isinstance(inputs, str):
-        return [inputs], True
-    items = _as_list(inputs, "texts", "a string or a list of strings")
-    for index, item in enumerate(items):
-        if not isinstance(item, str):
-            raise TypeError(
-                f"Input {index} is {type(item).__name__} ({reprlib.repr(item)}); this head takes strings. "
-                "Pass a string or a list of strings (convert missing values to '')."
-            )
-    return items, False
-
-
-def _pair_items(inputs: Any) -> tuple[list[tuple[str, str]], bool]:
-    if _is_pair(inputs) or isinstance(inputs, Mapping):
-        return [_as_pair(inputs, 0)], True
-    if isinstance(inputs, str):
-        raise TypeError(
-            f"Got one string ({_preview(inputs)}); this head takes text pairs: pass a tuple (text_a, text_b), "
-            "or a list of them."
-        )
-    if isinstance(inputs, tuple) and inputs and all(isinstance(part, str) for part in inputs):
-        raise TypeError(
-            f"Got a tuple of {len(inputs)} strings; a pair is exactly two, (text_a, text_b). Pass a list of "
-            "tuples for several pairs."
-        )
-    items = _as_list(inputs, "pairs", "a tuple (text_a, text_b) or a list of them")
-    return [_as_pair(item, index) for index, item in enumerate(items)], False
-
-
-def _question_context_items(inputs: Any, question: Any, context: Any) -> tuple[list[tuple[str, str]], bool]:
-    if inputs is not None:
-        if question is not None or context is not None:
-            raise TypeError("Pass either question=/context= or the inputs as the first argument, not both.")
-        if isinstance(inputs, str):
-            raise TypeError(
-                f"Got one string ({_preview(inputs)}); question answering needs a question and a context: "
-                "pipe(question='...', context='...') or pipe({'question': ..., 'context': ...})."
-            )
-        if isinstance(inputs, Mapping):
-            return [_as_question_context(inputs, 0)], True
-        items = _as_list(inputs, "inputs", "a dict {'question', 'context'} or a list of them")
-        return [_as_question_context(item, index) for index, item in enumerate(items)], False
-    if question is None or context is None:
-        raise TypeError(
-            "A question answering pipeline needs a question and a context: pipe(question='...', context='...'), "
-            "or lists of equal length, or pipe({'question': ..., 'context': ...})."
-        )
-    if isinstance(question, str) and isinstance(context, str):
-        return [(question, context)], True
-    if isinstance(question, str) or isinstance(context, str):
-        raise TypeError(
-            "question and context must both be strings or both be lists of equal length; got one string and one "
-            f"{type(context if isinstance(question, str) else question).__name__}."
-        )
-    questions = _as_list(question, "question", "a string or a list of strings")
-    contexts = _as_list(context, "context", "a string or a list of strings")
-    if len(questions) != len(contexts):
-        raise ValueError(f"Got {len(questions)} questions and {len(contexts)} contexts; pass one context per question.")
-    items = [{"question": q, "context": c} for q, c in zip(questions, contexts)]
-    return [_as_question_context(item, index) for index, item in enumerate(items)], False
-
-
-def _as_list(value: Any, name: str, expected: str) -> list[Any]:
-    if value is None or isinstance(value, (bytes, Mapping)) or not isinstance(value, (Sequence, np.ndarray, Iterator)):
-        raise TypeError(f"{name} must be {expected}, not {type(value).__name__}.")
-    return list(value)
-
-
-def _preview(text: str, limit: int = 40) -> str:
-    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
-
-
-def _is_pair(value: Any) -> bool:
-    return isinstance(value, tuple) and len(value) == 2 and all(isinstance(part, str) for part in value)
-
-
-def _as_pair(item: Any, index: int) -> tuple[str, str]:
-    if isinstance(item, Mapping) and "text_a" in item and "text_b" in item:
-        item = (item["text_a"], item["text_b"])
-    if isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(part, str) for part in item):
-        return (item[0], item[1])
-    raise TypeError(
-        f"Input {index} is {reprlib.repr(item)}; this head takes text pairs: a tuple (text_a, text_b) of two strings "
-        "(or a dict with 'text_a' and 'text_b')."
-    )
-
-
-def _as_question_context(item: Any, index: int) -> tuple[str, str]:
-    if isinstance(item, Mapping) and isinstance(item.get("question"), str) and isinstance(item.get("context"), str):
-        return (item["question"], item["context"])
-    raise TypeError(
-        f"Input {index} is {reprlib.repr(item)}; question answering takes dicts {{'question': str, 'context': str}} "
-        "(or question=..., context=... keywords)."
-    )
-
-
-def _approximate_length(item: Any, limit: int) -> tuple[int, int]:
-    """(words and punctuation marks, characters) in each part's first ``limit`` characters: BERT's
-    pre-tokenizer split, before word pieces; counted without building a list, so memory stays flat."""
-    parts = [part[:limit] for part in ((item,) if isinstance(item, str) else item)]
-    return sum(sum(1 for _ in _PRE_TOKENS.finditer(part)) for part in parts), sum(len(part) for part in parts)
 
 
 # -- progress -----------------------------------------------------------------------------------------

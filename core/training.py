@@ -17,10 +17,8 @@ from __future__ import annotations
 import inspect
 import math
 import os
-import random
 import re
 import warnings
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from distilbert_heads import atomic
 from distilbert_heads import data as data_files
 from distilbert_heads.head import TaskHead
+from distilbert_heads.input_kinds import input_kind_of
 from distilbert_heads.tokenizer import DistilBertTokenizer
 
 __all__ = [
@@ -48,6 +47,7 @@ __all__ = [
     "chance_level_warning",
     "chance_predictions",
     "evaluate",
+    "example_items",
     "example_texts",
     "load_model",
     "predict_examples",
@@ -354,23 +354,18 @@ def predict_examples(
         max_length=max_length,
         show_progress=False,
     )
-    args, kwargs = pipeline_inputs(task_head, examples)
-    return list(pipe(*args, **kwargs))
+    return pipe.predict_items(example_items(task_head, examples))
 
 
-def pipeline_inputs(head: TaskHead, examples: Sequence[BaseModel]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Positional and keyword arguments of the pipeline call for these examples, by the head's input kind."""
-    kind = getattr(head, "input_kind", "text")
+def example_items(head: TaskHead, examples: Sequence[BaseModel]) -> list[Any]:
+    """The examples' inputs as the head's input kind defines them (`InputKind.item_from_row`)."""
+    kind = input_kind_of(head)
     try:
-        if kind == "pair":
-            return ([(ex.text_a, ex.text_b) for ex in examples],), {}
-        if kind == "question_context":
-            return (), {"question": [ex.question for ex in examples], "context": [ex.context for ex in examples]}
-        return ([ex.text for ex in examples],), {}
-    except AttributeError as error:
+        return [kind.item_from_row(example, f"example {index}") for index, example in enumerate(examples)]
+    except ValueError as error:
         raise TrainingError(
-            f"{type(head).__name__} has input_kind {kind!r} but its example rows lack the field it needs ({error}); "
-            "text heads need 'text', pair heads 'text_a' and 'text_b', QA heads 'question' and 'context'."
+            f"{type(head).__name__} has input_kind {kind.name!r} but its example rows do not hold its inputs "
+            f"({error}). Its example_schema must have the fields {', '.join(kind.fields)}."
         ) from None
 
 
@@ -442,22 +437,12 @@ def primary_metric(metrics: Mapping[str, float]) -> str:
 
 
 # -- chance level ------------------------------------------------------------------------------------
-def chance_predictions(head: TaskHead, examples: Sequence[BaseModel], seed: int = 0) -> list[Any]:
-    """What guessing gives: the majority class, no entities, or a random 1-3 word span of the context."""
-    kind = getattr(head, "input_kind", "text")
-    if kind == "question_context":
-        rng = random.Random(seed)
-        guesses = []
-        for example in examples:
-            words = example.context.split()
-            start = rng.randrange(len(words))
-            span = " ".join(words[start : start + rng.randint(1, 3)])
-            guesses.append({"answer": span.rstrip(".,"), "score": 0.0, "start": 0, "end": 0})
-        return guesses
-    if hasattr(examples[0], "label"):
-        majority, _ = Counter(str(example.label) for example in examples).most_common(1)[0]
-        return [{"label": majority, "score": 1.0} for _ in examples]
-    return [[] for _ in examples]  # taggers: no entities
+def chance_predictions(head: TaskHead, examples: Sequence[BaseModel], seed: int = 0) -> list[Any] | None:
+    """What guessing gives, by the head's own optional ``chance_predictions(examples, seed=0)``
+    (the built-in heads: the majority class, no entities, a random 1-3 word span of the context);
+    None for a head without one."""
+    guess = getattr(head, "chance_predictions", None)
+    return None if guess is None else guess(examples, seed=seed)
 
 
 def _same_answer_everywhere(predictions: Sequence[Any]) -> str | None:
@@ -485,13 +470,16 @@ def chance_level_warning(
 
     Chance is what `chance_predictions` scores with the head's own ``evaluate``; "near" is within
     `CHANCE_MARGIN` of it on the watched metric (`primary_metric`), or every prediction being the
-    same class. Heads whose answers guessing cannot imitate (some plugins) get no check.
+    same class. Heads without ``chance_predictions`` (or whose returns None) get no check.
     """
     if not examples or not metrics:
         return None
     monitor = primary_metric(metrics)
     try:
-        chance = head.evaluate(examples, chance_predictions(head, examples))
+        guesses = chance_predictions(head, examples)
+        if guesses is None:
+            return None
+        chance = head.evaluate(examples, guesses)
     except Exception:  # noqa: BLE001 - a plugin's evaluate may reject guesses any way; the check must not end a finished training
         return None
     if monitor not in chance:
@@ -508,17 +496,9 @@ def chance_level_warning(
     detail = f"; {same}" if same else ""
     return (
         f"Training ended at chance level (no better than guessing): {monitor} on {where} is {value:.3f}, and "
-        f"guessing scores {level:.3f} ({_guess_description(head, examples)}){detail}. The model has not learnt "
-        f"the task. Try {advice or 'more data or more epochs'}."
+        f"guessing scores {level:.3f} ({getattr(head, 'chance_description', 'guessing')}){detail}. The model has "
+        f"not learnt the task. Try {advice or 'more data or more epochs'}."
     )
-
-
-def _guess_description(head: TaskHead, examples: Sequence[BaseModel]) -> str:
-    if getattr(head, "input_kind", "text") == "question_context":
-        return "a random 1-3 word span of the context"
-    if hasattr(examples[0], "label"):
-        return "always the most common label"
-    return "predicting nothing"
 
 
 def _chance_advice(rows: int, epochs_run: int, pretrained: Any, variant: str) -> str:

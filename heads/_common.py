@@ -10,6 +10,7 @@ PyTorch backends and inside `jit_compile=True` train steps.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -21,6 +22,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from distilbert_heads import metrics
 from distilbert_heads.config import MAX_CLASSES, check_size_limit
 from distilbert_heads.head import HeadOptions, HeadOptionsError, TaskHead
+from distilbert_heads.input_kinds import input_kind_of
 
 IGNORE_INDEX = -100  # the label value Hugging Face (and we) use for "no loss here"
 
@@ -571,10 +573,6 @@ class PooledClassifierHead(TaskHead):
         return results
 
     # -- training and evaluating from files ----------------------------------------------------
-    def tokenize_examples(self, examples: Sequence[Any], tokenizer: Any, max_length: int) -> Any:
-        """The tokenizer's `BatchEncoding` of the examples' text(s); subclasses set the packing."""
-        raise NotImplementedError
-
     def label_targets(self, examples: Sequence[Any]) -> np.ndarray:
         """Class ids (int32) or, for regression, float32 targets; shape (N,)."""
         if self.is_regression:
@@ -587,10 +585,18 @@ class PooledClassifierHead(TaskHead):
     def encode_examples(
         self, examples: Sequence[BaseModel], tokenizer: Any, max_length: int
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Token ids padded to the longest example (truncated to ``max_length``) and ``{"logits": targets}``."""
+        """The examples packed by the head's input kind (token ids padded to the longest example,
+        truncated to ``max_length``) and ``{"logits": targets}``."""
         targets = self.label_targets(examples)
-        encoding = self.tokenize_examples(examples, tokenizer, max_length)
-        return encoding.as_model_inputs(), {"logits": targets}
+        kind = input_kind_of(self)
+        return kind.model_inputs(kind.encode_rows(tokenizer, examples, max_length)), {"logits": targets}
+
+    chance_description: ClassVar[str] = "always the most common label"
+
+    def chance_predictions(self, examples: Sequence[BaseModel], seed: int = 0) -> list[Any]:
+        """What guessing gives: the most common label for every example."""
+        majority, _ = Counter(str(example.label) for example in examples).most_common(1)[0]
+        return [{"label": majority, "score": 1.0} for _ in examples]
 
     def evaluate(self, examples: Sequence[BaseModel], predictions: Sequence[Any]) -> dict[str, float]:
         """Classification: ``accuracy`` and ``macro_f1`` over class names. Regression: ``pearson``,

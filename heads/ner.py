@@ -52,6 +52,7 @@ from distilbert_heads.heads._common import (
     softmax_np,
 )
 from distilbert_heads.hookspecs import hookimpl
+from distilbert_heads.input_kinds import TEXT, InputKind
 from distilbert_heads.metrics import micro_scores
 from distilbert_heads.tasks import NLPTaskType
 
@@ -279,7 +280,7 @@ class NerHead(TaskHead):
         "logits: integer tag ids per token, shape (batch, length); -100 marks positions without a label "
         "(special tokens, sub-word continuations, padding), which loss and metrics ignore"
     )
-    input_kind: ClassVar[str] = "text"
+    input_kind: ClassVar[InputKind] = TEXT
     example_schema: ClassVar[type[BaseModel]] = NerExample
 
     def __init__(self, hidden_size: int, task_type: str, options: Any = None, **kwargs: Any) -> None:
@@ -424,7 +425,7 @@ class NerHead(TaskHead):
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Token ids of each row's ``text`` (truncated to ``max_length``) and ``{"logits": (N, L) tag ids}``,
         -100 on special tokens, padding and ``##`` continuations (see the module docstring)."""
-        encoding = tokenizer.encode([example.text for example in examples], max_length=max_length)
+        encoding = self.input_kind.encode_rows(tokenizer, examples, max_length)
         index = {name: i for i, name in enumerate(self.class_names)}
         labels = np.full(encoding.input_ids.shape, IGNORE_INDEX, dtype=np.int32)
         misaligned = 0
@@ -461,7 +462,13 @@ class NerHead(TaskHead):
                 "cannot be tagged exactly; check that the entities' start offsets fall on word boundaries.",
                 stacklevel=2,
             )
-        return encoding.as_model_inputs(), {"logits": labels}
+        return self.input_kind.model_inputs(encoding), {"logits": labels}
+
+    chance_description: ClassVar[str] = "predicting nothing"
+
+    def chance_predictions(self, examples: Sequence[BaseModel], seed: int = 0) -> list[Any]:
+        """What guessing gives: no entities in any row."""
+        return [[] for _ in examples]
 
     def evaluate(self, examples: Sequence[BaseModel], predictions: Sequence[Any]) -> dict[str, float]:
         """Entity-level micro ``precision``, ``recall`` and ``f1`` on character spans: a predicted

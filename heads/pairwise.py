@@ -30,6 +30,7 @@ from distilbert_heads.heads._common import (
     label_options,
 )
 from distilbert_heads.hookspecs import hookimpl
+from distilbert_heads.input_kinds import PAIR, InputKind
 from distilbert_heads.tasks import NLPTaskType
 
 # Class names used when neither num_classes nor labels is given (GLUE conventions).
@@ -95,7 +96,7 @@ class PairwiseHead(PooledClassifierHead):
     label_format: ClassVar[str] = (
         "logits: classification: integer class ids, shape (batch,); similarity: float scores, shape (batch,)"
     )
-    input_kind: ClassVar[str] = "pair"
+    input_kind: ClassVar[InputKind] = PAIR
     example_schema: ClassVar[type[BaseModel]] = PairExample
 
     def resolve_options(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -135,11 +136,6 @@ class PairwiseHead(PooledClassifierHead):
             return {"num_classes": 1}
         return label_options(
             (example.label for example in examples), task_type=task, regression_task=NLPTaskType.TEXT_SIMILARITY.value
-        )
-
-    def tokenize_examples(self, examples: Sequence[Any], tokenizer: Any, max_length: int) -> Any:
-        return tokenizer.encode(
-            [example.text_a for example in examples], [example.text_b for example in examples], max_length=max_length
         )
 
     def evaluate(self, examples: Sequence[BaseModel], predictions: Sequence[Any]) -> dict[str, float]:

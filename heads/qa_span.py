@@ -18,6 +18,7 @@ and token F1).
 from __future__ import annotations
 
 import json
+import random
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -40,6 +41,7 @@ from distilbert_heads.heads._common import (
     load_dense_layers,
 )
 from distilbert_heads.hookspecs import hookimpl
+from distilbert_heads.input_kinds import QUESTION_CONTEXT, InputKind
 from distilbert_heads.tasks import NLPTaskType
 
 # Logits at or below this are masked padding (real logits never get near it).
@@ -171,7 +173,7 @@ class QASpanHead(TaskHead):
         "start_logits / end_logits: the answer's first and last token index, integers of shape (batch,) "
         "each (-100 to skip an example); they must point at unpadded positions"
     )
-    input_kind: ClassVar[str] = "question_context"
+    input_kind: ClassVar[InputKind] = QUESTION_CONTEXT
     example_schema: ClassVar[type[BaseModel]] = QAExample
 
     def __init__(self, hidden_size: int, task_type: str, options: Any = None, **kwargs: Any) -> None:
@@ -318,20 +320,15 @@ class QASpanHead(TaskHead):
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """``[CLS] question [SEP] context [SEP]`` rows and the first answer's token positions.
 
-        Contexts longer than the window are split (``truncation="only_second"``) into windows that
-        overlap by ``stride`` tokens (default: a quarter of ``max_length``, less if a question leaves
-        less room); only windows that hold the whole answer are kept, and a warning says how many
-        were dropped. Labels: ``{"start_logits": (N,), "end_logits": (N,)}`` token indices.
+        Contexts longer than the window are split into windows that overlap by ``stride`` tokens
+        (default: `QuestionContextKind`'s rule, the one pipelines use); only windows that hold the
+        whole answer are kept, and a warning says how many were dropped. Labels:
+        ``{"start_logits": (N,), "end_logits": (N,)}`` token indices.
         """
-        questions = [example.question for example in examples]
-        contexts = [example.context for example in examples]
-        if stride is None:
-            longest_question = max(len(row) - 2 for row in tokenizer.encode(questions, max_length=max_length).tokens)
-            room = max_length - 3 - longest_question
-            stride = max(0, min(max_length // 4, room // 2))
-        encoding = tokenizer.encode(
-            questions, contexts, max_length=max_length, truncation="only_second", stride=stride, return_overflowing=True
-        )
+        kind = self.input_kind
+        items = [kind.item_from_row(example, f"example {index}") for index, example in enumerate(examples)]
+        stride = kind.batch_stride(tokenizer, items, max_length, stride)
+        encoding = kind.encode(tokenizer, items, max_length, stride=stride)
         kept, start_labels, end_labels, answered = [], [], [], set()
         for row, sample in enumerate(encoding.overflow_to_sample):
             answer = examples[sample].answers
@@ -373,6 +370,19 @@ class QASpanHead(TaskHead):
             "end_logits": np.array(end_labels, dtype=np.int32),
         }
         return inputs, labels
+
+    chance_description: ClassVar[str] = "a random 1-3 word span of the context"
+
+    def chance_predictions(self, examples: Sequence[BaseModel], seed: int = 0) -> list[Any]:
+        """What guessing gives: a random 1-3 word span of each context."""
+        rng = random.Random(seed)
+        guesses = []
+        for example in examples:
+            words = example.context.split()
+            start = rng.randrange(len(words))
+            span = " ".join(words[start : start + rng.randint(1, 3)])
+            guesses.append({"answer": span.rstrip(".,"), "score": 0.0, "start": 0, "end": 0})
+        return guesses
 
     def evaluate(self, examples: Sequence[BaseModel], predictions: Sequence[Any]) -> dict[str, float]:
         """SQuAD ``exact_match`` and token ``f1`` of each predicted answer against all gold answers."""

@@ -26,6 +26,7 @@ from distilbert_heads.heads._common import (
     label_options,
 )
 from distilbert_heads.hookspecs import hookimpl
+from distilbert_heads.input_kinds import TEXT, InputKind
 from distilbert_heads.tasks import NLPTaskType
 
 # Task types whose labels are a number, not a class: without num_classes/labels they default to 1.
@@ -91,7 +92,7 @@ class SentimentHead(PooledClassifierHead):
     label_format: ClassVar[str] = (
         "logits: integer class ids, shape (batch,); with num_classes=1 (regression) float targets, shape (batch,)"
     )
-    input_kind: ClassVar[str] = "text"
+    input_kind: ClassVar[InputKind] = TEXT
     example_schema: ClassVar[type[BaseModel]] = TextExample
 
     def resolve_options(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -110,9 +111,6 @@ class SentimentHead(PooledClassifierHead):
         if task in REGRESSION_TASK_TYPES:
             return {"num_classes": 1}
         return label_options((example.label for example in examples), task_type=task, regression_task="text_regression")
-
-    def tokenize_examples(self, examples: Sequence[Any], tokenizer: Any, max_length: int) -> Any:
-        return tokenizer.encode([example.text for example in examples], max_length=max_length)
 
 
 @hookimpl

@@ -189,8 +189,8 @@ def test_long_contexts_are_windowed_and_windows_are_batched_not_questions(tokeni
 
 
 def test_stride_is_capped_at_half_the_window(tokenizer):
-    pipe = pipeline(_model(tokenizer, kinds=("question_context",)), max_length=16)
-    assert pipe.stride == 8  # default 128 does not fit a 16-token window
+    pipe = pipeline(_model(tokenizer, kinds=("question_context",)), max_length=16, stride=128)
+    assert pipe.stride == 8  # 128 does not fit a 16-token window
 
 
 def test_question_too_long_for_the_window_names_the_input(tokenizer):

@@ -170,8 +170,7 @@ class MultipleChoiceHead(TaskHead):
     def encode_examples(
         self, examples: Sequence[MultipleChoiceExample], tokenizer: Any, max_length: int
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        items = [self.input_kind.item_from_row(example, f"example {i}") for i, example in enumerate(examples)]
-        inputs = self.input_kind.model_inputs(self.input_kind.encode(tokenizer, items, max_length))
+        inputs = self.input_kind.model_inputs(self.input_kind.encode_rows(tokenizer, examples, max_length))
         return inputs, {"logits": np.array([example.label for example in examples], dtype="int32")}
 
     def evaluate(self, examples: Sequence[MultipleChoiceExample], predictions: Sequence[Any]) -> dict[str, float]:

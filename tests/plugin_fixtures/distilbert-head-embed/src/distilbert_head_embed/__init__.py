@@ -128,8 +128,7 @@ class EmbeddingHead(TaskHead):
     def encode_examples(
         self, examples: Sequence[ParaphraseExample], tokenizer: Any, max_length: int
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        items = [self.input_kind.item_from_row(example, f"example {i}") for i, example in enumerate(examples)]
-        inputs = self.input_kind.model_inputs(self.input_kind.encode(tokenizer, items, max_length))
+        inputs = self.input_kind.model_inputs(self.input_kind.encode_rows(tokenizer, examples, max_length))
         return inputs, {"embeddings": np.zeros(len(examples), dtype="float32")}  # placeholder targets
 
     def evaluate(self, examples: Sequence[ParaphraseExample], predictions: Sequence[Any]) -> dict[str, float]:

@@ -66,13 +66,8 @@ results = {}
 for task, item in json.load(sys.stdin).items():
     model = keras.models.load_model(item["path"])
     pipe = pipeline(model, show_progress=False)
-    if item["kind"] == "pair":
-        answers = pipe([tuple(pair) for pair in item["inputs"]])
-    elif item["kind"] == "question_context":
-        answers = pipe(question=item["inputs"]["question"], context=item["inputs"]["context"])
-    else:
-        answers = pipe(item["inputs"])
-    results[task] = answers
+    kind = pipe.input_kind
+    results[task] = pipe.predict_items([kind.item_from_row(row, f"row {i}") for i, row in enumerate(item["rows"])])
 print("RESULTS " + json.dumps(results, default=float))
 """
 
@@ -103,10 +98,11 @@ def run_demo(*, quick: bool = False, out: str | os.PathLike | None = None, seed:
     import keras
 
     from distilbert_heads import demo_data
+    from distilbert_heads.input_kinds import input_kind_of
     from distilbert_heads.training import (
         ChanceLevelWarning,
         chance_predictions,
-        pipeline_inputs,
+        example_items,
         predict_examples,
         print_metrics_table,
         read_task_examples,
@@ -170,15 +166,10 @@ def run_demo(*, quick: bool = False, out: str | os.PathLike | None = None, seed:
         }
         sample = test_examples[:DEMO_SHOWN]
         in_process[task] = [jsonable(a) for a in predict_examples(model, sample, max_length=DEMO_MAX_LENGTH)]
-        pipe_args, pipe_kwargs = pipeline_inputs(head, sample)
-        kind = getattr(head, "input_kind", "text")
-        inputs: Any = (
-            pipe_kwargs
-            if kind == "question_context"
-            else [list(p) if isinstance(p, tuple) else p for p in pipe_args[0]]
-        )
-        reload_spec[task] = {"path": str(result.path), "kind": kind, "inputs": inputs}
-        shown[task] = [(_shown_input(kind, pipe_args, pipe_kwargs, i), in_process[task][i]) for i in range(len(sample))]
+        kind = input_kind_of(head)
+        rows = [{field: getattr(example, field) for field in kind.fields} for example in sample]
+        reload_spec[task] = {"path": str(result.path), "rows": rows}
+        shown[task] = [(kind.show(item), answer) for item, answer in zip(example_items(head, sample), in_process[task])]
         timings[task] = time.perf_counter() - task_started
         primary = next(iter(DEMO_FLOORS[task]))
         screen.print(
@@ -235,13 +226,6 @@ def run_demo(*, quick: bool = False, out: str | os.PathLike | None = None, seed:
         print(f"error: below the documented floor: {'; '.join(failed)}", file=sys.stderr)
         return 1
     return 0
-
-
-def _shown_input(kind: str, pipe_args: tuple[Any, ...], pipe_kwargs: Mapping[str, Any], index: int) -> str:
-    if kind == "question_context":
-        return f"Q: {pipe_kwargs['question'][index]}  C: {pipe_kwargs['context'][index]}"
-    item = pipe_args[0][index]
-    return f"{item[0]} || {item[1]}" if kind == "pair" else str(item)
 
 
 def _reload_in_fresh_process(spec: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import os
 import reprlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import keras
 import numpy as np
@@ -33,45 +33,49 @@ class HostCheckedData:
     ``predict``, ``predict_on_batch``, ``fit`` (and its ``validation_data``), ``evaluate``,
     ``train_on_batch`` and ``test_on_batch`` run `validate_model_data` on the host before Keras'
     compiled step, which would otherwise gather garbage for a bad id or fail with a raw backend
-    error. Datasets and generators are not read ahead.
+    error. Datasets and generators are not read ahead. A model with ``takes_example_rows`` also
+    takes ``(batch, rows per example, sequence_length)`` inputs, checked as the rows they hold.
     """
+
+    takes_example_rows: ClassVar[bool] = False
 
     def _input_config(self) -> DistilBertConfig:
         raise NotImplementedError
 
+    def _check_data(self, x: Any) -> None:
+        validate_model_data(x, self._input_config(), example_rows=self.takes_example_rows)
+
     def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
         """`keras.Model.predict`, after checking array inputs against the encoder config on the host."""
-        validate_model_data(x, self._input_config())
+        self._check_data(x)
         return super().predict(x, *args, **kwargs)  # type: ignore[misc]
 
     def predict_on_batch(self, x: Any) -> Any:
         """`keras.Model.predict_on_batch`, after the same host-side checks as `predict`."""
-        validate_model_data(x, self._input_config())
+        self._check_data(x)
         return super().predict_on_batch(x)  # type: ignore[misc]
 
     def fit(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
         """`keras.Model.fit`, after the same host-side checks on ``x`` and ``validation_data``'s inputs."""
-        validate_model_data(x, self._input_config())
+        self._check_data(x)
         validation = kwargs.get("validation_data")
         if validation is not None:
-            validate_model_data(
-                validation[0] if isinstance(validation, (tuple, list)) else validation, self._input_config()
-            )
+            self._check_data(validation[0] if isinstance(validation, (tuple, list)) else validation)
         return super().fit(x, *args, **kwargs)  # type: ignore[misc]
 
     def evaluate(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
         """`keras.Model.evaluate`, after the same host-side checks as `predict`."""
-        validate_model_data(x, self._input_config())
+        self._check_data(x)
         return super().evaluate(x, *args, **kwargs)  # type: ignore[misc]
 
     def train_on_batch(self, x: Any, *args: Any, **kwargs: Any) -> Any:
         """`keras.Model.train_on_batch`, after the same host-side checks as `predict`."""
-        validate_model_data(x, self._input_config())
+        self._check_data(x)
         return super().train_on_batch(x, *args, **kwargs)  # type: ignore[misc]
 
     def test_on_batch(self, x: Any, *args: Any, **kwargs: Any) -> Any:
         """`keras.Model.test_on_batch`, after the same host-side checks as `predict`."""
-        validate_model_data(x, self._input_config())
+        self._check_data(x)
         return super().test_on_batch(x, *args, **kwargs)  # type: ignore[misc]
 
 
@@ -427,19 +431,21 @@ def as_input_dict(inputs: Any) -> dict[str, Any]:
     return {"input_ids": inputs}
 
 
-def checked_call_inputs(inputs: Any, config: DistilBertConfig) -> Any:
+def checked_call_inputs(inputs: Any, config: DistilBertConfig, *, example_rows: bool = False) -> Any:
     """``inputs`` after `validate_encoder_inputs`, with bare nested lists of ids made an array.
 
     What a direct call (``encoder(x)``, ``model(x)``) hands to Keras: Keras takes only tensors
-    positionally, so ``[[101, 102]]`` would otherwise fail with its own message.
+    positionally, so ``[[101, 102]]`` would otherwise fail with its own message. With
+    ``example_rows``, rank-3 inputs are checked as the rows they hold (`flatten_example_rows`).
     """
-    validate_encoder_inputs(as_input_dict(inputs), config)
+    checked = as_input_dict(inputs)
+    validate_encoder_inputs(flatten_example_rows(checked) if example_rows else checked, config)
     if isinstance(inputs, (list, tuple)):
         return _as_array("input_ids", inputs)
     return inputs
 
 
-def validate_model_data(x: Any, config: DistilBertConfig) -> None:
+def validate_model_data(x: Any, config: DistilBertConfig, *, example_rows: bool = False) -> None:
     """`validate_encoder_inputs` on the data a `HostCheckedData` entry point was given, when it is arrays.
 
     A dict of arrays or a bare ids array is checked whole, on the host, before Keras' compiled
@@ -447,7 +453,39 @@ def validate_model_data(x: Any, config: DistilBertConfig) -> None:
     batches are checked where a step runs eagerly.
     """
     if x is None or isinstance(x, (Mapping, list, tuple, str, bytes)) or _static_shape(x) is not None:
-        validate_encoder_inputs(as_input_dict(x), config)
+        inputs = as_input_dict(x)
+        validate_encoder_inputs(flatten_example_rows(inputs) if example_rows else inputs, config)
+
+
+def flatten_example_rows(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Rank-3 inputs ``(batch, rows per example, sequence_length)`` as the ``(batch * rows,
+    sequence_length)`` encoder rows they hold, for checking; other inputs as they are.
+
+    Concrete arrays are reshaped (numpy); symbolic ones become a `keras.KerasTensor` of the
+    flattened shape and the same dtype, so shape and dtype checks still run while tracing.
+    """
+    ids = inputs.get("input_ids")
+    if isinstance(ids, (list, tuple)):
+        ids = _as_array("input_ids", ids)
+    ids_shape = _static_shape(ids)
+    if ids_shape is None or len(ids_shape) != 3:
+        return dict(inputs)
+    flat: dict[str, Any] = {}
+    for name, value in inputs.items():
+        if isinstance(value, (list, tuple)):
+            value = _as_array(name, value)
+        shape = _static_shape(value)
+        if shape is None or len(shape) != 3:
+            flat[name] = value
+            continue
+        batch, rows, length = shape
+        array = concrete_array(value)
+        if array is not None:
+            flat[name] = array.reshape(array.shape[0] * array.shape[1], array.shape[2])
+        else:
+            flat_rows = batch * rows if batch is not None and rows is not None else None
+            flat[name] = keras.KerasTensor((flat_rows, length), dtype=keras.backend.standardize_dtype(value.dtype))
+    return flat
 
 
 def validate_encoder_inputs(inputs: Mapping[str, Any], config: DistilBertConfig) -> None:

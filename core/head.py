@@ -48,8 +48,8 @@ class TaskHead(keras.layers.Layer):
         input_kind: the `distilbert_heads.input_kinds.InputKind` that owns how its examples
             become encoder rows: `TEXT` (``[CLS] a [SEP]``), `PAIR` (``[CLS] a [SEP] b [SEP]``),
             `QUESTION_CONTEXT` (a pair whose second part, the context, is split into windows
-            with a stride) or a plugin's own kind. The 0.1 strings ``"text"``, ``"pair"`` and
-            ``"question_context"`` still work (`input_kind_of` resolves them).
+            with a stride) or a plugin's own kind. A 0.1 head's string (a built-in kind's
+            ``name``) still works: `input_kind_of` resolves it.
         example_schema: a pydantic model of one training example as a JSONL/CSV row, for
             training and evaluating from files.
     """

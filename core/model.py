@@ -45,8 +45,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from distilbert_heads import atomic
 from distilbert_heads.checkpoints import CheckpointError, WeightsDoNotFitError, load_keras_model
 from distilbert_heads.config import DistilBertConfig
-from distilbert_heads.encoder import DistilBERT, HostCheckedData, checked_call_inputs, checked_dtype_policy
+from distilbert_heads.encoder import (
+    DistilBERT,
+    HostCheckedData,
+    as_input_dict,
+    checked_call_inputs,
+    checked_dtype_policy,
+)
 from distilbert_heads.head import HeadOptionsError, TaskHead, check_head_outputs, head_code_failed
+from distilbert_heads.input_kinds import input_kind_of
 from distilbert_heads.registry import HeadRecord, MissingHeadPluginError, get_registry, pip_requirement
 from distilbert_heads.tokenizer import DistilBertTokenizer
 
@@ -101,14 +108,28 @@ class _SavedHead(BaseModel):
 _DUMMY_BATCH, _DUMMY_LENGTH = 2, 3
 
 
-def _dummy_inputs() -> dict[str, np.ndarray]:
-    shape = (_DUMMY_BATCH, _DUMMY_LENGTH)
+def _dummy_inputs(rows_per_example: int = 1) -> dict[str, np.ndarray]:
+    shape = (_DUMMY_BATCH * rows_per_example, _DUMMY_LENGTH)
     return {"input_ids": np.zeros(shape, dtype="int32"), "attention_mask": np.ones(shape, dtype="int32")}
+
+
+def _stacked_rows(head: TaskHead) -> int:
+    """N when the head's input kind feeds it N encoder rows per example as (B, N, L) inputs, else 1."""
+    try:
+        rows = input_kind_of(head).rows_per_example
+    except ValueError:
+        return 1  # an unknown kind is reported where inputs are made (pipeline, training), not here
+    return rows if isinstance(rows, int) and rows > 1 else 1
 
 
 @keras.saving.register_keras_serializable(package="distilbert_heads")
 class DistilBertTaskModel(HostCheckedData, keras.Model):
     """A DistilBERT encoder plus named task heads; outputs ``{head_name: {output_name: tensor}}``.
+
+    Inputs are ``(batch, sequence_length)`` rows, or ``(batch, N, sequence_length)`` for heads
+    whose input kind packs N encoder rows per example (multiple choice, pairs of texts to
+    embed): those rows run through the encoder as ``batch * N`` rows and the heads get hidden
+    states ``(batch, N, sequence_length, hidden)`` and the mask ``(batch, N, sequence_length)``.
 
     Build it with `distilbert_heads.create_distilbert_with_head(s)`; construct it directly
     only with already-made parts:
@@ -193,21 +214,25 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
     def build(self, input_shape: Any = None) -> None:
         if self.built and self._head_output_names:
             return
-        encoded = self.encoder(_dummy_inputs(), training=False)
         outputs = {}
         for name, head in self.heads.items():
             plugin = self.head_plugin(name)
+            rows = _stacked_rows(head)
+            encoded = self.encoder(_dummy_inputs(rows), training=False)
+            hidden_states, attention_mask = encoded["last_hidden_state"], encoded["attention_mask"]
+            if rows > 1:
+                hidden_states = keras.ops.reshape(hidden_states, (_DUMMY_BATCH, rows, _DUMMY_LENGTH, -1))
+                attention_mask = keras.ops.reshape(attention_mask, (_DUMMY_BATCH, rows, _DUMMY_LENGTH))
             try:
-                outputs[name] = head(encoded["last_hidden_state"], encoded["attention_mask"], training=False)
+                outputs[name] = head(hidden_states, attention_mask, training=False)
             except Exception as error:
                 raise head_code_failed(
                     head,
                     plugin,
                     "call",
                     error,
-                    f"on a dummy batch (hidden states of shape ({_DUMMY_BATCH}, "
-                    f"{_DUMMY_LENGTH}, {head.hidden_size}), attention mask ({_DUMMY_BATCH}, {_DUMMY_LENGTH})) "
-                    "while the model was built",
+                    f"on a dummy batch (hidden states of shape {tuple(hidden_states.shape)}, attention mask "
+                    f"{tuple(attention_mask.shape)}) while the model was built",
                 ) from error
             check_head_outputs(head, outputs[name], batch_size=_DUMMY_BATCH, plugin=plugin)
         self._head_output_names = {name: tuple(head_outputs) for name, head_outputs in outputs.items()}
@@ -222,8 +247,22 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
         return provenance["plugin"] + (f" ({release})" if release else "")
 
     def call(self, inputs: Any, training: bool | None = None) -> dict[str, dict[str, Any]]:
+        inputs = as_input_dict(inputs)
+        stacked = len(inputs["input_ids"].shape) == 3
+        if stacked:  # (batch, N, length): the encoder runs batch * N rows
+            batch_shape = keras.ops.shape(inputs["input_ids"])
+            inputs = {
+                key: keras.ops.reshape(value, (-1, batch_shape[2]))
+                for key, value in inputs.items()
+                if value is not None
+            }
         encoded = self.encoder(inputs, training=training)
         hidden_states, attention_mask = encoded["last_hidden_state"], encoded["attention_mask"]
+        if stacked:
+            hidden_states = keras.ops.reshape(
+                hidden_states, (-1, batch_shape[1], batch_shape[2], hidden_states.shape[-1])
+            )
+            attention_mask = keras.ops.reshape(attention_mask, (-1, batch_shape[1], batch_shape[2]))
         outputs: dict[str, dict[str, Any]] = {}
         for name, head in self.heads.items():
             head_outputs = head(hidden_states, attention_mask, training=training)
@@ -233,7 +272,9 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
 
     def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
         # Before Keras' layer machinery, so the ValueError is ours, not wrapped in Keras' text.
-        return super().__call__(checked_call_inputs(inputs, self.encoder.config), *args, **kwargs)
+        return super().__call__(checked_call_inputs(inputs, self.encoder.config, example_rows=True), *args, **kwargs)
+
+    takes_example_rows = True
 
     def _input_config(self) -> DistilBertConfig:
         return self.encoder.config

@@ -129,7 +129,7 @@ class Pipeline:
     - text: a string (returns one answer) or a list of strings (returns a list);
     - pair: a tuple ``(text_a, text_b)`` or a list of them (dicts with ``text_a`` and
       ``text_b`` work too);
-    - question_context: ``pipe(question=..., context=...)`` with two strings or two
+    - question and context: ``pipe(question=..., context=...)`` with two strings or two
       lists of equal length, or a dict ``{"question", "context"}`` or a list of such dicts;
     - a plugin's kind: what it documents.
 
@@ -258,7 +258,7 @@ class Pipeline:
                 self._encode_items([item])
             except ValueError as error:
                 raise ValueError(
-                    f"The {self.input_kind.name} input {index} cannot be "
+                    f"{'/'.join(self.input_kind.fields).capitalize() or 'The'} input {index} cannot be "
                     f"{'windowed' if self.input_kind.rows_per_example is None else 'packed'} with "
                     f"max_length={self.max_length} and stride={self.stride}: {error}"
                 ) from error

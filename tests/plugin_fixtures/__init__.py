@@ -1,22 +1,50 @@
-"""Throwaway plugin distributions for registry tests.
+"""Throwaway plugin distributions for registry tests, and real plugin projects to pip-install.
 
 `FakeSite` writes modules and ``*.dist-info`` directories (``METADATA`` + ``entry_points.txt``)
 into a temporary directory on ``sys.path``, which is all `importlib.metadata` needs to see an
 installed distribution. Use it through the `fake_site` fixture::
 
     from plugin_fixtures import fake_site  # noqa: F401  (pytest fixture)
+
+The folders beside this file (``distilbert-head-choice``, ``distilbert-head-embed``) are real plugin
+projects; `pip_install` installs them with pip into a target directory.
 """
 
 from __future__ import annotations
 
 import importlib
+import shutil
+import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from distilbert_heads.registry import BLOCK_ENV, LOAD_ENV, STRICT_ENV, HeadRegistry
+
+# Real plugin projects (pyproject.toml + src/), installed by `pip_install`.
+PROJECTS = Path(__file__).parent
+
+
+def pip_install(target: Path, *projects: str) -> None:
+    """``pip install`` the plugin projects named (folders beside this file) into ``target``, for real.
+
+    Each is built from a copy, so the build leaves nothing in the source tree; no network, no
+    dependencies (distilbert-heads is already installed).
+    """
+    with tempfile.TemporaryDirectory() as scratch:
+        copies = [shutil.copytree(PROJECTS / name, Path(scratch) / name) for name in projects]
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--no-build-isolation"]
+            + ["--target", str(target), *map(str, copies)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert result.returncode == 0, f"pip install {' '.join(projects)} failed:\n{result.stderr[-3000:]}"
+
 
 # Entry-point group for tests, so plugins installed in the environment (the example plugin)
 # never take part unless a test asks for the real group.

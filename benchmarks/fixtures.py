@@ -196,7 +196,7 @@ def prepare(workdir: Path, corpus_size: int) -> Fixtures:
     import transformers
 
     from distilbert_heads import DistilBERT
-    from distilbert_heads.tokenizer import DistilBertTokenizer
+    from distilbert_heads.text.tokenizer import DistilBertTokenizer
 
     workdir.mkdir(parents=True, exist_ok=True)
     encoder_dir, classifier_dir = workdir / "encoder", workdir / "classifier"

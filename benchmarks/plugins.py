@@ -22,7 +22,7 @@ from typing import Any
 NUM_PLUGINS = 20
 PLUGIN_TEMPLATE = """\
 from distilbert_heads import hookimpl
-from distilbert_heads.head import TaskHead
+from distilbert_heads.plugins.head import TaskHead
 
 
 class Bench{index:02d}Head(TaskHead):
@@ -70,7 +70,7 @@ def write_fake_plugins(root: Path, count: int = NUM_PLUGINS) -> list[str]:
 
 
 def _time_lookup(task_type: str, modules: list[str], repeats: int) -> dict[str, Any]:
-    from distilbert_heads.registry import HeadRegistry
+    from distilbert_heads.plugins.registry import HeadRegistry
 
     samples = []
     for _ in range(repeats):
@@ -84,10 +84,10 @@ def _time_lookup(task_type: str, modules: list[str], repeats: int) -> dict[str, 
 
 def lookup_times(repeats: int) -> dict[str, Any]:
     """Fresh-registry lookups of a built-in and of a plugin's task type, with 20 plugins vs none."""
-    import distilbert_heads.registry  # noqa: F401  (imported before timing)
+    import distilbert_heads.plugins.registry  # noqa: F401  (imported before timing)
 
     # Built-in head modules are imported once here: every registry after that only registers them.
-    from distilbert_heads.registry import HeadRegistry
+    from distilbert_heads.plugins.registry import HeadRegistry
 
     HeadRegistry().get_head("sentiment")
     results: dict[str, Any] = {"none": {}, "with_20_plugins": {}}

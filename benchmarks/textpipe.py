@@ -24,7 +24,7 @@ BATCH_SIZE = 32
 def _ours(fx: Fixtures) -> tuple[Callable[[list[str]], list[Any]], Callable[[list[str]], list[Any]]]:
     """Our pipeline in float32 and with ``dtype="bfloat16"``, on one model loaded once."""
     import distilbert_heads
-    from distilbert_heads.tokenizer import DistilBertTokenizer
+    from distilbert_heads.text.tokenizer import DistilBertTokenizer
 
     tokenizer = DistilBertTokenizer.from_pretrained(fx.classifier_dir)
     model = distilbert_heads.create_distilbert_with_head(task_type="sentiment", pretrained=fx.classifier_dir)

@@ -14,28 +14,28 @@ import sys
 from types import ModuleType
 from typing import Any
 
-from distilbert_heads import _keras_registration
+from distilbert_heads import _keras_registration, _moved
 
 __version__ = "0.1.0"
 
 # public name -> the submodule that defines it
 _EXPORTS = {
-    "VARIANTS": "config",
-    "DistilBertConfig": "config",
-    "DistilBERT": "encoder",
-    "create_distilbert_with_head": "factory",
-    "create_distilbert_with_heads": "factory",
-    "HeadOptions": "head",
-    "HeadOptionsError": "head",
-    "TaskHead": "head",
-    "hookimpl": "hookspecs",
+    "VARIANTS": "encoder.config",
+    "DistilBertConfig": "encoder.config",
+    "DistilBERT": "encoder.distilbert",
+    "create_distilbert_with_head": "model.factory",
+    "create_distilbert_with_heads": "model.factory",
+    "HeadOptions": "plugins.head",
+    "HeadOptionsError": "plugins.head",
+    "TaskHead": "plugins.head",
+    "hookimpl": "plugins.hookspecs",
     "IGNORE_INDEX": "losses",
     "MaskedSparseCategoricalAccuracy": "losses",
     "MaskedSparseCategoricalCrossentropy": "losses",
-    "DistilBertTaskModel": "model",
-    "MissingHeadPluginError": "model",
-    "Pipeline": "pipeline",
-    "pipeline": "pipeline",
+    "DistilBertTaskModel": "model.task_model",
+    "MissingHeadPluginError": "model.task_model",
+    "Pipeline": "text.pipeline",
+    "pipeline": "text.pipeline",
     "NLPTaskConfig": "tasks",
     "NLPTaskType": "tasks",
 }
@@ -78,12 +78,13 @@ def __dir__() -> list[str]:
 
 class _Package(ModuleType):
     def __setattr__(self, name: str, value: Any) -> None:
-        # Importing the submodule distilbert_heads.pipeline binds it as an attribute of this
-        # package; the public `distilbert_heads.pipeline` is the function of that name.
-        if isinstance(value, ModuleType) and _EXPORTS.get(name) == name and hasattr(value, name):
+        # Importing the module distilbert_heads.pipeline (0.1's path of text.pipeline) binds it as an
+        # attribute of this package; the public `distilbert_heads.pipeline` is the function of that name.
+        if isinstance(value, ModuleType) and name in _EXPORTS and hasattr(value, name):
             value = getattr(value, name)
         super().__setattr__(name, value)
 
 
 sys.modules[__name__].__class__ = _Package
+_moved.install()
 _keras_registration.install()

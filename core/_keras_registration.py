@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any
 
 PACKAGE = "distilbert_heads"
-REGISTERING_MODULE = f"{PACKAGE}.model"  # defines DistilBertTaskModel and imports the encoder
+REGISTERING_MODULE = f"{PACKAGE}.model.task_model"  # defines DistilBertTaskModel and imports the encoder
 
 
 def _initializing(module: ModuleType | None) -> bool:

@@ -34,7 +34,7 @@ _STATUS_STYLE = {"ok": "green", "failed": "bold red", "conflict": "bold red", "b
 
 
 def _cmd_heads(args: argparse.Namespace) -> int:
-    from distilbert_heads.registry import (  # loads plugins
+    from distilbert_heads.plugins.registry import (  # pluggy and pydantic: not needed for --help
         PluginConflictError,
         PluginLoadError,
         get_registry,
@@ -120,26 +120,21 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that mean "the input was wrong", not "the program is broken"."""
-    from distilbert_heads.data import DataFileError
-    from distilbert_heads.head import HeadOptionsError
-    from distilbert_heads.model import MissingHeadPluginError
-    from distilbert_heads.registry import (
-        PluginConflictError,
-        PluginLoadError,
-        UnknownTaskTypeError,
-    )
-    from distilbert_heads.training import TrainingError
+    """Exception types that mean "the input was wrong", not "the program is broken".
 
-    errors: tuple[type[BaseException], ...] = (
-        CLIError,
-        DataFileError,
-        HeadOptionsError,
+    `DataFileError`, `HeadOptionsError`, `TrainingError` and `UnknownTaskTypeError` are `ValueError`s.
+    """
+    from distilbert_heads.plugins.plugin_errors import (  # pluggy and pydantic: not needed for --help
         MissingHeadPluginError,
         PluginConflictError,
         PluginLoadError,
-        UnknownTaskTypeError,
-        TrainingError,
+    )
+
+    errors: tuple[type[BaseException], ...] = (
+        CLIError,
+        MissingHeadPluginError,
+        PluginConflictError,
+        PluginLoadError,
         ValueError,
         OSError,
         MemoryError,
@@ -159,7 +154,7 @@ _KERAS_WRAPPER = re.compile(
 
 def _unwrap(error: BaseException) -> BaseException:
     """The error Keras wrapped in "Exception encountered when calling ...", when it kept it."""
-    from distilbert_heads.head import unwrap_keras_error  # an error after Keras ran: it is imported
+    from distilbert_heads.plugins.head import unwrap_keras_error  # an error after Keras ran: it is imported
 
     return unwrap_keras_error(error)
 
@@ -253,7 +248,8 @@ def _start_keras_quietly() -> None:
 
 # -- train ---------------------------------------------------------------------------------------------
 def _cmd_train(args: argparse.Namespace) -> int:
-    from distilbert_heads.training import ChanceLevelWarning, train  # imports Keras: arguments are good by now
+    from distilbert_heads.training.loop import train  # imports Keras: only once the arguments are good
+    from distilbert_heads.training.settings import ChanceLevelWarning
 
     # With --json, stdout holds the JSON alone; progress, tables and notes go to stderr.
     with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
@@ -396,7 +392,8 @@ def _add_train(subparsers: Any) -> None:
 
 # -- evaluate -------------------------------------------------------------------------------------------
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from distilbert_heads.training import evaluate, print_metrics_table  # imports Keras
+    from distilbert_heads.training.evaluation import evaluate  # imports Keras: only once the arguments are good
+    from distilbert_heads.training.report import print_metrics_table
 
     metrics = evaluate(args.model, args.data, batch_size=args.batch_size, head=args.head)
     if args.json:
@@ -488,7 +485,7 @@ def _predict_items(args: argparse.Namespace, kind: Any, head_label: str) -> list
 
 
 def _items_from_file(path: str, kind: Any) -> list[Any]:
-    from distilbert_heads.data import read_rows  # reads the file only when asked
+    from distilbert_heads.training.data_files import read_rows  # reads the file only when asked
 
     items = []
     for number, row in read_rows(path):
@@ -503,9 +500,9 @@ def _items_from_file(path: str, kind: Any) -> list[Any]:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     # these import Keras: only once the arguments are known good
-    from distilbert_heads.input_kinds import input_kind_of
-    from distilbert_heads.pipeline import pipeline
-    from distilbert_heads.training import load_model, model_tokenizer
+    from distilbert_heads.plugins.input_kinds import input_kind_of  # imports Keras: only once the arguments are good
+    from distilbert_heads.text.pipeline import pipeline
+    from distilbert_heads.training.examples import load_model, model_tokenizer
 
     model = load_model(args.model)
     head_name, head = model.select_head(args.head)
@@ -570,8 +567,8 @@ def _add_predict(subparsers: Any) -> None:
 # -- convert --------------------------------------------------------------------------------------------
 def _cmd_convert(args: argparse.Namespace) -> int:
     # these import Keras: only once the arguments are known good
-    from distilbert_heads.factory import create_distilbert_with_head
-    from distilbert_heads.tokenizer import DistilBertTokenizer
+    from distilbert_heads.model.factory import create_distilbert_with_head  # imports Keras: arguments are good
+    from distilbert_heads.text.tokenizer import DistilBertTokenizer
 
     tokenizer = DistilBertTokenizer.from_pretrained(args.checkpoint)
     model = create_distilbert_with_head(
@@ -619,12 +616,12 @@ def _add_convert(subparsers: Any) -> None:
 
 # -- export ---------------------------------------------------------------------------------------------
 def _cmd_export(args: argparse.Namespace) -> int:
-    from distilbert_heads.export import (
+    from distilbert_heads.serving.export import (  # imports Keras: only once the arguments are good
         TOKENIZER_DIR,
         export_saved_model,
         signature_output_name,
     )
-    from distilbert_heads.training import load_model
+    from distilbert_heads.training.examples import load_model
 
     model = load_model(args.model)
     out = export_saved_model(model, args.out, overwrite=args.overwrite)
@@ -665,7 +662,7 @@ def _add_export(subparsers: Any) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from distilbert_heads.demo import run_demo  # imports Keras
+    from distilbert_heads.demo.run import run_demo  # imports Keras
 
     return run_demo(quick=args.quick, out=args.out, seed=args.seed, verbose=args.verbose)
 

@@ -35,6 +35,9 @@ from typing import Any
 import keras
 import numpy as np
 
+from distilbert_heads.model.factory import create_distilbert_with_head
+from distilbert_heads.plugins.registry import get_head
+
 __all__ = [
     "TINY_ENCODER",
     "check_head_builds",
@@ -62,8 +65,6 @@ LabelsFn = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], Any]
 
 def tiny_model(task_type: str, *, name: str | None = None, **options: Any) -> Any:
     """A `DistilBertTaskModel` with `TINY_ENCODER` and one head of ``task_type`` with ``options``."""
-    from distilbert_heads.factory import create_distilbert_with_head
-
     return create_distilbert_with_head(
         task_type=task_type, name=name, distilbert_variant="tiny", head_options=options, **TINY_ENCODER
     )
@@ -96,8 +97,6 @@ def _describe(task_type: str, options: Mapping[str, Any]) -> str:
 # -- builds ----------------------------------------------------------------------------------
 def check_head_builds(task_type: str, **options: Any) -> Any:
     """Look the head up, build a tiny model with it and run it; return the model."""
-    from distilbert_heads.registry import get_head
-
     what = _describe(task_type, options)
     try:
         record = get_head(task_type)
@@ -358,8 +357,6 @@ def check_plugin(
     Also checks that the registry records where the head comes from (distribution and
     version) and that its options survive a JSON round trip.
     """
-    from distilbert_heads.registry import get_head
-
     model = check_head_builds(task_type, **options)
     record = get_head(task_type)
     assert record.distribution and record.version and record.version != "unknown", (

@@ -37,23 +37,15 @@ import numpy as np
 from keras import ops
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from distilbert_heads.head import HeadOptions, TaskHead
-from distilbert_heads.heads._common import (
-    IGNORE_INDEX,
-    ClassificationOptions,
-    MaskedSparseCategoricalAccuracy,
-    MaskedSparseCategoricalCrossentropy,
-    check_hidden_shape,
-    check_predictions,
-    class_names,
-    dense_weights,
-    encoding_field,
-    load_dense_layers,
-    softmax_np,
-)
-from distilbert_heads.hookspecs import hookimpl
-from distilbert_heads.input_kinds import TEXT, InputKind
+from distilbert_heads.heads._classifier import ClassificationOptions
+from distilbert_heads.heads._common import check_hidden_shape, class_names, encoding_field, softmax_np
+from distilbert_heads.heads._hf_weights import dense_weights, load_dense_layers
+from distilbert_heads.heads._labels import check_predictions
+from distilbert_heads.losses import IGNORE_INDEX, MaskedSparseCategoricalAccuracy, MaskedSparseCategoricalCrossentropy
 from distilbert_heads.metrics import micro_scores
+from distilbert_heads.plugins.head import HeadOptions, TaskHead
+from distilbert_heads.plugins.hookspecs import hookimpl
+from distilbert_heads.plugins.input_kinds import TEXT, InputKind
 from distilbert_heads.tasks import NLPTaskType
 
 # CoNLL-2003 BIO tags in the order of the Hugging Face ``conll2003`` dataset.

@@ -29,19 +29,13 @@ from keras import ops
 from pydantic import BaseModel, Field, model_validator
 
 from distilbert_heads import metrics
-from distilbert_heads.head import HeadOptions, TaskHead
-from distilbert_heads.heads._common import (
-    MaskedSparseCategoricalAccuracy,
-    MaskedSparseCategoricalCrossentropy,
-    check_hidden_shape,
-    check_predictions,
-    dense_weights,
-    encoding_field,
-    large_negative,
-    load_dense_layers,
-)
-from distilbert_heads.hookspecs import hookimpl
-from distilbert_heads.input_kinds import QUESTION_CONTEXT, InputKind
+from distilbert_heads.heads._common import check_hidden_shape, encoding_field, large_negative
+from distilbert_heads.heads._hf_weights import dense_weights, load_dense_layers
+from distilbert_heads.heads._labels import check_predictions
+from distilbert_heads.losses import MaskedSparseCategoricalAccuracy, MaskedSparseCategoricalCrossentropy
+from distilbert_heads.plugins.head import HeadOptions, TaskHead
+from distilbert_heads.plugins.hookspecs import hookimpl
+from distilbert_heads.plugins.input_kinds import QUESTION_CONTEXT, InputKind
 from distilbert_heads.tasks import NLPTaskType
 
 # Logits at or below this are masked padding (real logits never get near it).

@@ -17,16 +17,11 @@ from typing import Any, ClassVar
 import keras
 from pydantic import BaseModel, field_validator
 
-from distilbert_heads.head import HeadOptions
-from distilbert_heads.heads._common import (
-    Label,
-    PooledClassifierHead,
-    PooledClassifierOptions,
-    coerce_label,
-    label_options,
-)
-from distilbert_heads.hookspecs import hookimpl
-from distilbert_heads.input_kinds import TEXT, InputKind
+from distilbert_heads.heads._classifier import PooledClassifierHead, PooledClassifierOptions
+from distilbert_heads.heads._labels import Label, coerce_label, label_options
+from distilbert_heads.plugins.head import HeadOptions
+from distilbert_heads.plugins.hookspecs import hookimpl
+from distilbert_heads.plugins.input_kinds import TEXT, InputKind
 from distilbert_heads.tasks import NLPTaskType
 
 # Task types whose labels are a number, not a class: without num_classes/labels they default to 1.

@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers import demo_vocab_tokenizer, tiny_vocab  # noqa: E402  (needs the sys.path entry above)
 
-from distilbert_heads.tokenizer import DistilBertTokenizer  # noqa: E402
+from distilbert_heads.text.tokenizer import DistilBertTokenizer  # noqa: E402
 
 # The fake plugin distributions (`fake_site`) that registry and CLI tests build.
 pytest_plugins = ["plugin_fixtures"]

@@ -12,9 +12,9 @@ from typing import Any
 
 from tokenizers import pre_tokenizers
 
-from distilbert_heads.demo_data import data_path
+from distilbert_heads.demo.datasets import data_path
 from distilbert_heads.testing import TINY_ENCODER
-from distilbert_heads.tokenizer import DistilBertTokenizer
+from distilbert_heads.text.tokenizer import DistilBertTokenizer
 
 __all__ = [
     "BOUNDED_ENCODER",

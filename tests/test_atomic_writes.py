@@ -28,10 +28,11 @@ from test_training import task_files
 
 from distilbert_heads import atomic
 from distilbert_heads.cli import main
-from distilbert_heads.encoder import DistilBERT
-from distilbert_heads.model import DistilBertTaskModel, load_task_model
+from distilbert_heads.encoder.distilbert import DistilBERT
+from distilbert_heads.model.loading import load_task_model
+from distilbert_heads.model.task_model import DistilBertTaskModel
 from distilbert_heads.testing import tiny_model
-from distilbert_heads.tokenizer import DistilBertTokenizer
+from distilbert_heads.text.tokenizer import DistilBertTokenizer
 
 TEXTS = ["the film was great", "a bad movie", "zebra"]
 
@@ -81,7 +82,7 @@ def serving_answers(path: Path) -> np.ndarray:
 def export(model: DistilBertTaskModel, path: Path) -> None:
     if keras.backend.backend() != "tensorflow":
         pytest.skip("export needs the TensorFlow backend")
-    from distilbert_heads.export import export_saved_model
+    from distilbert_heads.serving.export import export_saved_model
 
     export_saved_model(model, path, overwrite=True)
 
@@ -245,7 +246,7 @@ def test_a_failed_train_or_convert_keeps_the_previous_model(command, fault, old_
     old, old_answers = old_files(writer)
     target = copy_of(old, tmp_path / "models")
     if command == "train":
-        from distilbert_heads.training import train
+        from distilbert_heads.training.loop import train
 
         train_file, _ = task_files(tmp_path, "sentiment")
         run = functools.partial(
@@ -347,7 +348,7 @@ KILLED_CHILD = textwrap.dedent("""
     from pathlib import Path
     import keras
     import distilbert_heads
-    from distilbert_heads.model import DistilBertTaskModel
+    from distilbert_heads.model.task_model import DistilBertTaskModel
     from distilbert_heads.testing import tiny_model
 
     target, marker = Path(sys.argv[1]), Path(sys.argv[2])

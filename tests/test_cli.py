@@ -17,7 +17,7 @@ from test_training import task_files, write_rows
 
 import distilbert_heads  # noqa: F401  (registers the Keras classes)
 from distilbert_heads.cli import main
-from distilbert_heads.training import train
+from distilbert_heads.training.loop import train
 
 SCRIPT = Path(sys.executable).with_name("distilbert-heads")
 COMMANDS = ["heads", "train", "evaluate", "predict", "convert", "export", "demo"]
@@ -326,7 +326,7 @@ def _tiny_vocab() -> list[str]:
 def test_convert_hf_checkpoint_matches_transformers(tmp_path, capsys):
     from hf_reference import make_hf_model, torch  # optional torch and transformers: skip when missing
 
-    from distilbert_heads.tokenizer import DistilBertTokenizer
+    from distilbert_heads.text.tokenizer import DistilBertTokenizer
 
     vocab = _tiny_vocab()
     reference = make_hf_model("DistilBertForSequenceClassification", vocab_size=len(vocab), num_labels=3)

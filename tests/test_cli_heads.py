@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import distilbert_heads.registry as registry_module
+import distilbert_heads.plugins.registry as registry_module
 from distilbert_heads.cli import main
 
 SCRIPT = Path(sys.executable).with_name("distilbert-heads")

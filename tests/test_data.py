@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel, field_validator
 
-from distilbert_heads.data import DataFileError, read_examples
+from distilbert_heads.training.data_files import DataFileError, read_examples
 
 
 class Row(BaseModel):

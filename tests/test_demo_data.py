@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from distilbert_heads import demo_data
+from distilbert_heads.demo import datasets as demo_data
 
 
 @pytest.mark.parametrize("task", sorted(demo_data.GENERATORS))

@@ -11,7 +11,7 @@ from helpers import BOUNDED_ENCODER, assert_mentions
 from keras import ops
 
 from distilbert_heads import DistilBERT, DistilBertConfig
-from distilbert_heads.config import ConfigError
+from distilbert_heads.encoder.config import ConfigError
 
 TINY = {**BOUNDED_ENCODER, "num_layers": 2}
 

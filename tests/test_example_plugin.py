@@ -22,7 +22,7 @@ pytest.importorskip(
 )
 
 from distilbert_heads import create_distilbert_with_head  # noqa: E402
-from distilbert_heads.registry import BLOCK_ENV, get_head  # noqa: E402
+from distilbert_heads.plugins.registry import BLOCK_ENV, get_head  # noqa: E402
 from distilbert_heads.testing import TINY_ENCODER, check_plugin, reload_in_subprocess, sample_inputs  # noqa: E402
 
 MULTI_HOT = np.array([[1, 0, 1], [0, 0, 0], [1, 1, 1], [0, 1, 0]], dtype="float32")

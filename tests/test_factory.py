@@ -21,7 +21,7 @@ from distilbert_heads import (
     create_distilbert_with_head,
     create_distilbert_with_heads,
 )
-from distilbert_heads.registry import UnknownTaskTypeError
+from distilbert_heads.plugins.registry import UnknownTaskTypeError
 from distilbert_heads.testing import TINY_ENCODER, sample_inputs
 
 B, L = 4, 8

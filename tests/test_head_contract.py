@@ -18,9 +18,10 @@ import pytest
 
 import distilbert_heads
 from distilbert_heads import HeadOptionsError, create_distilbert_with_head, create_distilbert_with_heads
-from distilbert_heads.registry import reset_registry
+from distilbert_heads.plugins.registry import reset_registry
 from distilbert_heads.testing import TINY_ENCODER, sample_inputs
-from distilbert_heads.training import evaluate, train
+from distilbert_heads.training.evaluation import evaluate
+from distilbert_heads.training.loop import train
 
 B, L = 4, 8
 

@@ -18,19 +18,20 @@ from helpers import TINY_TRAINING as TINY
 from helpers import assert_mentions
 
 import distilbert_heads  # noqa: F401  (registers the Keras classes)
-from distilbert_heads import data as data_module
-from distilbert_heads.data import MAX_LINE_BYTES, MAX_LINE_BYTES_ENV, DataFileError, read_examples, read_rows
 from distilbert_heads.heads.ner import NerExample, NerHead
 from distilbert_heads.heads.sentiment import SentimentHead, TextExample
-from distilbert_heads.training import (
-    ChanceLevelWarning,
-    TrainingError,
-    chance_level_warning,
-    head_record,
-    infer_options,
-    read_task_examples,
-    train,
+from distilbert_heads.training import data_files as data_module
+from distilbert_heads.training.data_files import (
+    MAX_LINE_BYTES,
+    MAX_LINE_BYTES_ENV,
+    DataFileError,
+    read_examples,
+    read_rows,
 )
+from distilbert_heads.training.evaluation import chance_level_warning
+from distilbert_heads.training.examples import head_record, infer_options, read_task_examples
+from distilbert_heads.training.loop import train
+from distilbert_heads.training.settings import ChanceLevelWarning, TrainingError
 
 GOOD = '{"text": "a fine film", "label": "positive"}\n'
 DEEP = 100_000

@@ -23,20 +23,20 @@ import pytest
 from helpers import tiny_vocab
 from hf_reference import make_hf_model, save_hf_model  # skips this module without torch or transformers
 
-from distilbert_heads import checkpoints
-from distilbert_heads.checkpoints import CheckpointError
 from distilbert_heads.cli import main
-from distilbert_heads.config import (
+from distilbert_heads.encoder import checkpoints
+from distilbert_heads.encoder.checkpoints import CheckpointError
+from distilbert_heads.encoder.config import (
     ALLOW_LARGE_ENV,
     HF_FIELD_NAMES,
     ConfigError,
     DistilBertConfig,
 )
-from distilbert_heads.encoder import DistilBERT
-from distilbert_heads.factory import create_distilbert_with_head
-from distilbert_heads.model import load_task_model
+from distilbert_heads.encoder.distilbert import DistilBERT
+from distilbert_heads.model.factory import create_distilbert_with_head
+from distilbert_heads.model.loading import load_task_model
 from distilbert_heads.testing import TINY_ENCODER
-from distilbert_heads.tokenizer import DistilBertTokenizer
+from distilbert_heads.text.tokenizer import DistilBertTokenizer
 
 torch = pytest.importorskip("torch")
 safetensors_numpy = pytest.importorskip("safetensors.numpy")

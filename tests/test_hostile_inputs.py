@@ -33,8 +33,8 @@ from distilbert_heads import (
     create_distilbert_with_head,
     pipeline,
 )
-from distilbert_heads.registry import reset_registry
-from distilbert_heads.tokenizer import DistilBertTokenizer
+from distilbert_heads.plugins.registry import reset_registry
+from distilbert_heads.text.tokenizer import DistilBertTokenizer
 
 WORDS = [
     "the",
@@ -290,7 +290,7 @@ _BIG_TEXT_SCRIPT = r"""
 import json, resource, sys
 import numpy as np
 from distilbert_heads import create_distilbert_with_head, pipeline
-from distilbert_heads.tokenizer import DistilBertTokenizer
+from distilbert_heads.text.tokenizer import DistilBertTokenizer
 vocab, encoder = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 tokenizer = DistilBertTokenizer.from_vocab(vocab)
 model = create_distilbert_with_head(task_type="sentiment", distilbert_variant="tiny", **encoder)

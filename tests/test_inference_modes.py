@@ -88,7 +88,7 @@ def test_compiling_a_model_with_bfloat16_weights_warns_and_names_the_training_po
 
 def test_with_dtype_serves_a_trained_float32_model_in_bfloat16(tmp_path):
     from distilbert_heads import create_distilbert_with_head, pipeline
-    from distilbert_heads.tokenizer import DistilBertTokenizer
+    from distilbert_heads.text.tokenizer import DistilBertTokenizer
 
     texts = ["a good film", "a bad film", "good food and good music", "bad food"]
     tokenizer = DistilBertTokenizer.train_from_texts(texts * 5, vocab_size=40)

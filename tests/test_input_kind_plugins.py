@@ -26,10 +26,11 @@ import pytest
 from plugin_fixtures import pip_install
 
 from distilbert_heads import create_distilbert_with_head, pipeline
-from distilbert_heads.input_kinds import input_kind_of
-from distilbert_heads.registry import get_head, reset_registry
+from distilbert_heads.plugins.input_kinds import input_kind_of
+from distilbert_heads.plugins.registry import get_head, reset_registry
 from distilbert_heads.testing import TINY_ENCODER
-from distilbert_heads.training import evaluate, train
+from distilbert_heads.training.evaluation import evaluate
+from distilbert_heads.training.loop import train
 
 # The tiny encoder without its vocabulary size: train() sizes it to the vocabulary it learns.
 ENCODER = {key: value for key, value in TINY_ENCODER.items() if key != "vocab_size"}

@@ -1,4 +1,4 @@
-"""`distilbert_heads.input_kinds`: one owner for how a head's examples become encoder rows.
+"""`distilbert_heads.plugins.input_kinds`: one owner for how a head's examples become encoder rows.
 
 The built-in kinds (parsing, packing, the one QA stride rule, decode keywords), 0.1-style string
 kinds, and a kind defined by a plugin (several encoder rows per example) that flows through the
@@ -20,10 +20,10 @@ from pydantic import BaseModel
 from distilbert_heads import DistilBERT, DistilBertTaskModel, TaskHead, pipeline
 from distilbert_heads.cli import main
 from distilbert_heads.heads.qa_span import QAExample, QASpanHead
-from distilbert_heads.input_kinds import BUILTIN_KINDS, PAIR, QUESTION_CONTEXT, TEXT, input_kind_of
-from distilbert_heads.registry import reset_registry
-from distilbert_heads.tokenizer import DistilBertTokenizer
-from distilbert_heads.training import chance_level_warning, chance_predictions, predict_examples
+from distilbert_heads.plugins.input_kinds import BUILTIN_KINDS, PAIR, QUESTION_CONTEXT, TEXT, input_kind_of
+from distilbert_heads.plugins.registry import reset_registry
+from distilbert_heads.text.tokenizer import DistilBertTokenizer
+from distilbert_heads.training.evaluation import chance_level_warning, chance_predictions, predict_examples
 
 WORDS = (
     "the a film was great bad who wrote it alice bob paris is capital of france where does live in city "
@@ -294,7 +294,7 @@ PLUGIN_SOURCE = textwrap.dedent(
     from keras import ops
 
     from distilbert_heads import TaskHead, hookimpl
-    from distilbert_heads.input_kinds import InputKind
+    from distilbert_heads.plugins.input_kinds import InputKind
 
 
     class ChoicesKind(InputKind):

@@ -17,9 +17,9 @@ import pytest
 from plugin_fixtures.install import FIXTURES, installed_plugin
 
 from distilbert_heads import pipeline
-from distilbert_heads.registry import get_head
+from distilbert_heads.plugins.registry import get_head
 from distilbert_heads.testing import reload_in_subprocess
-from distilbert_heads.training import train
+from distilbert_heads.training.loop import train
 
 SCRIPT = Path(sys.executable).with_name("distilbert-heads")
 ENCODER = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "max_position_embeddings": 32}

@@ -20,7 +20,7 @@ from distilbert_heads import (
     create_distilbert_with_head,
     create_distilbert_with_heads,
 )
-from distilbert_heads.registry import BLOCK_ENV, LOAD_ENV, reset_registry
+from distilbert_heads.plugins.registry import BLOCK_ENV, LOAD_ENV, reset_registry
 from distilbert_heads.testing import TINY_ENCODER, reload_in_subprocess, sample_inputs
 
 

@@ -15,8 +15,8 @@ import pytest
 from helpers import tiny_vocab
 
 from distilbert_heads import DistilBERT, DistilBertTaskModel, TaskHead, create_distilbert_with_head, pipeline
-from distilbert_heads.pipeline import PROGRESS_THRESHOLD, Pipeline
-from distilbert_heads.tokenizer import DistilBertTokenizer
+from distilbert_heads.text.pipeline import PROGRESS_THRESHOLD, Pipeline
+from distilbert_heads.text.tokenizer import DistilBertTokenizer
 
 WORDS = list(
     dict.fromkeys(

@@ -25,8 +25,8 @@ import keras
 import pluggy
 import pytest
 
-import distilbert_heads.registry as registry_module
-from distilbert_heads.registry import (
+import distilbert_heads.plugins.registry as registry_module
+from distilbert_heads.plugins.registry import (
     BLOCK_ENV,
     BUILTIN_MODULES,
     LOAD_ENV,
@@ -163,7 +163,7 @@ def test_import_imports_no_plugin_in_a_fresh_process(fake_site):
         f"""
         import pathlib, sys
         import distilbert_heads
-        from distilbert_heads import registry
+        from distilbert_heads.plugins import registry
         assert {module!r} not in sys.modules, "imported by import distilbert_heads"
         assert not pathlib.Path({str(marker)!r}).exists(), "plugin code ran at import distilbert_heads"
         record = registry.get_head("dht_lazy_task")
@@ -386,7 +386,9 @@ def test_registry_lookups_from_inside_register_heads_fail_that_plugin_only(fake_
     fake_site.plugin(
         "nosy",
         ("nosy_task",),
-        register_call="from distilbert_heads.registry import get_head\nget_head('sentiment')\nregister(NosyPkgHead)",
+        register_call=(
+            "from distilbert_heads.plugins.registry import get_head\nget_head('sentiment')\nregister(NosyPkgHead)"
+        ),
     )
     fake_site.plugin("good", ("good_task",))
     registry = fake_site.registry()
@@ -919,7 +921,7 @@ BROKEN_HEAD_CODE = {  # what the plugin does -> (preamble, the method named in t
 
 @pytest.mark.parametrize("behaviour", list(BROKEN_HEAD_CODE))
 def test_head_code_raising_while_building_names_the_head_and_plugin(fake_site, behaviour):
-    from distilbert_heads.head import HeadContractError, HeadOptionsError
+    from distilbert_heads.plugins.head import HeadContractError, HeadOptionsError
     from distilbert_heads.testing import tiny_model
 
     code, method, original = BROKEN_HEAD_CODE[behaviour]
@@ -943,9 +945,9 @@ def test_head_code_raising_while_building_names_the_head_and_plugin(fake_site, b
 @pytest.mark.parametrize("raised", ["ZeroDivisionError('decode exploded')", "ValueError('decode exploded')"])
 def test_decode_raising_in_a_pipeline_names_the_head_and_plugin(fake_site, raised):
     from distilbert_heads import pipeline
-    from distilbert_heads.head import HeadContractError
+    from distilbert_heads.plugins.head import HeadContractError
     from distilbert_heads.testing import tiny_model
-    from distilbert_heads.tokenizer import DistilBertTokenizer
+    from distilbert_heads.text.tokenizer import DistilBertTokenizer
 
     module = fake_site.head_module("dht_decode_pkg", ("dht_decode_task",))
     (fake_site.root / module / "__init__.py").open("a").write(
@@ -997,7 +999,7 @@ def test_model_saved_with_an_older_plugin_version_says_which_version_to_install(
     """A .keras file whose plugin was upgraded (here from 1.0 to 2.0) in an incompatible way since it was saved."""
     import shutil
 
-    from distilbert_heads.model import load_task_model
+    from distilbert_heads.model.loading import load_task_model
     from distilbert_heads.testing import tiny_model
 
     body, error_name, facts = UPGRADES[change]

@@ -97,10 +97,14 @@ def test_wheel_builds_without_warnings_and_ships_the_demo_data(tmp_path):
     assert not re.search(r"(?i)warning(?!: (build_py|install_lib): byte-compiling is disabled)", output), output[-3000:]
     (wheel,) = tmp_path.glob("distilbert_heads-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    shipped = {Path(name).name for name in names if name.startswith("distilbert_heads/data/")}
-    expected = {path.name for path in (ROOT / "core" / "data").glob("*.jsonl")}
+    shipped = {
+        Path(name).name for name in names if name.startswith("distilbert_heads/demo/") and name.endswith(".jsonl")
+    }
+    expected = {path.name for path in (ROOT / "core" / "demo").glob("*.jsonl")}
     assert expected and shipped == expected
-    assert "distilbert_heads/data.py" in names and "distilbert_heads/py.typed" in names
+    subpackages = {path.parent.name for path in (ROOT / "core").glob("*/__init__.py")}
+    assert {f"distilbert_heads/{name}/__init__.py" for name in subpackages} <= names
+    assert "distilbert_heads/training/data_files.py" in names and "distilbert_heads/py.typed" in names
 
 
 # -- the package imports lazily and still registers its Keras classes ------------------------------------
@@ -134,8 +138,9 @@ print(json.dumps(state))
     [
         "import distilbert_heads\nimport keras",
         "import keras\nimport distilbert_heads",
-        "from distilbert_heads.encoder import DistilBERT\nimport keras",  # keras first imported mid-way through ours
-        "import distilbert_heads.tokenizer\nimport keras",
+        # keras first imported mid-way through ours
+        "from distilbert_heads.encoder.distilbert import DistilBERT\nimport keras",
+        "import distilbert_heads.text.tokenizer\nimport keras",
         "import distilbert_heads\nimport tensorflow as tf\nkeras = tf.keras",
     ],
     ids=["package-then-keras", "keras-then-package", "encoder-module", "tokenizer-module", "via-tf-keras"],

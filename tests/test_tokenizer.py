@@ -12,8 +12,8 @@ import pytest
 from helpers import SPECIAL_TOKENS as SPECIALS
 from helpers import assert_mentions
 
-from distilbert_heads import checkpoints
-from distilbert_heads.tokenizer import BatchEncoding, DistilBertTokenizer
+from distilbert_heads.encoder import checkpoints
+from distilbert_heads.text.tokenizer import BatchEncoding, DistilBertTokenizer
 
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
@@ -308,7 +308,7 @@ def _long_hostile_texts(cut: int) -> list[str]:
 @pytest.mark.parametrize("max_length", [8, 12])
 def test_long_texts_keep_exactly_the_tokens_of_the_whole_text(vocab_file, tmp_path, max_length):
     """Truncating encodes read only a prefix of a long text; what they keep must be what transformers keeps."""
-    from distilbert_heads.tokenizer import PREFIX_CHARS_PER_TOKEN
+    from distilbert_heads.text.tokenizer import PREFIX_CHARS_PER_TOKEN
 
     tokenizer = DistilBertTokenizer.from_vocab(vocab_file, lowercase=False)
     reference = reference_tokenizer(vocab_file, tmp_path, lowercase=False, strip_accents=False)
@@ -328,7 +328,7 @@ def test_long_texts_keep_exactly_the_tokens_of_the_whole_text(vocab_file, tmp_pa
 
 
 def test_texts_tokenized_whole_are_bounded_in_characters(vocab_file):
-    from distilbert_heads.tokenizer import MAX_WHOLE_TEXT_CHARS
+    from distilbert_heads.text.tokenizer import MAX_WHOLE_TEXT_CHARS
 
     tokenizer = DistilBertTokenizer.from_vocab(vocab_file)
     huge = "word " * (MAX_WHOLE_TEXT_CHARS // 5 + 1)
@@ -484,7 +484,7 @@ def test_json_string_round_trip(vocab_file):
     for setting in ("uncased", "cased-strip-accents"):
         original = DistilBertTokenizer.from_vocab(vocab_file, **SETTINGS[setting])
         text = original.to_json_string()
-        assert json.loads(text)["format"] == "distilbert_heads.tokenizer"
+        assert json.loads(text)["format"] == "distilbert_heads.text.tokenizer"
         restored = DistilBertTokenizer.from_json_string(text)
         assert (restored.lowercase, restored.strip_accents) == (original.lowercase, original.strip_accents)
         assert (

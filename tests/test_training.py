@@ -1,4 +1,4 @@
-"""Training and evaluating from JSONL/CSV files (`distilbert_heads.training`) and vocabulary training."""
+"""Training and evaluating from JSONL/CSV files (`distilbert_heads.training.loop`) and vocabulary training."""
 
 from __future__ import annotations
 
@@ -13,17 +13,13 @@ import pytest
 from helpers import TINY_TRAINING as TINY
 
 import distilbert_heads  # noqa: F401  (registers the Keras classes)
-from distilbert_heads import demo_data
-from distilbert_heads.tokenizer import DistilBertTokenizer
-from distilbert_heads.training import (
-    ChanceLevelWarning,
-    HeadEvaluationCallback,
-    TrainingError,
-    evaluate,
-    example_texts,
-    primary_metric,
-    train,
-)
+from distilbert_heads.demo import datasets as demo_data
+from distilbert_heads.text.tokenizer import DistilBertTokenizer
+from distilbert_heads.training.callbacks import HeadEvaluationCallback
+from distilbert_heads.training.evaluation import evaluate, primary_metric
+from distilbert_heads.training.examples import example_texts
+from distilbert_heads.training.loop import train
+from distilbert_heads.training.settings import ChanceLevelWarning, TrainingError
 
 EXPECTED_METRICS = {
     "sentiment": {"accuracy", "macro_f1"},
@@ -198,7 +194,7 @@ def test_evaluation_callback_stops_early_and_restores_the_best_weights():
 
 
 def test_example_texts_collects_every_text_field():
-    from distilbert_heads.registry import get_head
+    from distilbert_heads.plugins.registry import get_head
 
     schema = get_head("qa").head_class.example_schema
     example = schema.model_validate(demo_rows("qa", "train", 1)[0])
@@ -265,7 +261,7 @@ def test_whole_word_vocabulary_maps_unseen_words_to_unk():
 
 
 def test_token_dropout_batches_replace_only_text_tokens():
-    from distilbert_heads.training import TokenDropoutBatches
+    from distilbert_heads.training.callbacks import TokenDropoutBatches
 
     tokenizer = DistilBertTokenizer.from_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c"])
     encoding = tokenizer.encode(["a b c a b c a b c"] * 40 + ["a"] * 40)

@@ -10,15 +10,15 @@ from head_checks import MASK, B, D, L, hidden
 from helpers import assert_mentions
 from keras import ops
 
-from distilbert_heads.data import read_examples
-from distilbert_heads.demo_data import data_path
-from distilbert_heads.head import HeadOptionsError
-from distilbert_heads.heads._common import MaskedSparseCategoricalAccuracy, MaskedSparseCategoricalCrossentropy
+from distilbert_heads.demo.datasets import data_path
 from distilbert_heads.heads.ner import NerExample, NerHead
 from distilbert_heads.heads.pairwise import PairwiseHead
 from distilbert_heads.heads.qa_span import QASpanHead
 from distilbert_heads.heads.sentiment import SentimentHead, TextExample
-from distilbert_heads.input_kinds import BUILTIN_KINDS
+from distilbert_heads.losses import MaskedSparseCategoricalAccuracy, MaskedSparseCategoricalCrossentropy
+from distilbert_heads.plugins.head import HeadOptionsError
+from distilbert_heads.plugins.input_kinds import BUILTIN_KINDS
+from distilbert_heads.training.data_files import read_examples
 
 HEADS = {"sentiment": SentimentHead, "ner": NerHead, "qa": QASpanHead, "pairwise": PairwiseHead}
 CLASSIFIERS = [SentimentHead, NerHead, PairwiseHead]

@@ -29,10 +29,10 @@ from head_checks import (
 )
 from helpers import assert_mentions, demo_rows
 
-from distilbert_heads.data import DataFileError, read_examples
-from distilbert_heads.demo_data import data_path
-from distilbert_heads.head import HeadOptionsError
+from distilbert_heads.demo.datasets import data_path
 from distilbert_heads.heads.ner import CONLL_LABELS, NerExample, NerHead, group_entities
+from distilbert_heads.plugins.head import HeadOptionsError
+from distilbert_heads.training.data_files import DataFileError, read_examples
 
 CASES = [(NerHead, "named_entity_recognition", {}, {"logits": (B, L, 9)})]
 HF_CASES = [("DistilBertForTokenClassification", NerHead, "ner", {"num_classes": 5}, ("classifier",))]

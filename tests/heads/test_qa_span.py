@@ -32,10 +32,10 @@ from head_checks import (
 )
 from helpers import assert_mentions, demo_rows
 
-from distilbert_heads.data import DataFileError, read_examples
-from distilbert_heads.demo_data import data_path
-from distilbert_heads.head import HeadOptionsError
+from distilbert_heads.demo.datasets import data_path
 from distilbert_heads.heads.qa_span import QAExample, QASpanHead
+from distilbert_heads.plugins.head import HeadOptionsError
+from distilbert_heads.training.data_files import DataFileError, read_examples
 
 CASES = [(QASpanHead, "question_answering", {}, {"start_logits": (B, L), "end_logits": (B, L)})]
 HF_CASES = [("DistilBertForQuestionAnswering", QASpanHead, "question_answering", {}, ("qa_outputs",))]

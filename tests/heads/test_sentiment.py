@@ -31,10 +31,10 @@ from head_checks import (
 from helpers import assert_mentions, demo_rows
 from keras import ops
 
-from distilbert_heads.data import DataFileError, read_examples
-from distilbert_heads.demo_data import data_path
-from distilbert_heads.head import HeadOptionsError
+from distilbert_heads.demo.datasets import data_path
 from distilbert_heads.heads.sentiment import SentimentHead, TextExample
+from distilbert_heads.plugins.head import HeadOptionsError
+from distilbert_heads.training.data_files import DataFileError, read_examples
 
 CASES = [
     (SentimentHead, "sentiment_analysis", {}, {"logits": (B, 2)}),

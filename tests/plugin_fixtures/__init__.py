@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from distilbert_heads.registry import BLOCK_ENV, LOAD_ENV, STRICT_ENV, HeadRegistry
+from distilbert_heads.plugins.registry import BLOCK_ENV, LOAD_ENV, STRICT_ENV, HeadRegistry
 
 # Real plugin projects (pyproject.toml + src/), installed by `pip_install`.
 PROJECTS = Path(__file__).parent
@@ -71,7 +71,7 @@ def head_source(
 
 _TEMPLATE = """\
 from distilbert_heads import hookimpl
-from distilbert_heads.head import TaskHead
+from distilbert_heads.plugins.head import TaskHead
 {preamble}
 
 class {class_name}(TaskHead):

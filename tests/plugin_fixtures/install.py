@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from distilbert_heads.registry import reset_registry
+from distilbert_heads.plugins.registry import reset_registry
 
 FIXTURES = Path(__file__).resolve().parent
 

@@ -23,7 +23,7 @@ from keras import ops
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from distilbert_heads import HeadOptions, TaskHead, hookimpl
-from distilbert_heads.input_kinds import InputKind
+from distilbert_heads.plugins.input_kinds import InputKind
 
 __version__ = "0.1.0"
 __all__ = ["MultipleChoiceExample", "MultipleChoiceHead", "MultipleChoiceKind", "register_heads"]

@@ -20,7 +20,7 @@ from keras import ops
 from pydantic import BaseModel, Field
 
 from distilbert_heads import HeadOptions, TaskHead, hookimpl
-from distilbert_heads.input_kinds import InputKind
+from distilbert_heads.plugins.input_kinds import InputKind
 
 __version__ = "0.1.0"
 __all__ = ["EmbeddingHead", "InBatchContrastiveLoss", "ParaphraseExample", "TextsKind", "register_heads"]

@@ -25,18 +25,15 @@ plugins. A head no plugin provides raises `MissingHeadPluginError` saying what t
 The tokenizer (optional, ``model.tokenizer``) travels as Keras assets: `save_assets` writes its
 files under ``assets/tokenizer/`` inside the ``.keras`` archive and `load_assets` reads them
 back, so one file is a complete text-in, answers-out model. ``max_length`` (the longest input
-the model is meant to see, at most the encoder's ``max_position_embeddings``) is in the config.
-"""
+the model is meant to see, at most the encoder's ``max_position_embeddings``) is in the config."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
 import warnings
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import keras
@@ -44,22 +41,22 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from distilbert_heads import atomic
-from distilbert_heads.checkpoints import CheckpointError, WeightsDoNotFitError, load_keras_model
-from distilbert_heads.config import DistilBertConfig
-from distilbert_heads.encoder import (
-    DistilBERT,
-    HostCheckedData,
-    as_input_dict,
-    checked_call_inputs,
-    checked_dtype_policy,
+from distilbert_heads.encoder.config import DistilBertConfig
+from distilbert_heads.encoder.distilbert import DistilBERT, checked_dtype_policy
+from distilbert_heads.encoder.inputs import HostCheckedData, as_input_dict, checked_call_inputs
+from distilbert_heads.plugins.head import HeadOptionsError, TaskHead, check_head_outputs, head_code_failed
+from distilbert_heads.plugins.input_kinds import input_kind_of
+from distilbert_heads.plugins.registry import (
+    HeadRecord,
+    MissingHeadPluginError,
+    get_registry,
+    pip_requirement,
 )
-from distilbert_heads.head import HeadOptionsError, TaskHead, check_head_outputs, head_code_failed
-from distilbert_heads.input_kinds import input_kind_of
-from distilbert_heads.registry import HeadRecord, MissingHeadPluginError, get_registry, pip_requirement, release_change
-from distilbert_heads.tokenizer import DistilBertTokenizer
+from distilbert_heads.text.tokenizer import DistilBertTokenizer
 
 # Variable dtypes that suit inference but lose small training updates.
 HALF_PRECISION = ("bfloat16", "float16")
+
 
 __all__ = [
     "OUTPUT_SEPARATOR",
@@ -69,13 +66,24 @@ __all__ = [
     "flat_output_key",
 ]
 
+
 CONFIG_FORMAT_VERSION = 1
+
+
 OUTPUT_SEPARATOR = "/"
+
+
 # Marker in the compile config: "compiled with the heads' default losses and metrics".
 _DEFAULTS_MARKER = "distilbert_heads_head_defaults"
+
+
 # Marker in the compile config: its loss_weights are per output, before the heads' loss_weight.
 _OUTPUT_WEIGHTS_MARKER = "distilbert_heads_output_loss_weights"
+
+
 _HEAD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 # Subdirectory of the model's assets directory that holds the tokenizer's files.
 TOKENIZER_ASSETS_DIR = "tokenizer"
 
@@ -764,85 +772,5 @@ def check_tokenizer_fits_encoder(
         )
 
 
-def _head_changes(path: Path) -> str:
-    """For each head of the ``.keras`` file at ``path`` now provided by another plugin version than when it
-    was saved, a sentence saying so and what to install; empty when none changed."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            heads = json.loads(archive.read("config.json"))["config"]["heads"]
-        saved = [_SavedHead.model_validate(item) for item in heads]
-    except Exception:  # the config loaded a moment ago; if it cannot be re-read there is nothing to add
-        return ""
-    changes = []
-    for head in saved:
-        try:
-            record = get_registry().get_head(head.task_type)
-        except LookupError:
-            continue
-        prov = head.provenance
-        changes.append(release_change(head.name, prov.distribution, prov.version, record, layers_differ=True))
-    return " ".join(change for change in changes if change)
-
-
 def _class_path(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
-
-
-def load_task_model(model_or_path: Any, dtype: str | None = None) -> DistilBertTaskModel:
-    """A `DistilBertTaskModel` as given, or loaded from a ``.keras`` path, with errors that say what to pass;
-    with ``dtype``, under that dtype policy (see `DistilBertTaskModel.with_dtype`)."""
-    model = _load_task_model(model_or_path)
-    return model if dtype is None else model.with_dtype(dtype)
-
-
-def _load_task_model(model_or_path: Any) -> DistilBertTaskModel:
-    if isinstance(model_or_path, DistilBertTaskModel):
-        return model_or_path
-    if not isinstance(model_or_path, (str, os.PathLike)):
-        raise TypeError(
-            f"Expected a DistilBertTaskModel or the path of a .keras file, got {type(model_or_path).__name__}."
-        )
-    path = Path(model_or_path)
-    try:
-        model = load_keras_model(path)
-    except WeightsDoNotFitError as error:
-        changes = _head_changes(path)  # a plugin upgraded since the save explains it better than an edit
-        if not changes:
-            raise
-        raise WeightsDoNotFitError(error.path, error.detail, changes) from error
-    if not isinstance(model, DistilBertTaskModel):
-        raise CheckpointError(
-            f"{os.fspath(path)!r} holds a {type(model).__name__}, not a distilbert_heads DistilBertTaskModel; "
-            "expected a task model made with create_distilbert_with_head(...)"
-            + (
-                " (this file holds only an encoder: put a head on it with create_distilbert_with_head(..., "
-                f"pretrained={os.fspath(path)!r}))."
-                if isinstance(model, DistilBERT)
-                else "."
-            )
-        )
-    bad_weight = first_non_finite_weight(model)
-    if bad_weight is not None:
-        name, bad = bad_weight
-        raise CheckpointError(
-            f"{os.fspath(path)!r} holds {bad:,} NaN or infinite value(s) in weight {name!r}; the file is "
-            "corrupt or was saved after training diverged. Use an earlier save, or retrain (e.g. with a lower "
-            "learning rate)."
-        )
-    return model
-
-
-def first_non_finite_weight(model: keras.Model) -> tuple[str, int] | None:
-    """(path, how many values) of the first float weight holding NaN or infinity, or None if all are finite."""
-    for variable in model.weights:
-        if not keras.backend.is_float_dtype(variable.dtype):
-            continue
-        with warnings.catch_warnings():
-            # TensorFlow's and torch's variables warn under numpy 2 that their __array__ takes no copy keyword.
-            warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
-            values = np.asarray(keras.ops.convert_to_numpy(variable), dtype=np.float32)
-        if not np.isfinite(values).all():
-            return variable.path, int(values.size - np.count_nonzero(np.isfinite(values)))
-    return None

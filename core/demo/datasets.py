@@ -1,10 +1,10 @@
 """The demo's datasets: small, synthetic, written for `distilbert-heads demo`.
 
 Each task gets a train and a test split of a few hundred examples, generated from templates
-with a fixed seed and shipped as JSONL in ``distilbert_heads/data/`` so they double as
+with a fixed seed and shipped as JSONL in ``distilbert_heads/demo/`` so they double as
 examples of the file formats. The test split uses held-out names and places, so a model
 has to learn the pattern, not memorise the strings. Regenerate with
-``python -m distilbert_heads.demo_data``; a test checks the shipped files match.
+``python -m distilbert_heads.demo.datasets``; a test checks the shipped files match.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from distilbert_heads.atomic import atomic_path
 
-DATA_DIR = Path(__file__).parent / "data"
+DATA_DIR = Path(__file__).parent
 SEED = 20261124
 SIZES = {"train": 480, "test": 120}
 

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from distilbert_heads.input_kinds import TEXT, InputKind
+from distilbert_heads.plugins.input_kinds import TEXT, InputKind
 
 
 class HeadOptions(BaseModel):

@@ -1,5 +1,5 @@
 """Every error and warning text of the head registry, and the diagnostics for saved heads whose plugin is
-missing, blocked, broken or another release. `distilbert_heads.registry` holds the mechanism and
+missing, blocked, broken or another release. `distilbert_heads.plugins.registry` holds the mechanism and
 re-exports these names; nothing here imports it.
 """
 
@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from distilbert_heads.hookspecs import BLOCK_ENV, LOAD_ENV, STRICT_ENV
+from distilbert_heads.plugins.hookspecs import BLOCK_ENV, LOAD_ENV, STRICT_ENV
 from distilbert_heads.tasks import normalize_task_type
 
 if TYPE_CHECKING:
-    from distilbert_heads.registry import HeadRecord, HeadRegistry, PluginSettings, _Plugin
+    from distilbert_heads.plugins.registry import HeadRecord, HeadRegistry, PluginSettings, _Plugin
 
 UNKNOWN_VERSION = "unknown"  # a distribution whose metadata has no Version
 BUILTIN_DISTRIBUTION = "distilbert-heads"
@@ -116,7 +116,7 @@ def blocked_reason(variable: str, load_value: str | None) -> str:
 
 def registration_keys(plugin: _Plugin, head_class: Any, task_types: Any, aliases: Any) -> tuple[tuple[str, ...], ...]:
     """The checked task types and aliases of one ``register(...)`` call, or the error that fails the plugin."""
-    from distilbert_heads.head import TaskHead, check_head_class  # imports keras: only once a plugin registers
+    from distilbert_heads.plugins.head import TaskHead, check_head_class  # imports keras: only once a plugin registers
 
     if not (isinstance(head_class, type) and issubclass(head_class, TaskHead)):
         what = (  # not its repr: that is plugin code too

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from distilbert_heads.tokenizer import MAX_WHOLE_TEXT_CHARS, PREFIX_CHARS_PER_TOKEN, BatchEncoding
+from distilbert_heads.text.tokenizer import MAX_WHOLE_TEXT_CHARS, PREFIX_CHARS_PER_TOKEN, BatchEncoding
 
 __all__ = [
     "BUILTIN_KINDS",

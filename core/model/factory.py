@@ -25,15 +25,15 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from distilbert_heads import checkpoints
-from distilbert_heads.checkpoints import Checkpoint
-from distilbert_heads.config import PRETRAINED_IDS, DistilBertConfig
-from distilbert_heads.encoder import DistilBERT, check_variant_shape, published_checkpoint
-from distilbert_heads.head import HeadOptionsError, TaskHead
-from distilbert_heads.model import DistilBertTaskModel, make_head
-from distilbert_heads.registry import get_head
+from distilbert_heads.encoder import checkpoints
+from distilbert_heads.encoder.checkpoints import Checkpoint
+from distilbert_heads.encoder.config import PRETRAINED_IDS, DistilBertConfig
+from distilbert_heads.encoder.distilbert import DistilBERT, check_variant_shape, published_checkpoint
+from distilbert_heads.model.task_model import DistilBertTaskModel, make_head
+from distilbert_heads.plugins.head import HeadOptionsError, TaskHead
+from distilbert_heads.plugins.registry import get_head
 from distilbert_heads.tasks import TASK_LEVEL_FIELDS, NLPTaskConfig, NLPTaskType, normalize_task_type
-from distilbert_heads.tokenizer import DistilBertTokenizer
+from distilbert_heads.text.tokenizer import DistilBertTokenizer
 
 __all__ = ["ENCODER_FIELDS", "create_distilbert_with_head", "create_distilbert_with_heads"]
 

@@ -37,8 +37,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 
-from distilbert_heads import atomic, checkpoints
-from distilbert_heads.config import ALLOW_LARGE_ENV, SIZE_LIMITS, large_models_allowed
+from distilbert_heads import atomic
+from distilbert_heads.encoder import checkpoints
+from distilbert_heads.encoder.config import ALLOW_LARGE_ENV, SIZE_LIMITS, large_models_allowed
 
 VOCAB_NAME = "vocab.txt"
 TOKENIZER_JSON_NAME = "tokenizer.json"
@@ -55,7 +56,7 @@ PREFIX_CHARS_PER_TOKEN = 100
 MAX_WHOLE_TEXT_CHARS = 1_000_000
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
-JSON_FORMAT = "distilbert_heads.tokenizer"
+JSON_FORMAT = "distilbert_heads.text.tokenizer"
 JSON_FORMAT_VERSION = 1
 
 Truncation = Literal["longest_first", "only_second"] | bool

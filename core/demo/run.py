@@ -1,6 +1,6 @@
 """`distilbert-heads demo`: proof on shipped data that every built-in head learns, saves and reloads.
 
-For each built-in head, on the datasets in `distilbert_heads/data/`: learn a vocabulary, train a
+For each built-in head, on the datasets in `distilbert_heads/demo/`: learn a vocabulary, train a
 tiny DistilBERT from scratch, score it on the held-out split (names the training split never
 shows), save it, reload all models in a fresh Python process and compare predictions, then
 print examples and a metrics table with the chance level beside each metric.
@@ -19,8 +19,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import keras
+
 from distilbert_heads.atomic import atomic_path
+from distilbert_heads.demo import datasets as demo_data
 from distilbert_heads.display import console, describe_answer, jsonable
+from distilbert_heads.plugins.input_kinds import input_kind_of
+from distilbert_heads.training.evaluation import chance_predictions, predict_examples, score_examples
+from distilbert_heads.training.examples import example_items, read_task_examples
+from distilbert_heads.training.loop import train
+from distilbert_heads.training.report import print_metrics_table
+from distilbert_heads.training.settings import ChanceLevelWarning
 
 # -- demo -----------------------------------------------------------------------------------------------
 # The demo's model: small enough that all four tasks train on 2 CPU cores in about a minute
@@ -60,7 +69,7 @@ DEMO_SHOWN = 3  # example predictions printed per task
 _RELOAD_SCRIPT = """
 import json, sys
 import distilbert_heads, keras
-from distilbert_heads.pipeline import pipeline
+from distilbert_heads.text.pipeline import pipeline
 
 results = {}
 for task, item in json.load(sys.stdin).items():
@@ -95,21 +104,6 @@ def _same_answers(a: Any, b: Any, tolerance: float = 1e-3) -> bool:
 
 def run_demo(*, quick: bool = False, out: str | os.PathLike | None = None, seed: int = 0, verbose: bool = False) -> int:
     """Train, score, save and reload a tiny model per built-in head; 0 when every floor is met, else 1."""
-    import keras
-
-    from distilbert_heads import demo_data
-    from distilbert_heads.input_kinds import input_kind_of
-    from distilbert_heads.training import (
-        ChanceLevelWarning,
-        chance_predictions,
-        example_items,
-        predict_examples,
-        print_metrics_table,
-        read_task_examples,
-        score_examples,
-        train,
-    )
-
     started = time.perf_counter()
     keras.utils.set_random_seed(seed)
     out = Path(out) if out else Path(tempfile.mkdtemp(prefix="distilbert-heads-demo-"))

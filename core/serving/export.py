@@ -13,7 +13,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import keras
+
 from distilbert_heads import atomic
+from distilbert_heads.model.loading import load_task_model
+from distilbert_heads.model.task_model import flat_output_key
 
 __all__ = ["ExportError", "export_saved_model", "signature_output_name"]
 
@@ -36,16 +40,12 @@ def export_saved_model(model_or_path: Any, out: str | os.PathLike, overwrite: bo
     existing folder whole (nothing of the old one is kept). Needs the TensorFlow backend.
     Returns ``out``.
     """
-    import keras
-
-    from distilbert_heads.model import flat_output_key, load_task_model
-
     if keras.backend.backend() != "tensorflow":
         raise ExportError(
             f"export writes a TensorFlow SavedModel and needs the TensorFlow backend, but Keras runs on "
             f"{keras.backend.backend()!r}. Run it as: KERAS_BACKEND=tensorflow distilbert-heads export ..."
         )
-    import tensorflow as tf
+    import tensorflow as tf  # only here: the module imports on every backend, to say which one export needs
 
     model = load_task_model(model_or_path)
     out = Path(out)

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from distilbert_heads import hookspecs
-from distilbert_heads import plugin_errors as say
-from distilbert_heads.hookspecs import BLOCK_ENV, ENTRY_POINT_GROUP, LOAD_ENV, PROJECT_NAME, STRICT_ENV
-from distilbert_heads.plugin_errors import (  # noqa: F401  (re-exported: callers import them from here)
+from distilbert_heads.plugins import hookspecs
+from distilbert_heads.plugins import plugin_errors as say
+from distilbert_heads.plugins.hookspecs import BLOCK_ENV, ENTRY_POINT_GROUP, LOAD_ENV, PROJECT_NAME, STRICT_ENV
+from distilbert_heads.plugins.plugin_errors import (  # noqa: F401  (re-exported: callers import them from here)
     BUILTIN_DISTRIBUTION,
     UNKNOWN_VERSION,
     MissingHeadPluginError,
@@ -43,7 +43,7 @@ from distilbert_heads.plugin_errors import (  # noqa: F401  (re-exported: caller
 from distilbert_heads.tasks import NLPTaskType, normalize_task_type
 
 if TYPE_CHECKING:
-    from distilbert_heads.head import TaskHead
+    from distilbert_heads.plugins.head import TaskHead
 
 BUILTIN_MODULES = tuple(f"distilbert_heads.heads.{name}" for name in ("sentiment", "ner", "qa_span", "pairwise"))
 _lock = threading.RLock()  # guards loading and the process-wide registry

@@ -13,6 +13,8 @@ import os
 import pickle
 import re
 import warnings
+import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ from pydantic import TypeAdapter, ValidationError
 from distilbert_heads import atomic
 
 if TYPE_CHECKING:
-    from distilbert_heads.encoder import DistilBERT
+    from distilbert_heads.encoder.distilbert import DistilBERT
 
 logger = logging.getLogger("distilbert_heads")
 
@@ -454,10 +456,8 @@ def load_keras_model(path: str | os.PathLike) -> Any:
     no or invalid ``config.json``, damaged weights) raises `CheckpointError` (or
     `FileNotFoundError`) naming the file and what to pass instead.
     """
-    import zipfile
-    import zlib
 
-    import keras
+    import keras  # on first use: the tokenizer reads checkpoint files without Keras
 
     path = Path(path)
     _check_keras_archive(path)
@@ -491,8 +491,6 @@ def load_keras_model(path: str | os.PathLike) -> Any:
 
 
 def _check_keras_archive(path: Path) -> None:
-    import zipfile
-    import zlib
 
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
@@ -610,7 +608,7 @@ def _layer_norm(prefix: str, layer: Any) -> Iterator[tuple[str, Any, bool]]:
 
 def encoder_state_dict(encoder: DistilBERT) -> dict[str, np.ndarray]:
     """The encoder's weights under Hugging Face ``DistilBertModel`` key names (no prefix)."""
-    import keras
+    import keras  # on first use: the tokenizer reads checkpoint files without Keras
 
     state = {}
     for key, variable, transpose in encoder_weight_map(encoder):

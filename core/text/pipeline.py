@@ -15,7 +15,7 @@
     qa(question="Who wrote it?", context=long_text)  # {"answer", "score", "start", "end"}
 
 Every answer is produced by the head's own ``decode``: the pipeline only packs the text the
-way the head's input kind says (`distilbert_heads.input_kinds`: what a call takes, how it
+way the head's input kind says (`distilbert_heads.plugins.input_kinds`: what a call takes, how it
 is packed, the window stride), runs the model and hands ``decode`` the raw outputs of one batch
 (numpy), the tokenizer's `BatchEncoding` of that batch and the texts as the kind's keywords
 (``texts=``, ``pairs=`` or ``questions=`` / ``contexts=``), plus any keyword the caller gave
@@ -60,16 +60,12 @@ from typing import Any
 import keras
 import numpy as np
 
-from distilbert_heads.encoder import validate_encoder_inputs
-from distilbert_heads.head import head_code_failed
-from distilbert_heads.input_kinds import BUILTIN_KINDS, InputKind, input_kind_of
-from distilbert_heads.model import (
-    DistilBertTaskModel,
-    check_max_length,
-    check_tokenizer_fits_encoder,
-    load_task_model,
-)
-from distilbert_heads.tokenizer import BatchEncoding, DistilBertTokenizer
+from distilbert_heads.encoder.inputs import validate_encoder_inputs
+from distilbert_heads.model.loading import load_task_model
+from distilbert_heads.model.task_model import DistilBertTaskModel, check_max_length, check_tokenizer_fits_encoder
+from distilbert_heads.plugins.head import head_code_failed
+from distilbert_heads.plugins.input_kinds import BUILTIN_KINDS, InputKind, input_kind_of
+from distilbert_heads.text.tokenizer import BatchEncoding, DistilBertTokenizer
 
 __all__ = ["PROGRESS_THRESHOLD", "Pipeline", "pipeline"]
 

@@ -29,7 +29,7 @@ def bias_add(x: Any, bias: Any) -> Any:
     add; their compilers fuse either form.
     """
     if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+        import tensorflow as tf  # only on the TensorFlow backend
 
         return tf.nn.bias_add(x, bias)
     return ops.add(x, bias)

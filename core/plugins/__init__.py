@@ -1,0 +1,1 @@
+"""Head plugins: the hook spec, the registry that finds heads, the TaskHead contract and input kinds."""

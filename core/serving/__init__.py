@@ -1,0 +1,1 @@
+"""Getting a trained model out: exports for serving."""

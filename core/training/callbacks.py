@@ -1,0 +1,141 @@
+"""What runs during `fit`: per-epoch scoring with early stopping, and token dropout batches."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import keras
+import numpy as np
+
+from distilbert_heads.text.tokenizer import DistilBertTokenizer
+from distilbert_heads.training.evaluation import LOWER_IS_BETTER, primary_metric
+
+
+class HeadEvaluationCallback(keras.callbacks.Callback):
+    """Each epoch, score the model on held-out examples with the head's own metrics.
+
+    Adds ``val_<metric>`` to the epoch logs (so they land in the history), stops training when
+    the watched metric has not improved for ``patience`` epochs, and restores the best
+    epoch's weights when training ends.
+    """
+
+    def __init__(
+        self,
+        score: Callable[[Any], dict[str, float]],
+        *,
+        monitor: str | None = None,
+        patience: int = 2,
+        restore_best_weights: bool = True,
+        verbose: int = 1,
+    ) -> None:
+        super().__init__()
+        self.score = score
+        self.monitor = monitor
+        self.patience = int(patience)
+        self.restore_best_weights = restore_best_weights
+        self.verbose = verbose
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.best_metrics: dict[str, float] = {}
+        self.last_metrics: dict[str, float] = {}
+        self._best_weights: list[np.ndarray] | None = None
+        self._wait = 0
+
+    def _improved(self, value: float) -> bool:
+        if self.best is None or math.isnan(self.best):
+            return not math.isnan(value)
+        if self.monitor in LOWER_IS_BETTER:
+            return value < self.best
+        return value > self.best
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        metrics = self.score(self.model)
+        self.last_metrics = metrics
+        if self.monitor is None:
+            self.monitor = primary_metric(metrics)
+        if logs is not None:
+            logs.update({f"val_{key}": value for key, value in metrics.items()})
+        value = float(metrics[self.monitor])
+        if self.verbose:
+            shown = "  ".join(f"{key}={val:.4f}" for key, val in metrics.items())
+            print(f"epoch {epoch + 1} held-out: {shown}", flush=True)
+        if self._improved(value):
+            self.best, self.best_epoch, self.best_metrics, self._wait = value, epoch, dict(metrics), 0
+            if self.restore_best_weights:
+                self._best_weights = self.model.get_weights()
+            return
+        self._wait += 1
+        if self.patience > 0 and self._wait >= self.patience:
+            self.model.stop_training = True
+            if self.verbose:
+                print(
+                    f"early stopping: held-out {self.monitor} has not improved for {self._wait} epoch(s) "
+                    f"(best {self.best:.4f} at epoch {self.best_epoch + 1})",
+                    flush=True,
+                )
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self.restore_best_weights and self._best_weights is not None and self.best_epoch is not None:
+            self.model.set_weights(self._best_weights)
+
+
+class TokenDropoutBatches(keras.utils.PyDataset):
+    """Shuffled training batches in which text tokens are replaced by ``[UNK]`` at random (anew each epoch).
+
+    Special tokens and padding are never replaced; labels are untouched.
+    """
+
+    def __init__(
+        self,
+        x: Mapping[str, np.ndarray],
+        y: Any,
+        *,
+        batch_size: int,
+        rate: float,
+        tokenizer: DistilBertTokenizer,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.x, self.y, self.batch_size, self.rate = dict(x), y, int(batch_size), float(rate)
+        self.unk_id = tokenizer.unk_token_id
+        self.special_ids = np.array(
+            [
+                i
+                for i in (
+                    tokenizer.pad_token_id,
+                    tokenizer.cls_token_id,
+                    tokenizer.sep_token_id,
+                    tokenizer.unk_token_id,
+                    tokenizer.mask_token_id,
+                )
+                if i is not None
+            ]
+        )
+        self.size = len(self.x["input_ids"])
+        self.rng = np.random.default_rng(seed if seed is not None else int(keras.random.randint((), 0, 2**31 - 1)))
+        self.order = self.rng.permutation(self.size)
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[dict[str, np.ndarray], Any]:
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        inputs = {key: value[rows] for key, value in self.x.items()}
+        ids = inputs["input_ids"].copy()
+        droppable = ~np.isin(ids, self.special_ids)
+        if "attention_mask" in inputs:
+            droppable &= inputs["attention_mask"].astype(bool)
+        ids[droppable & (self.rng.random(ids.shape) < self.rate)] = self.unk_id
+        inputs["input_ids"] = ids
+        return inputs, _take_rows(self.y, rows)
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(self.size)
+
+
+def _take_rows(value: Any, rows: np.ndarray) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _take_rows(item, rows) for key, item in value.items()}
+    return np.asarray(value)[rows]

@@ -1,0 +1,211 @@
+"""Scoring a model on examples with its head's own metrics (or its loss), the metric early stopping
+watches, and what guessing would score."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from distilbert_heads.plugins.head import TaskHead
+from distilbert_heads.text.pipeline import pipeline
+from distilbert_heads.text.tokenizer import DistilBertTokenizer
+from distilbert_heads.training.examples import (
+    _locate_bad_example,
+    encode_examples,
+    example_items,
+    load_model,
+    model_tokenizer,
+    read_task_examples,
+)
+from distilbert_heads.training.settings import TrainingError
+
+# Which of a head's metrics early stopping watches, first match wins; otherwise the first one it returns.
+PRIMARY_METRICS = ("f1", "entity_f1", "exact_match", "accuracy", "macro_f1", "micro_f1", "pearson", "spearman")
+
+
+LOWER_IS_BETTER = frozenset({"mse", "mae", "rmse", "loss"})
+
+
+# A final score within this of what guessing gets counts as chance level (the scores are fractions in [0, 1]).
+CHANCE_MARGIN = 0.02
+
+
+# -- predicting and scoring examples -----------------------------------------------------------------
+def predict_examples(
+    model: Any,
+    examples: Sequence[BaseModel],
+    *,
+    head: str | None = None,
+    tokenizer: DistilBertTokenizer | None = None,
+    batch_size: int = 32,
+    max_length: int | None = None,
+) -> list[Any]:
+    """The head's decoded answers for the examples' inputs (through `distilbert_heads.pipeline`)."""
+    head_name, task_head = model.select_head(head)
+    pipe = pipeline(
+        model,
+        tokenizer=model_tokenizer(model, tokenizer),
+        head=head_name,
+        batch_size=batch_size,
+        max_length=max_length,
+        show_progress=False,
+    )
+    return pipe.predict_items(example_items(task_head, examples))
+
+
+def score_examples(
+    model: Any,
+    examples: Sequence[BaseModel],
+    *,
+    head: str | None = None,
+    tokenizer: DistilBertTokenizer | None = None,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    path: str | os.PathLike | None = None,
+) -> dict[str, float]:
+    """The head's metrics (its `evaluate`) of the model's answers on ``examples``."""
+    _, task_head = model.select_head(head)
+    predictions = predict_examples(
+        model, examples, head=head, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length
+    )
+    return score_predictions(task_head, examples, predictions, path=path)
+
+
+def score_predictions(
+    task_head: TaskHead,
+    examples: Sequence[BaseModel],
+    predictions: Sequence[Any],
+    *,
+    path: str | os.PathLike | None = None,
+) -> dict[str, float]:
+    """The head's metrics (its `evaluate`) of ``predictions``; a failing row is reported by its line in ``path``."""
+    try:
+        scores = task_head.evaluate(examples, predictions)
+    except (ValueError, KeyError, IndexError) as error:
+        raise _locate_bad_example(
+            error, lambda i: task_head.evaluate([examples[i]], [predictions[i]]), len(examples), path
+        ) from None
+    return {key: float(value) for key, value in scores.items()}
+
+
+def evaluate(
+    model_or_path: Any,
+    eval_file: str | os.PathLike,
+    *,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    head: str | None = None,
+    tokenizer: DistilBertTokenizer | None = None,
+) -> dict[str, float]:
+    """Metrics of a model (or a ``.keras`` path) on a JSONL/CSV file in its head's row format.
+
+    Classification: accuracy and macro-F1; NER: entity precision/recall/F1; QA: exact match
+    and token F1; pairs: accuracy (or Pearson/Spearman for similarity), as the head defines.
+    A head without ``evaluate`` gets ``{"loss": ...}``, its compiled loss on the file's rows.
+    """
+    model = load_model(model_or_path)
+    head_name, task_head = model.select_head(head)
+    examples = read_task_examples(eval_file, type(task_head), task_head.task_type)
+    if not head_scores_answers(task_head):
+        x, y = encode_examples(
+            task_head, examples, model_tokenizer(model, tokenizer), max_length or model.max_length, path=eval_file
+        )
+        if not model.compiled:
+            model.compile()
+        return loss_on(model, head_name, x, y, batch_size=batch_size)
+    return score_examples(
+        model, examples, head=head, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length, path=eval_file
+    )
+
+
+def head_scores_answers(head: TaskHead) -> bool:
+    """Whether the head implements `TaskHead.evaluate` (scores decoded answers); without it, `train`
+    reports and early-stops on the loss."""
+    return type(head).evaluate is not TaskHead.evaluate
+
+
+def loss_on(
+    model: Any, head_name: str, x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray], *, batch_size: int
+) -> dict[str, float]:
+    """``{"loss": ...}``: the model's compiled loss on encoded rows, how heads without ``evaluate`` are scored."""
+    logs = model.evaluate(x, {head_name: y}, batch_size=batch_size, verbose=0, return_dict=True)
+    return {"loss": float(logs["loss"])}
+
+
+def primary_metric(metrics: Mapping[str, float]) -> str:
+    """The metric early stopping watches: the first of `PRIMARY_METRICS` present, else the first key."""
+    for name in PRIMARY_METRICS:
+        if name in metrics:
+            return name
+    if not metrics:
+        raise TrainingError("The head's evaluate() returned no metrics; early stopping needs at least one.")
+    return next(iter(metrics))
+
+
+# -- chance level ------------------------------------------------------------------------------------
+def chance_predictions(head: TaskHead, examples: Sequence[BaseModel], seed: int = 0) -> list[Any] | None:
+    """What guessing gives, by the head's own optional ``chance_predictions(examples, seed=0)``
+    (the built-in heads: the majority class, no entities, a random 1-3 word span of the context);
+    None for a head without one."""
+    guess = getattr(head, "chance_predictions", None)
+    return None if guess is None else guess(examples, seed=seed)
+
+
+def _same_answer_everywhere(predictions: Sequence[Any]) -> str | None:
+    """Says so when every answer is the same class, or no answer found anything."""
+    if len(predictions) < 2:
+        return None
+    labels = {str(p.get("label")) for p in predictions if isinstance(p, Mapping) and "label" in p}
+    if len(labels) == 1 and all(isinstance(p, Mapping) and "label" in p for p in predictions):
+        return f"every prediction is the class {labels.pop()!r}"
+    if all(isinstance(p, list) and not p for p in predictions):
+        return "no row got any answer (e.g. no entity found)"
+    return None
+
+
+def chance_level_warning(
+    head: TaskHead,
+    examples: Sequence[BaseModel],
+    predictions: Sequence[Any],
+    metrics: Mapping[str, float],
+    *,
+    split: str = "eval",
+    advice: str = "",
+) -> str | None:
+    """A warning when ``metrics`` (of ``predictions`` on ``examples``) are at or near chance level, else None.
+
+    Chance is what `chance_predictions` scores with the head's own ``evaluate``; "near" is within
+    `CHANCE_MARGIN` of it on the watched metric (`primary_metric`), or every prediction being the
+    same class. Heads without ``chance_predictions`` (or whose returns None) get no check.
+    """
+    if not examples or not metrics:
+        return None
+    monitor = primary_metric(metrics)
+    try:
+        guesses = chance_predictions(head, examples)
+        if guesses is None:
+            return None
+        chance = head.evaluate(examples, guesses)
+    except Exception:  # noqa: BLE001 - a plugin's evaluate may reject guesses any way; the check must not end a finished training
+        return None
+    if monitor not in chance:
+        return None
+    value, level = float(metrics[monitor]), float(chance[monitor])
+    lower_is_better = monitor in LOWER_IS_BETTER
+    if not lower_is_better and level >= 1.0 - CHANCE_MARGIN:
+        return None  # e.g. an eval file with one class: guessing is perfect, so the score shows nothing
+    near = value >= level - CHANCE_MARGIN if lower_is_better else value <= level + CHANCE_MARGIN
+    same = _same_answer_everywhere(predictions)
+    if not near and same is None:
+        return None
+    where = "the eval file" if split == "eval" else "the training rows"
+    detail = f"; {same}" if same else ""
+    return (
+        f"Training ended at chance level (no better than guessing): {monitor} on {where} is {value:.3f}, and "
+        f"guessing scores {level:.3f} ({getattr(head, 'chance_description', 'guessing')}){detail}. The model has "
+        f"not learnt the task. Try {advice or 'more data or more epochs'}."
+    )

@@ -9,12 +9,12 @@ load on first lookup.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from types import ModuleType
 from typing import Any
 
 from distilbert_heads import _keras_registration, _moved
+from distilbert_heads._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -23,57 +23,28 @@ _EXPORTS = {
     "VARIANTS": "encoder.config",
     "DistilBertConfig": "encoder.config",
     "DistilBERT": "encoder.distilbert",
+    "DistilBertTaskModel": "model.task_model",
     "create_distilbert_with_head": "model.factory",
     "create_distilbert_with_heads": "model.factory",
     "HeadOptions": "plugins.head",
     "HeadOptionsError": "plugins.head",
     "TaskHead": "plugins.head",
     "hookimpl": "plugins.hookspecs",
+    "MissingHeadPluginError": "plugins.plugin_errors",
+    "InputKind": "plugins.input_kinds",
+    "TEXT": "plugins.input_kinds",
+    "PAIR": "plugins.input_kinds",
+    "QUESTION_CONTEXT": "plugins.input_kinds",
     "IGNORE_INDEX": "losses",
     "MaskedSparseCategoricalAccuracy": "losses",
     "MaskedSparseCategoricalCrossentropy": "losses",
-    "DistilBertTaskModel": "model.task_model",
-    "MissingHeadPluginError": "model.task_model",
     "Pipeline": "text.pipeline",
     "pipeline": "text.pipeline",
     "NLPTaskConfig": "tasks",
     "NLPTaskType": "tasks",
 }
-
-__all__ = [
-    "VARIANTS",
-    "DistilBERT",
-    "DistilBertConfig",
-    "DistilBertTaskModel",
-    "HeadOptions",
-    "HeadOptionsError",
-    "IGNORE_INDEX",
-    "MaskedSparseCategoricalAccuracy",
-    "MaskedSparseCategoricalCrossentropy",
-    "MissingHeadPluginError",
-    "NLPTaskConfig",
-    "NLPTaskType",
-    "Pipeline",
-    "TaskHead",
-    "__version__",
-    "create_distilbert_with_head",
-    "create_distilbert_with_heads",
-    "hookimpl",
-    "pipeline",
-]
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__ = sorted([*_EXPORTS, "__version__"])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 class _Package(ModuleType):

@@ -27,18 +27,12 @@ B, L = 4, 8
 
 
 @pytest.fixture
-def contract_plugin(tmp_path, monkeypatch):
+def contract_plugin(fake_site):
     """``plugin_fixtures.contract_heads`` as the installed distribution ``contract-heads`` 1.0."""
-    info = tmp_path / "contract_heads-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: contract-heads\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[distilbert_heads]\ncontract = plugin_fixtures.contract_heads\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    fake_site.dist("contract-heads", "1.0", {"contract": "plugin_fixtures.contract_heads"}, group="distilbert_heads")
     importlib.invalidate_caches()
     reset_registry()
     yield
-    monkeypatch.undo()
-    importlib.invalidate_caches()
     reset_registry()
 
 
@@ -61,10 +55,9 @@ def weights_of(model, layer):
 @pytest.mark.parametrize("name", ["MaskedSparseCategoricalCrossentropy", "MaskedSparseCategoricalAccuracy"])
 def test_masked_loss_and_metric_are_public_and_keep_their_0_1_registered_names(name, tmp_path):
     from distilbert_heads import losses
-    from distilbert_heads.heads import _common
 
     cls = getattr(losses, name)
-    assert getattr(distilbert_heads, name) is cls and getattr(_common, name) is cls
+    assert getattr(distilbert_heads, name) is cls
     assert keras.saving.get_registered_name(cls) == f"distilbert_heads>{name}"
     assert distilbert_heads.IGNORE_INDEX == losses.IGNORE_INDEX == -100
     # compiled with it explicitly (not the head defaults): the compile config names the class, and reloads

@@ -12,9 +12,7 @@ files through `train()` and the CLI, saves, reloads in a fresh process and runs 
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -23,11 +21,11 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from plugin_fixtures import pip_install
+from plugin_fixtures import installed_plugins
 
 from distilbert_heads import create_distilbert_with_head, pipeline
 from distilbert_heads.plugins.input_kinds import input_kind_of
-from distilbert_heads.plugins.registry import get_head, reset_registry
+from distilbert_heads.plugins.registry import get_head
 from distilbert_heads.testing import TINY_ENCODER
 from distilbert_heads.training.evaluation import evaluate
 from distilbert_heads.training.loop import train
@@ -78,17 +76,10 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 def installed(tmp_path_factory: pytest.TempPathFactory):
     """Both plugins pip-installed into a directory on sys.path (and PYTHONPATH, for subprocesses)."""
     target = tmp_path_factory.mktemp("site")
-    pip_install(target, "distilbert-head-choice", "distilbert-head-embed")
     with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(target))
-        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")])))
         patch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
-        importlib.invalidate_caches()
-        reset_registry()
-        yield target
-    reset_registry()
-    for name in [name for name in sys.modules if name.split(".")[0] in PLUGIN_MODULES]:
-        del sys.modules[name]
+        with installed_plugins(target, "distilbert-head-choice", "distilbert-head-embed", modules=PLUGIN_MODULES):
+            yield target
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from plugin_fixtures.install import FIXTURES, installed_plugin
+from plugin_fixtures import installed_plugins
 
 from distilbert_heads import pipeline
 from distilbert_heads.plugins.registry import get_head
@@ -29,9 +29,8 @@ GENRES = ["jazz", "rock", "blues", "folk", "pop", "soul", "funk", "disco"]
 
 @pytest.fixture(scope="module")
 def intent_plugin(tmp_path_factory):
-    with installed_plugin(
-        FIXTURES / "distilbert-head-intent", tmp_path_factory.mktemp("intent"), "distilbert_head_intent"
-    ) as site:
+    target = tmp_path_factory.mktemp("intent")
+    with installed_plugins(target, "distilbert-head-intent", modules=("distilbert_head_intent",)) as site:
         yield site
 
 

@@ -6,32 +6,38 @@ installed distribution. Use it through the `fake_site` fixture::
 
     from plugin_fixtures import fake_site  # noqa: F401  (pytest fixture)
 
-The folders beside this file (``distilbert-head-choice``, ``distilbert-head-embed``) are real plugin
-projects; `pip_install` installs them with pip into a target directory.
+The folders beside this file (``distilbert-head-choice``, ``-embed``, ``-intent``) are real plugin
+projects; `installed_plugins` installs them with pip for the length of a test module.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from distilbert_heads.plugins.registry import BLOCK_ENV, LOAD_ENV, STRICT_ENV, HeadRegistry
+from distilbert_heads.plugins.registry import BLOCK_ENV, LOAD_ENV, STRICT_ENV, HeadRegistry, reset_registry
 
-# Real plugin projects (pyproject.toml + src/), installed by `pip_install`.
+# Real plugin projects (pyproject.toml + src/), installed by `installed_plugins`.
 PROJECTS = Path(__file__).parent
 
 
-def pip_install(target: Path, *projects: str) -> None:
-    """``pip install`` the plugin projects named (folders beside this file) into ``target``, for real.
+@contextlib.contextmanager
+def installed_plugins(target: Path, *projects: str, modules: tuple[str, ...]) -> Iterator[Path]:
+    """The plugin projects named (folders beside this file) ``pip install``-ed for real into ``target``,
+    which is put on ``sys.path`` and ``PYTHONPATH`` (so fresh processes and the ``distilbert-heads``
+    script see them) with the head registry reset; on exit all is undone and ``modules`` forgotten.
 
-    Each is built from a copy, so the build leaves nothing in the source tree; no network, no
+    Each project is built from a copy, so the build leaves nothing in the source tree; no network, no
     dependencies (distilbert-heads is already installed).
     """
     with tempfile.TemporaryDirectory() as scratch:
@@ -41,9 +47,21 @@ def pip_install(target: Path, *projects: str) -> None:
             + ["--target", str(target), *map(str, copies)],
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=600,
         )
     assert result.returncode == 0, f"pip install {' '.join(projects)} failed:\n{result.stderr[-3000:]}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(target))
+        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")])))
+        importlib.invalidate_caches()
+        reset_registry()
+        try:
+            yield target
+        finally:
+            for name in [name for name in sys.modules if name.split(".")[0] in modules]:
+                del sys.modules[name]
+    importlib.invalidate_caches()
+    reset_registry()
 
 
 # Entry-point group for tests, so plugins installed in the environment (the example plugin)

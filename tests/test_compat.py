@@ -26,9 +26,7 @@ REMOVED = {
 def test_every_0_1_module_path_and_public_name_still_imports(module):
     imported = importlib.import_module(module)
     missing = [
-        name
-        for name in PUBLIC_NAMES_0_1[module]
-        if (module, name) not in REMOVED and not hasattr(imported, name)
+        name for name in PUBLIC_NAMES_0_1[module] if (module, name) not in REMOVED and not hasattr(imported, name)
     ]
     assert not missing, f"{module} lost {missing}"
 

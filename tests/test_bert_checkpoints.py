@@ -232,9 +232,14 @@ def _misshapen_token_types(state):
     return {**state, "embeddings.token_type_embeddings.weight": np.zeros((2, 5), dtype=np.float32)}
 
 
+def _integer_token_types(state):
+    return {**state, "embeddings.token_type_embeddings.weight": np.ones((2, 36), dtype=np.int64)}
+
+
 @pytest.mark.parametrize(
     "edit, facts",
     [
+        (_integer_token_types, ["embeddings.token_type_embeddings.weight as int64", "floating-point"]),
         (_without_token_types, ["lacks embeddings.token_type_embeddings.weight", "position"]),
         (_with_cross_attention, ["encoder.layer.0.crossattention.self.query.weight", "no place", "BertModel"]),
         (_twice, ["'embeddings.word_embeddings.weight' twice", "bert.embeddings.word_embeddings.weight"]),

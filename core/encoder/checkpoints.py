@@ -620,6 +620,20 @@ def _first_few(keys: list[str], count: int = 5) -> str:
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > count else "")
 
 
+def _without_prefix(keys: Iterator[str] | Mapping[str, Any], prefix: str, source: str) -> dict[str, str]:
+    """Key without ``prefix`` -> key as stored; a weight stored both with and without it is an error."""
+    names: dict[str, str] = {}
+    for key in keys:
+        name = key.removeprefix(prefix)
+        if name in names:
+            raise CheckpointError(
+                f"{source} holds {name!r} twice, as {names[name]!r} and {key!r}, so which one is the encoder's "
+                "is ambiguous. Remove one of them (re-save the checkpoint from the model it belongs to)."
+            )
+        names[name] = key
+    return names
+
+
 def _normalize_keys(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Rename legacy LayerNorm ``gamma``/``beta`` keys to ``weight``/``bias``; cast floats to float32."""
     normalized = {}
@@ -721,15 +735,7 @@ def bert_to_distilbert(state: Mapping[str, np.ndarray], hf_config: Mapping[str, 
     (``classifier`` of ``BertForTokenClassification``, ``qa_outputs``) keep their names. A BERT
     weight inside the encoder that has no DistilBERT place (cross-attention, ...) is an error.
     """
-    names: dict[str, str] = {}
-    for key in state:
-        name = key.removeprefix(BERT_PREFIX)
-        if name in names:
-            raise CheckpointError(
-                f"{source} holds {name!r} twice, as {names[name]!r} and {key!r}, so which one is the encoder's "
-                "is ambiguous. Remove one of them (re-save the checkpoint from the model it belongs to)."
-            )
-        names[name] = key
+    names = _without_prefix(state, BERT_PREFIX, source)
     architectures = [str(name) for name in hf_config.get("architectures") or []]
     pooled = any(name.startswith("pooler.") for name in names) or bool(BERT_POOLED_ARCHITECTURES & set(architectures))
     converted: dict[str, np.ndarray] = {}
@@ -774,13 +780,18 @@ def bert_to_distilbert(state: Mapping[str, np.ndarray], hf_config: Mapping[str, 
         )
     if positions_key is not None and types_key is not None:
         positions, types = state[positions_key], state[types_key]
+        if positions.dtype.kind != "f" or types.dtype.kind != "f":
+            raise CheckpointError(
+                f"{source} stores {positions_key} as {positions.dtype} and {types_key} as {types.dtype}; weights "
+                "are floating-point, so the file is corrupt or not a model checkpoint. Use the original checkpoint."
+            )
         if types.ndim != 2 or positions.ndim != 2 or types.shape[1] != positions.shape[1] or not len(types):
             raise CheckpointError(
                 f"{types_key} in {source} has shape {tuple(types.shape)}, which cannot be added to the position "
                 f"table {positions_key} of shape {tuple(positions.shape)} (expected (type_vocab_size, "
                 f"{positions.shape[-1]})). Use the checkpoint's original weights."
             )
-        converted[BERT_POSITIONS] = positions + types[0] if positions.dtype.kind == "f" else positions
+        converted[BERT_POSITIONS] = positions + types[0]
         folded[f"{types_key}[0]"] = BERT_POSITIONS
         if len(types) > 1:
             dropped[f"{types_key}[1:{len(types)}]"] = (
@@ -847,15 +858,7 @@ def load_encoder_weights(
     both with and without the prefix, and integer or boolean values where weights belong.
     """
     report = LoadReport(source=source)
-    available: dict[str, str] = {}
-    for key in state:
-        short = key.removeprefix(ENCODER_PREFIX)
-        if short in available:
-            raise CheckpointError(
-                f"{source} holds {short!r} twice, as {available[short]!r} and {key!r}, so which one is the encoder's "
-                "is ambiguous. Remove one of them (re-save the checkpoint from the model it belongs to)."
-            )
-        available[short] = key
+    available = _without_prefix(state, ENCODER_PREFIX, source)
     expected = [hf_key for hf_key, _, _ in encoder_weight_map(encoder)]
     surplus = [key for short, key in available.items() if _ENCODER_WEIGHT.match(short) and short not in expected]
     if surplus:

@@ -286,6 +286,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _layer_map(text: str) -> list[int]:
+    """``--layers 0,2,4``: checkpoint layer indices (range and duplicates are checked against the checkpoint)."""
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated checkpoint layer indices such as 0,2,4, got {text!r}"
+        ) from None
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -572,9 +582,22 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
     tokenizer = DistilBertTokenizer.from_pretrained(args.checkpoint)
     model = create_distilbert_with_head(
-        task_type=args.task, pretrained=args.checkpoint, tokenizer=tokenizer, allow_partial=args.allow_partial
+        task_type=args.task,
+        pretrained=args.checkpoint,
+        tokenizer=tokenizer,
+        allow_partial=args.allow_partial,
+        layers=args.layers,
     )
     model.save(args.out)  # atomic: creates missing parent folders, replaces an old file only when complete
+    report = model.encoder.load_report
+    for what, into in report.folded.items():
+        print(f"folded {what} into {into}")
+    if report.dropped:
+        reasons: dict[str, list[str]] = {}
+        for key, why in report.dropped.items():
+            reasons.setdefault(why, []).append(key)
+        for why, keys in reasons.items():
+            print(f"dropped {len(keys)} tensor(s) ({why}): {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}")
     heads = ", ".join(f"{name} ({type(head).__name__})" for name, head in model.heads.items())
     print(
         f"saved {args.out}: encoder {model.encoder.config.num_layers} layers x {model.encoder.config.hidden_size}, "
@@ -586,18 +609,21 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _add_convert(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "convert",
-        help="turn a Hugging Face DistilBERT checkpoint directory into a .keras task model",
+        help="turn a Hugging Face DistilBERT or BERT checkpoint directory into a .keras task model",
         description=(
             "Read a Hugging Face checkpoint (config.json + model.safetensors or pytorch_model.bin, and its "
             "vocab.txt or tokenizer.json): a DistilBertModel, or a task checkpoint whose head weights (e.g. "
-            "DistilBertForSequenceClassification) are loaded into the task's head. Write one .keras file "
-            "with the tokenizer inside. A head the checkpoint has no weights for starts random (a warning "
-            "says so): train it before use."
+            "DistilBertForSequenceClassification) are loaded into the task's head. A BERT checkpoint "
+            "(BertModel, BertFor*) converts too: token type 0 is folded into the positions, the pooler is "
+            "dropped (so is a classifier that reads it), and --layers picks which of its layers to keep. "
+            "Write one .keras file with the tokenizer inside. A head the checkpoint has no weights for "
+            "starts random (a warning says so): train it before use."
         ),
         epilog=(
             "examples:\n"
             "  distilbert-heads convert ./my-hf-sentiment-checkpoint --task sentiment --out sentiment.keras\n"
-            "  distilbert-heads convert distilbert-base-uncased --task qa --out qa-untrained.keras"
+            "  distilbert-heads convert distilbert-base-uncased --task qa --out qa-untrained.keras\n"
+            "  distilbert-heads convert ./all-MiniLM-L6-v2 --task sentiment --layers 0,2,4 --out small.keras"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -610,6 +636,12 @@ def _add_convert(subparsers: Any) -> None:
         "--allow-partial",
         action="store_true",
         help="convert even if the checkpoint lacks encoder weights (they stay random; train before use)",
+    )
+    parser.add_argument(
+        "--layers",
+        type=_layer_map,
+        metavar="I,J,...",
+        help="keep only these checkpoint layers, in this order (e.g. 0,2,4); default all",
     )
     parser.set_defaults(handler=_cmd_convert)
 

@@ -16,7 +16,7 @@ import warnings
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -26,6 +26,7 @@ import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 from distilbert_heads import atomic
+from distilbert_heads.encoder.config import hf_model_type
 
 if TYPE_CHECKING:
     from distilbert_heads.encoder.distilbert import DistilBERT
@@ -63,6 +64,38 @@ HUB_PATTERNS = [
 LEGACY_SUFFIXES = {".gamma": ".weight", ".beta": ".bias"}
 # Keys (without the prefix) of DistilBertModel's own weights; anything else is a head or a buffer.
 _ENCODER_WEIGHT = re.compile(r"(embeddings\.(word_embeddings|position_embeddings|LayerNorm)|transformer\.layer\.\d+)\.")
+# A transformer layer's key in DistilBERT names, with or without the prefix: (start, index, rest).
+_DISTILBERT_LAYER_KEY = re.compile(r"((?:distilbert\.)?transformer\.layer\.)(\d+)\.(.+)")
+
+# BERT (modeling_bert) onto DistilBERT (modeling_distilbert). Both are post-LN encoders with the
+# same blocks; BERT adds a token-type embedding (folded: row 0 goes into the position table, as
+# our inputs are always type 0) and a pooler (dropped: DistilBERT has none).
+BERT_PREFIX = "bert."
+BERT_POSITIONS = "embeddings.position_embeddings.weight"
+BERT_TOKEN_TYPES = "embeddings.token_type_embeddings.weight"
+BERT_EMBEDDING_NAMES = ("embeddings.word_embeddings.weight", "embeddings.LayerNorm.weight", "embeddings.LayerNorm.bias")
+# Within a layer: BERT module path -> DistilBERT module path (each with .weight and .bias).
+BERT_LAYER_NAMES = {
+    "attention.self.query": "attention.q_lin",
+    "attention.self.key": "attention.k_lin",
+    "attention.self.value": "attention.v_lin",
+    "attention.output.dense": "attention.out_lin",
+    "attention.output.LayerNorm": "sa_layer_norm",
+    "intermediate.dense": "ffn.lin1",
+    "output.dense": "ffn.lin2",
+    "output.LayerNorm": "output_layer_norm",
+}
+_BERT_LAYER_KEY = re.compile(r"encoder\.layer\.(\d+)\.(.+)\.(weight|bias)")
+# Parts of a BERT checkpoint DistilBERT has no place for: key prefix (without "bert.") -> why.
+BERT_DROPPED = {
+    "embeddings.position_ids": "a buffer (the position indices 0..n-1), not a weight",
+    "embeddings.token_type_ids": "a buffer (all-zero token types), not a weight",
+    "pooler.": "BERT's pooler (dense + tanh over [CLS]); DistilBERT has none",
+    "cls.predictions.": "BERT's masked-LM head",
+    "cls.seq_relationship.": "BERT's next-sentence-prediction head",
+}
+# BERT task models whose `classifier` reads the pooler's output, not the token vectors.
+BERT_POOLED_ARCHITECTURES = frozenset({"BertForSequenceClassification", "BertForMultipleChoice"})
 
 
 class CheckpointError(ValueError):
@@ -95,6 +128,12 @@ class LoadReport:
     unused: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     ignored_files: list[str] = field(default_factory=list)
+    # Checkpoint tensors added into another weight: "<key>[row]" -> the DistilBERT weight they went into.
+    folded: dict[str, str] = field(default_factory=dict)
+    # Checkpoint keys (or "<key>[rows]") deliberately not loaded -> why (pooler, MLM head, unused layer, ...).
+    dropped: dict[str, str] = field(default_factory=dict)
+    # The checkpoint layers that became the encoder's, in order (None: all of them).
+    layers: list[int] | None = None
 
 
 # -- locating a checkpoint ------------------------------------------------------------------
@@ -169,8 +208,24 @@ class Checkpoint:
         return find_weight_files(self.directory)
 
     @cached_property
-    def state_dict(self) -> dict[str, np.ndarray]:
+    def raw_state_dict(self) -> dict[str, np.ndarray]:
+        """The tensors as stored, under the checkpoint's own key names."""
         return read_state_dict(self.directory, self.weight_files)
+
+    @property
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The tensors under DistilBertModel key names, all layers (a BERT checkpoint converted): what heads read."""
+        return self.encoder_state().state
+
+    def encoder_state(self, layers: Sequence[int] | None = None) -> EncoderState:
+        """The weights in DistilBERT key names, keeping ``layers`` (default all); see `to_distilbert_state`."""
+        if layers is None:
+            return self._all_layers
+        return to_distilbert_state(self.raw_state_dict, self.hf_config, source=str(self.directory), layers=layers)
+
+    @cached_property
+    def _all_layers(self) -> EncoderState:
+        return to_distilbert_state(self.raw_state_dict, self.hf_config, source=str(self.directory))
 
 
 def read_hf_config(directory: str | os.PathLike) -> dict[str, Any]:
@@ -565,6 +620,20 @@ def _first_few(keys: list[str], count: int = 5) -> str:
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > count else "")
 
 
+def _without_prefix(keys: Iterator[str] | Mapping[str, Any], prefix: str, source: str) -> dict[str, str]:
+    """Key without ``prefix`` -> key as stored; a weight stored both with and without it is an error."""
+    names: dict[str, str] = {}
+    for key in keys:
+        name = key.removeprefix(prefix)
+        if name in names:
+            raise CheckpointError(
+                f"{source} holds {name!r} twice, as {names[name]!r} and {key!r}, so which one is the encoder's "
+                "is ambiguous. Remove one of them (re-save the checkpoint from the model it belongs to)."
+            )
+        names[name] = key
+    return names
+
+
 def _normalize_keys(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Rename legacy LayerNorm ``gamma``/``beta`` keys to ``weight``/``bias``; cast floats to float32."""
     normalized = {}
@@ -577,6 +646,160 @@ def _normalize_keys(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
             array = array.astype(np.float32)
         normalized[key] = array
     return normalized
+
+
+# -- BERT and layer maps ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class EncoderState:
+    """A checkpoint's weights under DistilBertModel key names, and what getting there folded and dropped.
+
+    ``head_notes`` say, in words, which task-head weights were kept from the heads and why.
+    """
+
+    state: dict[str, np.ndarray]
+    folded: dict[str, str] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)
+    layers: list[int] | None = None
+    head_notes: list[str] = field(default_factory=list)
+
+
+def to_distilbert_state(
+    state: Mapping[str, np.ndarray],
+    hf_config: Mapping[str, Any],
+    *,
+    source: str,
+    layers: Sequence[int] | None = None,
+) -> EncoderState:
+    """``state`` under DistilBertModel key names, keeping checkpoint ``layers`` (default all) in that order.
+
+    A DistilBERT checkpoint keeps its names (and its ``distilbert.`` prefix); a BERT one
+    (``config.json`` ``model_type: "bert"``) is converted by `bert_to_distilbert`. Layers not in
+    ``layers`` are listed in ``dropped``; the kept ones are renumbered 0, 1, ... .
+    """
+    if hf_model_type(dict(hf_config), source) == "bert":
+        converted = bert_to_distilbert(state, hf_config, source=source)
+    else:
+        converted = EncoderState(state=dict(state))
+    if layers is None:
+        return converted
+    present = sorted(
+        {int(match.group(2)) for key in converted.state if (match := _DISTILBERT_LAYER_KEY.fullmatch(key))}
+    )
+    layers = check_layer_map(layers, len(present), source)
+    new_index = {old: new for new, old in enumerate(layers)}
+    kept: dict[str, np.ndarray] = {}
+    dropped = dict(converted.dropped)
+    for key, value in converted.state.items():
+        match = _DISTILBERT_LAYER_KEY.fullmatch(key)
+        if match is None:
+            kept[key] = value
+        elif int(match.group(2)) in new_index:
+            kept[f"{match.group(1)}{new_index[int(match.group(2))]}.{match.group(3)}"] = value
+        else:
+            dropped[key] = f"checkpoint layer {match.group(2)} is not in the layer map {layers}"
+    return EncoderState(kept, dict(converted.folded), dropped, layers, list(converted.head_notes))
+
+
+def check_layer_map(layers: Sequence[int], available: int, source: str) -> list[int]:
+    """``layers`` as a list, checked: non-empty whole numbers in ``0..available-1``, each once."""
+    fix = f"Pass checkpoint layer indices from 0 to {available - 1}, each at most once, e.g. layers=[0, 2, 4]."
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence):
+        raise ValueError(f"layers must be a list of checkpoint layer indices, got {layers!r}. {fix}")
+    layers = list(layers)
+    if not layers:
+        raise ValueError(
+            f"layers is empty: the encoder needs at least one of the {available} layers of {source}. {fix}"
+        )
+    not_int = [layer for layer in layers if isinstance(layer, bool) or not isinstance(layer, (int, np.integer))]
+    if not_int:
+        raise ValueError(f"layers holds {not_int}, which are not layer indices. {fix}")
+    outside = [int(layer) for layer in layers if not 0 <= layer < available]
+    if outside:
+        raise ValueError(
+            f"layers {outside} out of range: {source} has {available} layers (0 to {available - 1}). {fix}"
+        )
+    twice = sorted({int(layer) for layer in layers if layers.count(layer) > 1})
+    if twice:
+        raise ValueError(
+            f"layers names {twice} more than once; each checkpoint layer can become one encoder layer. {fix}"
+        )
+    return [int(layer) for layer in layers]
+
+
+def bert_to_distilbert(state: Mapping[str, np.ndarray], hf_config: Mapping[str, Any], *, source: str) -> EncoderState:
+    """A BERT state dict (``BertModel`` or ``BertFor*``, keys with or without ``bert.``) in DistilBERT names.
+
+    Token-type row 0 is added into the position table (`LoadReport.folded`); the other rows, the
+    pooler, the masked-LM and next-sentence heads, buffers, and a classifier that reads the pooler
+    are dropped with their reason (`LoadReport.dropped`). Heads on the token vectors
+    (``classifier`` of ``BertForTokenClassification``, ``qa_outputs``) keep their names. A BERT
+    weight inside the encoder that has no DistilBERT place (cross-attention, ...) is an error.
+    """
+    names = _without_prefix(state, BERT_PREFIX, source)
+    architectures = [str(name) for name in hf_config.get("architectures") or []]
+    pooled = any(name.startswith("pooler.") for name in names) or bool(BERT_POOLED_ARCHITECTURES & set(architectures))
+    converted: dict[str, np.ndarray] = {}
+    folded: dict[str, str] = {}
+    dropped: dict[str, str] = {}
+    head_notes: list[str] = []
+    for name, key in names.items():
+        layer_key = _BERT_LAYER_KEY.fullmatch(name)
+        reason = next((why for prefix, why in BERT_DROPPED.items() if name.startswith(prefix)), None)
+        if name in BERT_EMBEDDING_NAMES:
+            converted[name] = state[key]
+        elif name in (BERT_POSITIONS, BERT_TOKEN_TYPES):
+            continue  # folded below
+        elif layer_key is not None and layer_key.group(2) in BERT_LAYER_NAMES:
+            index, module, part = layer_key.groups()
+            converted[f"transformer.layer.{index}.{BERT_LAYER_NAMES[module]}.{part}"] = state[key]
+        elif reason is not None:
+            dropped[key] = reason
+        elif name.startswith("classifier.") and pooled:
+            dropped[key] = (
+                f"the classifier of {' / '.join(architectures) or 'this BERT'} reads BERT's pooler ([CLS] through "
+                "dense + tanh), which DistilBERT has not: its weights would be wrong on the encoder's output"
+            )
+            if name == "classifier.weight":
+                head_notes.append(
+                    f"its classifier ({np.shape(state[key])[0]} outputs) sits on BERT's pooler, which DistilBERT "
+                    "has not, so it was not loaded"
+                )
+        elif name.startswith(("embeddings.", "encoder.")):
+            raise CheckpointError(
+                f"{source} has BERT encoder weight {key!r}, which has no place in DistilBERT's encoder (it "
+                "belongs to a BERT variant with cross-attention, relative positions or other extra parts); only "
+                "plain BERT encoders (BertModel, BertFor*) convert. Use such a checkpoint."
+            )
+        else:
+            converted[name] = state[key]  # a head on the token vectors (or unknown: reported as unused)
+    positions_key, types_key = names.get(BERT_POSITIONS), names.get(BERT_TOKEN_TYPES)
+    if positions_key is not None and types_key is None:
+        raise CheckpointError(
+            f"{source} lacks {BERT_TOKEN_TYPES}, which BERT adds to every position; without it the position "
+            "table would be wrong. Check that the checkpoint is complete (every shard, the right folder)."
+        )
+    if positions_key is not None and types_key is not None:
+        positions, types = state[positions_key], state[types_key]
+        if positions.dtype.kind != "f" or types.dtype.kind != "f":
+            raise CheckpointError(
+                f"{source} stores {positions_key} as {positions.dtype} and {types_key} as {types.dtype}; weights "
+                "are floating-point, so the file is corrupt or not a model checkpoint. Use the original checkpoint."
+            )
+        if types.ndim != 2 or positions.ndim != 2 or types.shape[1] != positions.shape[1] or not len(types):
+            raise CheckpointError(
+                f"{types_key} in {source} has shape {tuple(types.shape)}, which cannot be added to the position "
+                f"table {positions_key} of shape {tuple(positions.shape)} (expected (type_vocab_size, "
+                f"{positions.shape[-1]})). Use the checkpoint's original weights."
+            )
+        converted[BERT_POSITIONS] = positions + types[0]
+        folded[f"{types_key}[0]"] = BERT_POSITIONS
+        if len(types) > 1:
+            dropped[f"{types_key}[1:{len(types)}]"] = (
+                "token types other than 0: DistilBERT has no token types, and inputs here are always type 0"
+            )
+    elif types_key is not None:
+        dropped[types_key] = f"the checkpoint has no {BERT_POSITIONS} to fold token type 0 into"
+    return EncoderState(converted, folded, dropped, None, head_notes)
 
 
 # -- the name map -----------------------------------------------------------------------------
@@ -635,15 +858,7 @@ def load_encoder_weights(
     both with and without the prefix, and integer or boolean values where weights belong.
     """
     report = LoadReport(source=source)
-    available: dict[str, str] = {}
-    for key in state:
-        short = key.removeprefix(ENCODER_PREFIX)
-        if short in available:
-            raise CheckpointError(
-                f"{source} holds {short!r} twice, as {available[short]!r} and {key!r}, so which one is the encoder's "
-                "is ambiguous. Remove one of them (re-save the checkpoint from the model it belongs to)."
-            )
-        available[short] = key
+    available = _without_prefix(state, ENCODER_PREFIX, source)
     expected = [hf_key for hf_key, _, _ in encoder_weight_map(encoder)]
     surplus = [key for short, key in available.items() if _ENCODER_WEIGHT.match(short) and short not in expected]
     if surplus:

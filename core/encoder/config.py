@@ -42,6 +42,24 @@ HF_FIELD_NAMES = {
     "initializer_range": "initializer_range",
     "pad_token_id": "pad_token_id",
 }
+# The same for Hugging Face BertConfig, whose encoder maps onto DistilBERT's (see checkpoints.py).
+BERT_FIELD_NAMES = {
+    "vocab_size": "vocab_size",
+    "hidden_size": "hidden_size",
+    "num_layers": "num_hidden_layers",
+    "num_heads": "num_attention_heads",
+    "intermediate_size": "intermediate_size",
+    "hidden_act": "hidden_act",
+    "dropout_rate": "hidden_dropout_prob",
+    "attention_dropout_rate": "attention_probs_dropout_prob",
+    "max_position_embeddings": "max_position_embeddings",
+    "initializer_range": "initializer_range",
+    "layer_norm_eps": "layer_norm_eps",
+    "pad_token_id": "pad_token_id",
+}
+# Field names per config.json model_type, and BertConfig's defaults where they differ from ours.
+HF_FIELD_NAMES_BY_TYPE = {"distilbert": HF_FIELD_NAMES, "bert": BERT_FIELD_NAMES}
+HF_DEFAULTS_BY_TYPE: dict[str, dict[str, Any]] = {"distilbert": {}, "bert": {"num_layers": 12}}
 
 
 # Upper bounds on sizes, checked before any weight is allocated so that a hostile or mistyped
@@ -169,20 +187,21 @@ class DistilBertConfig(BaseModel):
     # -- Hugging Face config.json ---------------------------------------------------------
     @classmethod
     def from_hf_dict(cls, hf: dict[str, Any], *, source: str = "config.json", **overrides: Any) -> DistilBertConfig:
-        """The config a Hugging Face ``config.json`` describes; errors name ``source`` and its own field names."""
-        model_type = hf.get("model_type", "distilbert")
-        if model_type != "distilbert":
-            raise ConfigError(
-                f"{source} describes a {model_type!r} model, not 'distilbert'; "
-                "point at a DistilBERT checkpoint directory."
-            )
-        fields = {ours: hf[theirs] for ours, theirs in HF_FIELD_NAMES.items() if theirs in hf}
+        """The config a Hugging Face ``config.json`` describes; errors name ``source`` and its own field names.
+
+        ``model_type`` ``"distilbert"`` (the default) or ``"bert"``: a post-LN BERT encoder with
+        absolute positions maps onto DistilBERT exactly (see `checkpoints.bert_to_distilbert`).
+        """
+        model_type = hf_model_type(hf, source)
+        hf_names = HF_FIELD_NAMES_BY_TYPE[model_type]
+        fields = {**HF_DEFAULTS_BY_TYPE[model_type]}
+        fields.update({ours: hf[theirs] for ours, theirs in hf_names.items() if theirs in hf})
         try:
             return cls(**{**fields, **overrides})
         except ValidationError as error:
             names = {
                 ours: f"{theirs} ({ours})"
-                for ours, theirs in HF_FIELD_NAMES.items()
+                for ours, theirs in hf_names.items()
                 if theirs != ours and ours not in overrides
             }
             raise ConfigError(_describe(error, names, where=f" in {source}")) from None
@@ -191,6 +210,32 @@ class DistilBertConfig(BaseModel):
         hf: dict[str, Any] = {theirs: getattr(self, ours) for ours, theirs in HF_FIELD_NAMES.items()}
         hf.update(model_type="distilbert", architectures=["DistilBertModel"])
         return hf
+
+
+def hf_model_type(hf: dict[str, Any], source: str = "config.json") -> str:
+    """``"distilbert"`` or ``"bert"``: the config.json ``model_type`` (default distilbert), checked to be readable.
+
+    A BERT variant that does not map onto DistilBERT (relative positions, a decoder) is refused here.
+    """
+    model_type = hf.get("model_type", "distilbert")
+    if model_type not in HF_FIELD_NAMES_BY_TYPE:
+        raise ConfigError(
+            f"{source} describes a {model_type!r} model, not 'distilbert' or 'bert'; "
+            "point at a DistilBERT or BERT checkpoint directory."
+        )
+    if model_type == "bert":
+        position_type = hf.get("position_embedding_type", "absolute")
+        if position_type != "absolute":
+            raise ConfigError(
+                f"{source} describes a BERT with position_embedding_type={position_type!r}; only 'absolute' "
+                "positions map onto DistilBERT. Use a checkpoint with absolute position embeddings."
+            )
+        if hf.get("is_decoder") or hf.get("add_cross_attention"):
+            raise ConfigError(
+                f"{source} describes a BERT decoder (is_decoder or add_cross_attention is true): its attention is "
+                "causal or reads a second sequence, which DistilBERT's encoder does not. Use an encoder checkpoint."
+            )
+    return model_type
 
 
 def _describe(error: ValidationError, names: dict[str, str] | None = None, where: str = "") -> str:

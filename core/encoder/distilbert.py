@@ -8,6 +8,7 @@ request). Only `keras.ops` is used, so TensorFlow, JAX and PyTorch backends all 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -206,9 +207,14 @@ class DistilBERT(HostCheckedData, keras.Model):
 
     @classmethod
     def from_pretrained(
-        cls, path_or_hub_id: str | os.PathLike, *, allow_partial: bool = False, **overrides: Any
+        cls,
+        path_or_hub_id: str | os.PathLike,
+        *,
+        allow_partial: bool = False,
+        layers: Sequence[int] | None = None,
+        **overrides: Any,
     ) -> DistilBERT:
-        """Load a Hugging Face DistilBERT checkpoint (directory or hub id).
+        """Load a Hugging Face DistilBERT or BERT checkpoint (directory or hub id).
 
         Reads ``config.json`` and exactly the weight files the checkpoint names:
         ``model.safetensors.index.json`` and its shards, else ``model.safetensors``, else
@@ -222,32 +228,60 @@ class DistilBERT(HostCheckedData, keras.Model):
         for a deliberate partial load: the missing weights stay random and are listed in
         ``encoder.load_report.missing``), when a tensor holds NaN or infinite values, and for
         unreadable, corrupt or unsafe files.
+
+        A BERT checkpoint (``model_type: "bert"``: ``BertModel`` or any ``BertFor*``, keys with or
+        without ``bert.``) maps onto DistilBERT exactly: its token-type row 0 is added into the
+        position table (inputs here are always token type 0) and its pooler is dropped; sizes come
+        from its config.json. ``encoder.load_report.folded`` and ``.dropped`` say what happened to
+        each such tensor. ``layers`` (e.g. ``[0, 2, 4]``) picks which checkpoint layers become the
+        encoder's, in that order (default: all); the others are listed in ``.dropped``.
         """
         return cls.from_checkpoint(
             checkpoints.Checkpoint.read(path_or_hub_id),
             source=str(path_or_hub_id),
             allow_partial=allow_partial,
+            layers=layers,
             **overrides,
         )
 
     @classmethod
     def from_checkpoint(
-        cls, checkpoint: checkpoints.Checkpoint, *, source: str, allow_partial: bool = False, **overrides: Any
+        cls,
+        checkpoint: checkpoints.Checkpoint,
+        *,
+        source: str,
+        allow_partial: bool = False,
+        layers: Sequence[int] | None = None,
+        **overrides: Any,
     ) -> DistilBERT:
         """The encoder of a checkpoint already read (`checkpoints.Checkpoint.read`); see `from_pretrained`."""
         overrides, model_kwargs = _split_model_kwargs(overrides)
+        if layers is not None and "num_layers" in overrides:
+            raise ValueError(
+                f"num_layers={overrides['num_layers']!r} and layers={layers!r} both set the encoder's depth; "
+                "give only layers (the encoder gets one layer per entry)."
+            )
         config = DistilBertConfig.from_hf_dict(
             checkpoint.hf_config, source=str(checkpoint.directory / checkpoints.CONFIG_NAME), **overrides
         )
+        state = checkpoint.encoder_state(layers)
+        if state.layers is not None:
+            config = config.model_copy(update={"num_layers": len(state.layers)})  # fewer layers: still valid
         encoder = cls.from_config_model(config, **model_kwargs)
         encoder.load_report = checkpoints.load_encoder_weights(
             encoder,
-            checkpoint.state_dict,
+            state.state,
             source=source,
             allow_partial=allow_partial,
             vocab_resized="vocab_size" in overrides,
         )
-        encoder.load_report.ignored_files = checkpoint.weight_files.ignored
+        report = encoder.load_report
+        report.folded, report.dropped, report.layers = dict(state.folded), dict(state.dropped), state.layers
+        report.ignored_files = checkpoint.weight_files.ignored
+        if report.folded or report.dropped:
+            checkpoints.logger.info(
+                "Converting %s: folded %s; dropped %s", source, report.folded, sorted(report.dropped)
+            )
         if checkpoint.weight_files.stray:
             checkpoints.logger.warning(
                 "Files in %s that its checkpoint does not name were ignored: %s",

@@ -54,6 +54,7 @@ def create_distilbert_with_head(
     tokenizer: DistilBertTokenizer | None = None,
     dtype: str | None = None,
     allow_partial: bool = False,
+    layers: Sequence[int] | None = None,
     **kwargs: Any,
 ) -> DistilBertTaskModel:
     """A DistilBERT encoder with one task head; outputs are ``outputs[head_name][output_name]``.
@@ -80,6 +81,8 @@ def create_distilbert_with_head(
         allow_partial: with a checkpoint ``pretrained``, load it even if it lacks encoder weights
             (they stay random; see ``model.encoder.load_report.missing``). Without it, that is a
             `CheckpointError` listing the missing weights.
+        layers: with a checkpoint ``pretrained``, the checkpoint layers that become the encoder's,
+            in order (e.g. ``[0, 2, 4]``; default all); see `DistilBERT.from_pretrained`.
         **kwargs: the head's options, `DistilBertConfig` fields (the encoder's) and `NLPTaskConfig`
             fields, routed by name (see the module docstring).
 
@@ -120,6 +123,7 @@ def create_distilbert_with_head(
         tokenizer=tokenizer,
         dtype=dtype,
         allow_partial=allow_partial,
+        layers=layers,
         **encoder_overrides,
     )
 
@@ -133,14 +137,15 @@ def create_distilbert_with_heads(
     tokenizer: DistilBertTokenizer | None = None,
     dtype: str | None = None,
     allow_partial: bool = False,
+    layers: Sequence[int] | None = None,
     **encoder_overrides: Any,
 ) -> DistilBertTaskModel:
     """One encoder with several heads; outputs are keyed by head name, losses weighted by ``loss_weight``.
 
     ``task_configs`` are `NLPTaskConfig` objects or dicts of their fields; head names default
     to the task type as given and must be unique. ``encoder_overrides`` must be
-    `DistilBertConfig` fields. ``pretrained``, ``tokenizer``, ``dtype`` and ``allow_partial`` as in
-    `create_distilbert_with_head`.
+    `DistilBertConfig` fields. ``pretrained``, ``tokenizer``, ``dtype``, ``allow_partial`` and ``layers``
+    as in `create_distilbert_with_head`.
     """
     unknown = sorted(set(encoder_overrides) - ENCODER_FIELDS)
     if unknown:
@@ -162,7 +167,11 @@ def create_distilbert_with_heads(
 
     model_kwargs = {} if dtype is None else {"dtype": dtype}
     encoder, checkpoint = _make_encoder(
-        distilbert_variant, pretrained, {**encoder_overrides, **model_kwargs}, allow_partial=allow_partial
+        distilbert_variant,
+        pretrained,
+        {**encoder_overrides, **model_kwargs},
+        allow_partial=allow_partial,
+        layers=layers,
     )
     heads = []
     for config, head_name, record in zip(configs, names, records):
@@ -260,15 +269,30 @@ def _default_head_name(task_type: str) -> str:
 
 
 def _make_encoder(
-    variant: str, pretrained: Pretrained, overrides: dict[str, Any], allow_partial: bool = False
+    variant: str,
+    pretrained: Pretrained,
+    overrides: dict[str, Any],
+    allow_partial: bool = False,
+    layers: Sequence[int] | None = None,
 ) -> tuple[DistilBERT, Checkpoint | None]:
-    if pretrained is False or pretrained is None:
+    source = (
+        ""
+        if pretrained is False or pretrained is None
+        else os.fspath(published_checkpoint(variant) if pretrained is True else pretrained)
+    )
+    if layers is not None and (not source or checkpoints.is_keras_file(source)):
+        raise ValueError(
+            f"layers={layers!r} picks layers of a Hugging Face checkpoint, but pretrained={pretrained!r} is "
+            f"{'a .keras file' if source else 'no checkpoint'}; pass pretrained='<checkpoint dir>' or drop layers."
+        )
+    if not source:
         return DistilBERT.from_variant(variant, pretrained=False, **overrides), None
-    source = published_checkpoint(variant) if pretrained is True else os.fspath(pretrained)
     if checkpoints.is_keras_file(source):
         return DistilBERT.from_keras_file(source, **overrides), None
     checkpoint = checkpoints.Checkpoint.read(source)  # once, for the encoder and the heads
-    encoder = DistilBERT.from_checkpoint(checkpoint, source=source, allow_partial=allow_partial, **overrides)
+    encoder = DistilBERT.from_checkpoint(
+        checkpoint, source=source, allow_partial=allow_partial, layers=layers, **overrides
+    )
     if pretrained is True:
         check_variant_shape(encoder.config, variant, source, "from_pretrained")
     return encoder, checkpoint
@@ -296,9 +320,11 @@ def _load_head_weights(model: DistilBertTaskModel, checkpoint: Checkpoint | None
     for head_name, head in model.heads.items():
         loaded = checkpoint is not None and head.load_hf_head_weights(checkpoint.state_dict)
         if not loaded:
+            # Why a checkpoint's own head was not used (a BERT classifier on the pooler), when known.
+            why = "".join(f"; {note}" for note in (checkpoint.encoder_state().head_notes if checkpoint else []))
             warnings.warn(
                 f"{source} has no weights for head {head_name!r} ({type(head).__name__}, task type "
-                f"{head.task_type!r}); the head starts from a random initialisation. Train it before use.",
+                f"{head.task_type!r}){why}; the head starts from a random initialisation. Train it before use.",
                 UserWarning,
                 stacklevel=3,
             )

@@ -27,7 +27,8 @@ from typing import Any
 from distilbert_heads.display import describe_answer, jsonable
 from distilbert_heads.training.defaults import (
     DEFAULT_CLIP_NORM,
-    DEFAULT_SCHEDULE,
+    DEFAULT_SCHEDULE_PRETRAINED,
+    DEFAULT_SCHEDULE_SCRATCH,
     DEFAULT_WEIGHT_DECAY,
     PRECISIONS,
     SCHEDULES,
@@ -325,10 +326,11 @@ def _add_train(subparsers: Any) -> None:
             '            or {"text": "...", "entities": [{"start": 0, "end": 3, "label": "PER"}]}\n'
             '  qa:       {"question": "...", "context": "...", "answers": {"text": ["..."], "answer_start": [17]}}\n'
             '  pairwise: {"text_a": "...", "text_b": "...", "label": "paraphrase"}\n'
-            "Optimizer: AdamW, peak learning rate 5e-5 with --pretrained, 1e-3 from scratch, unless "
-            "--learning-rate is given; linear warmup (--warmup-ratio/--warmup-steps) then linear decay to 0 "
-            "(--schedule), weight decay 0.01 except on LayerNorm weights and biases, gradients clipped to "
-            "global norm 1.0 (the BERT fine-tuning recipe, as transformers' Trainer)."
+            "Optimizer: AdamW with a peak learning rate of 5e-5 with --pretrained and 1e-3 from scratch "
+            "(--learning-rate), warmup from 0 (--warmup-ratio/--warmup-steps, default none), then linear decay to 0 "
+            "with --pretrained and a constant rate from scratch (--schedule), weight decay 0.01 except on LayerNorm "
+            "weights and biases, gradients clipped to global norm 1.0: the BERT fine-tuning recipe, as in "
+            "transformers' Trainer. See 'run controls' below."
         ),
         epilog=(
             "examples:\n"
@@ -429,9 +431,8 @@ def _add_train(subparsers: Any) -> None:
     controls.add_argument(
         "--schedule",
         choices=SCHEDULES,
-        default=DEFAULT_SCHEDULE,
         help="learning rate after warmup: linear decay to 0, cosine decay to 0, or constant "
-        f"(default: {DEFAULT_SCHEDULE})",
+        f"(default: {DEFAULT_SCHEDULE_PRETRAINED} with --pretrained, {DEFAULT_SCHEDULE_SCRATCH} from scratch)",
     )
     controls.add_argument(
         "--clip-norm",

@@ -123,7 +123,15 @@ def test_schedules_warm_up_then_decay_over_optimizer_updates(
 
 def test_schedule_spans_the_runs_real_updates(sentiment_file, demo_tokenizer):
     # 24 rows in batches of 4 = 6 batches an epoch; 2 epochs, 2 batches an update: 6 updates, 3 of warmup.
-    result = run(sentiment_file, demo_tokenizer, batch_size=4, gradient_accumulation_steps=2, warmup_ratio=0.5, seed=1)
+    result = run(
+        sentiment_file,
+        demo_tokenizer,
+        batch_size=4,
+        gradient_accumulation_steps=2,
+        warmup_ratio=0.5,
+        schedule="linear",
+        seed=1,
+    )
     optimizer = result.model.optimizer
     assert int(optimizer.iterations) == 6
     schedule = optimizer._learning_rate.schedule
@@ -133,12 +141,23 @@ def test_schedule_spans_the_runs_real_updates(sentiment_file, demo_tokenizer):
     assert optimizer.global_clipnorm == 1.0 and optimizer.weight_decay == pytest.approx(0.01)
 
 
+def test_fine_tuning_defaults_to_linear_decay_from_5e_5(sentiment_file, demo_tokenizer, tmp_path):
+    start = tmp_path / "start.keras"
+    run(sentiment_file, demo_tokenizer, epochs=1, out=start)
+    options = {"epochs": 1, "batch_size": 8, "max_length": 32, "verbose": 0}
+    optimizer = train("sentiment", sentiment_file, pretrained=start, **options).model.optimizer
+    schedule = optimizer._learning_rate
+    assert isinstance(schedule, WarmupDecay) and schedule.decay == "linear"
+    assert (schedule.learning_rate, schedule.warmup_steps, schedule.total_steps) == (5e-5, 0, 3)
+
+
 def accumulation_differences(path: Path) -> dict[str, dict[str, float]]:
     """Per weight, the largest difference from one batch of 8 of batches of 4 with 2 accumulated ("accumulated")
     and of batches of 4 without ("unaccumulated", the control), after 2 epochs of AdamW as trained (decay,
     clipping, warmup and linear decay on) without dropout (its masks depend on the batch shape)."""
     tokenizer = demo_vocab_tokenizer()
-    common = {"seed": 3, "warmup_ratio": 0.3, "learning_rate": 1e-3, "head_options": {"dropout_rate": 0.0}}
+    common = {"seed": 3, "warmup_ratio": 0.3, "schedule": "linear", "learning_rate": 1e-3}
+    common["head_options"] = {"dropout_rate": 0.0}
     whole = run(path, tokenizer, batch_size=8, **common, **NO_DROPOUT)
     accumulated = run(path, tokenizer, batch_size=4, gradient_accumulation_steps=2, **common, **NO_DROPOUT)
     unaccumulated = run(path, tokenizer, batch_size=4, **common, **NO_DROPOUT)
@@ -214,7 +233,11 @@ class Recorder(keras.callbacks.Callback):
 def test_user_callbacks_run_after_ours_and_tensorboard_writes_events(sentiment_file, demo_tokenizer, tmp_path):
     recorder = Recorder()
     logdir = tmp_path / "logs"
-    run(sentiment_file, demo_tokenizer, eval_file=sentiment_file, callbacks=[recorder], logdir=logdir, patience=0)
+    result = run(
+        sentiment_file, demo_tokenizer, eval_file=sentiment_file, callbacks=[recorder], logdir=logdir, patience=0
+    )
+    # From scratch the default rate is constant (a small random model stalls under decay): no schedule object.
+    assert not isinstance(result.model.optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule)
     assert recorder.batches == 6 and len(recorder.epoch_logs) == 2
     # Ours ran first: the held-out metrics are already in the logs the user's callback sees.
     assert {"loss", "val_accuracy", "val_macro_f1"} <= set(recorder.epoch_logs[-1])

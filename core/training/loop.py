@@ -30,6 +30,7 @@ from distilbert_heads.model.factory import create_distilbert_with_head
 from distilbert_heads.model.loading import first_non_finite_weight
 from distilbert_heads.text.tokenizer import DistilBertTokenizer
 from distilbert_heads.training.callbacks import HeadEvaluationCallback, TokenDropoutBatches
+from distilbert_heads.training.defaults import DEFAULT_SCHEDULE_PRETRAINED, DEFAULT_SCHEDULE_SCRATCH
 from distilbert_heads.training.evaluation import (
     chance_level_warning,
     head_scores_answers,
@@ -53,7 +54,6 @@ from distilbert_heads.training.settings import (
     DEFAULT_CLIP_NORM,
     DEFAULT_LEARNING_RATE_PRETRAINED,
     DEFAULT_LEARNING_RATE_SCRATCH,
-    DEFAULT_SCHEDULE,
     DEFAULT_VOCAB_SIZE,
     DEFAULT_WEIGHT_DECAY,
     ChanceLevelWarning,
@@ -103,7 +103,7 @@ def train(
     weight_decay: float = DEFAULT_WEIGHT_DECAY,
     warmup_ratio: float = 0.0,
     warmup_steps: int | None = None,
-    schedule: str = DEFAULT_SCHEDULE,
+    schedule: str | None = None,
     clip_norm: float | None = DEFAULT_CLIP_NORM,
     gradient_accumulation_steps: int = 1,
     precision: str = "float32",
@@ -144,9 +144,11 @@ def train(
             applied to LayerNorm weights or biases (as transformers' ``Trainer``). 0 turns it off.
         warmup_ratio, warmup_steps: the learning rate rises linearly from 0 over ``warmup_steps``
             optimizer updates (when given) or over this fraction of them (default 0.0: no warmup).
-        schedule: after warmup, ``"linear"`` (default) decays to 0 at the last update, ``"cosine"``
-            follows a half cosine to 0, ``"constant"`` stays at ``learning_rate``. Its length is the
-            run's real number of updates: epochs x batches / ``gradient_accumulation_steps``.
+        schedule: after warmup, ``"linear"`` decays to 0 at the last update, ``"cosine"`` follows a half
+            cosine to 0, ``"constant"`` stays at ``learning_rate``. Its length is the run's real number of
+            updates: epochs x batches / ``gradient_accumulation_steps``. Default: ``"linear"`` with
+            ``pretrained`` (the fine-tuning recipe), ``"constant"`` from scratch (a small random model
+            stalls when its rate decays; see `distilbert_heads.training.defaults`).
         clip_norm: clip the gradients to this global norm (default 1.0, ``Trainer``'s); 0 or None: no clipping.
         gradient_accumulation_steps: average the gradients of this many batches into one update
             (default 1), for an effective batch of ``batch_size`` x this many rows.
@@ -156,6 +158,8 @@ def train(
         logdir: write TensorBoard logs (losses, held-out metrics, learning rate per epoch) here.
         **encoder_overrides: `DistilBertConfig` fields, e.g. ``hidden_size=64, num_layers=2``.
     """
+    if schedule is None:
+        schedule = DEFAULT_SCHEDULE_PRETRAINED if pretrained is not None else DEFAULT_SCHEDULE_SCRATCH
     settings = check_train_settings(
         epochs=epochs,
         batch_size=batch_size,

@@ -13,7 +13,6 @@ from distilbert_heads.training.defaults import (  # noqa: F401  (also importable
     DEFAULT_CLIP_NORM,
     DEFAULT_LEARNING_RATE_PRETRAINED,
     DEFAULT_LEARNING_RATE_SCRATCH,
-    DEFAULT_SCHEDULE,
     DEFAULT_VOCAB_SIZE,
     DEFAULT_WEIGHT_DECAY,
     PRECISIONS,
@@ -44,7 +43,7 @@ class TrainSettings(BaseModel):
     weight_decay: float = Field(default=DEFAULT_WEIGHT_DECAY, ge=0.0, allow_inf_nan=False)
     warmup_ratio: float = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False)
     warmup_steps: int | None = Field(default=None, ge=0)
-    schedule: Literal["linear", "cosine", "constant"] = DEFAULT_SCHEDULE
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
     clip_norm: float | None = Field(default=DEFAULT_CLIP_NORM, ge=0.0, allow_inf_nan=False)
     gradient_accumulation_steps: int = Field(default=1, ge=1)
     precision: Literal["float32", "mixed_bfloat16"] = "float32"

@@ -81,7 +81,9 @@ def test_weight_decay_spares_layer_norms_and_biases_only():
     model.compile(optimizer=build_optimizer(model, settings, learning_rate=0.5, batches_per_epoch=1))
     before = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
     # Zero gradients: Adam's own step is 0, so any change is the decoupled decay, w <- w - lr * wd * w.
-    model.optimizer.apply([keras.ops.zeros_like(v) for v in model.trainable_variables], model.trainable_variables)
+    model.optimizer.apply(
+        [keras.ops.zeros(v.shape, v.dtype) for v in model.trainable_variables], model.trainable_variables
+    )
     spared, decayed = [], []
     for variable, old in zip(model.trainable_variables, before):
         new = keras.ops.convert_to_numpy(variable)

@@ -3,7 +3,7 @@
 ``keras.models.load_model`` finds ``distilbert_heads>DistilBertTaskModel`` only once the module
 defining it has run, and Keras never imports a non-Keras module named in a file. The package
 ``__init__`` is lazy (so the command line answers ``--help`` without TensorFlow), so something must
-import :data:`REGISTERING_MODULE` once Keras is there: an import hook. It watches the import of
+import :data:`REGISTERING_MODULES` once Keras is there: an import hook. It watches the import of
 ``keras`` and of this package's submodules, and imports the registering module after whichever
 finishes last, never while one of ours is half-initialised (that would be a circular import).
 After that it removes itself.
@@ -19,7 +19,10 @@ from types import ModuleType
 from typing import Any
 
 PACKAGE = "distilbert_heads"
-REGISTERING_MODULE = f"{PACKAGE}.model.task_model"  # defines DistilBertTaskModel and imports the encoder
+REGISTERING_MODULES = (
+    f"{PACKAGE}.model.task_model",  # defines DistilBertTaskModel and imports the encoder
+    f"{PACKAGE}.training.optimization",  # the learning-rate schedules saved in a trained model's compile config
+)
 
 
 def _initializing(module: ModuleType | None) -> bool:
@@ -32,13 +35,13 @@ def _is_watched(name: str) -> bool:
 
 
 def register_when_ready(just_finished: str | None = None) -> None:
-    """Import the registering module now if Keras is imported and none of our modules is mid-import."""
+    """Import the registering modules now if Keras is imported and none of our modules is mid-import."""
     modules = dict(sys.modules)
     keras = modules.get("keras")
     if keras is None or (just_finished != "keras" and _initializing(keras)):
         return
-    registering = modules.get(REGISTERING_MODULE)
-    if registering is not None and not _initializing(registering):
+    registering = [modules.get(name) for name in REGISTERING_MODULES]
+    if all(module is not None and not _initializing(module) for module in registering):
         _uninstall()
         return
     if any(
@@ -47,15 +50,16 @@ def register_when_ready(just_finished: str | None = None) -> None:
     ):
         return  # the outermost of our imports runs this again when it finishes
     _uninstall()
-    try:
-        importlib.import_module(REGISTERING_MODULE)
-    except Exception as error:  # noqa: BLE001  (never let our module break `import keras` for the program)
-        warnings.warn(
-            f"{PACKAGE} could not register its Keras classes ({type(error).__name__}: {error}); "
-            f"keras.models.load_model will need `import {REGISTERING_MODULE}` first.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+    for name in REGISTERING_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception as error:  # noqa: BLE001  (never let our module break `import keras` for the program)
+            warnings.warn(
+                f"{PACKAGE} could not register its Keras classes ({type(error).__name__}: {error}); "
+                f"keras.models.load_model will need `import {name}` first.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
 
 class _RegisterAfter(importlib.abc.Loader):

@@ -25,6 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from distilbert_heads.display import describe_answer, jsonable
+from distilbert_heads.training.defaults import (
+    DEFAULT_CLIP_NORM,
+    DEFAULT_SCHEDULE_PRETRAINED,
+    DEFAULT_SCHEDULE_SCRATCH,
+    DEFAULT_WEIGHT_DECAY,
+    PRECISIONS,
+    SCHEDULES,
+)
 
 USER_ERROR_EXIT = 2
 TF_LOGS_VARIABLE = "DISTILBERT_HEADS_TF_LOGS"
@@ -270,6 +278,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
             whole_words=args.whole_words,
             token_dropout=args.token_dropout,
             patience=args.patience,
+            seed=args.seed,
+            weight_decay=args.weight_decay,
+            warmup_ratio=args.warmup_ratio,
+            warmup_steps=args.warmup_steps,
+            schedule=args.schedule,
+            clip_norm=args.clip_norm,
+            gradient_accumulation_steps=args.grad_accum,
+            precision=args.precision,
+            logdir=args.logdir,
             verbose=1 if sys.stdout.isatty() else 2,
         )
     if args.json:
@@ -319,7 +336,11 @@ def _add_train(subparsers: Any) -> None:
             '            or {"text": "...", "entities": [{"start": 0, "end": 3, "label": "PER"}]}\n'
             '  qa:       {"question": "...", "context": "...", "answers": {"text": ["..."], "answer_start": [17]}}\n'
             '  pairwise: {"text_a": "...", "text_b": "...", "label": "paraphrase"}\n'
-            "Learning rate: Adam, 5e-5 with --pretrained, 1e-3 from scratch, unless --learning-rate is given."
+            "Optimizer: AdamW with a peak learning rate of 5e-5 with --pretrained and 1e-3 from scratch "
+            "(--learning-rate), warmup from 0 (--warmup-ratio/--warmup-steps, default none), then linear decay to 0 "
+            "with --pretrained and a constant rate from scratch (--schedule), weight decay 0.01 except on LayerNorm "
+            "weights and biases, gradients clipped to global norm 1.0: the BERT fine-tuning recipe, as in "
+            "transformers' Trainer. See 'run controls' below."
         ),
         epilog=(
             "examples:\n"
@@ -351,7 +372,7 @@ def _add_train(subparsers: Any) -> None:
     parser.add_argument("--epochs", type=_positive_int, default=3, help="at most this many epochs (default: 3)")
     parser.add_argument("--batch-size", type=_positive_int, default=16, help="examples per step (default: 16)")
     parser.add_argument(
-        "--learning-rate", type=float, help="Adam learning rate (default: 5e-5 pretrained, 1e-3 scratch)"
+        "--learning-rate", type=float, help="AdamW peak learning rate (default: 5e-5 pretrained, 1e-3 scratch)"
     )
     parser.add_argument(
         "--max-length",
@@ -388,6 +409,64 @@ def _add_train(subparsers: Any) -> None:
         type=int,
         default=2,
         help="epochs without improvement on --eval before stopping; 0 never stops (default: 2)",
+    )
+    controls = parser.add_argument_group("run controls")
+    controls.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help="seed weights, dropout, shuffling and token dropout: the same seed gives the same weights on CPU "
+        "(a vocabulary learnt from scratch is not reproducible; use --pretrained for bit-equal runs) "
+        "(default: unseeded)",
+    )
+    controls.add_argument(
+        "--weight-decay",
+        type=float,
+        default=DEFAULT_WEIGHT_DECAY,
+        metavar="W",
+        help="AdamW decoupled weight decay, never applied to LayerNorm weights and biases; 0 turns it off "
+        f"(default: {DEFAULT_WEIGHT_DECAY})",
+    )
+    warmup = controls.add_mutually_exclusive_group()
+    warmup.add_argument(
+        "--warmup-ratio",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="fraction of the optimizer steps over which the learning rate rises from 0, 0.0-1.0 (default: 0.0)",
+    )
+    warmup.add_argument(
+        "--warmup-steps", type=int, metavar="N", help="optimizer steps of warmup, instead of --warmup-ratio"
+    )
+    controls.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        help="learning rate after warmup: linear decay to 0, cosine decay to 0, or constant "
+        f"(default: {DEFAULT_SCHEDULE_PRETRAINED} with --pretrained, {DEFAULT_SCHEDULE_SCRATCH} from scratch)",
+    )
+    controls.add_argument(
+        "--clip-norm",
+        type=float,
+        default=DEFAULT_CLIP_NORM,
+        metavar="N",
+        help=f"clip the gradients to this global norm; 0 turns clipping off (default: {DEFAULT_CLIP_NORM})",
+    )
+    controls.add_argument(
+        "--grad-accum",
+        type=int,
+        default=1,
+        metavar="K",
+        help="average the gradients of K batches into one optimizer step: an effective batch of "
+        "--batch-size x K rows (default: 1)",
+    )
+    controls.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="float32",
+        help="mixed_bfloat16 computes in bfloat16 with float32 weights, saved with the model (default: float32)",
+    )
+    controls.add_argument(
+        "--logdir", metavar="DIR", help="write TensorBoard logs here (losses, metrics and learning rate per epoch)"
     )
     parser.add_argument(
         "--out", required=True, type=_keras_file_out, metavar="MODEL.keras", help="where to save the trained model"

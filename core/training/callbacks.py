@@ -82,9 +82,11 @@ class HeadEvaluationCallback(keras.callbacks.Callback):
 
 
 class TokenDropoutBatches(keras.utils.PyDataset):
-    """Shuffled training batches in which text tokens are replaced by ``[UNK]`` at random (anew each epoch).
+    """Shuffled training batches (a new order each epoch) in which text tokens are replaced by ``[UNK]`` at random
+    with probability ``rate`` (0: never).
 
-    Special tokens and padding are never replaced; labels are untouched.
+    Special tokens and padding are never replaced; labels are untouched. With a ``seed`` the order and the
+    replacements are the same in every run, whatever the batch size.
     """
 
     def __init__(
@@ -123,6 +125,8 @@ class TokenDropoutBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int) -> tuple[dict[str, np.ndarray], Any]:
         rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         inputs = {key: value[rows] for key, value in self.x.items()}
+        if self.rate == 0:
+            return inputs, _take_rows(self.y, rows)
         ids = inputs["input_ids"].copy()
         droppable = ~np.isin(ids, self.special_ids)
         if "attention_mask" in inputs:

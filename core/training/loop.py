@@ -7,12 +7,15 @@ progress bars and early stopping on the head's own evaluation metric, and saves 
 file with the tokenizer inside. `evaluate` scores a saved (or in-memory) model on a file with
 the metrics people expect for the task (the head's ``evaluate`` on its decoded answers).
 
-Learning rates: Adam with 5e-5 when fine-tuning a pretrained checkpoint (the usual BERT
+Learning rates: AdamW peaking at 5e-5 when fine-tuning a pretrained checkpoint (the usual BERT
 fine-tuning rate) and 1e-3 when training from scratch (small random models learn far too
-slowly at fine-tuning rates). Pass ``learning_rate`` to choose another."""
+slowly at fine-tuning rates). Pass ``learning_rate`` to choose another. The other run controls
+(seed, weight decay, schedule, clipping, accumulation, precision, callbacks, TensorBoard) are
+Keras' own, set up in `distilbert_heads.training.optimization` and documented on `train`."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import warnings
@@ -27,6 +30,7 @@ from distilbert_heads.model.factory import create_distilbert_with_head
 from distilbert_heads.model.loading import first_non_finite_weight
 from distilbert_heads.text.tokenizer import DistilBertTokenizer
 from distilbert_heads.training.callbacks import HeadEvaluationCallback, TokenDropoutBatches
+from distilbert_heads.training.defaults import DEFAULT_SCHEDULE_PRETRAINED, DEFAULT_SCHEDULE_SCRATCH
 from distilbert_heads.training.evaluation import (
     chance_level_warning,
     head_scores_answers,
@@ -44,11 +48,14 @@ from distilbert_heads.training.examples import (
     numeric_class_note,
     read_task_examples,
 )
+from distilbert_heads.training.optimization import build_optimizer
 from distilbert_heads.training.report import print_metrics_table
 from distilbert_heads.training.settings import (
+    DEFAULT_CLIP_NORM,
     DEFAULT_LEARNING_RATE_PRETRAINED,
     DEFAULT_LEARNING_RATE_SCRATCH,
     DEFAULT_VOCAB_SIZE,
+    DEFAULT_WEIGHT_DECAY,
     ChanceLevelWarning,
     TrainingError,
     TrainResult,
@@ -92,6 +99,16 @@ def train(
     patience: int = 2,
     verbose: int = 1,
     head_options: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    weight_decay: float = DEFAULT_WEIGHT_DECAY,
+    warmup_ratio: float = 0.0,
+    warmup_steps: int | None = None,
+    schedule: str | None = None,
+    clip_norm: float | None = DEFAULT_CLIP_NORM,
+    gradient_accumulation_steps: int = 1,
+    precision: str = "float32",
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    logdir: str | os.PathLike | None = None,
     **encoder_overrides: Any,
 ) -> TrainResult:
     """Train a model for ``task`` on a JSONL/CSV file and (with ``out``) save it as one ``.keras`` file.
@@ -105,7 +122,7 @@ def train(
         pretrained: a Hugging Face checkpoint directory or hub id (or a ``.keras`` model) to fine-tune;
             its tokenizer is used. Without it the tokenizer's vocabulary is learnt from the training texts.
         epochs, batch_size, max_length: as usual; ``max_length`` is in tokens, special tokens included.
-        learning_rate: Adam's; default 5e-5 with ``pretrained``, 1e-3 from scratch.
+        learning_rate: AdamW's peak rate; default 5e-5 with ``pretrained``, 1e-3 from scratch.
         out: where to save the ``.keras`` file (tokenizer inside); None to not save.
         tokenizer: use this tokenizer instead of building one.
         vocab_size: size of the vocabulary learnt from scratch (at most; small data gives fewer pieces).
@@ -119,20 +136,55 @@ def train(
         patience: epochs without improvement of the held-out metric before stopping (0: never stop early).
         verbose: 0 silent, 1 progress bars and tables, 2 one line per epoch.
         head_options: extra head options (the label names come from the training file).
+        seed: seed Python, NumPy and the Keras backend (`keras.utils.set_random_seed`: weights, dropout)
+            and the shuffling and token dropout, so two runs with the same seed end with the same weights
+            on CPU. None (default) leaves the random state as it is: ``train`` never reseeds the
+            caller's random generators unasked.
+        weight_decay: AdamW's decoupled weight decay (default 0.01, the BERT fine-tuning recipe's); never
+            applied to LayerNorm weights or biases (as transformers' ``Trainer``). 0 turns it off.
+        warmup_ratio, warmup_steps: the learning rate rises linearly from 0 over ``warmup_steps``
+            optimizer updates (when given) or over this fraction of them (default 0.0: no warmup).
+        schedule: after warmup, ``"linear"`` decays to 0 at the last update, ``"cosine"`` follows a half
+            cosine to 0, ``"constant"`` stays at ``learning_rate``. Its length is the run's real number of
+            updates: epochs x batches / ``gradient_accumulation_steps``. Default: ``"linear"`` with
+            ``pretrained`` (the fine-tuning recipe), ``"constant"`` from scratch (a small random model
+            stalls when its rate decays; see `distilbert_heads.training.defaults`).
+        clip_norm: clip the gradients to this global norm (default 1.0, ``Trainer``'s); 0 or None: no clipping.
+        gradient_accumulation_steps: average the gradients of this many batches into one update
+            (default 1), for an effective batch of ``batch_size`` x this many rows.
+        precision: ``"float32"`` (default) or ``"mixed_bfloat16"`` (bfloat16 compute, float32 weights,
+            saved with the model; fast on accelerators and CPUs with bfloat16 instructions).
+        callbacks: Keras callbacks run after this function's own (held-out scoring, TensorBoard).
+        logdir: write TensorBoard logs (losses, held-out metrics, learning rate per epoch) here.
         **encoder_overrides: `DistilBertConfig` fields, e.g. ``hidden_size=64, num_layers=2``.
     """
-    check_train_settings(
+    if schedule is None:
+        schedule = DEFAULT_SCHEDULE_PRETRAINED if pretrained is not None else DEFAULT_SCHEDULE_SCRATCH
+    settings = check_train_settings(
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,
         max_length=max_length,
         token_dropout=token_dropout,
         patience=patience,
+        seed=seed,
+        weight_decay=weight_decay,
+        warmup_ratio=warmup_ratio,
+        warmup_steps=warmup_steps,
+        schedule=schedule,
+        clip_norm=clip_norm,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        precision=precision,
     )
     if out is not None and not os.fspath(out).endswith(".keras"):
         raise TrainingError(f"--out must name a .keras file (e.g. model.keras), got {os.fspath(out)!r}.")
     if out is not None:
         atomic.check_file_target(out)  # before training, not after it: a directory or a file in the way
+    if logdir is not None and importlib.util.find_spec("tensorboard") is None:
+        raise TrainingError(
+            f"--logdir {os.fspath(logdir)!r} writes TensorBoard logs, which needs the tensorboard package: "
+            "pip install 'distilbert-heads[tensorboard]' (or leave out --logdir)."
+        )
     record = head_record(task)
     head_class = record.head_class
     train_examples = read_task_examples(train_file, head_class, task)
@@ -153,12 +205,15 @@ def train(
         )
     if pretrained is None:
         encoder_overrides.setdefault("vocab_size", tokenizer.vocab_size)
+    if seed is not None:
+        keras.utils.set_random_seed(seed)  # before the model exists: its initial weights and dropout draw from it
     model = create_distilbert_with_head(
         task_type=task,
         distilbert_variant=variant,
         pretrained=pretrained if pretrained is not None else False,
         head_options=options,
         encoder_options=encoder_overrides,
+        dtype=precision,
     )
     max_length = min(max_length, model.encoder.config.max_position_embeddings)
     model.tokenizer = tokenizer  # saved inside the .keras file
@@ -169,10 +224,15 @@ def train(
     x, y = encode_examples(head, train_examples, tokenizer, max_length, path=train_file)
     if learning_rate is None:
         learning_rate = DEFAULT_LEARNING_RATE_PRETRAINED if pretrained is not None else DEFAULT_LEARNING_RATE_SCRATCH
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate))
+    # One shuffled (and, with token_dropout, noised) batch sequence, seeded by ``seed``: the same rows in the
+    # same order on every backend and for every batch size, so accumulation matches a larger batch exactly.
+    batches = TokenDropoutBatches(
+        x, {head_name: y}, batch_size=batch_size, rate=token_dropout, tokenizer=tokenizer, seed=seed
+    )
+    model.compile(optimizer=build_optimizer(model, settings, learning_rate, len(batches)))
     scored = head_scores_answers(head)  # without evaluate(), the loss is the metric (lower is better)
 
-    callbacks: list[keras.callbacks.Callback] = []
+    run_callbacks: list[keras.callbacks.Callback] = []
     evaluation: HeadEvaluationCallback | None = None
     if eval_examples is not None:
         # Check the eval rows fit the head (e.g. no label unseen in training) before spending time on training.
@@ -194,14 +254,13 @@ def train(
             patience=patience,
             verbose=verbose,
         )
-        callbacks.append(evaluation)
-    if token_dropout > 0:
-        batches = TokenDropoutBatches(x, {head_name: y}, batch_size=batch_size, rate=token_dropout, tokenizer=tokenizer)
-        history = model.fit(batches, epochs=epochs, callbacks=callbacks, verbose=verbose)
-    else:
-        history = model.fit(
-            x, {head_name: y}, batch_size=batch_size, epochs=epochs, shuffle=True, callbacks=callbacks, verbose=verbose
-        )
+        run_callbacks.append(evaluation)
+    if logdir is not None:
+        # After the held-out scoring, so its val_* metrics are in the logs TensorBoard writes.
+        run_callbacks.append(keras.callbacks.TensorBoard(log_dir=os.fspath(logdir)))
+    run_callbacks.extend(callbacks)
+    # shuffle=False: `batches` shuffles its rows itself (Keras would reorder the batches with its own RNG).
+    history = model.fit(batches, epochs=epochs, shuffle=False, callbacks=run_callbacks, verbose=verbose)
     _refuse_diverged(model, history.history.get("loss", []), learning_rate, out)
     # The best epoch's weights are restored, so these predictions are the ones its metrics scored.
     split, split_examples, split_file = (

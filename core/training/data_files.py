@@ -20,7 +20,7 @@ import csv
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -79,8 +79,8 @@ class _Lines:
     record (a quoted cell may span lines), so neither a line nor a record can exceed ``limit``.
     """
 
-    def __init__(self, handle: BinaryIO, name: str, limit: int) -> None:
-        self.handle, self.name, self.limit = handle, name, limit
+    def __init__(self, handle: BinaryIO, name: str, limit: int, on_bad_row: BadRowHandler | None = None) -> None:
+        self.handle, self.name, self.limit, self.on_bad_row = handle, name, limit, on_bad_row
         self.number = 0
         self.offset = 0
         self.record_bytes = 0
@@ -108,7 +108,12 @@ class _Lines:
                     f'{_size(self.limit)} (line {self.number}); a quote (") is probably never closed. Close it, '
                     f'or double quotes inside a quoted cell (""). To allow longer records set {MAX_LINE_BYTES_ENV}.'
                 )
-            yield self._decode(raw, start)
+            try:
+                yield self._decode(raw, start)
+            except DataFileError as error:
+                if self.on_bad_row is None:
+                    raise
+                self.on_bad_row(self.number, raw.decode("utf-8", "replace"), str(error))
 
     def next_record(self) -> None:
         self.record_bytes = 0
@@ -146,86 +151,130 @@ class _Lines:
             ) from None
 
 
+BadRowHandler = Callable[[int, str, str], None]
+"""Called as ``handler(line_number, raw_text, reason)`` for a row that is left out instead of failing the read."""
+
+
+class RowReader:
+    """The non-empty rows of a JSONL or CSV file, as ``(line_number, row)``, read one at a time.
+
+    ``bytes_read`` and ``size`` say how far through the file the reading is (for progress and
+    estimates). ``fields`` (the names a row should have) only make the messages more helpful;
+    ``max_line_bytes`` overrides the per-line limit (see the module's docstring). With
+    ``on_bad_row``, a row that is broken on its own (not JSON, not an object, not UTF-8, a CSV
+    row with the wrong number of cells) goes to it and reading goes on; problems with the file as
+    a whole (not found, not UTF-8 from its byte-order mark, a line over the limit, broken CSV
+    quoting) always raise.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        fields: Sequence[str] | None = None,
+        max_line_bytes: int | None = None,
+        on_bad_row: BadRowHandler | None = None,
+    ) -> None:
+        path = Path(path)
+        if not path.is_file():
+            if path.is_dir():
+                raise DataFileError(f"{os.fspath(path)!r} is a directory; pass a .jsonl or .csv data file inside it")
+            if path.exists():  # a device, FIFO or socket: reading could block or never end
+                raise DataFileError(
+                    f"{os.fspath(path)!r} is not a regular file (a device, pipe or socket); save the rows to a .jsonl "
+                    "or .csv file and pass that"
+                )
+            raise DataFileError(f"No such data file: {os.fspath(path)!r}")
+        suffix = path.suffix.lower()
+        if suffix not in FORMATS:
+            raise DataFileError(f"{path.name}: unknown file type {suffix!r}; use JSON Lines (.jsonl) or CSV (.csv)")
+        limit = default_max_line_bytes() if max_line_bytes is None else int(max_line_bytes)
+        if limit < 1:
+            raise DataFileError(f"max_line_bytes must be a positive number of bytes, got {max_line_bytes!r}")
+        self.path, self.limit, self.on_bad_row = path, limit, on_bad_row
+        self.size = path.stat().st_size
+        self.example = (
+            "{" + ", ".join(f'"{field}": ...' for field in fields) + "}" if fields else '{"text": ..., "label": ...}'
+        )
+        self._lines: _Lines | None = None
+
+    @property
+    def bytes_read(self) -> int:
+        return 0 if self._lines is None else self._lines.offset
+
+    def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        with open(self.path, "rb") as handle:
+            self._lines = _Lines(handle, self.path.name, self.limit, self.on_bad_row)
+            if self.path.suffix.lower() == ".csv":
+                yield from _csv_rows(self._lines, self.limit)
+            else:
+                yield from _json_rows(self._lines, self.example)
+
+
 def read_rows(
     path: str | os.PathLike,
     *,
     fields: Sequence[str] | None = None,
     max_line_bytes: int | None = None,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, row)`` for each non-empty row of a JSONL or CSV file.
-
-    ``fields`` (the names a row should have) only make the messages more helpful;
-    ``max_line_bytes`` overrides the per-line limit (see the module's docstring).
-    """
-    path = Path(path)
-    if not path.is_file():
-        if path.is_dir():
-            raise DataFileError(f"{os.fspath(path)!r} is a directory; pass a .jsonl or .csv data file inside it")
-        if path.exists():  # a device, FIFO or socket: reading could block or never end
-            raise DataFileError(
-                f"{os.fspath(path)!r} is not a regular file (a device, pipe or socket); save the rows to a .jsonl or "
-                ".csv file and pass that"
-            )
-        raise DataFileError(f"No such data file: {os.fspath(path)!r}")
-    suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise DataFileError(f"{path.name}: unknown file type {suffix!r}; use JSON Lines (.jsonl) or CSV (.csv)")
-    limit = default_max_line_bytes() if max_line_bytes is None else int(max_line_bytes)
-    if limit < 1:
-        raise DataFileError(f"max_line_bytes must be a positive number of bytes, got {max_line_bytes!r}")
-    example = "{" + ", ".join(f'"{field}": ...' for field in fields) + "}" if fields else '{"text": ..., "label": ...}'
-    with open(path, "rb") as handle:
-        lines = _Lines(handle, path.name, limit)
-        if suffix == ".csv":
-            yield from _csv_rows(lines, limit)
-        else:
-            yield from _json_rows(lines, example)
+    """Yield ``(line_number, row)`` for each non-empty row of a JSONL or CSV file (see `RowReader`)."""
+    return iter(RowReader(path, fields=fields, max_line_bytes=max_line_bytes))
 
 
 def _json_rows(lines: _Lines, example: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    name = lines.name
     for line in lines:
         lines.next_record()
-        number = lines.number
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-        except RecursionError:
-            raise DataFileError(
-                f"{name} line {number}: the JSON is nested too deeply to read. A row is one flat JSON object, "
-                f"like {example}."
-            ) from None
-        except json.JSONDecodeError as error:
-            hint = ""
-            if number == 1 and line.strip() in ("[", "{"):
-                hint = (
-                    " The file looks like one pretty-printed JSON document; write one object per line (JSON Lines), "
-                    f"e.g. `jq -c '.[]' {name} > rows.jsonl`."
-                )
-            raise DataFileError(
-                f"{name} line {number}: not valid JSON ({error.msg} at column {error.colno}); each line must be one "
-                f"JSON object, like {example}.{hint}"
-            ) from None
-        except ValueError:  # the only other ValueError: an integer with more digits than Python converts
-            raise DataFileError(
-                f"{name} line {number}: a number has too many digits to read (over 4300); labels and other numbers "
-                f"must be ordinary numbers, in rows like {example}."
-            ) from None
-        if not isinstance(row, dict):
-            kind = _JSON_TYPE_NAMES.get(type(row), type(row).__name__)
-            hint = ""
-            if isinstance(row, list) and row and all(isinstance(item, dict) for item in row):
-                hint = f" To turn an array of objects into JSON Lines: `jq -c '.[]' {name} > rows.jsonl`."
-            raise DataFileError(
-                f"{name} line {number}: expected a JSON object (one row per line, like {example}), got {kind}.{hint}"
+            row = _json_row(line, lines.number, lines.name, example)
+        except DataFileError as error:
+            if lines.on_bad_row is None:
+                raise
+            lines.on_bad_row(lines.number, line, str(error))
+            continue
+        yield lines.number, row
+
+
+def _json_row(line: str, number: int, name: str, example: str) -> dict[str, Any]:
+    """One JSON Lines row as a dict, or a `DataFileError` naming the line and what is wrong with it."""
+    try:
+        row = json.loads(line)
+    except RecursionError:
+        raise DataFileError(
+            f"{name} line {number}: the JSON is nested too deeply to read. A row is one flat JSON object, "
+            f"like {example}."
+        ) from None
+    except json.JSONDecodeError as error:
+        hint = ""
+        if number == 1 and line.strip() in ("[", "{"):
+            hint = (
+                " The file looks like one pretty-printed JSON document; write one object per line (JSON Lines), "
+                f"e.g. `jq -c '.[]' {name} > rows.jsonl`."
             )
-        if _SURROGATE_ESCAPE.search(line) and _has_lone_surrogate(row):
-            raise DataFileError(
-                f"{name} line {number}: a text holds a lone surrogate escape (\\ud800-\\udfff): half of a UTF-16 pair, "
-                "not a character. The tool that wrote the file split a character (often an emoji); fix or drop it."
-            )
-        yield number, row
+        raise DataFileError(
+            f"{name} line {number}: not valid JSON ({error.msg} at column {error.colno}); each line must be one "
+            f"JSON object, like {example}.{hint}"
+        ) from None
+    except ValueError:  # the only other ValueError: an integer with more digits than Python converts
+        raise DataFileError(
+            f"{name} line {number}: a number has too many digits to read (over 4300); labels and other numbers "
+            f"must be ordinary numbers, in rows like {example}."
+        ) from None
+    if not isinstance(row, dict):
+        kind = _JSON_TYPE_NAMES.get(type(row), type(row).__name__)
+        hint = ""
+        if isinstance(row, list) and row and all(isinstance(item, dict) for item in row):
+            hint = f" To turn an array of objects into JSON Lines: `jq -c '.[]' {name} > rows.jsonl`."
+        raise DataFileError(
+            f"{name} line {number}: expected a JSON object (one row per line, like {example}), got {kind}.{hint}"
+        )
+    if _SURROGATE_ESCAPE.search(line) and _has_lone_surrogate(row):
+        raise DataFileError(
+            f"{name} line {number}: a text holds a lone surrogate escape (\\ud800-\\udfff): half of a UTF-16 pair, "
+            "not a character. The tool that wrote the file split a character (often an emoji); fix or drop it."
+        )
+    return row
 
 
 def _has_lone_surrogate(value: Any) -> bool:
@@ -282,23 +331,81 @@ def _csv_rows(lines: _Lines, limit: int) -> Iterator[tuple[int, dict[str, Any]]]
                     "once; give each column its own name."
                 )
             continue
-        if len(cells) != len(header):
-            relation = "more" if len(cells) > len(header) else "fewer"
-            raise DataFileError(
-                f"{name} line {start}: {len(cells)} cell{'s' if len(cells) != 1 else ''}, {relation} than the "
-                f"{len(header)} columns named in the "
-                f"header on line {header_line} ({', '.join(header)}); every row needs one cell per column. Quote cells "
-                'that contain commas ("a, b") and leave empty cells empty (a,,c).'
-            )
-        unnamed = [index for index, column in enumerate(header) if not column and cells[index].strip()]
-        if unnamed:
-            raise DataFileError(
-                f"{name} line {start}: a value in column {unnamed[0] + 1}, which has no name in the header on line "
-                f"{header_line}; name the column or remove the value."
-            )
+        problem = _csv_row_problem(cells, header, f"{name} line {start}", header_line)
+        if problem is not None:
+            if lines.on_bad_row is None:
+                raise DataFileError(problem)
+            lines.on_bad_row(start, ",".join(cells), problem)
+            continue
         yield start, {column: cell for column, cell in zip(header, cells) if column}
     if header is None:
         raise DataFileError(f"{name}: the CSV file is empty; its first line must name the columns (e.g. text,label)")
+
+
+def _csv_row_problem(cells: list[str], header: list[str], where: str, header_line: int) -> str | None:
+    """What is wrong with one CSV record's cells against the header, or None."""
+    if len(cells) != len(header):
+        relation = "more" if len(cells) > len(header) else "fewer"
+        return (
+            f"{where}: {len(cells)} cell{'s' if len(cells) != 1 else ''}, {relation} than the {len(header)} columns "
+            f"named in the header on line {header_line} ({', '.join(header)}); every row needs one cell per column. "
+            'Quote cells that contain commas ("a, b") and leave empty cells empty (a,,c).'
+        )
+    unnamed = [index for index, column in enumerate(header) if not column and cells[index].strip()]
+    if unnamed:
+        return (
+            f"{where}: a value in column {unnamed[0] + 1}, which has no name in the header on line {header_line}; "
+            "name the column or remove the value."
+        )
+    return None
+
+
+def iter_examples(
+    path: str | os.PathLike,
+    schema: type[BaseModel],
+    task: str = "this task",
+    *,
+    max_line_bytes: int | None = None,
+    on_bad_row: BadRowHandler | None = None,
+    reader: RowReader | None = None,
+) -> Iterator[tuple[int, BaseModel]]:
+    """``(line_number, example)`` for each row of ``path`` validated by ``schema``, read lazily.
+
+    A bad row raises `DataFileError` naming its line, or, with ``on_bad_row``, goes to it with its
+    reason (see `RowReader`). Pass ``reader`` (a `RowReader` of ``path``) to watch its progress.
+    """
+    path = Path(path)
+    name = path.name
+    fields = list(schema.model_fields)
+    known = set(fields) | {info.alias for info in schema.model_fields.values() if info.alias}
+    expected = ", ".join(fields)
+    is_csv = path.suffix.lower() == ".csv"
+    if reader is None:
+        reader = RowReader(path, fields=fields, max_line_bytes=max_line_bytes, on_bad_row=on_bad_row)
+    first = True
+    for number, row in reader:
+        try:
+            example = schema.model_validate(row)
+        except RecursionError:
+            problem = (
+                f"{name} line {number}: a value is nested too deeply to read. Rows for {task} have the fields: "
+                f"{expected}."
+            )
+        except ValidationError as error:
+            if is_csv and first and not known & set(row):
+                raise DataFileError(_missing_header(name, row, task, fields)) from None
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in item['loc']) or 'row'}: {item['msg']}" for item in error.errors()
+            )
+            problem = f"{name} line {number}: {problems}. Rows for {task} have the fields: {expected}."
+        else:
+            first = False
+            yield number, example
+            continue
+        first = False
+        if on_bad_row is None:
+            raise DataFileError(problem)
+        on_bad_row(number, json.dumps(row, ensure_ascii=False, default=str), problem)
 
 
 def read_examples(
@@ -309,36 +416,60 @@ def read_examples(
     max_line_bytes: int | None = None,
 ) -> list[BaseModel]:
     """Every row of ``path`` validated by ``schema``; the first bad row raises `DataFileError`."""
-    path = Path(path)
-    name = path.name
-    fields = list(schema.model_fields)
-    known = set(fields) | {info.alias for info in schema.model_fields.values() if info.alias}
-    expected = ", ".join(fields)
-    is_csv = path.suffix.lower() == ".csv"
-    examples = []
-    for number, row in read_rows(path, fields=fields, max_line_bytes=max_line_bytes):
-        try:
-            examples.append(schema.model_validate(row))
-        except RecursionError:
-            raise DataFileError(
-                f"{name} line {number}: a value is nested too deeply to read. Rows for {task} have the fields: "
-                f"{expected}."
-            ) from None
-        except ValidationError as error:
-            if is_csv and not known & set(row):
-                raise DataFileError(_missing_header(name, row, task, fields)) from None
-            problems = "; ".join(
-                f"{'.'.join(str(part) for part in item['loc']) or 'row'}: {item['msg']}" for item in error.errors()
-            )
-            raise DataFileError(
-                f"{name} line {number}: {problems}. Rows for {task} have the fields: {expected}."
-            ) from None
+    examples = [example for _, example in iter_examples(path, schema, task, max_line_bytes=max_line_bytes)]
     if not examples:
-        raise DataFileError(
-            f"{name}: no examples found (the file is empty, holds only blank lines, or is a CSV header alone); "
-            f"add one row per example with the fields {expected}"
-        )
+        raise DataFileError(no_examples_message(Path(path).name, schema))
     return examples
+
+
+def no_examples_message(name: str, schema: type[BaseModel]) -> str:
+    return (
+        f"{name}: no examples found (the file is empty, holds only blank lines, or is a CSV header alone); "
+        f"add one row per example with the fields {', '.join(schema.model_fields)}"
+    )
+
+
+class SkippedRows:
+    """Rows left out by ``--skip-invalid``: each written with its file, line and reason to a JSON Lines side file.
+
+    Nothing is dropped silently: `counts` says how many rows of each file were skipped, and the side
+    file holds every one of them (each once, however often the file is read). The side file is
+    started afresh by the first skipped row of a run and only then; a run with no bad row writes
+    nothing.
+    """
+
+    def __init__(self, side_file: str | os.PathLike) -> None:
+        self.side_file = Path(side_file)
+        self.counts: dict[str, int] = {}
+        self._seen: set[tuple[str, int]] = set()
+
+    def handler(self, path: str | os.PathLike) -> BadRowHandler:
+        """The `BadRowHandler` for rows of ``path``."""
+        name = os.fspath(path)
+        return lambda line, text, reason: self.record(name, line, text, reason)
+
+    def record(self, file: str, line: int, text: str, reason: str) -> None:
+        if (file, line) in self._seen:
+            return
+        first = not self._seen
+        self._seen.add((file, line))
+        self.counts[file] = self.counts.get(file, 0) + 1
+        if first:
+            self.side_file.parent.mkdir(parents=True, exist_ok=True)
+        entry = {"file": file, "line": line, "reason": reason, "row": text.rstrip("\r\n")}
+        with open(self.side_file, "w" if first else "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def summary(self) -> str | None:
+        """One line for the user, or None when no row was skipped."""
+        if not self.counts:
+            return None
+        parts = ", ".join(f"{count:,} of {Path(file).name}" for file, count in self.counts.items())
+        return f"skipped {self.total:,} invalid row(s) ({parts}); each is in {self.side_file} with its line and reason"
 
 
 def _missing_header(name: str, row: dict[str, Any], task: str, fields: Sequence[str]) -> str:

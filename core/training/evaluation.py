@@ -4,7 +4,9 @@ watches, and what guessing would score."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,13 +15,13 @@ from pydantic import BaseModel
 from distilbert_heads.plugins.head import TaskHead
 from distilbert_heads.text.pipeline import pipeline
 from distilbert_heads.text.tokenizer import DistilBertTokenizer
+from distilbert_heads.training import data_files
 from distilbert_heads.training.examples import (
     _locate_bad_example,
-    encode_examples,
     example_items,
+    example_schema,
     load_model,
     model_tokenizer,
-    read_task_examples,
 )
 from distilbert_heads.training.settings import TrainingError
 
@@ -100,26 +102,189 @@ def evaluate(
     max_length: int | None = None,
     head: str | None = None,
     tokenizer: DistilBertTokenizer | None = None,
+    show_progress: bool | None = None,
+    on_bad_row: data_files.BadRowHandler | None = None,
 ) -> dict[str, float]:
     """Metrics of a model (or a ``.keras`` path) on a JSONL/CSV file in its head's row format.
 
     Classification: accuracy and macro-F1; NER: entity precision/recall/F1; QA: exact match
     and token F1; pairs: accuracy (or Pearson/Spearman for similarity), as the head defines.
     A head without ``evaluate`` gets ``{"loss": ...}``, its compiled loss on the file's rows.
+
+    The file is read, encoded and run in chunks (`PREDICT_CHUNK_ROWS`), with a progress bar on
+    stderr (rows per second and time left; default: when stderr is a terminal). The examples
+    and their answers are kept for the head's metrics, their encodings are not.
     """
     model = load_model(model_or_path)
     head_name, task_head = model.select_head(head)
-    examples = read_task_examples(eval_file, type(task_head), task_head.task_type)
     if not head_scores_answers(task_head):
-        x, y = encode_examples(
-            task_head, examples, model_tokenizer(model, tokenizer), max_length or model.max_length, path=eval_file
-        )
         if not model.compiled:
             model.compile()
-        return loss_on(model, head_name, x, y, batch_size=batch_size)
-    return score_examples(
-        model, examples, head=head, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length, path=eval_file
+        return loss_on_file(
+            model,
+            eval_file,
+            head=head_name,
+            tokenizer=model_tokenizer(model, tokenizer),
+            batch_size=batch_size,
+            max_length=max_length or model.max_length,
+            on_bad_row=on_bad_row,
+        )
+    examples, predictions = predict_file(
+        model,
+        eval_file,
+        head=head_name,
+        tokenizer=tokenizer,
+        batch_size=batch_size,
+        max_length=max_length,
+        show_progress=show_progress,
+        on_bad_row=on_bad_row,
     )
+    return score_predictions(task_head, examples, predictions, path=eval_file)
+
+
+# Examples read, encoded and answered together when a file is scored or predicted.
+PREDICT_CHUNK_ROWS = 1024
+
+
+def example_chunks(
+    path: str | os.PathLike,
+    task_head: TaskHead,
+    *,
+    chunk_rows: int = PREDICT_CHUNK_ROWS,
+    on_bad_row: data_files.BadRowHandler | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[list[tuple[int, BaseModel]]]:
+    """``(line, example)`` chunks of a labelled file, read lazily; ``progress`` gets the bytes read so far."""
+    schema = example_schema(type(task_head), task_head.task_type)
+    reader = data_files.RowReader(path, fields=list(schema.model_fields), on_bad_row=on_bad_row)
+    task = f"task {task_head.task_type!r}"
+    chunk: list[tuple[int, BaseModel]] = []
+    count = 0
+    for item in data_files.iter_examples(path, schema, task, on_bad_row=on_bad_row, reader=reader):
+        chunk.append(item)
+        if len(chunk) == chunk_rows:
+            count += len(chunk)
+            yield chunk
+            chunk = []
+            if progress is not None:
+                progress(reader.bytes_read)
+    if chunk:
+        count += len(chunk)
+        yield chunk
+    if progress is not None:
+        progress(reader.size)
+    if not count:
+        raise data_files.DataFileError(data_files.no_examples_message(Path(path).name, schema))
+
+
+def predict_file(
+    model: Any,
+    path: str | os.PathLike,
+    *,
+    head: str | None = None,
+    tokenizer: DistilBertTokenizer | None = None,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    show_progress: bool | None = None,
+    on_bad_row: data_files.BadRowHandler | None = None,
+) -> tuple[list[BaseModel], list[Any]]:
+    """The examples of a labelled file and the model's answers for them, read and run chunk by chunk."""
+    head_name, task_head = model.select_head(head)
+    pipe = pipeline(
+        model,
+        tokenizer=model_tokenizer(model, tokenizer),
+        head=head_name,
+        batch_size=batch_size,
+        max_length=max_length,
+        show_progress=False,
+    )
+    examples: list[BaseModel] = []
+    predictions: list[Any] = []
+    with file_progress(path, "scoring", show_progress) as progress:
+        for chunk in example_chunks(path, task_head, on_bad_row=on_bad_row, progress=progress.bytes_read):
+            chunk_examples = [example for _, example in chunk]
+            predictions.extend(pipe.predict_items(example_items(task_head, chunk_examples)))
+            examples.extend(chunk_examples)
+            progress.rows(len(chunk))
+    return examples, predictions
+
+
+def loss_on_file(
+    model: Any,
+    path: str | os.PathLike,
+    *,
+    head: str,
+    tokenizer: DistilBertTokenizer,
+    batch_size: int,
+    max_length: int,
+    on_bad_row: data_files.BadRowHandler | None = None,
+) -> dict[str, float]:
+    """``{"loss": ...}``: the model's compiled loss on a file's rows, encoded batch by batch."""
+    from distilbert_heads.training.streaming import ExampleEncoder, rows_of, trim_batch  # streaming imports Keras
+
+    _, task_head = model.select_head(head)
+    encoder = ExampleEncoder(task_head, tokenizer, max_length, path, on_bad_row)
+    total, rows = 0.0, 0
+    for chunk in example_chunks(path, task_head, chunk_rows=batch_size, on_bad_row=on_bad_row):
+        encoded = encoder(chunk)
+        if encoded is None:
+            continue
+        x, y = trim_batch(*encoded)
+        logs = model.evaluate(x, {head: y}, batch_size=batch_size, verbose=0, return_dict=True)
+        count = rows_of(x)
+        total, rows = total + float(logs["loss"]) * count, rows + count
+    return {"loss": total / max(rows, 1)}
+
+
+class file_progress:
+    """A rich progress bar on stderr over a file's bytes, with rows done, rows per second and time left.
+
+    ``show``: True, False, or None for "when stderr is a terminal". Used as a context manager;
+    call `bytes_read` with how far the reading has got and `rows` with rows done.
+    """
+
+    def __init__(self, path: str | os.PathLike, verb: str, show: bool | None = None) -> None:
+        self.path, self.verb = Path(path), verb
+        self.show = sys.stderr.isatty() if show is None else show
+        self._bar: Any = None
+        self._task: Any = None
+        self._rows = 0
+
+    def __enter__(self) -> file_progress:
+        if not self.show:
+            return self
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self._bar = Progress(
+            TextColumn(f"{self.verb} {self.path.name}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("{task.fields[rows]:,} rows"),
+            TextColumn("{task.fields[rate]} rows/s"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
+        self._bar.start()
+        self._task = self._bar.add_task(self.verb, total=max(self.path.stat().st_size, 1), rows=0, rate="-")
+        return self
+
+    def bytes_read(self, count: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=count)
+
+    def rows(self, count: int) -> None:
+        self._rows += count
+        if self._bar is not None:
+            elapsed = self._bar.tasks[0].elapsed or 0.0
+            rate = f"{self._rows / elapsed:,.0f}" if elapsed > 0 else "-"
+            self._bar.update(self._task, rows=self._rows, rate=rate)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.stop()
 
 
 def head_scores_answers(head: TaskHead) -> bool:

@@ -34,15 +34,20 @@ def head_record(task: str) -> Any:
     return get_head(task)
 
 
-def read_task_examples(path: str | os.PathLike, head_class: type[TaskHead], task: str) -> list[BaseModel]:
-    """Every row of ``path`` validated by ``head_class.example_schema``."""
+def example_schema(head_class: type[TaskHead], task: str) -> type[BaseModel]:
+    """The head's ``example_schema`` (the format of its rows), or a clear error for a head without one."""
     schema = getattr(head_class, "example_schema", None)
     if schema is None:
         raise TrainingError(
             f"The {task!r} head ({head_class.__name__}) declares no example_schema, so it cannot train or evaluate "
             "from files. Train it in Python with model.fit, or ask its plugin's author to add the data contract."
         )
-    return data_files.read_examples(path, schema, task=f"task {task!r}")
+    return schema
+
+
+def read_task_examples(path: str | os.PathLike, head_class: type[TaskHead], task: str) -> list[BaseModel]:
+    """Every row of ``path`` validated by ``head_class.example_schema``."""
+    return data_files.read_examples(path, example_schema(head_class, task), task=f"task {task!r}")
 
 
 def _line_numbers(path: str | os.PathLike) -> list[int]:
@@ -61,12 +66,12 @@ def _locate_bad_example(
             check(index)
         except (ValueError, KeyError, IndexError, TypeError) as row_error:
             line = lines[index] if index < len(lines) else "?"
-            message = _strip_example_prefix(str(row_error))
+            message = strip_example_prefix(str(row_error))
             return TrainingError(f"{Path(path).name} line {line}: {message}")
     return TrainingError(f"{Path(path).name}: {error}")
 
 
-def _strip_example_prefix(message: str) -> str:
+def strip_example_prefix(message: str) -> str:
     # Heads say "example 0: ..." about the one-row batch we re-ran; the line number replaces it.
     head, sep, rest = message.partition(": ")
     return rest if sep and head.startswith("example ") else message
@@ -95,6 +100,7 @@ def infer_options(
     *,
     given: Mapping[str, Any] | None = None,
     path: str | os.PathLike | None = None,
+    lines: Sequence[tuple[int, Any]] | None = None,
 ) -> dict[str, Any]:
     """Options the training data implies (label names), passing ``task_type`` to heads that take it.
 
@@ -113,11 +119,13 @@ def infer_options(
     try:
         options = method(examples, task_type=task_type) if accepts_task else method(examples)
     except ValueError as error:
-        raise _error_at_example_line(error, path) from None
+        raise _error_at_example_line(error, path, lines) from None
     return dict(options or {})
 
 
-def _error_at_example_line(error: Exception, path: str | os.PathLike | None) -> TrainingError:
+def _error_at_example_line(
+    error: Exception, path: str | os.PathLike | None, lines: Sequence[tuple[int, Any]] | None = None
+) -> TrainingError:
     """``error`` as a `TrainingError`; an ``example <index>:`` prefix becomes the file and line of that row."""
     message = str(error)
     if path is None:
@@ -125,9 +133,9 @@ def _error_at_example_line(error: Exception, path: str | os.PathLike | None) -> 
     name = Path(path).name
     match = re.match(r"example (\d+): ", message)
     if match:
-        lines = _line_numbers(path)
+        numbers = [number for number, _ in lines] if lines is not None else _line_numbers(path)
         index = int(match.group(1))
-        line = lines[index] if index < len(lines) else "?"
+        line = numbers[index] if index < len(numbers) else "?"
         return TrainingError(f"{name} line {line}: {message[match.end() :]}")
     return TrainingError(f"{name}: {message}")
 

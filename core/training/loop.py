@@ -24,29 +24,32 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from distilbert_heads import atomic
 from distilbert_heads.model.factory import create_distilbert_with_head
 from distilbert_heads.model.loading import first_non_finite_weight
 from distilbert_heads.text.tokenizer import DistilBertTokenizer
-from distilbert_heads.training.callbacks import HeadEvaluationCallback, TokenDropoutBatches
+from distilbert_heads.training import data_files
+from distilbert_heads.training.callbacks import HeadEvaluationCallback
+from distilbert_heads.training.data_files import SkippedRows
 from distilbert_heads.training.defaults import DEFAULT_SCHEDULE_PRETRAINED, DEFAULT_SCHEDULE_SCRATCH
 from distilbert_heads.training.evaluation import (
     chance_level_warning,
     head_scores_answers,
     loss_on,
+    loss_on_file,
     predict_examples,
-    score_examples,
+    predict_file,
     score_predictions,
 )
 from distilbert_heads.training.examples import (
     build_tokenizer,
-    encode_examples,
+    example_schema,
     example_texts,
     head_record,
     infer_options,
     numeric_class_note,
-    read_task_examples,
 )
 from distilbert_heads.training.optimization import build_optimizer
 from distilbert_heads.training.report import print_metrics_table
@@ -60,6 +63,17 @@ from distilbert_heads.training.settings import (
     TrainingError,
     TrainResult,
     check_train_settings,
+)
+from distilbert_heads.training.streaming import (
+    ENCODE_CHUNK_BATCHES,
+    SHUFFLE_BUFFER_ROWS,
+    EpochTracker,
+    ExampleEncoder,
+    TrainingStream,
+    join_batches,
+    read_sample,
+    rows_of,
+    split_rows,
 )
 
 
@@ -109,13 +123,19 @@ def train(
     precision: str = "float32",
     callbacks: Sequence[keras.callbacks.Callback] = (),
     logdir: str | os.PathLike | None = None,
+    skip_invalid: bool = False,
+    skipped_file: str | os.PathLike | None = None,
+    shuffle_buffer: int = SHUFFLE_BUFFER_ROWS,
     **encoder_overrides: Any,
 ) -> TrainResult:
     """Train a model for ``task`` on a JSONL/CSV file and (with ``out``) save it as one ``.keras`` file.
 
     Args:
         task: a task type or alias (``"sentiment"``, ``"ner"``, ``"qa"``, ``"pairwise"``, a plugin's).
-        train_file: rows in the head's format (see ``distilbert-heads train --help``).
+        train_file: rows in the head's format (see ``distilbert-heads train --help``), of any size: they are read,
+            checked and encoded while training runs (`distilbert_heads.training.streaming`), after the first
+            50,000, which give the label names (a later row with another label fails with its line; pass
+            ``head_options={"labels": [...]}`` to be sure) and a vocabulary learnt from scratch.
         eval_file: held-out rows; scored each epoch for early stopping (best weights restored)
             and for the final metrics. Without it the final metrics are on the training rows.
         variant: ``"tiny"``, ``"small"`` or ``"base"`` when training from scratch.
@@ -156,6 +176,11 @@ def train(
             saved with the model; fast on accelerators and CPUs with bfloat16 instructions).
         callbacks: Keras callbacks run after this function's own (held-out scoring, TensorBoard).
         logdir: write TensorBoard logs (losses, held-out metrics, learning rate per epoch) here.
+        skip_invalid: leave out rows that are broken or that the head rejects (in the training and eval files)
+            instead of failing on the first: each goes, with its file, line and reason, to ``skipped_file``
+            (default: ``<out name>.skipped.jsonl`` beside ``out``), and the result's ``skipped_rows`` counts them.
+        shuffle_buffer: rows held for shuffling (default 10,000): a file of at most this many rows is shuffled
+            whole each epoch; a larger one is shuffled through the buffer, as ``tf.data``'s ``shuffle``.
         **encoder_overrides: `DistilBertConfig` fields, e.g. ``hidden_size=64, num_layers=2``.
     """
     if schedule is None:
@@ -187,10 +212,23 @@ def train(
         )
     record = head_record(task)
     head_class = record.head_class
-    train_examples = read_task_examples(train_file, head_class, task)
-    eval_examples = read_task_examples(eval_file, head_class, task) if eval_file is not None else None
+    schema = example_schema(head_class, task)
+    skipped = _skipped_rows(skip_invalid, skipped_file, out, train_file)
+    on_train_bad = skipped.handler(train_file) if skipped is not None else None
+    on_eval_bad = skipped.handler(eval_file) if skipped is not None and eval_file is not None else None
+    task_name = f"task {task!r}"
+    # The first rows, read before the model exists: the label names and a vocabulary learnt from scratch come
+    # from them. The rest of the file is read while training runs.
+    sample = read_sample(train_file, schema, task_name, on_bad_row=on_train_bad)
+    sample_examples = [example for _, example in sample.examples]
+    if eval_file is not None:
+        data_files.RowReader(eval_file)  # a missing or unreadable eval file fails now, not after an epoch
 
-    options = infer_options(head_class, train_examples, record.task_type, given=head_options, path=train_file)
+    options = infer_options(
+        head_class, sample_examples, record.task_type, given=head_options, path=train_file, lines=sample.examples
+    )
+    if not sample.whole_file and options:
+        _say_sample(verbose, sample, options)
     note = numeric_class_note(options)
     if note and verbose:
         print(note, flush=True)
@@ -198,7 +236,7 @@ def train(
     if tokenizer is None:
         tokenizer = build_tokenizer(
             pretrained,
-            example_texts(train_examples),
+            example_texts(sample_examples),
             vocab_size=vocab_size,
             lowercase=lowercase,
             whole_words=whole_words,
@@ -221,36 +259,74 @@ def train(
     model.max_length = max_length
     head_name, head = model.select_head()
 
-    x, y = encode_examples(head, train_examples, tokenizer, max_length, path=train_file)
+    encoder = ExampleEncoder(head, tokenizer, max_length, train_file, on_train_bad)
+    # The sample encoded: its rows are checked against the head (e.g. labels) before any training, and their
+    # count sizes the epoch (exactly when the sample is the whole file, scaled by bytes when it is not).
+    sample_encoded = _encode_all(encoder, sample.examples, batch_size)
+    if sample_encoded is None:
+        raise TrainingError(
+            f"{Path(train_file).name}: every row of the first {len(sample.examples):,} was invalid and skipped "
+            f"(see {skipped.side_file if skipped else 'the messages above'}); nothing is left to train on."
+        )
+    sample_rows = rows_of(sample_encoded[0])
+    rows_per_epoch = (
+        sample_rows if sample.whole_file else round(sample_rows * sample.estimated_rows() / len(sample.examples))
+    )
+    batches_per_epoch = max(math.ceil(rows_per_epoch / batch_size), 1)
     if learning_rate is None:
         learning_rate = DEFAULT_LEARNING_RATE_PRETRAINED if pretrained is not None else DEFAULT_LEARNING_RATE_SCRATCH
-    # One shuffled (and, with token_dropout, noised) batch sequence, seeded by ``seed``: the same rows in the
-    # same order on every backend and for every batch size, so accumulation matches a larger batch exactly.
-    batches = TokenDropoutBatches(
-        x, {head_name: y}, batch_size=batch_size, rate=token_dropout, tokenizer=tokenizer, seed=seed
+    # One shuffled (and, with token_dropout, noised) batch sequence, a pure function of the seed and the epoch:
+    # the same rows in the same order on every backend and for every batch size.
+    run_seed = seed if seed is not None else int(np.random.default_rng().integers(2**31))
+    stream = TrainingStream(
+        train_file,
+        schema,
+        task_name,
+        encoder,
+        head_name=head_name,
+        batch_size=batch_size,
+        seed=run_seed,
+        token_dropout=token_dropout,
+        shuffle_buffer=shuffle_buffer,
+        on_bad_row=on_train_bad,
     )
-    model.compile(optimizer=build_optimizer(model, settings, learning_rate, len(batches)))
+    first_batch = stream._finish(*split_rows_pair(sample_encoded, batch_size), 0, 0)
+    model.compile(optimizer=build_optimizer(model, settings, learning_rate, batches_per_epoch))
     scored = head_scores_answers(head)  # without evaluate(), the loss is the metric (lower is better)
 
-    run_callbacks: list[keras.callbacks.Callback] = []
+    score_batch = max(batch_size, 32)
+    run_callbacks: list[keras.callbacks.Callback] = [EpochTracker(stream)]
     evaluation: HeadEvaluationCallback | None = None
-    if eval_examples is not None:
-        # Check the eval rows fit the head (e.g. no label unseen in training) before spending time on training.
-        x_eval, y_eval = encode_examples(head, eval_examples, tokenizer, max_length, path=eval_file)
+    if eval_file is not None:
         evaluation = HeadEvaluationCallback(
             (
-                lambda m: score_examples(
-                    m,
-                    eval_examples,
-                    head=head_name,
-                    tokenizer=tokenizer,
-                    batch_size=max(batch_size, 32),
-                    max_length=max_length,
+                lambda m: score_predictions(
+                    head,
+                    *predict_file(
+                        m,
+                        eval_file,
+                        head=head_name,
+                        tokenizer=tokenizer,
+                        batch_size=score_batch,
+                        max_length=max_length,
+                        show_progress=False,
+                        on_bad_row=on_eval_bad,
+                    ),
                     path=eval_file,
                 )
             )
             if scored
-            else (lambda m: loss_on(m, head_name, x_eval, y_eval, batch_size=max(batch_size, 32))),
+            else (
+                lambda m: loss_on_file(
+                    m,
+                    eval_file,
+                    head=head_name,
+                    tokenizer=tokenizer,
+                    batch_size=score_batch,
+                    max_length=max_length,
+                    on_bad_row=on_eval_bad,
+                )
+            ),
             patience=patience,
             verbose=verbose,
         )
@@ -259,28 +335,49 @@ def train(
         # After the held-out scoring, so its val_* metrics are in the logs TensorBoard writes.
         run_callbacks.append(keras.callbacks.TensorBoard(log_dir=os.fspath(logdir)))
     run_callbacks.extend(callbacks)
-    # shuffle=False: `batches` shuffles its rows itself (Keras would reorder the batches with its own RNG).
-    history = model.fit(batches, epochs=epochs, shuffle=False, callbacks=run_callbacks, verbose=verbose)
+    try:
+        # shuffle=False: the stream shuffles its rows itself.
+        with warnings.catch_warnings():
+            # Keras warns at the end of every epoch of a dataset of unknown length; for a stream that is how it ends.
+            warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
+            history = model.fit(
+                stream.dataset(first_batch), epochs=epochs, shuffle=False, callbacks=run_callbacks, verbose=verbose
+            )
+    except Exception as error:
+        if stream.failure is not None and stream.failure is not error:
+            raise stream.failure from None
+        raise
     _refuse_diverged(model, history.history.get("loss", []), learning_rate, out)
     # The best epoch's weights are restored, so these predictions are the ones its metrics scored.
-    split, split_examples, split_file = (
-        ("eval", eval_examples, eval_file) if eval_examples is not None else ("train", train_examples, train_file)
-    )
     best = dict(evaluation.best_metrics) if evaluation is not None and evaluation.best_metrics else None
     chance_warning = None
+    split = "eval" if eval_file is not None else "train"
     if not scored:
-        metrics = best or loss_on(model, head_name, x, y, batch_size=max(batch_size, 32))
+        metrics = best or loss_on(model, head_name, *sample_encoded, batch_size=score_batch)
     else:
-        final_predictions = predict_examples(
-            model,
-            split_examples,
-            head=head_name,
-            tokenizer=tokenizer,
-            batch_size=max(batch_size, 32),
-            max_length=max_length,
-        )
-        metrics = best or score_predictions(head, split_examples, final_predictions, path=split_file)
-        advice = _chance_advice(len(train_examples), len(history.epoch), pretrained, variant)
+        if eval_file is not None:
+            split_examples, final_predictions = predict_file(
+                model,
+                eval_file,
+                head=head_name,
+                tokenizer=tokenizer,
+                batch_size=score_batch,
+                max_length=max_length,
+                show_progress=False,
+                on_bad_row=on_eval_bad,
+            )
+        else:  # the training rows read up front (the whole file unless it is larger than the sample)
+            split_examples = sample_examples
+            final_predictions = predict_examples(
+                model,
+                split_examples,
+                head=head_name,
+                tokenizer=tokenizer,
+                batch_size=score_batch,
+                max_length=max_length,
+            )
+        metrics = best or score_predictions(head, split_examples, final_predictions, path=eval_file or train_file)
+        advice = _chance_advice(sample.estimated_rows(), len(history.epoch), pretrained, variant)
         chance_warning = chance_level_warning(
             head, split_examples, final_predictions, metrics, split=split, advice=advice
         )
@@ -297,20 +394,62 @@ def train(
         metrics_split=split,
         epochs_run=len(history.epoch),
         best_epoch=None if evaluation is None or evaluation.best_epoch is None else evaluation.best_epoch + 1,
+        seed=run_seed,
+        skipped_rows=dict(skipped.counts) if skipped is not None else {},
+        skipped_file=skipped.side_file if skipped is not None and skipped.counts else None,
     )
     if chance_warning is not None:
         result.warnings.append(chance_warning)
-        warnings.warn(chance_warning, ChanceLevelWarning, stacklevel=2)
+        warnings.warn(chance_warning, ChanceLevelWarning, stacklevel=3)
     if verbose:
-        print_metrics_table(
-            {task: metrics},
-            title=f"{task}: metrics on the {'eval file' if split == 'eval' else 'training file (no --eval given)'}",
-        )
+        where = "eval file" if split == "eval" else "training file (no --eval given)"
+        if split == "train" and not sample.whole_file:
+            where = f"first {len(sample_examples):,} training rows (no --eval given)"
+        print_metrics_table({task: metrics}, title=f"{task}: metrics on the {where}")
         if path is not None:
             print(f"saved {path} (tokenizer inside)")
+        if skipped is not None and skipped.summary():
+            print(skipped.summary(), flush=True)
         for message in result.warnings:
             print(f"warning: {message}", flush=True)
     return result
+
+
+def _skipped_rows(skip_invalid: bool, skipped_file: Any, out: Any, train_file: Any) -> SkippedRows | None:
+    """Where ``skip_invalid`` writes the rows it leaves out: ``skipped_file``, else beside ``out`` (or the training
+    file) as ``<name>.skipped.jsonl``."""
+    if not skip_invalid:
+        if skipped_file is not None:
+            raise TrainingError("skipped_file (--skipped) names where --skip-invalid writes skipped rows; pass both.")
+        return None
+    if skipped_file is None:
+        beside = Path(out) if out is not None else Path(train_file)
+        skipped_file = beside.with_name(beside.stem + ".skipped.jsonl")
+    return SkippedRows(skipped_file)
+
+
+def _encode_all(encoder: ExampleEncoder, items: Sequence[Any], batch_size: int) -> tuple[Any, Any] | None:
+    chunk = batch_size * ENCODE_CHUNK_BATCHES
+    parts = [part for start in range(0, len(items), chunk) if (part := encoder(items[start : start + chunk]))]
+    return join_batches(parts, encoder.tokenizer.pad_token_id) if parts else None
+
+
+def split_rows_pair(encoded: tuple[Any, Any], count: int) -> tuple[Any, Any]:
+    (x, _), (y, _) = split_rows(encoded[0], count), split_rows(encoded[1], count)
+    return x, y
+
+
+def _say_sample(verbose: int, sample: Any, options: Mapping[str, Any]) -> None:
+    if not verbose:
+        return
+    labels = options.get("labels")
+    shown = f" ({len(labels)} labels: {', '.join(map(str, labels[:10]))}{', ...' if len(labels) > 10 else ''})"
+    print(
+        f"read the first {len(sample.examples):,} rows of {sample.path.name} for the head's options"
+        f"{shown if labels else ''}; a later row with a label not among them fails with its line "
+        "(pass the labels with --labels to be sure)",
+        flush=True,
+    )
 
 
 def _refuse_diverged(model: Any, losses: Sequence[float], learning_rate: float, out: Any) -> None:

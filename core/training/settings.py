@@ -92,7 +92,9 @@ class TrainResult:
     (``metrics_split`` says which): the head's `evaluate` metrics, or ``{"loss": ...}`` for a head
     without ``evaluate``. ``history`` is Keras' per-epoch logs, plus ``val_<metric>``
     for each of the head's metrics when there was an eval file. ``warnings`` holds what
-    `train` also issued as Python warnings (e.g. a `ChanceLevelWarning`).
+    `train` also issued as Python warnings (e.g. a `ChanceLevelWarning`). ``seed`` is the run's seed (the one
+    given, or the one drawn for an unseeded run); ``skipped_rows`` counts, per file, the rows ``skip_invalid``
+    left out, each of which is in ``skipped_file``.
     """
 
     model: Any
@@ -105,3 +107,6 @@ class TrainResult:
     best_epoch: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    seed: int | None = None
+    skipped_rows: dict[str, int] = field(default_factory=dict)
+    skipped_file: Path | None = None

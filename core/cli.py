@@ -20,7 +20,7 @@ import re
 import sys
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,9 @@ from distilbert_heads.training.defaults import (
     DEFAULT_SCHEDULE_SCRATCH,
     DEFAULT_WEIGHT_DECAY,
     PRECISIONS,
+    SAMPLE_ROWS,
     SCHEDULES,
+    SHUFFLE_BUFFER_ROWS,
 )
 
 USER_ERROR_EXIT = 2
@@ -287,6 +289,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             gradient_accumulation_steps=args.grad_accum,
             precision=args.precision,
             logdir=args.logdir,
+            skip_invalid=args.skip_invalid,
+            skipped_file=args.skipped,
+            shuffle_buffer=args.shuffle_buffer,
+            head_options={"labels": args.labels} if args.labels else None,
             verbose=1 if sys.stdout.isatty() else 2,
         )
     if args.json:
@@ -297,6 +303,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                     "split": result.metrics_split,
                     "path": str(result.path),
                     "warnings": result.warnings,
+                    "skipped_rows": result.skipped_rows,
+                    "skipped_file": None if result.skipped_file is None else str(result.skipped_file),
                 }
             )
         )
@@ -311,6 +319,25 @@ def _layer_map(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated checkpoint layer indices such as 0,2,4, got {text!r}"
         ) from None
+
+
+def _add_progress_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar on stderr (rows, rows per second, time left) while the file is read "
+        "(default: when stderr is a terminal)",
+    )
+
+
+def _label_list(text: str) -> list[str]:
+    labels = [part.strip() for part in text.split(",")]
+    if len(labels) < 2 or not all(labels) or len(set(labels)) != len(labels):
+        raise argparse.ArgumentTypeError(
+            f"expected two or more distinct comma-separated label names such as neg,pos, got {text!r}"
+        )
+    return labels
 
 
 def _positive_int(text: str) -> int:
@@ -410,6 +437,33 @@ def _add_train(subparsers: Any) -> None:
         default=2,
         help="epochs without improvement on --eval before stopping; 0 never stops (default: 2)",
     )
+    parser.add_argument(
+        "--labels",
+        type=_label_list,
+        metavar="A,B,...",
+        help=f"the label names, in order (default: those in the first {SAMPLE_ROWS:,} training rows); a row "
+        "with another label fails with its line, or is skipped with --skip-invalid",
+    )
+    data = parser.add_argument_group("data files of any size")
+    data.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="leave out rows that are broken or that the head rejects, instead of stopping at the first; each "
+        "is written with its file, line and reason to --skipped, and the count is reported",
+    )
+    data.add_argument(
+        "--skipped",
+        metavar="FILE.jsonl",
+        help="where --skip-invalid writes the rows it leaves out (default: <out name>.skipped.jsonl beside --out)",
+    )
+    data.add_argument(
+        "--shuffle-buffer",
+        type=_positive_int,
+        default=SHUFFLE_BUFFER_ROWS,
+        metavar="N",
+        help="rows held for shuffling: a file of at most N rows is shuffled whole each epoch, a larger one "
+        f"through the buffer (default: {SHUFFLE_BUFFER_ROWS})",
+    )
     controls = parser.add_argument_group("run controls")
     controls.add_argument(
         "--seed",
@@ -484,7 +538,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from distilbert_heads.training.evaluation import evaluate  # imports Keras: only once the arguments are good
     from distilbert_heads.training.report import print_metrics_table
 
-    metrics = evaluate(args.model, args.data, batch_size=args.batch_size, head=args.head)
+    metrics = evaluate(args.model, args.data, batch_size=args.batch_size, head=args.head, show_progress=args.progress)
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -512,6 +566,7 @@ def _add_evaluate(subparsers: Any) -> None:
     parser.add_argument("--head", help="which head, for a model with several")
     parser.add_argument("--batch-size", type=_positive_int, default=32, help="examples per batch (default: 32)")
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    _add_progress_flag(parser)
     parser.set_defaults(handler=_cmd_evaluate)
 
 
@@ -535,10 +590,6 @@ def _given_texts(args: argparse.Namespace) -> dict[str, list[str]]:
 def _predict_items(args: argparse.Namespace, kind: Any, head_label: str) -> list[Any]:
     """The inputs, as the head's input kind defines its items, from the command line or --input file."""
     given = _given_texts(args)
-    if args.input is not None:
-        if given:
-            raise CLIError(f"pass inputs either with --input or with {', '.join(given)}, not both.")
-        return _items_from_file(args.input, kind)
     if not kind.fields:
         raise CLIError(
             f"this model's head {head_label} takes input_kind {kind.name!r}, which the command line cannot build; "
@@ -573,24 +624,34 @@ def _predict_items(args: argparse.Namespace, kind: Any, head_label: str) -> list
         raise CLIError(str(error)) from None
 
 
-def _items_from_file(path: str, kind: Any) -> list[Any]:
-    from distilbert_heads.training.data_files import read_rows  # reads the file only when asked
+# Input rows read and answered together by `predict --input`: answers are printed chunk by chunk as the file is read.
+PREDICT_CHUNK_ROWS = 1024
 
-    items = []
-    for number, row in read_rows(path):
+
+def _item_chunks_from_file(path: str, kind: Any, reader: Any) -> Iterator[list[Any]]:
+    items: list[Any] = []
+    count = 0
+    for number, row in reader:
         try:
             items.append(kind.item_from_row(row, f"{Path(path).name} line {number}"))
         except ValueError as error:
             raise CLIError(str(error)) from None
-    if not items:
+        count += 1
+        if len(items) == PREDICT_CHUNK_ROWS:
+            yield items
+            items = []
+    if items:
+        yield items
+    if not count:
         raise CLIError(f"{Path(path).name}: no rows to predict; expected rows with {', '.join(kind.fields)}.")
-    return items
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     # these import Keras: only once the arguments are known good
-    from distilbert_heads.plugins.input_kinds import input_kind_of  # imports Keras: only once the arguments are good
+    from distilbert_heads.plugins.input_kinds import input_kind_of
     from distilbert_heads.text.pipeline import pipeline
+    from distilbert_heads.training.data_files import RowReader
+    from distilbert_heads.training.evaluation import file_progress
     from distilbert_heads.training.examples import load_model, model_tokenizer
 
     model = load_model(args.model)
@@ -598,15 +659,29 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     model_tokenizer(model)
     head_label = f"{head_name!r} ({type(head).__name__})"
     kind = input_kind_of(head)
-    items = _predict_items(args, kind, head_label)
     pipe = pipeline(model, head=head_name, batch_size=args.batch_size, show_progress=False, dtype=args.dtype)
+    if args.input is None:
+        _print_answers(args, kind, _predict_items(args, kind, head_label), pipe)
+        return 0
+    if _given_texts(args):
+        raise CLIError(f"pass inputs either with --input or with {', '.join(_given_texts(args))}, not both.")
+    reader = RowReader(args.input, fields=kind.fields)
+    with file_progress(args.input, "predicting", args.progress) as progress:
+        for items in _item_chunks_from_file(args.input, kind, reader):
+            _print_answers(args, kind, items, pipe)
+            progress.bytes_read(reader.bytes_read)
+            progress.rows(len(items))
+    return 0
+
+
+def _print_answers(args: argparse.Namespace, kind: Any, items: list[Any], pipe: Any) -> None:
     answers = pipe.predict_items(items)
     for text, answer in zip(map(kind.show, items), answers, strict=True):
         if args.json:
             print(json.dumps({"input": text, "prediction": jsonable(answer)}, ensure_ascii=False))
         else:
             print(f"{text}\n  -> {describe_answer(answer)}")
-    return 0
+    sys.stdout.flush()
 
 
 def _add_predict(subparsers: Any) -> None:
@@ -650,6 +725,7 @@ def _add_predict(subparsers: Any) -> None:
     parser.add_argument(
         "--dtype", help="run under this Keras dtype policy, e.g. bfloat16 (fastest on CPUs with bf16 instructions)"
     )
+    _add_progress_flag(parser)
     parser.set_defaults(handler=_cmd_predict)
 
 

@@ -17,3 +17,8 @@ DEFAULT_SCHEDULE_SCRATCH = "constant"
 DEFAULT_CLIP_NORM = 1.0
 SCHEDULES = ("linear", "cosine", "constant")
 PRECISIONS = ("float32", "mixed_bfloat16")
+
+# Streaming training files (`distilbert_heads.training.streaming`): rows read before training starts (the label
+# names and a vocabulary learnt from scratch come from them), and rows held for shuffling.
+SAMPLE_ROWS = 50_000
+SHUFFLE_BUFFER_ROWS = 10_000

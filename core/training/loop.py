@@ -33,7 +33,11 @@ from distilbert_heads.text.tokenizer import DistilBertTokenizer
 from distilbert_heads.training import data_files
 from distilbert_heads.training.callbacks import HeadEvaluationCallback
 from distilbert_heads.training.data_files import SkippedRows
-from distilbert_heads.training.defaults import DEFAULT_SCHEDULE_PRETRAINED, DEFAULT_SCHEDULE_SCRATCH
+from distilbert_heads.training.defaults import (
+    DEFAULT_SCHEDULE_PRETRAINED,
+    DEFAULT_SCHEDULE_SCRATCH,
+    SHUFFLE_BUFFER_ROWS,
+)
 from distilbert_heads.training.evaluation import (
     chance_level_warning,
     head_scores_answers,
@@ -66,7 +70,6 @@ from distilbert_heads.training.settings import (
 )
 from distilbert_heads.training.streaming import (
     ENCODE_CHUNK_BATCHES,
-    SHUFFLE_BUFFER_ROWS,
     EpochTracker,
     ExampleEncoder,
     TrainingStream,
@@ -134,7 +137,7 @@ def train(
         task: a task type or alias (``"sentiment"``, ``"ner"``, ``"qa"``, ``"pairwise"``, a plugin's).
         train_file: rows in the head's format (see ``distilbert-heads train --help``), of any size: they are read,
             checked and encoded while training runs (`distilbert_heads.training.streaming`), after the first
-            50,000, which give the label names (a later row with another label fails with its line; pass
+            `SAMPLE_ROWS` (50,000), which give the label names (a later row with another label fails with its line; pass
             ``head_options={"labels": [...]}`` to be sure) and a vocabulary learnt from scratch.
         eval_file: held-out rows; scored each epoch for early stopping (best weights restored)
             and for the final metrics. Without it the final metrics are on the training rows.

@@ -38,13 +38,10 @@ from pydantic import BaseModel
 from distilbert_heads.plugins.head import TaskHead
 from distilbert_heads.text.tokenizer import DistilBertTokenizer
 from distilbert_heads.training import data_files
+from distilbert_heads.training.defaults import SAMPLE_ROWS, SHUFFLE_BUFFER_ROWS
 from distilbert_heads.training.examples import strip_example_prefix
 from distilbert_heads.training.settings import TrainingError
 
-# Rows read before training starts: the label names and a vocabulary learnt from scratch come from them, and the
-# schedule's length is estimated from their size when the file is larger.
-SAMPLE_ROWS = 50_000
-SHUFFLE_BUFFER_ROWS = 10_000
 PAD_MULTIPLE = 16
 # Examples encoded together (a multiple of the batch size): one tokenizer call per chunk, not per row.
 ENCODE_CHUNK_BATCHES = 8
@@ -75,10 +72,12 @@ def read_sample(
     schema: type[BaseModel],
     task: str,
     *,
-    rows: int = SAMPLE_ROWS,
+    rows: int | None = None,
     on_bad_row: data_files.BadRowHandler | None = None,
 ) -> FileSample:
-    """Up to ``rows`` valid examples from the start of ``path`` (a bad row raises, or goes to ``on_bad_row``)."""
+    """Up to ``rows`` (default `SAMPLE_ROWS`) valid examples from the start of ``path`` (a bad row raises, or goes
+    to ``on_bad_row``)."""
+    rows = SAMPLE_ROWS if rows is None else rows
     reader = data_files.RowReader(path, fields=list(schema.model_fields), on_bad_row=on_bad_row)
     examples: list[tuple[int, BaseModel]] = []
     iterator = data_files.iter_examples(path, schema, task, on_bad_row=on_bad_row, reader=reader)
@@ -276,7 +275,10 @@ class TrainingStream:
 
     def _epoch_batches(self) -> Iterator[tuple[Tree, Tree]]:
         epoch = self.epoch
-        yield from self.batches(epoch, skip=self._skip_for(epoch))
+        self.batches_this_epoch = 0
+        for batch in self.batches(epoch, skip=self._skip_for(epoch)):
+            yield batch
+            self.batches_this_epoch += 1
 
     def dataset(self, first_batch: tuple[Tree, Tree]) -> Any:
         """A ``tf.data.Dataset`` over the current epoch's batches, for ``model.fit`` on any backend.
@@ -300,17 +302,33 @@ class TrainingStream:
             raise
 
     failure: Exception | None = None
+    batches_this_epoch = 0
 
 
 class EpochTracker(keras.callbacks.Callback):
-    """Tells a `TrainingStream` which epoch ``fit`` is starting (its order and dropout depend on it)."""
+    """Tells a `TrainingStream` which epoch ``fit`` is starting (its order and dropout depend on it), and keeps the
+    optimizer's step counter equal to the batches trained.
+
+    Keras ends an epoch of unknown length when fetching the next batch fails. On TensorFlow that last, failed call
+    can still add 1 to ``optimizer.iterations`` (the increment does not wait for the fetch), which would shift the
+    learning-rate schedule and gradient accumulation by a step per epoch, and differently in a resumed run. At each
+    epoch end the counter is set back to the steps really taken.
+    """
 
     def __init__(self, stream: TrainingStream) -> None:
         super().__init__()
         self.stream = stream
+        self._first_step = 0
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self.stream.epoch = epoch
+        self._first_step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        iterations = self.model.optimizer.iterations
+        taken = self._first_step + self.stream.batches_this_epoch
+        if int(keras.ops.convert_to_numpy(iterations)) != taken:
+            iterations.assign(taken)
 
 
 # -- shuffling and batch arithmetic -----------------------------------------------------------------------

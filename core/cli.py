@@ -122,9 +122,27 @@ class CLIError(Exception):
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line with a pointer to --help, not a usage block."""
 
+    takes_run_file = False  # True for a subcommand with --config RUN.toml (see training.run_config)
+
     def error(self, message: str) -> Any:  # argparse's contract: print and exit
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(USER_ERROR_EXIT)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if not self.takes_run_file:
+            return super().parse_known_args(args, namespace)
+        from distilbert_heads.training.run_config import (  # pydantic: only for a command that takes a run file
+            RunConfigError,
+            parse_with_run_file,
+        )
+
+        argv = sys.argv[1:] if args is None else list(args)
+        try:
+            return parse_with_run_file(
+                self, argv, lambda given: super(_Parser, self).parse_known_args(given, namespace)
+            )
+        except RunConfigError as error:
+            self.error(str(error))
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -288,6 +306,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             precision=args.precision,
             logdir=args.logdir,
             verbose=1 if sys.stdout.isatty() else 2,
+            run=getattr(args, "run_file", None),
         )
     if args.json:
         print(
@@ -346,9 +365,26 @@ def _add_train(subparsers: Any) -> None:
             "examples:\n"
             "  distilbert-heads train --task sentiment --train reviews.csv --eval dev.csv --out sentiment.keras\n"
             "  distilbert-heads train --task ner --train ner.jsonl --pretrained distilbert-base-uncased \\\n"
-            "      --epochs 2 --out ner.keras"
+            "      --epochs 2 --out ner.keras\n"
+            "  distilbert-heads train --config run.toml --epochs 5   # the file's settings, 5 epochs\n\n"
+            "run files (--config): TOML whose keys are the flags above without the dashes, e.g.\n"
+            '  task = "sentiment"\n'
+            '  train = "data/train.jsonl"      # relative paths are relative to the run file\n'
+            '  out = "models/sentiment.keras"\n'
+            "  batch-size = 32\n"
+            "  cased = true\n"
+            "Flags given on the command line override the file. The saved model records the resolved settings: "
+            "see distilbert-heads info MODEL.keras."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.takes_run_file = True
+    parser.add_argument(
+        "--config",
+        type=_existing_file,
+        metavar="RUN.toml",
+        help="read any of these options from a TOML file (keys: flag names without the dashes; relative paths are "
+        "relative to the file); flags given here override it",
     )
     parser.add_argument("--task", required=True, help="task type or alias: sentiment, ner, qa, pairwise, or a plugin's")
     parser.add_argument(

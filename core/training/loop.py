@@ -50,6 +50,7 @@ from distilbert_heads.training.examples import (
 )
 from distilbert_heads.training.optimization import build_optimizer
 from distilbert_heads.training.report import print_metrics_table
+from distilbert_heads.training.run_record import describe_file, plain, training_record
 from distilbert_heads.training.settings import (
     DEFAULT_CLIP_NORM,
     DEFAULT_LEARNING_RATE_PRETRAINED,
@@ -109,6 +110,7 @@ def train(
     precision: str = "float32",
     callbacks: Sequence[keras.callbacks.Callback] = (),
     logdir: str | os.PathLike | None = None,
+    run: Mapping[str, Any] | None = None,
     **encoder_overrides: Any,
 ) -> TrainResult:
     """Train a model for ``task`` on a JSONL/CSV file and (with ``out``) save it as one ``.keras`` file.
@@ -156,8 +158,12 @@ def train(
             saved with the model; fast on accelerators and CPUs with bfloat16 instructions).
         callbacks: Keras callbacks run after this function's own (held-out scoring, TensorBoard).
         logdir: write TensorBoard logs (losses, held-out metrics, learning rate per epoch) here.
+        run: how the run was asked for (the command line passes its ``--config`` run file, the keys it set and
+            those flags overrode), kept as given in the model's training record.
         **encoder_overrides: `DistilBertConfig` fields, e.g. ``hidden_size=64, num_layers=2``.
     """
+    # Every argument as given, before any is resolved or changed: the model's training record keeps them.
+    arguments = plain({name: value for name, value in locals().items() if name != "run"})
     if schedule is None:
         schedule = DEFAULT_SCHEDULE_PRETRAINED if pretrained is not None else DEFAULT_SCHEDULE_SCRATCH
     settings = check_train_settings(
@@ -189,6 +195,10 @@ def train(
     head_class = record.head_class
     train_examples = read_task_examples(train_file, head_class, task)
     eval_examples = read_task_examples(eval_file, head_class, task) if eval_file is not None else None
+    # Hashed once the readers have checked they are regular data files: the record names the data this run saw.
+    data_files = {"train": describe_file(train_file)}
+    if eval_file is not None:
+        data_files["eval"] = describe_file(eval_file)
 
     options = infer_options(head_class, train_examples, record.task_type, given=head_options, path=train_file)
     note = numeric_class_note(options)
@@ -284,6 +294,8 @@ def train(
         chance_warning = chance_level_warning(
             head, split_examples, final_predictions, metrics, split=split, advice=advice
         )
+    resolved = {"schedule": schedule, "learning_rate": learning_rate, "max_length": max_length}
+    model.training_record = training_record({**arguments, **resolved}, data_files, run)
     path = None
     if out is not None:
         path = Path(out)

@@ -261,6 +261,17 @@ def _only_given(parser: argparse.ArgumentParser) -> Iterator[None]:
         parser._defaults = saved_defaults
 
 
+def _asks_for_help(parser: argparse.ArgumentParser, argv: Sequence[str]) -> bool:
+    probe = argparse.ArgumentParser(add_help=False, allow_abbrev=parser.allow_abbrev)
+    flags = [
+        flag for action in parser._actions if isinstance(action, argparse._HelpAction) for flag in action.option_strings
+    ]
+    if not flags:
+        return False
+    probe.add_argument(*flags, action="store_true", dest="help")
+    return bool(probe.parse_known_args(list(argv))[0].help)
+
+
 def parse_with_run_file(
     parser: argparse.ArgumentParser, argv: Sequence[str], parse: Any
 ) -> tuple[argparse.Namespace, list[str]]:
@@ -271,6 +282,8 @@ def parse_with_run_file(
     exclusive group), and a required flag may come from either. The namespace gains ``run_file``:
     the file, its SHA-256, and which keys came from it and which from flags, for the training record.
     """
+    if _asks_for_help(parser, argv):
+        return parse(list(argv))  # help shows the required flags as required
     with _only_given(parser):
         given, _ = parse(list(argv))
     config = getattr(given, CONFIG_DEST, None)

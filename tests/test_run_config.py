@@ -47,11 +47,13 @@ def test_run_file_values_are_used_and_flags_override_them(tmp_path, data):
     config = _write(
         tmp_path / "run.toml",
         f'task = "sentiment"\ntrain = "{data}"\nout = "{tmp_path / "m.keras"}"\n'
-        'batch-size = 4\nepochs = 7\ncased = true\nschedule = "cosine"\npretrained = "some/checkpoint"\n',
+        'batch-size = 4\nepochs = 7\ncased = true\nschedule = "cosine"\npretrained = "some/checkpoint"\n'
+        "learning-rate = 1\n",
     )
     args = _parse("--config", str(config), "--epochs", "2", "--variant", "small")
     assert (args.task, args.train, args.out) == ("sentiment", str(data), str(tmp_path / "m.keras"))
     assert (args.batch_size, args.cased, args.schedule) == (4, True, "cosine")  # from the file
+    assert args.learning_rate == 1.0 and isinstance(args.learning_rate, float)  # as --learning-rate 1 gives
     assert args.epochs == 2  # the flag over the file's 7
     # --variant on the command line replaces the file's choice in their group: no pretrained checkpoint.
     assert (args.variant, args.pretrained) == ("small", None)

@@ -95,10 +95,12 @@ def _field(action: argparse.Action) -> Any:
             "distilbert_heads.training.run_config._field its action."
         )
     value: Any = _value_type(action)
+    if value not in (str, int, float, bool) and typing.get_origin(value) is not list:
+        value = str  # e.g. a Path: written as text in TOML, then turned into one by the flag's type
     if action.choices is not None:
         value = Literal[tuple(action.choices)]
     many = isinstance(action, (argparse._AppendAction, argparse._ExtendAction)) or action.nargs in ("+", "*")
-    many = many or (isinstance(action.nargs, int) and action.nargs != 1) or False
+    many = many or (isinstance(action.nargs, int) and action.nargs != 1)
     if many:
         value = list[value]
     if action.nargs == "?":
@@ -165,6 +167,8 @@ def read_run_file(path: str | os.PathLike, parser: argparse.ArgumentParser) -> d
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         raise RunConfigError(f"{path}: not UTF-8 text ({error}); a run file is TOML text.") from None
+    except OSError as error:
+        raise RunConfigError(f"cannot read the run file {path}: {error.strerror or error}.") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:  # its message ends "(at line L, column C)"
@@ -229,11 +233,12 @@ def _as_flag_value(action: argparse.Action, value: Any, folder: Path) -> Any:
             else _resolve(action, value, folder)
         )
     convert = action.type
-    if convert is None or not callable(convert) or isinstance(convert, type):
+    if convert is None:
         return value
+    # The flag's own type and check (a float, at least 1, an existing file) on the text the command line would
+    # have given: a value means the same in the file as after the flag.
     if isinstance(value, list):
         return [convert(str(item)) if isinstance(item, (str, int, float)) else item for item in value]
-    # The flag's own check (e.g. at least 1, an existing file) on the text the command line would have given.
     return convert(str(value)) if isinstance(value, (str, int, float)) else value
 
 

@@ -1,4 +1,4 @@
-"""The ``distilbert-heads`` command line: heads, train, evaluate, predict, convert, export, demo.
+"""The ``distilbert-heads`` command line: heads, train, evaluate, predict, convert, export, info, demo.
 
 Each subcommand is a ``_cmd_<name>(args) -> int`` function plus a ``_add_<name>(subparsers)``
 that declares its arguments; `main` parses, starts Keras quietly and dispatches. A user error (a
@@ -68,13 +68,18 @@ def _cmd_heads(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_table(rows: list[dict[str, Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _console() -> Any:
+    from rich.console import Console  # rich: only for commands that print tables
 
     # Piped output gets a wide fixed width so names are not folded mid-word.
     width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200
-    console = Console(width=width)
+    return Console(width=width)
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    console = _console()
     table = Table(title="distilbert-heads: installed task heads")
     for header in ("Task type", "Aliases", "Head class", "Plugin", "Distribution", "Version", "Status"):
         table.add_column(header, no_wrap=header != "Head class")
@@ -124,9 +129,27 @@ class CLIError(Exception):
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line with a pointer to --help, not a usage block."""
 
+    takes_run_file = False  # True for a subcommand with --config RUN.toml (see training.run_config)
+
     def error(self, message: str) -> Any:  # argparse's contract: print and exit
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(USER_ERROR_EXIT)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if not self.takes_run_file:
+            return super().parse_known_args(args, namespace)
+        from distilbert_heads.training.run_config import (  # pydantic: only for a command that takes a run file
+            RunConfigError,
+            parse_with_run_file,
+        )
+
+        argv = sys.argv[1:] if args is None else list(args)
+        try:
+            return parse_with_run_file(
+                self, argv, lambda given: super(_Parser, self).parse_known_args(given, namespace)
+            )
+        except RunConfigError as error:
+            self.error(str(error))
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -294,6 +317,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             shuffle_buffer=args.shuffle_buffer,
             head_options={"labels": args.labels} if args.labels else None,
             verbose=1 if sys.stdout.isatty() else 2,
+            run=getattr(args, "run_file", None),
         )
     if args.json:
         print(
@@ -373,9 +397,26 @@ def _add_train(subparsers: Any) -> None:
             "examples:\n"
             "  distilbert-heads train --task sentiment --train reviews.csv --eval dev.csv --out sentiment.keras\n"
             "  distilbert-heads train --task ner --train ner.jsonl --pretrained distilbert-base-uncased \\\n"
-            "      --epochs 2 --out ner.keras"
+            "      --epochs 2 --out ner.keras\n"
+            "  distilbert-heads train --config run.toml --epochs 5   # the file's settings, 5 epochs\n\n"
+            "run files (--config): TOML whose keys are the flags above without the dashes, e.g.\n"
+            '  task = "sentiment"\n'
+            '  train = "data/train.jsonl"      # relative paths are relative to the run file\n'
+            '  out = "models/sentiment.keras"\n'
+            "  batch-size = 32\n"
+            "  cased = true\n"
+            "Flags given on the command line override the file. The saved model records the resolved settings: "
+            "see distilbert-heads info MODEL.keras."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.takes_run_file = True
+    parser.add_argument(
+        "--config",
+        type=_existing_file,
+        metavar="RUN.toml",
+        help="read any of these options from a TOML file (keys: flag names without the dashes; relative paths are "
+        "relative to the file); flags given here override it",
     )
     parser.add_argument("--task", required=True, help="task type or alias: sentiment, ner, qa, pairwise, or a plugin's")
     parser.add_argument(
@@ -848,6 +889,111 @@ def _add_export(subparsers: Any) -> None:
     parser.set_defaults(handler=_cmd_export)
 
 
+# -- info -----------------------------------------------------------------------------------------------
+def _cmd_info(args: argparse.Namespace) -> int:
+    from distilbert_heads.model.info import model_info  # imports Keras: only once the arguments are good
+    from distilbert_heads.training.examples import load_model
+
+    info = model_info(load_model(args.model))
+    if args.json:
+        print(json.dumps({"path": args.model, **info}, indent=2))
+    else:
+        _print_info(args.model, info)
+    return 0
+
+
+def _print_info(path: str, info: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    def pairs(title: str, rows: dict[str, Any]) -> Table:
+        table = Table(title=title, show_header=False, title_justify="left")
+        table.add_column(style="bold", no_wrap=True)
+        table.add_column(overflow="fold")
+        for key, value in rows.items():
+            table.add_row(key, value if isinstance(value, str) else json.dumps(value))
+        return table
+
+    console = _console()
+    encoder, tokenizer = info["encoder"], info["tokenizer"]
+    console.print(
+        pairs(
+            f"{path}",
+            {
+                "parameters": f"{info['parameters']:,} (encoder {encoder['parameters']:,})",
+                "encoder": f"{encoder['layers']} layers, hidden {encoder['hidden_size']}, "
+                f"{encoder['attention_heads']} attention heads, feed-forward {encoder['intermediate_size']}",
+                "vocabulary": f"{encoder['vocab_size']:,} rows, {encoder['max_position_embeddings']} positions",
+                "max_length": f"{info['max_length']} tokens",
+                "dtype policy": info["dtype_policy"],
+                "tokenizer": "none saved (pass one to use the model on text)"
+                if tokenizer is None
+                else f"{tokenizer['vocab_size']:,} tokens, {tokenizer['case']}",
+            },
+        )
+    )
+    heads = Table(title="heads", title_justify="left")
+    for header in ("Name", "Task type", "Labels", "Loss weight", "Plugin"):
+        heads.add_column(header, overflow="fold")
+    for head in info["heads"]:
+        labels = ", ".join(map(str, head["labels"])) if head["labels"] else "-"
+        heads.add_row(head["name"], head["task_type"], labels, f"{head['loss_weight']:g}", head["plugin"])
+    console.print(heads)
+    record = info["training_record"]
+    if record is None:
+        console.print(
+            "training record: none. This model was not made by 'distilbert-heads train' of this version (e.g. by "
+            "convert, in Python, or by an older version), so how it was trained is not known."
+        )
+        return
+    versions = record.get("versions", {})
+    made = {"saved (UTC)": record.get("created", "?")}
+    made.update({name: str(version) for name, version in versions.items()})
+    console.print(pairs("how it was made", made))
+    data = Table(title="data", title_justify="left")
+    for header in ("Role", "File", "Bytes", "SHA-256"):
+        data.add_column(header, overflow="fold")
+    for role, described in record.get("data", {}).items():
+        data.add_row(role, described.get("path", "?"), f"{described.get('bytes', 0):,}", described.get("sha256", "?"))
+    console.print(data)
+    console.print(pairs("settings", record.get("settings", {})))
+    run = record.get("run")
+    if run:
+        console.print(
+            pairs(
+                "run file",
+                {
+                    "file": run.get("path", "?"),
+                    "sha256": run.get("sha256", "?"),
+                    "keys from the file": ", ".join(run.get("from_file", [])) or "-",
+                    "flags on the command line": ", ".join(run.get("from_flags", [])) or "-",
+                },
+            )
+        )
+
+
+def _add_info(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "info",
+        help="show what a saved model is and how it was trained (settings, data hashes, versions)",
+        description=(
+            "Load a .keras model (through the installed head plugins, like predict) and print its heads (task type, "
+            "labels), its encoder's size and parameter count, max_length, its tokenizer, and the training record "
+            "train saved in it: the library, Keras and Python versions and backend, when it was saved, every "
+            "setting the run used, the data files with their SHA-256, and the run file (--config) if there was one. "
+            "A model made by convert (or an older version) has no training record; info says so."
+        ),
+        epilog=(
+            "examples:\n"
+            "  distilbert-heads info sentiment.keras\n"
+            "  distilbert-heads info sentiment.keras --json | jq .training_record.settings"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", metavar="MODEL.keras", help="a model saved by train (or convert)")
+    parser.add_argument("--json", action="store_true", help="print everything as one JSON object")
+    parser.set_defaults(handler=_cmd_info)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from distilbert_heads.demo.run import run_demo  # imports Keras
 
@@ -889,6 +1035,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  distilbert-heads heads\n"
             "  distilbert-heads train --task sentiment --train train.csv --eval dev.csv --out sentiment.keras\n"
             "  distilbert-heads predict --model sentiment.keras --text 'What a great film!'\n"
+            "  distilbert-heads info sentiment.keras\n"
             "run 'distilbert-heads COMMAND --help' for a command's options and examples.\n\n"
             "environment:\n"
             f"  {TF_LOGS_VARIABLE}=1   show TensorFlow's own start-up and C++ log lines (hidden by default)\n"
@@ -904,6 +1051,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(subparsers)
     _add_convert(subparsers)
     _add_export(subparsers)
+    _add_info(subparsers)
     _add_demo(subparsers)
     return parser
 

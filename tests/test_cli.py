@@ -20,7 +20,7 @@ from distilbert_heads.cli import main
 from distilbert_heads.training.loop import train
 
 SCRIPT = Path(sys.executable).with_name("distilbert-heads")
-COMMANDS = ["heads", "train", "evaluate", "predict", "convert", "export", "demo"]
+COMMANDS = ["heads", "train", "evaluate", "predict", "convert", "export", "info", "demo"]
 
 
 @pytest.fixture(scope="module")

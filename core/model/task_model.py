@@ -25,7 +25,8 @@ plugins. A head no plugin provides raises `MissingHeadPluginError` saying what t
 The tokenizer (optional, ``model.tokenizer``) travels as Keras assets: `save_assets` writes its
 files under ``assets/tokenizer/`` inside the ``.keras`` archive and `load_assets` reads them
 back, so one file is a complete text-in, answers-out model. ``max_length`` (the longest input
-the model is meant to see, at most the encoder's ``max_position_embeddings``) is in the config."""
+the model is meant to see, at most the encoder's ``max_position_embeddings``) is in the config, and
+so is ``training_record`` (how `train` made the model: versions, settings, data hashes), or None."""
 
 from __future__ import annotations
 
@@ -156,6 +157,8 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
             inside the ``.keras`` file as assets and restored by ``keras.models.load_model``.
         max_length: the longest input, in tokens, pipelines feed the model (default: the
             encoder's ``max_position_embeddings``); stored in the config.
+        training_record: how the model was made (JSON data; `distilbert_heads.training.run_record`),
+            set by ``train``; stored in the config, None for a model not trained by ``train``.
     """
 
     def __init__(
@@ -167,6 +170,7 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
         provenance: Mapping[str, Mapping[str, Any]] | None = None,
         tokenizer: DistilBertTokenizer | None = None,
         max_length: int | None = None,
+        training_record: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         if kwargs.get("name") is None:
@@ -213,6 +217,7 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
             for name, head in self.heads.items()
         }
         self.max_length = max_length
+        self.training_record = training_record
         self._tokenizer: DistilBertTokenizer | None = None
         self.tokenizer = tokenizer
         self._uses_head_defaults = False
@@ -258,6 +263,20 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
     @max_length.setter
     def max_length(self, value: int | None) -> None:
         self._max_length = check_max_length(value, self.encoder.config)
+
+    @property
+    def training_record(self) -> dict[str, Any] | None:
+        """How this model was made (versions, settings, data files and their SHA-256), or None; in the config."""
+        return self._training_record
+
+    @training_record.setter
+    def training_record(self, record: Mapping[str, Any] | None) -> None:
+        if record is not None and not isinstance(record, Mapping):
+            raise ValueError(
+                f"training_record must be a mapping of plain JSON data (or None), got {type(record).__name__}. "
+                "Was the .keras file edited? Restore it or save the model again."
+            )
+        self._training_record = None if record is None else dict(record)
 
     def select_head(self, name: str | None = None) -> tuple[str, TaskHead]:
         """``(name, head)`` of the head called ``name``, or of the only head when ``name`` is None.
@@ -610,6 +629,7 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
             "encoder_trainable": self.encoder.trainable,
             "encoder": self.encoder.config.model_dump(mode="json"),
             "max_length": self.max_length,
+            "training_record": self.training_record,
             "heads": [
                 {
                     "name": name,
@@ -689,6 +709,7 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
             loss_weights={saved.name: saved.loss_weight for saved in saved_heads},
             provenance=provenance,
             max_length=config.get("max_length"),
+            training_record=config.get("training_record"),
             name=config.get("name"),
             trainable=bool(config.get("trainable", True)),
             **policy,

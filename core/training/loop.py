@@ -57,6 +57,7 @@ from distilbert_heads.training.examples import (
 )
 from distilbert_heads.training.optimization import build_optimizer
 from distilbert_heads.training.report import print_metrics_table
+from distilbert_heads.training.run_record import describe_file, plain, training_record
 from distilbert_heads.training.settings import (
     DEFAULT_CLIP_NORM,
     DEFAULT_LEARNING_RATE_PRETRAINED,
@@ -129,6 +130,7 @@ def train(
     skip_invalid: bool = False,
     skipped_file: str | os.PathLike | None = None,
     shuffle_buffer: int = SHUFFLE_BUFFER_ROWS,
+    run: Mapping[str, Any] | None = None,
     **encoder_overrides: Any,
 ) -> TrainResult:
     """Train a model for ``task`` on a JSONL/CSV file and (with ``out``) save it as one ``.keras`` file.
@@ -184,8 +186,12 @@ def train(
             (default: ``<out name>.skipped.jsonl`` beside ``out``), and the result's ``skipped_rows`` counts them.
         shuffle_buffer: rows held for shuffling (default 10,000): a file of at most this many rows is shuffled
             whole each epoch; a larger one is shuffled through the buffer, as ``tf.data``'s ``shuffle``.
+        run: how the run was asked for (the command line passes its ``--config`` run file, the keys it set and
+            those flags overrode), kept as given in the model's training record.
         **encoder_overrides: `DistilBertConfig` fields, e.g. ``hidden_size=64, num_layers=2``.
     """
+    # Every argument as given, before any is resolved or changed: the model's training record keeps them.
+    arguments = plain({name: value for name, value in locals().items() if name != "run"})
     if schedule is None:
         schedule = DEFAULT_SCHEDULE_PRETRAINED if pretrained is not None else DEFAULT_SCHEDULE_SCRATCH
     settings = check_train_settings(
@@ -384,6 +390,12 @@ def train(
         chance_warning = chance_level_warning(
             head, split_examples, final_predictions, metrics, split=split, advice=advice
         )
+    resolved = {"schedule": schedule, "learning_rate": learning_rate, "max_length": max_length, "seed": run_seed}
+    # Hashed after training, not before: reading a large file through first would delay the first step.
+    hashed = {"train": describe_file(train_file)}
+    if eval_file is not None:
+        hashed["eval"] = describe_file(eval_file)
+    model.training_record = training_record({**arguments, **resolved}, hashed, run)
     path = None
     if out is not None:
         path = Path(out)

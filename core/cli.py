@@ -355,15 +355,6 @@ def _add_progress_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _label_list(text: str) -> list[str]:
-    labels = [part.strip() for part in text.split(",")]
-    if len(labels) < 2 or not all(labels) or len(set(labels)) != len(labels):
-        raise argparse.ArgumentTypeError(
-            f"expected two or more distinct comma-separated label names such as neg,pos, got {text!r}"
-        )
-    return labels
-
-
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -480,8 +471,8 @@ def _add_train(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--labels",
-        type=_label_list,
-        metavar="A,B,...",
+        nargs="+",
+        metavar="LABEL",
         help=f"the label names, in order (default: those in the first {SAMPLE_ROWS:,} training rows); a row "
         "with another label fails with its line, or is skipped with --skip-invalid",
     )

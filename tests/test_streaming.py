@@ -250,3 +250,23 @@ def test_evaluate_streams_and_matches_scoring_in_memory(trained):
     model = load_model(model_path)
     examples = read_task_examples(path, type(model.select_head()[1]), "sentiment")
     assert evaluate(model, path) == pytest.approx(score_examples(model, examples))
+
+
+def test_labels_beyond_the_sample_need_naming_and_then_train(tmp_path, monkeypatch):
+    """A file sorted by label shows one class in its first rows: the error says why and how; --labels fixes it."""
+    from distilbert_heads.cli import main
+
+    monkeypatch.setattr(streaming, "SAMPLE_ROWS", 16)
+    rows = [{"text": f"great film {i}", "label": "pos"} for i in range(20)]
+    rows += [{"text": f"dull film {i}", "label": "neg"} for i in range(20)]
+    path = write_jsonl(tmp_path / "sorted.jsonl", rows)
+    flags = ["train", "--task", "sentiment", "--train", str(path), "--epochs", "1", "--out", str(tmp_path / "m.keras")]
+    flags += ["--vocab-size", "60"]
+    assert main(flags) == 2
+    with pytest.raises(TrainingError) as error:
+        train("sentiment", path, epochs=1, verbose=0, vocab_size=60, **TINY)
+    assert_mentions(error.value, "first 16 rows", "--labels")
+    result = train(
+        "sentiment", path, epochs=1, verbose=0, vocab_size=60, head_options={"labels": ["neg", "pos"]}, **TINY
+    )
+    assert result.model.select_head()[1].class_names == ["neg", "pos"]

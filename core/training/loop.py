@@ -233,9 +233,17 @@ def train(
     if eval_file is not None:
         data_files.RowReader(eval_file)  # a missing or unreadable eval file fails now, not after an epoch
 
-    options = infer_options(
-        head_class, sample_examples, record.task_type, given=head_options, path=train_file, lines=sample.examples
-    )
+    try:
+        options = infer_options(
+            head_class, sample_examples, record.task_type, given=head_options, path=train_file, lines=sample.examples
+        )
+    except TrainingError as error:
+        if sample.whole_file:
+            raise
+        raise TrainingError(
+            f"{error} The labels were read from the first {len(sample_examples):,} rows only (the file is larger); "
+            "name them all with --labels (head_options={'labels': [...]}), or shuffle the file."
+        ) from None
     if not sample.whole_file and options:
         _say_sample(verbose, sample, options)
     note = numeric_class_note(options)

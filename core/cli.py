@@ -327,6 +327,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                     "split": result.metrics_split,
                     "path": str(result.path),
                     "warnings": result.warnings,
+                    "epoch_seconds": result.epoch_seconds,
                     "skipped_rows": result.skipped_rows,
                     "skipped_file": None if result.skipped_file is None else str(result.skipped_file),
                 }

@@ -81,6 +81,7 @@ def test_skip_invalid_leaves_out_bad_rows_into_a_side_file_and_counts_them(tmp_p
     result = run(path, demo_tokenizer, eval_file=eval_path, skip_invalid=True, out=out, epochs=2)
 
     assert result.skipped_rows == {str(path): len(BAD_ROWS), str(eval_path): 1}
+    assert len(result.epoch_seconds) == 2 and all(seconds > 0 for seconds in result.epoch_seconds)
     assert result.skipped_file == tmp_path / "model.skipped.jsonl"
     logged = [json.loads(line) for line in result.skipped_file.read_text("utf-8").splitlines()]
     assert len(logged) == len(BAD_ROWS) + 1  # each once, though both files were read in two epochs

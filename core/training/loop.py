@@ -312,7 +312,8 @@ def train(
     scored = head_scores_answers(head)  # without evaluate(), the loss is the metric (lower is better)
 
     score_batch = max(batch_size, 32)
-    run_callbacks: list[keras.callbacks.Callback] = [EpochTracker(stream)]
+    tracker = EpochTracker(stream)
+    run_callbacks: list[keras.callbacks.Callback] = [tracker]
     evaluation: HeadEvaluationCallback | None = None
     if eval_file is not None:
         evaluation = HeadEvaluationCallback(
@@ -418,6 +419,7 @@ def train(
         epochs_run=len(history.epoch),
         best_epoch=None if evaluation is None or evaluation.best_epoch is None else evaluation.best_epoch + 1,
         seed=run_seed,
+        epoch_seconds=list(tracker.epoch_seconds),
         skipped_rows=dict(skipped.counts) if skipped is not None else {},
         skipped_file=skipped.side_file if skipped is not None and skipped.counts else None,
     )

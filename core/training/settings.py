@@ -93,7 +93,8 @@ class TrainResult:
     without ``evaluate``. ``history`` is Keras' per-epoch logs, plus ``val_<metric>``
     for each of the head's metrics when there was an eval file. ``warnings`` holds what
     `train` also issued as Python warnings (e.g. a `ChanceLevelWarning`). ``seed`` is the run's seed (the one
-    given, or the one drawn for an unseeded run); ``skipped_rows`` counts, per file, the rows ``skip_invalid``
+    given, or the one drawn for an unseeded run); ``epoch_seconds`` each epoch's training time (its steps, not
+    the held-out scoring); ``skipped_rows`` counts, per file, the rows ``skip_invalid``
     left out, each of which is in ``skipped_file``.
     """
 
@@ -108,5 +109,6 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     seed: int | None = None
+    epoch_seconds: list[float] = field(default_factory=list)
     skipped_rows: dict[str, int] = field(default_factory=dict)
     skipped_file: Path | None = None

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -313,18 +314,24 @@ class EpochTracker(keras.callbacks.Callback):
     can still add 1 to ``optimizer.iterations`` (the increment does not wait for the fetch), which would shift the
     learning-rate schedule and gradient accumulation by a step per epoch, and differently in a resumed run. At each
     epoch end the counter is set back to the steps really taken.
+
+    ``epoch_seconds`` holds each epoch's training time (the steps, not the held-out scoring after them).
     """
 
     def __init__(self, stream: TrainingStream) -> None:
         super().__init__()
         self.stream = stream
         self._first_step = 0
+        self._started = 0.0
+        self.epoch_seconds: list[float] = []
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self.stream.epoch = epoch
         self._first_step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        self.epoch_seconds.append(time.perf_counter() - self._started)
         iterations = self.model.optimizer.iterations
         taken = self._first_step + self.stream.batches_this_epoch
         if int(keras.ops.convert_to_numpy(iterations)) != taken:

@@ -327,15 +327,20 @@ class EpochTracker(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self.stream.epoch = epoch
-        self._first_step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        self._first_step = int(keras.ops.convert_to_numpy(_batch_counter(self.model.optimizer)))
         self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self.epoch_seconds.append(time.perf_counter() - self._started)
-        iterations = self.model.optimizer.iterations
+        counter = _batch_counter(self.model.optimizer)
         taken = self._first_step + self.stream.batches_this_epoch
-        if int(keras.ops.convert_to_numpy(iterations)) != taken:
-            iterations.assign(taken)
+        if int(keras.ops.convert_to_numpy(counter)) != taken:
+            counter.assign(taken)
+
+
+def _batch_counter(optimizer: Any) -> Any:
+    # With gradient accumulation, `iterations` is computed (batches // steps); the variable behind it counts batches.
+    return getattr(optimizer, "_iterations", optimizer.iterations)
 
 
 # -- shuffling and batch arithmetic -----------------------------------------------------------------------

@@ -29,7 +29,7 @@ import keras
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from distilbert_heads.model.factory import create_distilbert_with_heads
+from distilbert_heads.model.factory import _default_head_name, create_distilbert_with_heads
 from distilbert_heads.model.task_model import _stacked_rows
 from distilbert_heads.plugins.plugin_errors import UnknownTaskTypeError
 from distilbert_heads.text.tokenizer import DistilBertTokenizer
@@ -98,7 +98,7 @@ class HeadFile(BaseModel):
 
     @property
     def head_name(self) -> str:
-        return self.name or self.task.replace("-", "_")
+        return self.name or _default_head_name(self.task)
 
 
 def head_files(
@@ -439,19 +439,15 @@ def train_heads(
         per_head = {part.name: score_head(m, part) for part in parts}
         flat = {f"{name}/{metric}": value for name, scores in per_head.items() for metric, value in scores.items()}
         flat[HEADS_MEAN] = heads_mean(per_head)
+        if evaluation is not None and evaluation.monitor is None:
+            evaluation.monitor = f"{monitor_head}/{primary_metric(per_head[monitor_head])}"
         return flat
 
     run_callbacks: list[keras.callbacks.Callback] = [EpochTracker(stream)]
     evaluation: HeadEvaluationCallback | None = None
     if has_eval:
-        monitor = HEADS_MEAN
-        if monitor_head is not None:
-            head_part = next(part for part in parts if part.name == monitor_head)
-            if head_scores_answers(model.heads[monitor_head]):
-                metric = primary_metric(score_head(model, head_part))
-            else:
-                metric = "loss"
-            monitor = f"{monitor_head}/{metric}"
+        # With monitor_head, its primary metric's name is known once it has been scored (see score_all).
+        monitor = HEADS_MEAN if monitor_head is None else None
         evaluation = HeadEvaluationCallback(score_all, monitor=monitor, patience=settings.patience, verbose=verbose)
         run_callbacks.append(evaluation)
     if logdir is not None:

@@ -19,7 +19,9 @@ import distilbert_heads  # noqa: F401  (registers the Keras classes)
 from distilbert_heads import pipeline
 from distilbert_heads.cli import main
 from distilbert_heads.model.factory import create_distilbert_with_heads
-from distilbert_heads.training import data_files
+from distilbert_heads.plugins.input_kinds import PAIR
+from distilbert_heads.training import data_files, multi_head
+from distilbert_heads.training.callbacks import HeadEvaluationCallback
 from distilbert_heads.training.examples import example_schema
 from distilbert_heads.training.loop import train
 from distilbert_heads.training.multi_head import HeadFile, MultiHeadStream, _TargetTemplate
@@ -74,7 +76,13 @@ def test_a_multi_head_run_reports_each_heads_metrics_on_its_own_eval_file(traine
     assert {"accuracy", "macro_f1"} <= set(trained.metrics["sentiment"])
     assert {"precision", "recall", "f1"} <= set(trained.metrics["ner"])
     assert trained.metrics_split == "eval"
-    assert len(trained.history["val_heads_mean"]) == trained.epochs_run
+    # Early stopping watches the mean of each head's primary metric (sentiment and pairwise: accuracy; NER: f1).
+    history = trained.history
+    means = [
+        np.mean([history["val_sentiment/accuracy"][i], history["val_ner/f1"][i], history["val_pairwise/accuracy"][i]])
+        for i in range(trained.epochs_run)
+    ]
+    assert history["val_heads_mean"] == pytest.approx(means)
     assert trained.model.head_loss_weights == {"sentiment": 1.0, "ner": 0.5, "pairwise": 1.0}
 
 
@@ -350,3 +358,42 @@ def test_the_cli_trains_one_file_per_head_and_early_stops_on_a_named_head(files,
 def test_the_cli_refuses_a_mixed_or_malformed_head_list(argv, facts, tmp_path, capsys):
     assert main(["train", *argv, "--out", str(tmp_path / "m.keras")]) == 2
     assert_mentions(capsys.readouterr().err, *facts)
+
+
+@pytest.mark.parametrize(("monitor_head", "monitor"), [(None, "heads_mean"), ("ner", "ner/f1")])
+def test_early_stopping_watches_the_heads_mean_or_the_named_heads_primary_metric(
+    monitor_head, monitor, files, monkeypatch
+):
+    watched = []
+
+    class Recording(HeadEvaluationCallback):
+        def on_train_end(self, logs=None):
+            watched.append(self.monitor)
+            super().on_train_end(logs)
+
+    monkeypatch.setattr(multi_head, "HeadEvaluationCallback", Recording)
+    train(
+        {task: files[task]["train"] for task in ("sentiment", "ner")},
+        eval_files={task: files[task]["eval"] for task in ("sentiment", "ner")},
+        monitor_head=monitor_head,
+        epochs=1,
+        **SETTINGS,
+    )
+    assert watched == [monitor]
+
+
+def test_heads_that_take_inputs_of_different_shapes_are_refused_with_their_shapes(monkeypatch):
+    """A head whose input kind stacks 2 rows per example, (batch, 2, length), beside a text head, (batch, length)."""
+
+    class TwoRows(type(PAIR)):
+        rows_per_example = 2
+
+    model = create_distilbert_with_heads(
+        [{"task_type": "sentiment", "labels": ["a", "b"]}, {"task_type": "pairwise", "labels": ["a", "b"]}],
+        distilbert_variant="tiny",
+        **{**TINY, "vocab_size": 50},
+    )
+    monkeypatch.setattr(type(model.heads["pairwise"]), "input_kind", TwoRows())
+    with pytest.raises(TrainingError) as error:
+        multi_head._check_input_shapes(model)
+    assert_mentions(error, "'sentiment'", "(batch, length)", "'pairwise'", "(batch, 2, length)", "separate models")

@@ -22,6 +22,7 @@ from distilbert_heads.model.factory import create_distilbert_with_heads
 from distilbert_heads.plugins.input_kinds import PAIR
 from distilbert_heads.training import data_files, multi_head
 from distilbert_heads.training.callbacks import HeadEvaluationCallback
+from distilbert_heads.training.data_files import DataFileError
 from distilbert_heads.training.examples import example_schema
 from distilbert_heads.training.loop import train
 from distilbert_heads.training.multi_head import HeadFile, MultiHeadStream, _TargetTemplate
@@ -397,3 +398,25 @@ def test_heads_that_take_inputs_of_different_shapes_are_refused_with_their_shape
     with pytest.raises(TrainingError) as error:
         multi_head._check_input_shapes(model)
     assert_mentions(error, "'sentiment'", "(batch, length)", "'pairwise'", "(batch, 2, length)", "separate models")
+
+
+@pytest.mark.parametrize("skip_invalid", [False, True])
+def test_a_bad_row_in_one_heads_file_names_that_file_and_line_or_is_skipped_into_the_side_file(
+    skip_invalid, files, tmp_path
+):
+    rows = [json.dumps(row) for row in task_rows("ner", 12)]
+    rows.insert(5, '{"tokens": ["Ada"], "tags": ["B-PER", "O"]}')  # line 6: one tag too many
+    ner_file = tmp_path / "ner_bad.jsonl"
+    ner_file.write_text("\n".join(rows) + "\n", "utf-8")
+    heads = {"sentiment": files["sentiment"]["train"], "ner": ner_file}
+    out = tmp_path / "multi.keras"
+    if not skip_invalid:
+        with pytest.raises(DataFileError) as error:
+            train(heads, epochs=1, out=out, **SETTINGS)
+        assert_mentions(error, "ner_bad.jsonl line 6")
+        assert not out.exists()
+        return
+    result = train(heads, epochs=1, out=out, skip_invalid=True, **SETTINGS)
+    assert {Path(name).name: count for name, count in result.skipped_rows.items()} == {"ner_bad.jsonl": 1}
+    skipped = [json.loads(line) for line in result.skipped_file.read_text("utf-8").splitlines()]
+    assert [(Path(row["file"]).name, row["line"]) for row in skipped] == [("ner_bad.jsonl", 6)]

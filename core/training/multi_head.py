@@ -316,12 +316,15 @@ def train_heads(
             f"monitor_head={monitor_head!r} chooses what early stopping watches on the eval files; "
             "give every head an eval file, or leave monitor_head out."
         )
-    parts: list[_Head] = []
-    for spec in heads:
+    records = {}
+    for spec in heads:  # every task known before any file is read
         try:
-            record = head_record(spec.task)
+            records[spec.head_name] = head_record(spec.task)
         except UnknownTaskTypeError as error:
             raise TrainingError(f"Head {spec.head_name!r} (training file {spec.train_file}): {error}") from None
+    parts: list[_Head] = []
+    for spec in heads:
+        record = records[spec.head_name]
         schema = example_schema(record.head_class, spec.task)
         on_train_bad = skipped.handler(spec.train_file) if skipped is not None else None
         on_eval_bad = skipped.handler(spec.eval_file) if skipped is not None and spec.eval_file is not None else None
@@ -464,9 +467,8 @@ def train_heads(
                 verbose=verbose,
             )
     except Exception as error:
-        failure = stream.failure or next((s.failure for s in streams.values() if s.failure is not None), None)
-        if failure is not None and failure is not error:
-            raise failure from None
+        if stream.failure is not None and stream.failure is not error:  # any head's stream: the real error
+            raise stream.failure from None
         raise
     _refuse_diverged(model, history.history.get("loss", []), learning_rate, out)
 

@@ -466,7 +466,10 @@ def _add_train(subparsers: Any) -> None:
             "examples:\n"
             "  distilbert-heads train --task sentiment --train reviews.csv --eval dev.csv --out sentiment.keras\n"
             "  distilbert-heads train --task ner --train ner.jsonl --pretrained distilbert-base-uncased \\\n"
-            "      --epochs 2 --out ner.keras"
+            "      --epochs 2 --out ner.keras\n"
+            "  distilbert-heads train --head sentiment=reviews.jsonl --head ner=entities.jsonl \\\n"
+            "      --head-eval sentiment=reviews_dev.jsonl --head-eval ner=entities_dev.jsonl \\\n"
+            "      --loss-weight ner=0.5 --out multi.keras"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -351,6 +351,7 @@ def test_the_cli_trains_one_file_per_head_and_early_stops_on_a_named_head(files,
     ("argv", "facts"),
     [
         (["--task", "sentiment", "--head", "ner=x.jsonl"], ["--head", "--task"]),
+        (["--head", "ner=x.jsonl", "--labels", "O,B-PER"], ["--head", "--labels"]),
         (["--head", "ner"], ["ner", "TASK=FILE"]),
         (["--head", "sentiment=a.jsonl", "--loss-weight", "sentiment=heavy"], ["heavy", "NAME=WEIGHT"]),
         (["--head-eval", "ner=a.jsonl"], ["--head-eval", "--head"]),

@@ -383,7 +383,14 @@ def _head_list(args: argparse.Namespace) -> list[dict[str, str]] | None:
     """The ``--head`` list, or None for a single-head run (``--task``/``--train``); a mix of the two is refused."""
     if args.head:
         given = [
-            flag for flag, value in (("--task", args.task), ("--train", args.train), ("--eval", args.eval)) if value
+            flag
+            for flag, value in (
+                ("--task", args.task),
+                ("--train", args.train),
+                ("--eval", args.eval),
+                ("--labels", args.labels),
+            )
+            if value
         ]
         if given:
             raise CLIError(

@@ -281,6 +281,7 @@ def _start_keras_quietly() -> None:
 
 # -- train ---------------------------------------------------------------------------------------------
 def _cmd_train(args: argparse.Namespace) -> int:
+    heads = _head_list(args)
     from distilbert_heads.training.loop import train  # imports Keras: only once the arguments are good
     from distilbert_heads.training.settings import ChanceLevelWarning
 
@@ -288,9 +289,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         warnings.simplefilter("ignore", ChanceLevelWarning)  # train prints it as one "warning:" line already
         result = train(
-            args.task,
-            args.train,
+            heads if heads is not None else args.task,
+            args.train if heads is None else None,
             eval_file=args.eval,
+            eval_files=dict(args.head_eval) if heads is not None and args.head_eval else None,
+            loss_weights=dict(args.loss_weight) if args.loss_weight else None,
+            monitor_head=args.monitor_head,
             variant=args.variant,
             pretrained=args.pretrained,
             epochs=args.epochs,
@@ -334,6 +338,102 @@ def _cmd_train(args: argparse.Namespace) -> int:
             )
         )
     return 0
+
+
+def _head_file(text: str) -> dict[str, str]:
+    """``--head TASK=FILE`` or ``--head NAME:TASK=FILE``."""
+    spec, sep, path = text.partition("=")
+    name, colon, task = spec.rpartition(":")
+    if not sep or not path or not task or (colon and not name):
+        raise argparse.ArgumentTypeError(
+            f"expected TASK=FILE or NAME:TASK=FILE (e.g. ner=entities.jsonl, tags:ner=tags.jsonl), got {text!r}"
+        )
+    return {"task": task, "train_file": path, **({"name": name} if name else {})}
+
+
+def _named_file(text: str) -> tuple[str, str]:
+    """``--head-eval NAME=FILE``."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=FILE (e.g. ner=dev.jsonl), got {text!r}")
+    return name, path
+
+
+def _named_weight(text: str) -> tuple[str, float]:
+    """``--loss-weight NAME=WEIGHT``."""
+    name, sep, value = text.partition("=")
+    try:
+        if sep and name:
+            return name, float(value)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected NAME=WEIGHT (e.g. ner=0.5), got {text!r}")
+
+
+def _add_head_flags(parser: argparse.ArgumentParser) -> None:
+    heads = parser.add_argument_group(
+        "several heads on one encoder",
+        "one training file per head instead of --task/--train/--eval; one model file with every head",
+    )
+    heads.add_argument(
+        "--head",
+        action="append",
+        type=_head_file,
+        metavar="[NAME:]TASK=FILE",
+        help="a head and its training rows, repeated per head (e.g. --head sentiment=reviews.jsonl --head "
+        "ner=entities.jsonl); the head is named after its task unless NAME: is given (two heads of one task need it)",
+    )
+    heads.add_argument(
+        "--head-eval",
+        action="append",
+        type=_named_file,
+        metavar="NAME=FILE",
+        help="a head's held-out rows, repeated per head: every head or none",
+    )
+    heads.add_argument(
+        "--loss-weight",
+        action="append",
+        type=_named_weight,
+        metavar="NAME=WEIGHT",
+        help="weight of a head's loss (default 1; 0 leaves the head untrained)",
+    )
+    heads.add_argument(
+        "--monitor-head",
+        metavar="NAME",
+        help="early-stop on this head's held-out metric (default: the mean of every head's main metric)",
+    )
+
+
+def _head_list(args: argparse.Namespace) -> list[dict[str, str]] | None:
+    """The ``--head`` list, or None for a single-head run (``--task``/``--train``); a mix of the two is refused."""
+    if args.head:
+        given = [
+            flag
+            for flag, value in (
+                ("--task", args.task),
+                ("--train", args.train),
+                ("--eval", args.eval),
+                ("--labels", args.labels),
+            )
+            if value
+        ]
+        if given:
+            raise CLIError(
+                f"--head gives each head its task and file; leave out {', '.join(given)} (or use --task "
+                "--train for one head)"
+            )
+        try:
+            return [{**head, "train_file": _existing_file(head["train_file"])} for head in args.head]
+        except argparse.ArgumentTypeError as error:
+            raise CLIError(f"--head: {error}") from None
+    single_only = [
+        flag for flag, value in (("--head-eval", args.head_eval), ("--monitor-head", args.monitor_head)) if value
+    ]
+    if single_only:
+        raise CLIError(f"{', '.join(single_only)} go with --head (several heads); one head takes --task --train --eval")
+    if args.task is None or args.train is None:
+        raise CLIError("give --task and --train (one head), or --head TASK=FILE per head (several heads)")
+    return None
 
 
 def _layer_map(text: str) -> list[int]:
@@ -390,6 +490,9 @@ def _add_train(subparsers: Any) -> None:
             "  distilbert-heads train --task sentiment --train reviews.csv --eval dev.csv --out sentiment.keras\n"
             "  distilbert-heads train --task ner --train ner.jsonl --pretrained distilbert-base-uncased \\\n"
             "      --epochs 2 --out ner.keras\n"
+            "  distilbert-heads train --head sentiment=reviews.jsonl --head ner=entities.jsonl \\\n"
+            "      --head-eval sentiment=reviews_dev.jsonl --head-eval ner=entities_dev.jsonl \\\n"
+            "      --loss-weight ner=0.5 --out multi.keras\n"
             "  distilbert-heads train --config run.toml --epochs 5   # the file's settings, 5 epochs\n\n"
             "run files (--config): TOML whose keys are the flags above without the dashes, e.g.\n"
             '  task = "sentiment"\n'
@@ -410,13 +513,12 @@ def _add_train(subparsers: Any) -> None:
         help="read any of these options from a TOML file (keys: flag names without the dashes; relative paths are "
         "relative to the file); flags given here override it",
     )
-    parser.add_argument("--task", required=True, help="task type or alias: sentiment, ner, qa, pairwise, or a plugin's")
-    parser.add_argument(
-        "--train", required=True, type=_existing_file, metavar="FILE", help="training rows (.jsonl or .csv)"
-    )
+    parser.add_argument("--task", help="task type or alias: sentiment, ner, qa, pairwise, or a plugin's")
+    parser.add_argument("--train", type=_existing_file, metavar="FILE", help="training rows (.jsonl or .csv)")
     parser.add_argument(
         "--eval", type=_existing_file, metavar="FILE", help="held-out rows for early stopping and the final metrics"
     )
+    _add_head_flags(parser)
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--variant",

@@ -17,6 +17,7 @@ __getattr__, __dir__ = lazy_exports(
         "DEFAULT_SCHEDULE_SCRATCH": "defaults",
         "DEFAULT_WEIGHT_DECAY": "defaults",
         "HeadEvaluationCallback": "callbacks",
+        "HeadFile": "multi_head",
         "LABEL_OPTION_KEYS": "examples",
         "LOWER_IS_BETTER": "evaluation",
         "PRECISIONS": "defaults",

@@ -46,7 +46,7 @@ class HeadEvaluationCallback(keras.callbacks.Callback):
     def _improved(self, value: float) -> bool:
         if self.best is None or math.isnan(self.best):
             return not math.isnan(value)
-        if self.monitor in LOWER_IS_BETTER:
+        if self.monitor.rsplit("/", 1)[-1] in LOWER_IS_BETTER:  # "loss", or a multi-head run's "ner/loss"
             return value < self.best
         return value > self.best
 

@@ -55,6 +55,7 @@ from distilbert_heads.training.examples import (
     infer_options,
     numeric_class_note,
 )
+from distilbert_heads.training.multi_head import HeadFile, head_files, train_heads
 from distilbert_heads.training.optimization import build_optimizer
 from distilbert_heads.training.report import print_metrics_table
 from distilbert_heads.training.run_record import describe_file, plain, training_record
@@ -98,10 +99,13 @@ def _chance_advice(rows: int, epochs_run: int, pretrained: Any, variant: str) ->
 
 # -- training --------------------------------------------------------------------------------------
 def train(
-    task: str,
-    train_file: str | os.PathLike,
+    task: str | Mapping[str, str | os.PathLike] | Sequence[HeadFile],
+    train_file: str | os.PathLike | None = None,
     *,
     eval_file: str | os.PathLike | None = None,
+    eval_files: Mapping[str, str | os.PathLike] | None = None,
+    loss_weights: Mapping[str, float] | None = None,
+    monitor_head: str | None = None,
     variant: str = "tiny",
     pretrained: str | os.PathLike | None = None,
     epochs: int = 3,
@@ -143,6 +147,12 @@ def train(
             ``head_options={"labels": [...]}`` to be sure) and a vocabulary learnt from scratch.
         eval_file: held-out rows; scored each epoch for early stopping (best weights restored)
             and for the final metrics. Without it the final metrics are on the training rows.
+        Several heads on one encoder: pass ``task`` as ``{task: training file}`` (each head named after its task)
+            or a list of `HeadFile` (names, per-head eval files, loss weights, options), and no ``train_file``;
+            see `distilbert_heads.training.multi_head`. Then ``eval_files`` maps head names to eval files (every
+            head or none), ``loss_weights`` head names to loss weights (default 1; 0 leaves a head untrained), and
+            early stopping watches the mean of the heads' primary metrics, or ``monitor_head``'s primary metric.
+            One vocabulary is learnt from all the files; ``TrainResult.metrics`` is keyed by head.
         variant: ``"tiny"``, ``"small"`` or ``"base"`` when training from scratch.
         pretrained: a Hugging Face checkpoint directory or hub id (or a ``.keras`` model) to fine-tune;
             its tokenizer is used. Without it the tokenizer's vocabulary is learnt from the training texts.
@@ -218,6 +228,37 @@ def train(
         raise TrainingError(
             f"--logdir {os.fspath(logdir)!r} writes TensorBoard logs, which needs the tensorboard package: "
             "pip install 'distilbert-heads[tensorboard]' (or leave out --logdir)."
+        )
+    if not isinstance(task, str):  # several heads, one file each
+        if train_file is not None or eval_file is not None or head_options is not None:
+            raise TrainingError(
+                "A multi-head run takes each head's files (and options) in its own entry: train({task: file, ...}, "
+                "eval_files={head: file}) or a list of HeadFile; leave train_file, eval_file and head_options out."
+            )
+        heads = head_files(task, eval_files=eval_files, loss_weights=loss_weights)
+        return train_heads(
+            heads,
+            settings=settings,
+            monitor_head=monitor_head,
+            variant=variant,
+            pretrained=pretrained,
+            learning_rate=learning_rate,
+            out=out,
+            tokenizer=tokenizer,
+            vocab_size=vocab_size,
+            lowercase=lowercase,
+            whole_words=whole_words,
+            verbose=verbose,
+            callbacks=callbacks,
+            logdir=logdir,
+            skipped=_skipped_rows(skip_invalid, skipped_file, out, heads[0].train_file),
+            shuffle_buffer=shuffle_buffer,
+            encoder_overrides=encoder_overrides,
+        )
+    if train_file is None or eval_files is not None or loss_weights is not None or monitor_head is not None:
+        raise TrainingError(
+            f"train({task!r}, ...) trains one head: give its train_file; eval_files, loss_weights and monitor_head "
+            "are for several heads, train({task: file, ...})."
         )
     record = head_record(task)
     head_class = record.head_class

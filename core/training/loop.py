@@ -15,6 +15,7 @@ Keras' own, set up in `distilbert_heads.training.optimization` and documented on
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import math
 import os
@@ -24,12 +25,20 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from distilbert_heads import atomic
 from distilbert_heads.model.factory import create_distilbert_with_head
 from distilbert_heads.model.loading import first_non_finite_weight
 from distilbert_heads.text.tokenizer import DistilBertTokenizer
-from distilbert_heads.training.callbacks import HeadEvaluationCallback, TokenDropoutBatches
+from distilbert_heads.training.callbacks import FollowEpochs, HeadEvaluationCallback, TokenDropoutBatches
+from distilbert_heads.training.checkpointing import (
+    TrainingCheckpoints,
+    fit_from,
+    load_checkpoint,
+    restore_best_file,
+    start_fresh,
+)
 from distilbert_heads.training.defaults import DEFAULT_SCHEDULE_PRETRAINED, DEFAULT_SCHEDULE_SCRATCH
 from distilbert_heads.training.evaluation import (
     chance_level_warning,
@@ -109,6 +118,9 @@ def train(
     precision: str = "float32",
     callbacks: Sequence[keras.callbacks.Callback] = (),
     logdir: str | os.PathLike | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
     **encoder_overrides: Any,
 ) -> TrainResult:
     """Train a model for ``task`` on a JSONL/CSV file and (with ``out``) save it as one ``.keras`` file.
@@ -156,6 +168,16 @@ def train(
             saved with the model; fast on accelerators and CPUs with bfloat16 instructions).
         callbacks: Keras callbacks run after this function's own (held-out scoring, TensorBoard).
         logdir: write TensorBoard logs (losses, held-out metrics, learning rate per epoch) here.
+        checkpoint_dir: write checkpoints here (see `distilbert_heads.training.checkpointing`): at each epoch end,
+            every ``checkpoint_every`` training steps (batches), and ``best.keras``, the best model by the held-out
+            metric, whenever it improves. Each is replaced atomically: a kill never leaves a broken one. The
+            folder is kept when the run ends. None (default): no checkpoints.
+        checkpoint_every: also checkpoint every this many training steps (batches), counted over the whole run.
+        resume: continue the run whose last checkpoint is in ``checkpoint_dir``, at its step and data position
+            (and with its tokenizer, unless ``tokenizer`` is given); the other arguments must be those of the
+            interrupted run (a different setting is refused, naming it). With a ``seed`` the resumed run ends
+            with the weights the uninterrupted run would have (on CPU). Without one the run's drawn data seed is
+            read from the checkpoint. The loss in ``history`` for the resumed epoch covers its remaining batches.
         **encoder_overrides: `DistilBertConfig` fields, e.g. ``hidden_size=64, num_layers=2``.
     """
     if schedule is None:
@@ -175,7 +197,12 @@ def train(
         clip_norm=clip_norm,
         gradient_accumulation_steps=gradient_accumulation_steps,
         precision=precision,
+        checkpoint_every=checkpoint_every,
     )
+    if checkpoint_dir is None and (resume or checkpoint_every is not None):
+        given = "resume=True (--resume)" if resume else f"checkpoint_every={checkpoint_every} (--checkpoint-every)"
+        raise TrainingError(f"{given} needs a checkpoint folder: pass checkpoint_dir (--checkpoint-dir).")
+    checkpoint = load_checkpoint(checkpoint_dir) if resume and checkpoint_dir is not None else None
     if out is not None and not os.fspath(out).endswith(".keras"):
         raise TrainingError(f"--out must name a .keras file (e.g. model.keras), got {os.fspath(out)!r}.")
     if out is not None:
@@ -195,6 +222,8 @@ def train(
     if note and verbose:
         print(note, flush=True)
     options.update(head_options or {})
+    if tokenizer is None and checkpoint is not None:
+        tokenizer = checkpoint.tokenizer()  # a vocabulary learnt from scratch again would differ
     if tokenizer is None:
         tokenizer = build_tokenizer(
             pretrained,
@@ -226,10 +255,33 @@ def train(
         learning_rate = DEFAULT_LEARNING_RATE_PRETRAINED if pretrained is not None else DEFAULT_LEARNING_RATE_SCRATCH
     # One shuffled (and, with token_dropout, noised) batch sequence, seeded by ``seed``: the same rows in the
     # same order on every backend and for every batch size, so accumulation matches a larger batch exactly.
+    # Without a seed the batches draw one; a resumed run takes the interrupted run's from its checkpoint.
     batches = TokenDropoutBatches(
-        x, {head_name: y}, batch_size=batch_size, rate=token_dropout, tokenizer=tokenizer, seed=seed
+        x,
+        {head_name: y},
+        batch_size=batch_size,
+        rate=token_dropout,
+        tokenizer=tokenizer,
+        seed=seed if seed is not None or checkpoint is None else checkpoint.seed,
     )
     model.compile(optimizer=build_optimizer(model, settings, learning_rate, len(batches)))
+    run_settings = {
+        **settings.model_dump(exclude={"checkpoint_every"}),
+        "task": task,
+        "variant": variant,
+        "pretrained": pretrained,
+        "head_options": options,
+        "encoder_options": encoder_overrides,
+        "effective_max_length": max_length,
+        "train_rows": len(train_examples),
+        "train_data_sha256": _fingerprint(x, y),
+        "eval_rows": None if eval_examples is None else len(eval_examples),
+    }
+    if checkpoint is not None:
+        checkpoint.check_same_run(run_settings)
+        checkpoint.restore(model)
+        if verbose:
+            print(f"resuming from {os.fspath(checkpoint.path)!r} at {checkpoint.where}", flush=True)
     scored = head_scores_answers(head)  # without evaluate(), the loss is the metric (lower is better)
 
     run_callbacks: list[keras.callbacks.Callback] = []
@@ -255,13 +307,51 @@ def train(
             verbose=verbose,
         )
         run_callbacks.append(evaluation)
+        if checkpoint is not None and checkpoint.state["evaluation"] is not None:
+            evaluation.restore_state(checkpoint.state["evaluation"], checkpoint.best_weights())
     if logdir is not None:
         # After the held-out scoring, so its val_* metrics are in the logs TensorBoard writes.
         run_callbacks.append(keras.callbacks.TensorBoard(log_dir=os.fspath(logdir)))
+    if checkpoint_dir is not None:
+        if checkpoint is None:
+            start_fresh(checkpoint_dir, verbose)
+        else:
+            restore_best_file(checkpoint_dir, checkpoint)
+        run_callbacks.append(
+            TrainingCheckpoints(
+                checkpoint_dir,
+                batches=batches,
+                tokenizer=tokenizer,
+                settings=run_settings,
+                epochs=epochs,
+                every=checkpoint_every,
+                evaluation=evaluation,
+                history=checkpoint.state["history"] if checkpoint is not None else None,
+            )
+        )
     run_callbacks.extend(callbacks)
-    # shuffle=False: `batches` shuffles its rows itself (Keras would reorder the batches with its own RNG).
-    history = model.fit(batches, epochs=epochs, shuffle=False, callbacks=run_callbacks, verbose=verbose)
-    _refuse_diverged(model, history.history.get("loss", []), learning_rate, out)
+    history: dict[str, list[float]] = {
+        key: list(values) for key, values in (checkpoint.state["history"] if checkpoint else {}).items()
+    }
+    if checkpoint is not None and checkpoint.finished:  # killed after its last epoch: nothing left to train
+        if evaluation is not None:
+            evaluation.set_model(model)
+            evaluation.on_train_end()
+    else:
+        position = (checkpoint.epoch, checkpoint.batch) if checkpoint is not None else (0, 0)
+        for logs in fit_from(
+            model,
+            batches,
+            epoch=position[0],
+            batch=position[1],
+            epochs=epochs,
+            callbacks=[FollowEpochs(batches), *run_callbacks],
+            verbose=verbose,
+        ):
+            for key, values in logs.items():
+                history.setdefault(key, []).extend(float(v) for v in values)
+    epochs_run = len(history.get("loss", []))
+    _refuse_diverged(model, history.get("loss", []), learning_rate, out)
     # The best epoch's weights are restored, so these predictions are the ones its metrics scored.
     split, split_examples, split_file = (
         ("eval", eval_examples, eval_file) if eval_examples is not None else ("train", train_examples, train_file)
@@ -280,7 +370,7 @@ def train(
             max_length=max_length,
         )
         metrics = best or score_predictions(head, split_examples, final_predictions, path=split_file)
-        advice = _chance_advice(len(train_examples), len(history.epoch), pretrained, variant)
+        advice = _chance_advice(len(train_examples), epochs_run, pretrained, variant)
         chance_warning = chance_level_warning(
             head, split_examples, final_predictions, metrics, split=split, advice=advice
         )
@@ -291,12 +381,13 @@ def train(
     result = TrainResult(
         model=model,
         metrics=metrics,
-        history={key: [float(v) for v in values] for key, values in history.history.items()},
+        history=history,
         path=path,
         tokenizer=tokenizer,
         metrics_split=split,
-        epochs_run=len(history.epoch),
+        epochs_run=epochs_run,
         best_epoch=None if evaluation is None or evaluation.best_epoch is None else evaluation.best_epoch + 1,
+        checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir),
     )
     if chance_warning is not None:
         result.warnings.append(chance_warning)
@@ -308,9 +399,33 @@ def train(
         )
         if path is not None:
             print(f"saved {path} (tokenizer inside)")
+        if checkpoint_dir is not None:
+            print(
+                f"checkpoints kept in {os.fspath(checkpoint_dir)} (continue a killed run with --resume"
+                f"{'; best.keras is the best held-out epoch' if evaluation is not None else ''})"
+            )
         for message in result.warnings:
             print(f"warning: {message}", flush=True)
     return result
+
+
+def _fingerprint(*values: Any) -> str:
+    """SHA-256 of encoded training data (nested mappings of arrays), so a resume on other data is refused."""
+    digest = hashlib.sha256()
+
+    def add(value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key in sorted(value):
+                digest.update(str(key).encode())
+                add(value[key])
+        else:
+            array = np.ascontiguousarray(value)
+            digest.update(f"{array.dtype}{array.shape}".encode())
+            digest.update(array.tobytes())
+
+    for value in values:
+        add(value)
+    return digest.hexdigest()
 
 
 def _refuse_diverged(model: Any, losses: Sequence[float], learning_rate: float, out: Any) -> None:

@@ -1,0 +1,339 @@
+"""Checkpoints of a training run, and resuming one from its last checkpoint at the same step and data position.
+
+A checkpoint directory holds:
+
+- ``last/``, the latest checkpoint, replaced as a whole (`distilbert_heads.atomic.atomic_directory`, so a kill
+  at any moment leaves the previous checkpoint or the new one, never a mix or a broken file):
+
+  - ``model.weights.h5``: the weights and the optimizer's state (Keras' ``save_weights``: step count,
+    moments, accumulated gradients);
+  - ``rng.npz``: the dropout layers' random-generator states, which ``save_weights`` leaves out;
+  - ``tokenizer.json``: the run's tokenizer (a vocabulary learnt from scratch is not reproducible);
+  - ``best.keras``: a hard link to the best model at the time of the checkpoint, when there is one;
+  - ``state.json``: the data position (epoch, batch), the global step, the data seed, the held-out best so
+    far, the per-epoch history and the settings of the run (a resume with other settings is refused).
+
+- ``best.keras``: the best model so far by the held-out metric, a full model (tokenizer inside), written
+  atomically whenever the metric improves.
+
+`TrainingCheckpoints` (a Keras callback) writes them; `load_checkpoint` reads one back and `fit_from` continues
+``fit`` from a position inside an epoch. Keras' own ``BackupAndRestore`` is not used: it restarts an
+interrupted epoch from its first batch (it records the batch but never uses it), overwrites its weights
+and metadata files in place one after the other (a kill between or during the writes leaves a broken or
+inconsistent pair) and leaves out the dropout generators' state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from distilbert_heads import atomic
+from distilbert_heads.text.tokenizer import DistilBertTokenizer
+from distilbert_heads.training.callbacks import HeadEvaluationCallback, TokenDropoutBatches
+from distilbert_heads.training.settings import TrainingError
+
+CHECKPOINT_FORMAT = 1
+LAST = "last"
+BEST = "best.keras"
+WEIGHTS = "model.weights.h5"
+RNG = "rng.npz"
+TOKENIZER = "tokenizer.json"
+STATE = "state.json"
+
+
+def seed_state_variables(model: keras.Model) -> list[Any]:
+    """The model's variables that are not weights: its dropout layers' ``SeedGenerator`` states, in model order."""
+    weights = {id(variable) for variable in model.weights}
+    return [variable for variable in model.variables if id(variable) not in weights]
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as it reads back from JSON (paths and other objects as strings), so settings compare equal."""
+    return json.loads(json.dumps(value, default=str))
+
+
+@dataclass
+class Checkpoint:
+    """One checkpoint read back: its folder and its ``state.json``."""
+
+    path: Path
+    state: dict[str, Any]
+
+    @property
+    def epoch(self) -> int:
+        return int(self.state["epoch"])
+
+    @property
+    def batch(self) -> int:
+        return int(self.state["batch"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.state["seed"])
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.state["finished"])
+
+    @property
+    def where(self) -> str:
+        return f"epoch {self.epoch + 1}, batch {self.batch}, step {self.state['global_step']}"
+
+    def tokenizer(self) -> DistilBertTokenizer:
+        return DistilBertTokenizer.from_json_string((self.path / TOKENIZER).read_text(encoding="utf-8"))
+
+    def check_same_run(self, settings: Mapping[str, Any]) -> None:
+        """Refuse to resume with settings other than the checkpoint's, naming each key that differs."""
+        recorded, given = self.state["settings"], jsonable(dict(settings))
+        differing = [
+            f"{key} is {recorded.get(key)!r} there and {given.get(key)!r} here"
+            for key in sorted(set(recorded) | set(given))
+            if recorded.get(key) != given.get(key)
+        ]
+        if differing:
+            raise TrainingError(
+                f"The checkpoint in {os.fspath(self.path.parent)!r} was made by a different run: "
+                + "; ".join(differing)
+                + ". Resume with the settings it was made with, or start a new run without --resume "
+                "(or with another --checkpoint-dir)."
+            )
+
+    def restore(self, model: keras.Model) -> None:
+        """Load the weights, the optimizer's state and the dropout generators' states into ``model`` (compiled)."""
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(self.path / WEIGHTS)
+        with np.load(self.path / RNG) as saved:
+            states = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        variables = seed_state_variables(model)
+        if len(states) != len(variables):
+            raise TrainingError(
+                f"The checkpoint {os.fspath(self.path / RNG)!r} holds {len(states)} random-generator states but the "
+                f"model has {len(variables)}: it was made with another model. Start a new run without --resume."
+            )
+        for variable, value in zip(variables, states):
+            variable.assign(value)
+
+    def best_weights(self) -> list[np.ndarray] | None:
+        """The best epoch's weights as of this checkpoint, or None when no epoch was scored yet."""
+        path = self.path / BEST
+        return keras.saving.load_model(path).get_weights() if path.is_file() else None
+
+
+def find_checkpoint(directory: str | os.PathLike) -> Checkpoint | None:
+    """The last checkpoint in ``directory``, or None when there is none.
+
+    A kill in the middle of replacing ``last/`` can leave only the previous checkpoint, renamed
+    ``.last.old-<random>`` (see `atomic.atomic_directory`); that one is used then.
+    """
+    directory = Path(directory)
+    candidates = [directory / LAST, *sorted(directory.glob(f".{LAST}.old-*"))]
+    for path in candidates:
+        if (path / STATE).is_file():
+            state = json.loads((path / STATE).read_text(encoding="utf-8"))
+            if state.get("format") != CHECKPOINT_FORMAT:
+                raise TrainingError(
+                    f"{os.fspath(path / STATE)!r} is a checkpoint of format {state.get('format')!r}; this version "
+                    f"reads format {CHECKPOINT_FORMAT}. Start a new run without --resume."
+                )
+            return Checkpoint(path, state)
+    return None
+
+
+def load_checkpoint(directory: str | os.PathLike) -> Checkpoint:
+    """The last checkpoint in ``directory``, or a `TrainingError` saying where it looked."""
+    checkpoint = find_checkpoint(directory)
+    if checkpoint is None:
+        raise TrainingError(
+            f"--resume: no checkpoint in {os.fspath(directory)!r} (looked for {os.fspath(Path(directory) / LAST)!r} "
+            f"with a {STATE}). Start the run without --resume, or pass the --checkpoint-dir the interrupted run used."
+        )
+    return checkpoint
+
+
+def start_fresh(directory: str | os.PathLike, verbose: int = 1) -> None:
+    """Before a new (not resumed) run: drop an earlier run's ``best.keras`` so it cannot pass for this run's.
+
+    The earlier run's ``last/`` stays until this run's first checkpoint replaces it.
+    """
+    directory = Path(directory)
+    earlier = find_checkpoint(directory)
+    if earlier is not None and verbose:
+        print(
+            f"note: {os.fspath(directory)!r} holds a checkpoint of an earlier run ({earlier.where}); this new run "
+            "replaces it (use --resume to continue that run instead)",
+            flush=True,
+        )
+    if (directory / BEST).is_file():
+        (directory / BEST).unlink()
+
+
+def restore_best_file(directory: str | os.PathLike, checkpoint: Checkpoint) -> None:
+    """On resume, make ``best.keras`` the checkpoint's (a later one belongs to steps that will be run again)."""
+    best = Path(directory) / BEST
+    if (checkpoint.path / BEST).is_file():
+        with atomic.atomic_path(best) as temp:
+            shutil.copyfile(checkpoint.path / BEST, temp)
+    elif best.is_file():
+        best.unlink()
+
+
+def _link_or_copy(source: Path, destination: Path) -> None:
+    try:
+        os.link(source, destination)  # best.keras is replaced by rename, so the linked version never changes
+    except OSError:
+        shutil.copyfile(source, destination)
+
+
+class TrainingCheckpoints(keras.callbacks.Callback):
+    """Write a checkpoint every ``every`` training steps (batches; None: only at epoch ends) and at each epoch end,
+    and ``best.keras`` whenever the held-out metric of ``evaluation`` improves. Place it after ``evaluation``.
+
+    ``settings`` (JSON-able) are recorded so that a resume with other settings is refused; ``history`` is the
+    per-epoch logs of the epochs run before a resume, continued here.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        *,
+        batches: TokenDropoutBatches,
+        tokenizer: DistilBertTokenizer,
+        settings: Mapping[str, Any],
+        epochs: int,
+        every: int | None = None,
+        evaluation: HeadEvaluationCallback | None = None,
+        history: Mapping[str, Sequence[float]] | None = None,
+    ) -> None:
+        super().__init__()
+        self.directory = Path(directory)
+        self.batches, self.tokenizer, self.epochs, self.every = batches, tokenizer, int(epochs), every
+        self.settings = jsonable(dict(settings))
+        self.evaluation = evaluation
+        self.history: dict[str, list[float]] = {key: list(values) for key, values in (history or {}).items()}
+        self.saved: list[tuple[int, int]] = []  # (epoch, batch) positions written, for tests and messages
+
+    @property
+    def best_path(self) -> Path:
+        return self.directory / BEST
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        position = self.batches.first_batch + batch + 1  # the next batch to train; Keras counts from the start
+        if not self.every or position >= self.batches.batches_per_epoch:
+            return  # the epoch-end checkpoint follows, after the held-out scoring
+        if self._global_step(self.batches.epoch, position) % self.every == 0:
+            self.save(self.batches.epoch, position)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        for key, value in (logs or {}).items():
+            if isinstance(value, (int, float, np.floating, np.integer)):
+                self.history.setdefault(key, []).append(float(value))
+        if self.evaluation is not None and self.evaluation.best_epoch == epoch:
+            self.model.save(self.best_path)  # atomic (`atomic.save_keras_model`)
+        finished = epoch + 1 >= self.epochs or bool(self.model.stop_training)
+        self.save(epoch + 1, 0, finished=finished)
+
+    def _global_step(self, epoch: int, batch: int) -> int:
+        return epoch * self.batches.batches_per_epoch + batch
+
+    def save(self, epoch: int, batch: int, finished: bool = False) -> None:
+        """Replace ``last/`` by a checkpoint at data position (``epoch``, ``batch``): the next batch to train."""
+        with atomic.atomic_directory(self.directory / LAST) as temp:
+            self.model.save_weights(temp / WEIGHTS)
+            np.savez(temp / RNG, *[keras.ops.convert_to_numpy(v) for v in seed_state_variables(self.model)])
+            (temp / TOKENIZER).write_text(self.tokenizer.to_json_string(), encoding="utf-8")
+            evaluation = self.evaluation
+            if evaluation is not None and evaluation.best_epoch is not None and self.best_path.is_file():
+                _link_or_copy(self.best_path, temp / BEST)
+            state = {
+                "format": CHECKPOINT_FORMAT,
+                "epoch": epoch,
+                "batch": batch,
+                "global_step": self._global_step(epoch, batch),
+                "batches_per_epoch": self.batches.batches_per_epoch,
+                "seed": self.batches.seed,
+                "finished": finished,
+                "evaluation": evaluation.state() if evaluation is not None else None,
+                "history": self.history,
+                "settings": self.settings,
+            }
+            (temp / STATE).write_text(json.dumps(jsonable(state), indent=1), encoding="utf-8")
+        self.saved.append((epoch, batch))
+
+
+class _PartOfOneRun(keras.callbacks.Callback):
+    """``callback`` during one of several ``fit`` calls that make one run: train begin/end only where the run does."""
+
+    def __init__(self, callback: keras.callbacks.Callback, *, begins: bool, ends: bool) -> None:
+        super().__init__()
+        self.callback, self.begins, self.ends = callback, begins, ends
+
+    def set_model(self, model: Any) -> None:
+        super().set_model(model)
+        self.callback.set_model(model)
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        super().set_params(params)
+        self.callback.set_params(params)
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if self.begins:
+            self.callback.on_train_begin(logs)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self.ends:
+            self.callback.on_train_end(logs)
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.callback.on_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.callback.on_epoch_end(epoch, logs)
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.callback.on_train_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.callback.on_train_batch_end(batch, logs)
+
+
+def fit_from(
+    model: keras.Model,
+    batches: TokenDropoutBatches,
+    *,
+    epoch: int,
+    batch: int,
+    epochs: int,
+    callbacks: Sequence[keras.callbacks.Callback],
+    verbose: int,
+) -> list[dict[str, list[float]]]:
+    """``model.fit`` on ``batches`` from data position (``epoch``, ``batch``) to the end of epoch ``epochs``;
+    the Keras history of each ``fit`` call made.
+
+    Keras' ``fit`` starts epochs at their first batch (``initial_epoch``), so a run resumed inside an epoch is
+    two ``fit`` calls: the rest of that epoch, then the epochs after it. The callbacks see one run: one train
+    begin, one train end. Both calls draw the same batches an uninterrupted run would.
+    """
+    batches.start_at(epoch, batch)
+    options = {"shuffle": False, "verbose": verbose}  # `batches` shuffles its rows itself
+    if batch == 0:
+        return [model.fit(batches, initial_epoch=epoch, epochs=epochs, callbacks=list(callbacks), **options).history]
+    rest_of_epoch = [_PartOfOneRun(callback, begins=True, ends=False) for callback in callbacks]
+    histories = [model.fit(batches, initial_epoch=epoch, epochs=epoch + 1, callbacks=rest_of_epoch, **options).history]
+    if model.stop_training or epoch + 1 >= epochs:
+        for callback in callbacks:
+            callback.on_train_end()
+        return histories
+    batches.start_at(epoch + 1, 0)  # before `fit` reads the number of batches
+    later = [_PartOfOneRun(callback, begins=False, ends=True) for callback in callbacks]
+    histories.append(model.fit(batches, initial_epoch=epoch + 1, epochs=epochs, callbacks=later, **options).history)
+    return histories

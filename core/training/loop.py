@@ -202,6 +202,10 @@ def train(
     if checkpoint_dir is None and (resume or checkpoint_every is not None):
         given = "resume=True (--resume)" if resume else f"checkpoint_every={checkpoint_every} (--checkpoint-every)"
         raise TrainingError(f"{given} needs a checkpoint folder: pass checkpoint_dir (--checkpoint-dir).")
+    if checkpoint_dir is not None and Path(checkpoint_dir).exists() and not Path(checkpoint_dir).is_dir():
+        raise TrainingError(
+            f"--checkpoint-dir {os.fspath(checkpoint_dir)!r} is a file, not a folder: choose another path."
+        )
     checkpoint = load_checkpoint(checkpoint_dir) if resume and checkpoint_dir is not None else None
     if out is not None and not os.fspath(out).endswith(".keras"):
         raise TrainingError(f"--out must name a .keras file (e.g. model.keras), got {os.fspath(out)!r}.")

@@ -36,8 +36,10 @@ from distilbert_heads.training.settings import TrainingError
 pytestmark = pytest.mark.filterwarnings("ignore::distilbert_heads.training.ChanceLevelWarning")  # tiny runs
 
 # 24 rows in batches of 4: 6 steps an epoch, 12 in 2 epochs. Checkpoints every 3 steps fall at steps 3 and 9
-# (step 6 is an epoch end, checkpointed there); a kill at step 10 resumes from epoch 2, batch 3.
+# (step 6 is an epoch end, checkpointed there); a kill at step 10 resumes from epoch 2, batch 3. With 2 batches
+# accumulated per update, step 9 is half-way through an update: the accumulated gradient is in the checkpoint.
 RUN = {"epochs": 2, "batch_size": 4, "max_length": 32, "seed": 3, "token_dropout": 0.2, **TINY}
+RUN["gradient_accumulation_steps"] = 2
 EVERY, KILL_AT = 3, 10
 
 # Trains like `RUN` and kills itself with SIGKILL right after training step KILL_AT (no cleanup can run).
@@ -101,7 +103,7 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_runs_weights(sentimen
 
     # No tokenizer given: the resumed run takes the checkpoint's. Same seed, same settings.
     resumed = train("sentiment", sentiment_file, verbose=0, checkpoint_dir=killed_dir, resume=True, **RUN)
-    assert int(resumed.model.optimizer.iterations) == int(uninterrupted.model.optimizer.iterations) == 12
+    assert int(resumed.model.optimizer.iterations) == int(uninterrupted.model.optimizer.iterations) == 6
     assert_same_weights(resumed.model.get_weights(), uninterrupted.model.get_weights())
     assert resumed.epochs_run == 2 and resumed.history["loss"][0] == uninterrupted.history["loss"][0]
     final = load_checkpoint(killed_dir)
@@ -288,3 +290,19 @@ def test_best_keras_holds_the_best_epoch_and_the_cli_keeps_its_checkpoints(senti
     assert_same_weights(best.get_weights(), keras.saving.load_model(out).get_weights(), atol=0)
     # The last checkpoint links the best model of its time.
     assert_same_weights(best.get_weights(), keras.saving.load_model(directory / LAST / BEST).get_weights(), atol=0)
+
+    # A new run (no --resume) in the same folder says it replaces the earlier run and drops its best.keras.
+    capsys.readouterr()
+    again = train(
+        "sentiment",
+        sentiment_file,
+        checkpoint_dir=directory,
+        verbose=1,
+        vocab_size=200,
+        epochs=1,
+        max_length=32,
+        **TINY,
+    )
+    assert_mentions(capsys.readouterr().out, str(directory), "earlier run", "best.keras is removed", "--resume")
+    assert not (directory / BEST).exists() and again.checkpoint_dir == directory
+    assert json.loads((directory / LAST / STATE).read_text(encoding="utf-8"))["evaluation"] is None

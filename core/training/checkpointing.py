@@ -163,18 +163,21 @@ def load_checkpoint(directory: str | os.PathLike) -> Checkpoint:
 def start_fresh(directory: str | os.PathLike, verbose: int = 1) -> None:
     """Before a new (not resumed) run: drop an earlier run's ``best.keras`` so it cannot pass for this run's.
 
-    The earlier run's ``last/`` stays until this run's first checkpoint replaces it.
+    The earlier run's ``last/`` stays until this run's first checkpoint replaces it. Says so when ``verbose``.
     """
     directory = Path(directory)
     earlier = find_checkpoint(directory)
-    if earlier is not None and verbose:
+    best = directory / BEST
+    if verbose and (earlier is not None or best.is_file()):
+        what = f"a checkpoint of an earlier run ({earlier.where})" if earlier is not None else "an earlier run's"
+        removed = f"; its {BEST} is removed now" if best.is_file() else ""
         print(
-            f"note: {os.fspath(directory)!r} holds a checkpoint of an earlier run ({earlier.where}); this new run "
-            "replaces it (use --resume to continue that run instead)",
+            f"note: {os.fspath(directory)!r} holds {what}{' ' + BEST if earlier is None else ''}: this new run "
+            f"replaces it{removed} (use --resume to continue that run instead)",
             flush=True,
         )
-    if (directory / BEST).is_file():
-        (directory / BEST).unlink()
+    if best.is_file():
+        best.unlink()
 
 
 def restore_best_file(directory: str | os.PathLike, checkpoint: Checkpoint) -> None:

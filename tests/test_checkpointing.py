@@ -35,14 +35,11 @@ from distilbert_heads.training.settings import TrainingError
 
 pytestmark = pytest.mark.filterwarnings("ignore::distilbert_heads.training.ChanceLevelWarning")  # tiny runs
 
-# 24 rows in batches of 4: 6 steps an epoch, 12 in 2 epochs. Checkpoints every 3 steps fall at steps 3 and 9
-# (step 6 is an epoch end, checkpointed there); a kill at step 10 resumes from epoch 2, batch 3. With 2 batches
-# accumulated per update, step 9 is half-way through an update: the accumulated gradient is in the checkpoint.
+# 24 rows in batches of 4: 6 steps an epoch, 12 in 2 epochs, 2 batches accumulated per update.
 RUN = {"epochs": 2, "batch_size": 4, "max_length": 32, "seed": 3, "token_dropout": 0.2, **TINY}
 RUN["gradient_accumulation_steps"] = 2
-EVERY, KILL_AT = 3, 10
 
-# Trains like `RUN` and kills itself with SIGKILL right after training step KILL_AT (no cleanup can run).
+# Trains like `RUN` and kills itself with SIGKILL right after training step argv[5] (no cleanup can run).
 KILLED_RUN = """
 import json, os, signal, sys
 sys.path.insert(0, sys.argv[1])
@@ -76,15 +73,30 @@ def assert_same_weights(first, second, atol: float = 1e-6) -> None:
         np.testing.assert_allclose(a, b, rtol=0, atol=atol)
 
 
-def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_runs_weights(sentiment_file, demo_tokenizer, tmp_path):
-    uninterrupted = train(
-        "sentiment", sentiment_file, tokenizer=demo_tokenizer, verbose=0, checkpoint_dir=tmp_path / "full", **RUN
-    )
+@pytest.fixture(scope="module")
+def uninterrupted(sentiment_file, demo_tokenizer, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("uninterrupted")
+    return train("sentiment", sentiment_file, tokenizer=demo_tokenizer, verbose=0, checkpoint_dir=directory, **RUN)
+
+
+@pytest.mark.parametrize(
+    ("every", "kill_at", "position"),
+    [
+        # Checkpoints at steps 3 and 9 (step 6 is an epoch end, checkpointed there); killed after step 10: resumes
+        # at epoch 2, batch 3, half-way through an accumulated update (the partial gradient is in the checkpoint).
+        pytest.param(3, 10, (1, 3, 9), id="mid-epoch"),
+        # Checkpoints at step 4 and the epoch end (step 6); killed after step 7: resumes at the start of epoch 2.
+        pytest.param(4, 7, (1, 0, 6), id="epoch-start"),
+    ],
+)
+def test_run_killed_with_sigkill_resumes_to_the_uninterrupted_runs_weights(
+    sentiment_file, uninterrupted, tmp_path, every, kill_at, position
+):
 
     killed_dir = tmp_path / "killed"
     script = tmp_path / "killed_run.py"
     script.write_text(textwrap.dedent(KILLED_RUN), encoding="utf-8")
-    arguments = [str(Path(__file__).parent), str(sentiment_file), str(killed_dir), str(EVERY), str(KILL_AT)]
+    arguments = [str(Path(__file__).parent), str(sentiment_file), str(killed_dir), str(every), str(kill_at)]
     done = subprocess.run(
         [sys.executable, str(script), *arguments, json.dumps(RUN)],
         capture_output=True,
@@ -95,11 +107,11 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_runs_weights(sentimen
     )
     assert done.returncode == -9, done.stdout[-2000:] + done.stderr[-3000:]  # killed by SIGKILL, not finished
     checkpoint = load_checkpoint(killed_dir)
-    assert (checkpoint.epoch, checkpoint.batch, checkpoint.state["global_step"]) == (1, 3, 9)
+    assert (checkpoint.epoch, checkpoint.batch, checkpoint.state["global_step"]) == position
     assert not checkpoint.finished and len(checkpoint.state["history"]["loss"]) == 1
 
-    at_step_9 = tmp_path / "copy of the checkpoint at step 9"
-    shutil.copytree(killed_dir, at_step_9)
+    copy = tmp_path / "copy of the checkpoint"
+    shutil.copytree(killed_dir, copy)
 
     # No tokenizer given: the resumed run takes the checkpoint's. Same seed, same settings.
     resumed = train("sentiment", sentiment_file, verbose=0, checkpoint_dir=killed_dir, resume=True, **RUN)
@@ -120,7 +132,7 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_runs_weights(sentimen
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(checkpointing.Checkpoint, "restore", restore_all_but_random_state)
-        drifted = train("sentiment", sentiment_file, verbose=0, checkpoint_dir=at_step_9, resume=True, **RUN)
+        drifted = train("sentiment", sentiment_file, verbose=0, checkpoint_dir=copy, resume=True, **RUN)
     differences = [np.abs(a - b).max() for a, b in zip(drifted.model.get_weights(), resumed.model.get_weights())]
     assert max(differences) > 1e-5
 
@@ -160,7 +172,7 @@ def _fail_weights(callback, monkeypatch):
 
 
 def _fail_random_state(callback, monkeypatch):
-    def partial_savez(path, *arrays):
+    def partial_savez(path, **arrays):
         Path(path).write_bytes(b"PK\x03\x04 half an archive")
         raise OSError("disk full while writing the random state")
 

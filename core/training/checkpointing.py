@@ -7,7 +7,8 @@ A checkpoint directory holds:
 
   - ``model.weights.h5``: the weights and the optimizer's state (Keras' ``save_weights``: step count,
     moments, accumulated gradients);
-  - ``rng.npz``: the dropout layers' random-generator states, which ``save_weights`` leaves out;
+  - ``rng.npz``: the dropout layers' random-generator states, which ``save_weights`` leaves out (and, on the
+    PyTorch backend, torch's global generators, which Keras' unseeded dropout draws from there);
   - ``tokenizer.json``: the run's tokenizer (a vocabulary learnt from scratch is not reproducible);
   - ``best.keras``: a hard link to the best model at the time of the checkpoint, when there is one;
   - ``state.json``: the data position (epoch, batch), the global step, the data seed, the held-out best so
@@ -54,6 +55,42 @@ def seed_state_variables(model: keras.Model) -> list[Any]:
     """The model's variables that are not weights: its dropout layers' ``SeedGenerator`` states, in model order."""
     weights = {id(variable) for variable in model.weights}
     return [variable for variable in model.variables if id(variable) not in weights]
+
+
+def random_state(model: keras.Model) -> dict[str, np.ndarray]:
+    """The random state training draws from: the model's ``SeedGenerator`` states and, on PyTorch, torch's."""
+    state = {f"seed_generator_{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(seed_state_variables(model))}
+    if keras.backend.backend() == "torch":
+        import torch  # only on the PyTorch backend, where Keras imported it already
+
+        state["torch_cpu"] = torch.get_rng_state().numpy()
+        if torch.cuda.is_available():
+            state.update({f"torch_cuda_{i}": s.cpu().numpy() for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    return state
+
+
+def set_random_state(model: keras.Model, state: Mapping[str, np.ndarray], path: Path) -> None:
+    """Restore the ``SeedGenerator`` states `random_state` returned (read from ``path``, named in errors)."""
+    variables = seed_state_variables(model)
+    seeds = [state[f"seed_generator_{i}"] for i in range(sum(key.startswith("seed_generator_") for key in state))]
+    if len(seeds) != len(variables):
+        raise TrainingError(
+            f"The checkpoint {os.fspath(path)!r} holds {len(seeds)} random-generator states but the model has "
+            f"{len(variables)}: it was made with another model. Start a new run without --resume."
+        )
+    for variable, value in zip(variables, seeds):
+        variable.assign(value)
+
+
+def set_torch_random_state(state: Mapping[str, np.ndarray]) -> None:
+    """Restore torch's global generators from what `random_state` returned (nothing on other backends)."""
+    if keras.backend.backend() == "torch" and "torch_cpu" in state:
+        import torch  # only on the PyTorch backend, where Keras imported it already
+
+        torch.set_rng_state(torch.from_numpy(state["torch_cpu"]))
+        cuda = [torch.from_numpy(state[key]) for key in sorted(state) if key.startswith("torch_cuda_")]
+        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
 
 
 def jsonable(value: Any) -> Any:
@@ -113,15 +150,22 @@ class Checkpoint:
             model.optimizer.build(model.trainable_variables)
         model.load_weights(self.path / WEIGHTS)
         with np.load(self.path / RNG) as saved:
-            states = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-        variables = seed_state_variables(model)
-        if len(states) != len(variables):
-            raise TrainingError(
-                f"The checkpoint {os.fspath(self.path / RNG)!r} holds {len(states)} random-generator states but the "
-                f"model has {len(variables)}: it was made with another model. Start a new run without --resume."
-            )
-        for variable, value in zip(variables, states):
-            variable.assign(value)
+            state = {key: saved[key] for key in saved.files}
+        set_random_state(model, state, self.path / RNG)
+        self._torch_state = state if "torch_cpu" in state else None
+
+    def resume_callbacks(self) -> list[keras.callbacks.Callback]:
+        """Callbacks to run first in the resumed ``fit``: on PyTorch, set torch's generators at the first batch.
+
+        Keras' ``fit`` on PyTorch draws from torch's global generator before the first batch (each torch
+        ``DataLoader`` iterator draws its base seed; ``fit`` makes one to build the model and one per epoch), so
+        the state is set after those draws: as checkpointed for a position inside an epoch, and advanced by the
+        one draw the next epoch's ``DataLoader`` made in the interrupted run for an epoch-end checkpoint.
+        """
+        state = getattr(self, "_torch_state", None)
+        if state is None:
+            return []
+        return [_SetTorchRandomStateAtFirstBatch(state, data_loader_draws=1 if self.batch == 0 else 0)]
 
     def best_weights(self) -> list[np.ndarray] | None:
         """The best epoch's weights as of this checkpoint, or None when no epoch was scored yet."""
@@ -252,7 +296,7 @@ class TrainingCheckpoints(keras.callbacks.Callback):
         """Replace ``last/`` by a checkpoint at data position (``epoch``, ``batch``): the next batch to train."""
         with atomic.atomic_directory(self.directory / LAST) as temp:
             self.model.save_weights(temp / WEIGHTS)
-            np.savez(temp / RNG, *[keras.ops.convert_to_numpy(v) for v in seed_state_variables(self.model)])
+            np.savez(temp / RNG, **random_state(self.model))
             (temp / TOKENIZER).write_text(self.tokenizer.to_json_string(), encoding="utf-8")
             evaluation = self.evaluation
             if evaluation is not None and evaluation.best_epoch is not None and self.best_path.is_file():
@@ -271,6 +315,23 @@ class TrainingCheckpoints(keras.callbacks.Callback):
             }
             (temp / STATE).write_text(json.dumps(jsonable(state), indent=1), encoding="utf-8")
         self.saved.append((epoch, batch))
+
+
+class _SetTorchRandomStateAtFirstBatch(keras.callbacks.Callback):
+    def __init__(self, state: Mapping[str, np.ndarray], data_loader_draws: int) -> None:
+        super().__init__()
+        self.state: Mapping[str, np.ndarray] | None = state
+        self.data_loader_draws = data_loader_draws
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.state is None:
+            return
+        set_torch_random_state(self.state)
+        self.state = None
+        import torch  # this callback exists only on the PyTorch backend
+
+        for _ in range(self.data_loader_draws):  # what `iter(DataLoader)` draws: its `_base_seed`
+            torch.empty((), dtype=torch.int64).random_()
 
 
 class _PartOfOneRun(keras.callbacks.Callback):

@@ -349,7 +349,7 @@ def train(
             epoch=position[0],
             batch=position[1],
             epochs=epochs,
-            callbacks=[FollowEpochs(batches), *run_callbacks],
+            callbacks=[FollowEpochs(batches), *(checkpoint.resume_callbacks() if checkpoint else []), *run_callbacks],
             verbose=verbose,
         ):
             for key, values in logs.items():

@@ -285,6 +285,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from distilbert_heads.training.loop import train  # imports Keras: only once the arguments are good
     from distilbert_heads.training.settings import ChanceLevelWarning
 
+    # Checkpoints are kept for single-head runs (by default beside --out); several heads train without them.
+    checkpoint_dir = args.checkpoint_dir or (default_checkpoint_dir(args.out) if heads is None else None)
     # With --json, stdout holds the JSON alone; progress, tables and notes go to stderr.
     with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         warnings.simplefilter("ignore", ChanceLevelWarning)  # train prints it as one "warning:" line already
@@ -320,6 +322,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             skipped_file=args.skipped,
             shuffle_buffer=args.shuffle_buffer,
             head_options={"labels": args.labels} if args.labels else None,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=args.checkpoint_every,
+            resume=args.resume,
             verbose=1 if sys.stdout.isatty() else 2,
             run=getattr(args, "run_file", None),
         )
@@ -330,6 +335,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                     "metrics": result.metrics,
                     "split": result.metrics_split,
                     "path": str(result.path),
+                    "checkpoint_dir": str(result.checkpoint_dir),
                     "warnings": result.warnings,
                     "epoch_seconds": result.epoch_seconds,
                     "skipped_rows": result.skipped_rows,
@@ -434,6 +440,11 @@ def _head_list(args: argparse.Namespace) -> list[dict[str, str]] | None:
     if args.task is None or args.train is None:
         raise CLIError("give --task and --train (one head), or --head TASK=FILE per head (several heads)")
     return None
+
+
+def default_checkpoint_dir(out: str) -> str:
+    """Where ``train --out MODEL.keras`` keeps its checkpoints without --checkpoint-dir: ``MODEL.checkpoints``."""
+    return os.fspath(Path(out).with_suffix(".checkpoints"))
 
 
 def _layer_map(text: str) -> list[int]:
@@ -664,6 +675,29 @@ def _add_train(subparsers: Any) -> None:
         "--json",
         action="store_true",
         help="print the final metrics as one JSON object, alone on stdout (progress and tables go to stderr)",
+    )
+    checkpoints = parser.add_argument_group(
+        "checkpoints",
+        "A checkpoint (weights, optimizer state, random state, data position) is written at each epoch end and "
+        "every --checkpoint-every steps, and best.keras (the best model by the --eval metric) whenever it "
+        "improves; each replaces the previous one atomically, and the folder is kept after the run.",
+    )
+    checkpoints.add_argument(
+        "--checkpoint-dir",
+        metavar="DIR",
+        help="where checkpoints go (default: MODEL.checkpoints beside --out MODEL.keras)",
+    )
+    checkpoints.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        metavar="N",
+        help="also checkpoint every N training steps (batches) (default: at epoch ends only)",
+    )
+    checkpoints.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run from its last checkpoint in --checkpoint-dir, at the same step and data "
+        "position; pass the same arguments as that run (a different setting is refused)",
     )
     parser.set_defaults(handler=_cmd_train)
 

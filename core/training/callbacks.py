@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from distilbert_heads.text.tokenizer import DistilBertTokenizer
 from distilbert_heads.training.evaluation import LOWER_IS_BETTER, primary_metric
+from distilbert_heads.training.streaming import drop_tokens, special_token_ids
 
 
 class HeadEvaluationCallback(keras.callbacks.Callback):
@@ -80,13 +82,42 @@ class HeadEvaluationCallback(keras.callbacks.Callback):
         if self.restore_best_weights and self._best_weights is not None and self.best_epoch is not None:
             self.model.set_weights(self._best_weights)
 
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint records to continue early stopping: the best value, its epoch and metrics, the wait."""
+        return {
+            "monitor": self.monitor,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "best_metrics": dict(self.best_metrics),
+            "wait": self._wait,
+        }
+
+    def restore_state(self, state: dict[str, Any], best_weights: list[np.ndarray] | None) -> None:
+        """Continue from a checkpoint's `state` (and the best epoch's weights, restored when training ends)."""
+        self.monitor = state["monitor"]
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+        self.best_metrics, self._wait = dict(state["best_metrics"]), int(state["wait"])
+        self._best_weights = best_weights if self.restore_best_weights else None
+
 
 class TokenDropoutBatches(keras.utils.PyDataset):
     """Shuffled training batches (a new order each epoch) in which text tokens are replaced by ``[UNK]`` at random
     with probability ``rate`` (0: never).
 
-    Special tokens and padding are never replaced; labels are untouched. With a ``seed`` the order and the
-    replacements are the same in every run, whatever the batch size.
+    Special tokens and padding are never replaced; labels are untouched.
+
+    Every batch is a pure function of ``(seed, epoch, batch index)``: the epoch's row order is
+    ``np.random.default_rng([seed, epoch]).permutation(rows)`` and the token dropout of batch ``b`` draws from
+    ``np.random.default_rng([seed, epoch, b])``. So the same seed gives the same batches in every run, whatever
+    the batch size and whichever batches were served before, and a resumed run reproduces the rest of an epoch
+    exactly. Without a ``seed`` one is drawn (``self.seed``; record it to resume).
+
+    ``start_at(epoch: int, batch: int)`` sets the data position: the next epoch served is ``epoch``, from its
+    batch ``batch`` (the first ``batch`` batches are skipped, so ``len()`` is the batches left in that epoch).
+    ``on_epoch_end`` moves on to the next epoch's order.
+
+    For rows already in memory and ``model.fit``; `train` streams its files instead
+    (`distilbert_heads.training.streaming.TrainingStream`, which batches the same way).
     """
 
     def __init__(
@@ -102,41 +133,46 @@ class TokenDropoutBatches(keras.utils.PyDataset):
         super().__init__()
         self.x, self.y, self.batch_size, self.rate = dict(x), y, int(batch_size), float(rate)
         self.unk_id = tokenizer.unk_token_id
-        self.special_ids = np.array(
-            [
-                i
-                for i in (
-                    tokenizer.pad_token_id,
-                    tokenizer.cls_token_id,
-                    tokenizer.sep_token_id,
-                    tokenizer.unk_token_id,
-                    tokenizer.mask_token_id,
-                )
-                if i is not None
-            ]
-        )
+        self.special_ids = special_token_ids(tokenizer)
         self.size = len(self.x["input_ids"])
-        self.rng = np.random.default_rng(seed if seed is not None else int(keras.random.randint((), 0, 2**31 - 1)))
-        self.order = self.rng.permutation(self.size)
+        self.seed = int(seed) if seed is not None else secrets.randbelow(2**32)  # the caller's RNGs stay untouched
+        self.batches_per_epoch = math.ceil(self.size / self.batch_size)
+        self.epoch = 0
+        self.first_batch = 0
+        self._orders: dict[int, np.ndarray] = {}
+
+    def start_at(self, epoch: int, batch: int) -> None:
+        """Serve ``epoch`` next, from its batch ``batch`` on (0 <= batch < batches per epoch)."""
+        if epoch < 0 or not 0 <= batch < self.batches_per_epoch:
+            raise ValueError(
+                f"start_at({epoch}, {batch}): the epoch must be 0 or more and the batch from 0 to "
+                f"{self.batches_per_epoch - 1} (an epoch has {self.batches_per_epoch} batches)."
+            )
+        self.epoch, self.first_batch = int(epoch), int(batch)
+
+    @property
+    def order(self) -> np.ndarray:
+        """The row order of the current epoch."""
+        if self.epoch not in self._orders:
+            self._orders = {self.epoch: np.random.default_rng([self.seed, self.epoch]).permutation(self.size)}
+        return self._orders[self.epoch]
 
     def __len__(self) -> int:
-        return math.ceil(self.size / self.batch_size)
+        return self.batches_per_epoch - self.first_batch
 
     def __getitem__(self, index: int) -> tuple[dict[str, np.ndarray], Any]:
-        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        batch = self.first_batch + index
+        rows = self.order[batch * self.batch_size : (batch + 1) * self.batch_size]
         inputs = {key: value[rows] for key, value in self.x.items()}
         if self.rate == 0:
             return inputs, _take_rows(self.y, rows)
-        ids = inputs["input_ids"].copy()
-        droppable = ~np.isin(ids, self.special_ids)
-        if "attention_mask" in inputs:
-            droppable &= inputs["attention_mask"].astype(bool)
-        ids[droppable & (self.rng.random(ids.shape) < self.rate)] = self.unk_id
-        inputs["input_ids"] = ids
+        inputs["input_ids"] = drop_tokens(
+            inputs, self.rate, self.special_ids, self.unk_id, np.random.default_rng([self.seed, self.epoch, batch])
+        )
         return inputs, _take_rows(self.y, rows)
 
     def on_epoch_end(self) -> None:
-        self.order = self.rng.permutation(self.size)
+        self.start_at(self.epoch + 1, 0)
 
 
 def _take_rows(value: Any, rows: np.ndarray) -> Any:

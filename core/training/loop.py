@@ -32,6 +32,14 @@ from distilbert_heads.model.loading import first_non_finite_weight
 from distilbert_heads.text.tokenizer import DistilBertTokenizer
 from distilbert_heads.training import data_files
 from distilbert_heads.training.callbacks import HeadEvaluationCallback
+from distilbert_heads.training.checkpointing import (
+    TrainingCheckpoints,
+    fingerprint,
+    fit_from,
+    load_checkpoint,
+    restore_best_file,
+    start_fresh,
+)
 from distilbert_heads.training.data_files import SkippedRows
 from distilbert_heads.training.defaults import (
     DEFAULT_SCHEDULE_PRETRAINED,
@@ -134,6 +142,9 @@ def train(
     skip_invalid: bool = False,
     skipped_file: str | os.PathLike | None = None,
     shuffle_buffer: int = SHUFFLE_BUFFER_ROWS,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
     run: Mapping[str, Any] | None = None,
     **encoder_overrides: Any,
 ) -> TrainResult:
@@ -196,6 +207,16 @@ def train(
             (default: ``<out name>.skipped.jsonl`` beside ``out``), and the result's ``skipped_rows`` counts them.
         shuffle_buffer: rows held for shuffling (default 10,000): a file of at most this many rows is shuffled
             whole each epoch; a larger one is shuffled through the buffer, as ``tf.data``'s ``shuffle``.
+        checkpoint_dir: write checkpoints here (see `distilbert_heads.training.checkpointing`): at each epoch end,
+            every ``checkpoint_every`` training steps (batches), and ``best.keras``, the best model by the held-out
+            metric, whenever it improves. Each is replaced atomically: a kill never leaves a broken one. The
+            folder is kept when the run ends. None (default): no checkpoints.
+        checkpoint_every: also checkpoint every this many training steps (batches), counted over the whole run.
+        resume: continue the run whose last checkpoint is in ``checkpoint_dir``, at its step and data position
+            (and with its tokenizer, unless ``tokenizer`` is given); the other arguments must be those of the
+            interrupted run (a different setting is refused, naming it). With a ``seed`` the resumed run ends
+            with the weights the uninterrupted run would have (on CPU). Without one the run's drawn data seed is
+            read from the checkpoint. The loss in ``history`` for the resumed epoch covers its remaining batches.
         run: how the run was asked for (the command line passes its ``--config`` run file, the keys it set and
             those flags overrode), kept as given in the model's training record.
         **encoder_overrides: `DistilBertConfig` fields, e.g. ``hidden_size=64, num_layers=2``.
@@ -219,7 +240,15 @@ def train(
         clip_norm=clip_norm,
         gradient_accumulation_steps=gradient_accumulation_steps,
         precision=precision,
+        checkpoint_every=checkpoint_every,
     )
+    if checkpoint_dir is None and (resume or checkpoint_every is not None):
+        given = "resume=True (--resume)" if resume else f"checkpoint_every={checkpoint_every} (--checkpoint-every)"
+        raise TrainingError(f"{given} needs a checkpoint folder: pass checkpoint_dir (--checkpoint-dir).")
+    if checkpoint_dir is not None and Path(checkpoint_dir).exists() and not Path(checkpoint_dir).is_dir():
+        raise TrainingError(
+            f"--checkpoint-dir {os.fspath(checkpoint_dir)!r} is a file, not a folder: choose another path."
+        )
     if out is not None and not os.fspath(out).endswith(".keras"):
         raise TrainingError(f"--out must name a .keras file (e.g. model.keras), got {os.fspath(out)!r}.")
     if out is not None:
@@ -230,6 +259,11 @@ def train(
             "pip install 'distilbert-heads[tensorboard]' (or leave out --logdir)."
         )
     if not isinstance(task, str):  # several heads, one file each
+        if checkpoint_dir is not None or resume:
+            raise TrainingError(
+                "Checkpoints and --resume are for single-head runs for now; train several heads without "
+                "checkpoint_dir (--checkpoint-dir) and resume, or train each head on its own."
+            )
         if train_file is not None or eval_file is not None or head_options is not None:
             raise TrainingError(
                 "A multi-head run takes each head's files (and options) in its own entry: train({task: file, ...}, "
@@ -260,6 +294,7 @@ def train(
             f"train({task!r}, ...) trains one head: give its train_file; eval_files, loss_weights and monitor_head "
             "are for several heads, train({task: file, ...})."
         )
+    checkpoint = load_checkpoint(checkpoint_dir) if resume and checkpoint_dir is not None else None
     record = head_record(task)
     head_class = record.head_class
     schema = example_schema(head_class, task)
@@ -291,6 +326,8 @@ def train(
     if note and verbose:
         print(note, flush=True)
     options.update(head_options or {})
+    if tokenizer is None and checkpoint is not None:
+        tokenizer = checkpoint.tokenizer()  # a vocabulary learnt from scratch again would differ
     if tokenizer is None:
         tokenizer = build_tokenizer(
             pretrained,
@@ -335,7 +372,13 @@ def train(
         learning_rate = DEFAULT_LEARNING_RATE_PRETRAINED if pretrained is not None else DEFAULT_LEARNING_RATE_SCRATCH
     # One shuffled (and, with token_dropout, noised) batch sequence, a pure function of the seed and the epoch:
     # the same rows in the same order on every backend and for every batch size.
-    run_seed = seed if seed is not None else int(np.random.default_rng().integers(2**31))
+    # Without a seed one is drawn; a resumed run takes the interrupted run's from its checkpoint.
+    if seed is not None:
+        run_seed = seed
+    elif checkpoint is not None:
+        run_seed = checkpoint.seed
+    else:
+        run_seed = int(np.random.default_rng().integers(2**31))
     stream = TrainingStream(
         train_file,
         schema,
@@ -347,9 +390,28 @@ def train(
         token_dropout=token_dropout,
         shuffle_buffer=shuffle_buffer,
         on_bad_row=on_train_bad,
+        batches_per_epoch=batches_per_epoch if sample.whole_file else None,
     )
     first_batch = stream._finish(*split_rows_pair(sample_encoded, batch_size), 0, 0)
     model.compile(optimizer=build_optimizer(model, settings, learning_rate, batches_per_epoch))
+    run_settings = {
+        **settings.model_dump(exclude={"checkpoint_every"}),
+        "task": task,
+        "variant": variant,
+        "pretrained": pretrained,
+        "head_options": options,
+        "encoder_options": encoder_overrides,
+        "effective_max_length": max_length,
+        "shuffle_buffer": shuffle_buffer,
+        "skip_invalid": skip_invalid,
+        "train_file_bytes": sample.size,
+        "train_sample_sha256": fingerprint(sample_encoded),
+    }
+    if checkpoint is not None:
+        checkpoint.check_same_run(run_settings)
+        checkpoint.restore(model)
+        if verbose:
+            print(f"resuming from {os.fspath(checkpoint.path)!r} at {checkpoint.where}", flush=True)
     scored = head_scores_answers(head)  # without evaluate(), the loss is the metric (lower is better)
 
     score_batch = max(batch_size, 32)
@@ -390,23 +452,60 @@ def train(
             verbose=verbose,
         )
         run_callbacks.append(evaluation)
+        if checkpoint is not None and checkpoint.state["evaluation"] is not None:
+            evaluation.restore_state(checkpoint.state["evaluation"], checkpoint.best_weights())
     if logdir is not None:
         # After the held-out scoring, so its val_* metrics are in the logs TensorBoard writes.
         run_callbacks.append(keras.callbacks.TensorBoard(log_dir=os.fspath(logdir)))
-    run_callbacks.extend(callbacks)
-    try:
-        # shuffle=False: the stream shuffles its rows itself.
-        with warnings.catch_warnings():
-            # Keras warns at the end of every epoch of a dataset of unknown length; for a stream that is how it ends.
-            warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
-            history = model.fit(
-                stream.dataset(first_batch), epochs=epochs, shuffle=False, callbacks=run_callbacks, verbose=verbose
+    if checkpoint_dir is not None:
+        if checkpoint is None:
+            start_fresh(checkpoint_dir, verbose)
+        else:
+            restore_best_file(checkpoint_dir, checkpoint)
+        run_callbacks.append(
+            TrainingCheckpoints(
+                checkpoint_dir,
+                batches=stream,
+                tokenizer=tokenizer,
+                settings=run_settings,
+                epochs=epochs,
+                every=checkpoint_every,
+                evaluation=evaluation,
+                history=checkpoint.state["history"] if checkpoint is not None else None,
             )
-    except Exception as error:
-        if stream.failure is not None and stream.failure is not error:
-            raise stream.failure from None
-        raise
-    _refuse_diverged(model, history.history.get("loss", []), learning_rate, out)
+        )
+    run_callbacks.extend(callbacks)
+    history: dict[str, list[float]] = {
+        key: list(values) for key, values in (checkpoint.state["history"] if checkpoint else {}).items()
+    }
+    if checkpoint is not None and checkpoint.finished:  # killed after its last epoch: nothing left to train
+        if evaluation is not None:
+            evaluation.set_model(model)
+            evaluation.on_train_end()
+    else:
+        position = (checkpoint.epoch, checkpoint.batch) if checkpoint is not None else (0, 0)
+        try:
+            with warnings.catch_warnings():
+                # Keras warns at the end of each epoch of a dataset of unknown length; a stream ends its epochs so.
+                warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
+                for logs in fit_from(
+                    model,
+                    stream,
+                    stream.dataset(first_batch),
+                    epoch=position[0],
+                    batch=position[1],
+                    epochs=epochs,
+                    callbacks=[*(checkpoint.resume_callbacks() if checkpoint else []), *run_callbacks],
+                    verbose=verbose,
+                ):
+                    for key, values in logs.items():
+                        history.setdefault(key, []).extend(float(v) for v in values)
+        except Exception as error:
+            if stream.failure is not None and stream.failure is not error:
+                raise stream.failure from None
+            raise
+    epochs_run = len(history.get("loss", []))
+    _refuse_diverged(model, history.get("loss", []), learning_rate, out)
     # The best epoch's weights are restored, so these predictions are the ones its metrics scored.
     best = dict(evaluation.best_metrics) if evaluation is not None and evaluation.best_metrics else None
     chance_warning = None
@@ -436,7 +535,7 @@ def train(
                 max_length=max_length,
             )
         metrics = best or score_predictions(head, split_examples, final_predictions, path=eval_file or train_file)
-        advice = _chance_advice(sample.estimated_rows(), len(history.epoch), pretrained, variant)
+        advice = _chance_advice(sample.estimated_rows(), epochs_run, pretrained, variant)
         chance_warning = chance_level_warning(
             head, split_examples, final_predictions, metrics, split=split, advice=advice
         )
@@ -453,11 +552,12 @@ def train(
     result = TrainResult(
         model=model,
         metrics=metrics,
-        history={key: [float(v) for v in values] for key, values in history.history.items()},
+        history=history,
         path=path,
         tokenizer=tokenizer,
         metrics_split=split,
-        epochs_run=len(history.epoch),
+        epochs_run=epochs_run,
+        checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir),
         best_epoch=None if evaluation is None or evaluation.best_epoch is None else evaluation.best_epoch + 1,
         seed=run_seed,
         epoch_seconds=list(tracker.epoch_seconds),
@@ -474,6 +574,11 @@ def train(
         print_metrics_table({task: metrics}, title=f"{task}: metrics on the {where}")
         if path is not None:
             print(f"saved {path} (tokenizer inside)")
+        if checkpoint_dir is not None:
+            print(
+                f"checkpoints kept in {os.fspath(checkpoint_dir)} (continue a killed run with --resume"
+                f"{'; best.keras is the best held-out epoch' if evaluation is not None else ''})"
+            )
         if skipped is not None and skipped.summary():
             print(skipped.summary(), flush=True)
         for message in result.warnings:

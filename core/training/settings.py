@@ -47,6 +47,7 @@ class TrainSettings(BaseModel):
     clip_norm: float | None = Field(default=DEFAULT_CLIP_NORM, ge=0.0, allow_inf_nan=False)
     gradient_accumulation_steps: int = Field(default=1, ge=1)
     precision: Literal["float32", "mixed_bfloat16"] = "float32"
+    checkpoint_every: int | None = Field(default=None, ge=1)
 
 
 # What each setting means, for its message (the CLI flag is the name with dashes).
@@ -65,6 +66,7 @@ _SETTING_ADVICE = {
     "clip_norm": "the largest global gradient norm: a positive number such as 1.0, or 0 or None (no clipping)",
     "gradient_accumulation_steps": "batches whose gradients are averaged into one optimizer step: 1 or more",
     "precision": f"one of {', '.join(PRECISIONS)}",
+    "checkpoint_every": "training steps (batches) between checkpoints: 1 or more, or None (only at epoch ends)",
 }
 
 # Settings whose command-line flag is not the name with dashes.
@@ -91,7 +93,8 @@ class TrainResult:
     ``metrics`` are on the eval file when one was given, else on the training file
     (``metrics_split`` says which): the head's `evaluate` metrics, or ``{"loss": ...}`` for a head
     without ``evaluate``. ``history`` is Keras' per-epoch logs, plus ``val_<metric>``
-    for each of the head's metrics when there was an eval file. ``warnings`` holds what
+    for each of the head's metrics when there was an eval file. ``checkpoint_dir`` is where the
+    run's checkpoints and ``best.keras`` are (None without checkpointing). ``warnings`` holds what
     `train` also issued as Python warnings (e.g. a `ChanceLevelWarning`). ``seed`` is the run's seed (the one
     given, or the one drawn for an unseeded run); ``epoch_seconds`` each epoch's training time (its steps, not
     the held-out scoring); ``skipped_rows`` counts, per file, the rows ``skip_invalid``
@@ -106,6 +109,7 @@ class TrainResult:
     metrics_split: str = "eval"
     epochs_run: int = 0
     best_epoch: int | None = None
+    checkpoint_dir: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     seed: int | None = None

@@ -189,26 +189,19 @@ class TrainingStream:
         token_dropout: float = 0.0,
         shuffle_buffer: int = SHUFFLE_BUFFER_ROWS,
         on_bad_row: data_files.BadRowHandler | None = None,
+        batches_per_epoch: int | None = None,
     ) -> None:
+        self.batches_per_epoch = batches_per_epoch  # when known (the whole file was read up front)
         self.path, self.schema, self.task, self.encoder = Path(path), schema, task, encoder
         self.head_name, self.batch_size, self.seed = head_name, int(batch_size), int(seed)
         self.token_dropout, self.shuffle_buffer, self.on_bad_row = float(token_dropout), int(shuffle_buffer), on_bad_row
         tokenizer = encoder.tokenizer
         self.pad_id, self.unk_id = tokenizer.pad_token_id, tokenizer.unk_token_id
-        self.special_ids = np.array(
-            [
-                i
-                for i in (
-                    tokenizer.pad_token_id,
-                    tokenizer.cls_token_id,
-                    tokenizer.sep_token_id,
-                    tokenizer.unk_token_id,
-                    tokenizer.mask_token_id,
-                )
-                if i is not None
-            ]
-        )
+        self.special_ids = special_token_ids(tokenizer)
         self.epoch = 0
+        self.first_batch = 0  # where the current epoch started: 0, or the batch a resumed run continues at
+        self.produced = 0  # batches of the current epoch handed to the pipeline so far (counting skipped ones)
+        self.exhausted = False  # the current epoch has no more batches
         self._start: tuple[int, int] | None = None
 
     # -- position ------------------------------------------------------------------------------------------
@@ -220,6 +213,18 @@ class TrainingStream:
         if self._start is not None and self._start[0] == epoch:
             return self._start[1]
         return 0
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Keras is starting ``epoch``: its batches follow (from `start_at`'s batch when it named this epoch)."""
+        self.epoch, self.first_batch = epoch, self._skip_for(epoch)
+        self.produced, self.exhausted = self.first_batch, False
+
+    def has_batch(self, index: int) -> bool:
+        """Whether the current epoch has a batch ``index`` (0-based), as far as is known without waiting: when the
+        epoch's size is known, or once the pipeline has been handed that batch. False when it cannot tell yet."""
+        if self.batches_per_epoch is not None:
+            return index < self.batches_per_epoch
+        return self.produced > index
 
     # -- batches -------------------------------------------------------------------------------------------
     def examples(self, epoch: int) -> Iterator[tuple[int, BaseModel]]:
@@ -265,21 +270,15 @@ class TrainingStream:
     def _finish(self, x: Tree, y: Tree, epoch: int, index: int) -> tuple[Tree, Tree]:
         x, y = trim_batch(x, y)
         if self.token_dropout > 0:
-            ids = x["input_ids"].copy()
-            droppable = ~np.isin(ids, self.special_ids)
-            if "attention_mask" in x:
-                droppable &= x["attention_mask"].astype(bool)
             rng = np.random.default_rng([self.seed, epoch, index])
-            ids[droppable & (rng.random(ids.shape) < self.token_dropout)] = self.unk_id
-            x = {**x, "input_ids": ids}
+            x = {**x, "input_ids": drop_tokens(x, self.token_dropout, self.special_ids, self.unk_id, rng)}
         return x, {self.head_name: y}
 
     def _epoch_batches(self) -> Iterator[tuple[Tree, Tree]]:
-        epoch = self.epoch
-        self.batches_this_epoch = 0
-        for batch in self.batches(epoch, skip=self._skip_for(epoch)):
+        for batch in self.batches(self.epoch, skip=self.first_batch):
+            self.produced += 1
             yield batch
-            self.batches_this_epoch += 1
+        self.exhausted = True
 
     def dataset(self, first_batch: tuple[Tree, Tree]) -> Any:
         """A ``tf.data.Dataset`` over the current epoch's batches, for ``model.fit`` on any backend.
@@ -303,7 +302,6 @@ class TrainingStream:
             raise
 
     failure: Exception | None = None
-    batches_this_epoch = 0
 
 
 class EpochTracker(keras.callbacks.Callback):
@@ -326,21 +324,47 @@ class EpochTracker(keras.callbacks.Callback):
         self.epoch_seconds: list[float] = []
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        self.stream.epoch = epoch
-        self._first_step = int(keras.ops.convert_to_numpy(_batch_counter(self.model.optimizer)))
+        self.stream.begin_epoch(epoch)
+        self._first_step = int(keras.ops.convert_to_numpy(batch_counter(self.model.optimizer)))
         self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self.epoch_seconds.append(time.perf_counter() - self._started)
-        counter = _batch_counter(self.model.optimizer)
-        taken = self._first_step + self.stream.batches_this_epoch
+        counter = batch_counter(self.model.optimizer)
+        taken = self._first_step + self.stream.produced - self.stream.first_batch
         if int(keras.ops.convert_to_numpy(counter)) != taken:
             counter.assign(taken)
 
 
-def _batch_counter(optimizer: Any) -> Any:
+def batch_counter(optimizer: Any) -> Any:
     # With gradient accumulation, `iterations` is computed (batches // steps); the variable behind it counts batches.
     return getattr(optimizer, "_iterations", optimizer.iterations)
+
+
+# -- token dropout ------------------------------------------------------------------------------------------
+def special_token_ids(tokenizer: DistilBertTokenizer) -> np.ndarray:
+    """Ids token dropout never replaces: padding, [CLS], [SEP], [UNK] and [MASK]."""
+    ids = (
+        tokenizer.pad_token_id,
+        tokenizer.cls_token_id,
+        tokenizer.sep_token_id,
+        tokenizer.unk_token_id,
+        tokenizer.mask_token_id,
+    )
+    return np.array([i for i in ids if i is not None])
+
+
+def drop_tokens(
+    inputs: Mapping[str, np.ndarray], rate: float, special_ids: np.ndarray, unk_id: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``inputs["input_ids"]`` with each text token (not special, not padding) replaced by ``unk_id`` with
+    probability ``rate``, drawn from ``rng``."""
+    ids = np.array(inputs["input_ids"], copy=True)
+    droppable = ~np.isin(ids, special_ids)
+    if "attention_mask" in inputs:
+        droppable &= np.asarray(inputs["attention_mask"]).astype(bool)
+    ids[droppable & (rng.random(ids.shape) < rate)] = unk_id
+    return ids
 
 
 # -- shuffling and batch arithmetic -----------------------------------------------------------------------

@@ -143,12 +143,13 @@ def test_start_at_resumes_an_epoch_at_the_same_batch(stream_of):
         np.testing.assert_array_equal(y_full["h"]["logits"], y_resumed["h"]["logits"])
 
 
-def test_batches_are_padded_to_their_own_longest_row_in_steps_of_16(stream_of):
+def test_batches_are_padded_to_their_own_longest_row(stream_of):
     widths = set()
     for x, _ in stream_of().batches(0):
         longest = int(x["attention_mask"].sum(axis=1).max())
         width = x["input_ids"].shape[1]
-        assert longest <= width <= -(-longest // 16) * 16  # no token cut, no more than 15 columns of padding
+        multiple = streaming.pad_multiple()  # 16 on JAX (fewer compiled shapes), else exact
+        assert longest <= width <= -(-longest // multiple) * multiple  # no token cut, no needless padding
         widths.add(width)
     assert len(widths) > 1
 
@@ -187,7 +188,8 @@ def test_joining_chunks_widens_token_targets_with_the_heads_own_padding():
         {"input_ids": np.zeros((2, 40), int), "attention_mask": np.pad(np.ones((2, 17), int), ((0, 0), (0, 23)))},
         {"tags": np.zeros((2, 40), int), "label": np.zeros((2,), int)},
     )
-    assert trimmed_x["input_ids"].shape == trimmed_y["tags"].shape == (2, 32)
+    width = 32 if keras.backend.backend() == "jax" else 17  # JAX rounds up to 16 tokens: fewer step shapes
+    assert trimmed_x["input_ids"].shape == trimmed_y["tags"].shape == (2, width)
     assert trimmed_y["label"].shape == (2,)
 
 

@@ -16,9 +16,9 @@ by ``(seed, epoch)``, and token dropout by ``(seed, epoch, batch)``, so an epoch
 function of the seed, the epoch and the file: a resumed run (`TrainingStream.start_at`) sees the same
 batches as the run it continues. A file no larger than the buffer is shuffled whole each epoch.
 
-Padding: each batch is padded to its own longest row (as transformers' ``DataCollatorWithPadding``),
-rounded up to a multiple of `PAD_MULTIPLE` tokens so the JAX backend compiles a handful of shapes, not
-one per length.
+Padding: each batch is padded to its own longest row (as transformers' ``DataCollatorWithPadding``); on
+the JAX backend rounded up to a multiple of `JAX_PAD_MULTIPLE` tokens, so it compiles a handful of step
+shapes, not one per length.
 """
 
 from __future__ import annotations
@@ -43,7 +43,18 @@ from distilbert_heads.training.defaults import SAMPLE_ROWS, SHUFFLE_BUFFER_ROWS
 from distilbert_heads.training.examples import strip_example_prefix
 from distilbert_heads.training.settings import TrainingError
 
-PAD_MULTIPLE = 16
+# JAX compiles a step per input shape, so there batches are padded to a multiple of this many tokens: a handful
+# of shapes instead of one per length. TensorFlow's traced step takes any length, and PyTorch runs eagerly, so
+# there a batch is padded to its longest row exactly (as `DataCollatorWithPadding`); rounding up would only add
+# work (measured: fine-tuning MiniLM on short movie snippets).
+JAX_PAD_MULTIPLE = 16
+
+
+def pad_multiple() -> int:
+    """The multiple of tokens a batch's length is rounded up to on the running Keras backend."""
+    return JAX_PAD_MULTIPLE if keras.backend.backend() == "jax" else 1
+
+
 # Examples encoded together (a multiple of the batch size): one tokenizer call per chunk, not per row.
 ENCODE_CHUNK_BATCHES = 8
 PREFETCH_BATCHES = 4
@@ -432,7 +443,7 @@ def join_batches(parts: Sequence[tuple[Tree, Tree]], pad_id: int) -> tuple[Tree,
 
 
 def trim_batch(x: Tree, y: Tree) -> tuple[Tree, Tree]:
-    """Inputs (and targets aligned with their tokens) cut to the batch's longest row rounded up to `PAD_MULTIPLE`
+    """Inputs (and targets aligned with their tokens) cut to the batch's longest row rounded up to `pad_multiple`
     (never wider than they are): only positions that are padding in every row go."""
     ids = np.asarray(x["input_ids"])
     mask = x.get("attention_mask")
@@ -440,7 +451,8 @@ def trim_batch(x: Tree, y: Tree) -> tuple[Tree, Tree]:
     if mask is None or not np.asarray(mask).any():
         return x, y
     used = int(np.asarray(mask).reshape(-1, length).any(axis=0).nonzero()[0].max()) + 1
-    width = min(math.ceil(used / PAD_MULTIPLE) * PAD_MULTIPLE, length)
+    multiple = pad_multiple()
+    width = min(math.ceil(used / multiple) * multiple, length)
     if width == length:
         return x, y
 

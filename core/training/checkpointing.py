@@ -321,7 +321,7 @@ class TrainingCheckpoints(keras.callbacks.Callback):
 
     def _global_step(self) -> int:
         """Batches trained so far in the run: the optimizer's own count (saved and restored with it)."""
-        return int(keras.ops.convert_to_numpy(batch_counter(self.model.optimizer)))
+        return int(batch_counter(self.model.optimizer).numpy())
 
     def save(self, epoch: int, batch: int, finished: bool = False) -> None:
         """Replace ``last/`` by a checkpoint at data position (``epoch``, ``batch``): the next batch to train."""

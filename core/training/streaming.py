@@ -336,20 +336,22 @@ class EpochTracker(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self.stream.begin_epoch(epoch)
-        self._first_step = int(keras.ops.convert_to_numpy(batch_counter(self.model.optimizer)))
+        self._first_step = int(batch_counter(self.model.optimizer).numpy())
         self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self.epoch_seconds.append(time.perf_counter() - self._started)
         counter = batch_counter(self.model.optimizer)
         taken = self._first_step + self.stream.produced - self.stream.first_batch
-        if int(keras.ops.convert_to_numpy(counter)) != taken:
+        if int(counter.numpy()) != taken:
             counter.assign(taken)
 
 
 def batch_counter(optimizer: Any) -> Any:
-    # With gradient accumulation, `iterations` is computed (batches // steps); the variable behind it counts batches.
-    return getattr(optimizer, "_iterations", optimizer.iterations)
+    """The optimizer's batch counter, a Keras variable (read it with ``.numpy()``, which on TensorFlow avoids
+    NumPy 2's copy-keyword warning). With gradient accumulation ``iterations`` is computed (batches // steps);
+    the variable behind it counts batches."""
+    return optimizer._iterations
 
 
 # -- token dropout ------------------------------------------------------------------------------------------

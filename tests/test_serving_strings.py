@@ -1,0 +1,235 @@
+"""The strings-in SavedModel: in-graph tokenization equal to ours, answers equal to the pipeline's.
+
+The SavedModel is loaded in a fresh process that cannot import distilbert_heads, keras,
+transformers or tokenizers (only TensorFlow and TensorFlow Text), as on a serving host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+from helpers import assert_mentions
+
+from distilbert_heads import pipeline
+from distilbert_heads.model.factory import create_distilbert_with_head
+from distilbert_heads.text.tokenizer import DistilBertTokenizer
+
+pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="SavedModel export needs TensorFlow")
+tf_text = pytest.importorskip("tensorflow_text", reason="the 'serving' extra (tensorflow-text) is not installed")
+
+from distilbert_heads.serving.export import ExportError  # noqa: E402
+from distilbert_heads.serving.graph_tokenizer import GraphTokenizer  # noqa: E402
+from distilbert_heads.serving.saved_model import export_saved_model_text, unsupported_heads_saved_model_text  # noqa: E402
+
+ENCODER = {"num_layers": 1, "hidden_size": 32, "num_heads": 2, "intermediate_size": 64}
+MAX_LENGTH = 48
+
+# Every class of text the normalizer, pre-tokenizer and WordPiece treat specially.
+HOSTILE = [
+    "The film was great, wasn't it?",
+    "Café naïve résumé Ångström façade ÉCOLE",  # accents: NFD + dropped marks when uncased
+    "東京は晴れ。北京欢迎你！서울",  # CJK ideographs split one by one; Hangul is not
+    "Loved it 😀👍🏽 so much 🇫🇷!",  # emoji, skin-tone modifier, flags
+    "tab\there\nnew\rline\x00nul\x07bell\x1bescape\ufffdreplacement",  # control characters
+    "zero\u200bwidth\u200djoiner\ufeffbom\u00adsoft\u2028sep",  # zero-width and format characters
+    "İstanbul STRASSE straße ΣΊΣΥΦΟΣ ﬁnance Ⅻ",  # case mappings that expand or differ by context
+    "e\u0301 combining and \u0301 lone mark",
+    "[CLS] typed [SEP]specials[MASK] and [sep] lowercase",
+    "",
+    "   \t\n  ",
+    "x" * 150 + " after a word over 100 characters",
+    " ".join(["long text with many words"] * 80),  # over-long: truncated
+    "!!!...,,,???",
+]
+
+
+def _vocab_tokenizer(lowercase: bool) -> DistilBertTokenizer:
+    training = [text for text in HOSTILE if text.strip()] + ["the good bad film movie great awful"]
+    return DistilBertTokenizer.train_from_texts(training, vocab_size=300, lowercase=lowercase)
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["uncased", "cased"])
+def tokenizer(request: pytest.FixtureRequest) -> DistilBertTokenizer:
+    return _vocab_tokenizer(request.param)
+
+
+def _rows(encoded: dict[str, Any], row: int) -> tuple[list[int], list[tuple[int, int]], list[int]]:
+    length = int(encoded["attention_mask"][row].sum())
+    ids = [int(i) for i in encoded["input_ids"][row][:length]]
+    offsets = [(int(s), int(e)) for s, e in zip(encoded["start"][row][:length], encoded["end"][row][:length])]
+    return ids, offsets, [int(s) for s in encoded["sequence_ids"][row][:length]]
+
+
+@pytest.mark.parametrize("layout", ["text", "pair", "question_context"])
+def test_graph_tokenizer_gives_our_ids_and_offsets_on_hostile_text(tokenizer, layout):
+    graph = GraphTokenizer(tokenizer, MAX_LENGTH)
+    firsts = HOSTILE
+    seconds = None if layout == "text" else list(reversed(HOSTILE))
+    if layout == "question_context":  # questions short enough to leave room, as the pipeline requires
+        firsts = [text[:30] for text in HOSTILE]
+    as_tensor = lambda texts: None if texts is None else np.array(texts, dtype=object)
+    encoded = {
+        key: value.numpy()
+        for key, value in graph.encode(
+            as_tensor(firsts), as_tensor(seconds), keep_first=layout == "question_context"
+        ).items()
+    }
+    truncation = {"text": "longest_first", "pair": "longest_first", "question_context": "only_second"}[layout]
+    ours = tokenizer.encode(firsts, seconds, max_length=MAX_LENGTH, truncation=truncation)
+    for row in range(len(firsts)):
+        ids, offsets, sequence_ids = _rows(encoded, row)
+        assert ids == ours.input_ids[row][: len(ids)].tolist(), (row, firsts[row])
+        assert len(ids) == int(ours.attention_mask[row].sum()), (row, firsts[row])
+        assert offsets == [tuple(o) for o in ours.offsets[row][: len(ids)]], (row, firsts[row])
+        assert sequence_ids == [-1 if s is None else s for s in ours.sequence_ids[row][: len(ids)]]
+    assert all(encoded["fits"])
+
+
+# -- the SavedModel in a process that can import only TensorFlow and TensorFlow Text ----------------
+_SERVING_HOST = r"""
+import json, sys
+
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"distilbert_heads", "keras", "transformers", "tokenizers"}:
+            raise ImportError(f"{name} is not installed on the serving host")
+        return None
+
+sys.meta_path.insert(0, Refuse())
+import tensorflow as tf
+import tensorflow_text  # registers the TF Text ops the graph uses
+
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+inputs = json.loads(sys.argv[2])
+outputs = serve(**{name: tf.constant(values, tf.string) for name, values in inputs.items()})
+
+def plain(value):
+    value = value.numpy()
+    if value.dtype == object:
+        return [[b.decode() for b in row] if value.ndim == 2 else row.decode() for row in value] if value.ndim else value.decode()
+    return value.tolist()
+
+print(json.dumps({name: plain(value) for name, value in outputs.items()}))
+"""
+
+
+def _serve_in_fresh_process(path: Path, inputs: dict[str, list[str]]) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-c", _SERVING_HOST, os.fspath(path), json.dumps(inputs)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _model(task: str, tokenizer: DistilBertTokenizer, **options: Any) -> Any:
+    model = create_distilbert_with_head(
+        task_type=task,
+        distilbert_variant="tiny",
+        vocab_size=tokenizer.vocab_size,
+        tokenizer=tokenizer,
+        max_position_embeddings=64,
+        **ENCODER,
+        **options,
+    )
+    model.max_length = MAX_LENGTH
+    return model
+
+
+def _close(served: float, ours: float) -> bool:
+    return abs(served - ours) <= 1e-4
+
+
+QUESTIONS = ["what film?", "Café?", "東京", "", "who 😀", "[SEP] x"]
+CASES = {
+    "sentiment": ({"labels": ["negative", "neutral", "positive"]}, "text"),
+    "regression": ({"num_classes": 1}, "text"),
+    "ner": ({"labels": ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "MISC"]}, "text"),
+    "pairwise": ({"labels": ["entailment", "neutral", "contradiction"]}, "pair"),
+    "similarity": ({"num_classes": 1}, "pair"),
+    "qa": ({}, "question_context"),
+}
+TASKS = {"sentiment": "sentiment", "regression": "text_regression", "ner": "ner", "pairwise": "pairwise"}
+TASKS |= {"similarity": "text_similarity", "qa": "qa"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(CASES))
+def test_saved_model_answers_equal_the_pipeline_on_a_host_without_our_package(case, tmp_path):
+    options, kind = CASES[case]
+    tokenizer = _vocab_tokenizer(lowercase=True)
+    keras.utils.set_random_seed(7)
+    model = _model(TASKS[case], tokenizer, **options)
+    out = export_saved_model_text(model, tmp_path / "served")
+    pipe = pipeline(model)
+    texts = list(HOSTILE)
+    if kind == "text":
+        served = _serve_in_fresh_process(out, {"text": texts})
+        ours = pipe(texts)
+    elif kind == "pair":
+        pairs = list(reversed(texts))
+        served = _serve_in_fresh_process(out, {"text": texts, "text_pair": pairs})
+        ours = pipe(list(zip(texts, pairs)))
+    else:
+        # Contexts that fit one window, plus the over-long one: for that one the SavedModel answers from
+        # the first window, so it is compared with the pipeline run on that window's text alone.
+        contexts = [text for text in texts if len(text) < 200][: len(QUESTIONS)]
+        questions = QUESTIONS[: len(contexts)]
+        long_context = HOSTILE[12]
+        served = _serve_in_fresh_process(
+            out, {"question": [*questions, "words?"], "context": [*contexts, long_context]}
+        )
+        room = MAX_LENGTH - 3 - len(tokenizer.encode("words?").tokens[0]) + 2
+        window_end = tokenizer.encode(long_context).offsets[0][room][1]
+        ours = pipe(question=[*questions, "words?"], context=[*contexts, long_context[:window_end]])
+        assert served["qa__start"][-1] == -1 or served["qa__end"][-1] <= window_end
+    _assert_same(case, served, ours)
+
+
+def _assert_same(case: str, served: dict[str, Any], ours: list[Any]) -> None:
+    head = {"regression": "sentiment", "similarity": "pairwise"}.get(case, case)
+    for row, answer in enumerate(ours):
+        if case in ("regression", "similarity"):
+            assert _close(served[f"{head}__score"][row], answer["score"]), row
+        elif case in ("sentiment", "pairwise"):
+            assert served[f"{head}__label"][row] == answer["label"], row
+            assert _close(served[f"{head}__score"][row], answer["score"]), row
+        elif case == "ner":
+            count = served["ner__num_entities"][row]
+            got = [
+                (served["ner__entity"][row][i], served["ner__entity_start"][row][i], served["ner__entity_end"][row][i])
+                for i in range(count)
+            ]
+            assert got == [(e["entity"], e["start"], e["end"]) for e in answer], (row, HOSTILE[row])
+            assert served["ner__entity_word"][row][:count] == [e["word"] for e in answer]
+            assert all(_close(s, e["score"]) for s, e in zip(served["ner__entity_score"][row], answer))
+        else:
+            none_to_minus_one = lambda value: -1 if value is None else value
+            assert served["qa__answer"][row] == answer["answer"], row
+            assert (served["qa__start"][row], served["qa__end"][row]) == (
+                none_to_minus_one(answer["start"]),
+                none_to_minus_one(answer["end"]),
+            ), row
+            assert _close(served["qa__score"][row], answer["score"]), row
+
+
+def test_plugin_heads_are_refused_with_the_head_named(tmp_path):
+    tokenizer = _vocab_tokenizer(lowercase=True)
+    model = _model("foo", tokenizer, num_classes=3)
+    (name,) = model.heads
+    assert list(unsupported_heads_saved_model_text(model)) == [name]
+    with pytest.raises(ExportError) as error:
+        export_saved_model_text(model, tmp_path / "served")
+    assert_mentions(error, name, "no in-graph decoder", "export_saved_model")
+    assert not (tmp_path / "served").exists()

@@ -43,7 +43,7 @@ from distilbert_heads.heads.sentiment import SentimentHead
 from distilbert_heads.model.task_model import DistilBertTaskModel, check_max_length
 from distilbert_heads.plugins.head import TaskHead
 from distilbert_heads.plugins.input_kinds import input_kind_of
-from distilbert_heads.serving.export import ExportError, TOKENIZER_DIR
+from distilbert_heads.serving.export import TOKENIZER_DIR, ExportError
 
 __all__ = ["FORMAT", "INPUT_NAMES", "export_saved_model_text", "unsupported_heads_saved_model_text"]
 
@@ -287,6 +287,9 @@ def _decode_entities(outputs: Any, rows: dict[str, Any], texts: Any, names: list
         "entity_end": ends,
         "entity_word": tf.where(starts >= 0, words, ""),
         "num_entities": tf.cast(
-            tf.math.bincount(tf.cast(entity_row, tf.int32), minlength=batch, maxlength=batch), tf.int32
+            tf.math.bincount(
+                tf.cast(entity_row, tf.int32), minlength=tf.cast(batch, tf.int32), maxlength=tf.cast(batch, tf.int32)
+            ),
+            tf.int32,
         ),
     }

@@ -71,8 +71,10 @@ def _rows(encoded: dict[str, Any], row: int) -> tuple[list[int], list[tuple[int,
 @pytest.mark.parametrize("layout", ["text", "pair", "question_context"])
 def test_graph_tokenizer_gives_our_ids_and_offsets_on_hostile_text(tokenizer, layout):
     graph = GraphTokenizer(tokenizer, MAX_LENGTH)
-    firsts = HOSTILE
+    firsts = list(HOSTILE)
     seconds = None if layout == "text" else list(reversed(HOSTILE))
+    if layout == "pair":  # both texts over half the room: longest-first cuts both
+        firsts, seconds = [*firsts, HOSTILE[12]], [*seconds, HOSTILE[12].upper()]
     if layout == "question_context":  # questions short enough to leave room, as the pipeline requires
         firsts = [text[:30] for text in HOSTILE]
     rows = graph.encode(
@@ -90,6 +92,16 @@ def test_graph_tokenizer_gives_our_ids_and_offsets_on_hostile_text(tokenizer, la
         assert offsets == [tuple(o) for o in ours.offsets[row][: len(ids)]], (row, firsts[row])
         assert sequence_ids == [-1 if s is None else s for s in ours.sequence_ids[row][: len(ids)]]
     assert all(encoded["fits"])
+
+
+def test_a_question_that_leaves_no_room_for_the_context_is_flagged(tokenizer):
+    question = HOSTILE[12]
+    rows = GraphTokenizer(tokenizer, MAX_LENGTH).encode(
+        np.array([question, "short?"], dtype=object), np.array(["context", "context"], dtype=object), keep_first=True
+    )
+    assert rows["fits"].numpy().tolist() == [False, True]
+    with pytest.raises(ValueError, match="leaves no room"):
+        tokenizer.encode([question], ["context"], max_length=MAX_LENGTH, truncation="only_second")
 
 
 # -- the SavedModel in a process that can import only TensorFlow and TensorFlow Text ----------------

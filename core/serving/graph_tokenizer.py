@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from distilbert_heads.text.tokenizer import CLS, MAX_INPUT_CHARS_PER_WORD, SEP, UNK, DistilBertTokenizer
+from distilbert_heads.text.tokenizer import MAX_INPUT_CHARS_PER_WORD, UNK, DistilBertTokenizer
 
 __all__ = ["CharacterTable", "GraphTokenizer", "character_table", "import_tf_text"]
 
@@ -164,7 +164,6 @@ class GraphTokenizer(tf.Module):
             no_pretokenization=True,
             support_detokenization=False,
         )
-        assert tokenizer._special_ids[CLS] == self.cls_id and tokenizer._special_ids[SEP] == self.sep_id
 
     # -- one text per row: word pieces with character offsets ------------------------------------
     def pieces(self, texts: tf.Tensor) -> tuple[tf.RaggedTensor, ...]:

@@ -43,7 +43,12 @@ from distilbert_heads.heads.sentiment import SentimentHead
 from distilbert_heads.model.task_model import DistilBertTaskModel, check_max_length
 from distilbert_heads.plugins.head import TaskHead
 from distilbert_heads.plugins.input_kinds import input_kind_of
-from distilbert_heads.serving.export import TOKENIZER_DIR, ExportError
+from distilbert_heads.serving.export import (
+    TOKENIZER_DIR,
+    ExportError,
+    check_output_directory,
+    require_tensorflow_backend,
+)
 
 __all__ = ["FORMAT", "INPUT_NAMES", "export_saved_model_text", "unsupported_heads_saved_model_text"]
 
@@ -82,11 +87,7 @@ def export_saved_model_text(
     folder unless ``overwrite=True``. Needs the TensorFlow backend and TensorFlow Text (the
     ``serving`` extra). Returns ``out``.
     """
-    if keras.backend.backend() != "tensorflow":
-        raise ExportError(
-            f"a SavedModel needs the TensorFlow backend, but Keras runs on {keras.backend.backend()!r}. "
-            "Run it as: KERAS_BACKEND=tensorflow distilbert-heads export ..."
-        )
+    require_tensorflow_backend()
     import tensorflow as tf  # only here: the module imports on every backend, to say which one export needs
 
     from distilbert_heads.serving.graph_tokenizer import GraphTokenizer  # imports TensorFlow at the top
@@ -112,11 +113,7 @@ def export_saved_model_text(
     kind = next(iter(kinds.values()))
     length = model.max_length if max_length is None else check_max_length(max_length, model.encoder.config)
     out = Path(out)
-    if out.is_file() or (not overwrite and out.is_dir() and any(out.iterdir())):
-        raise ExportError(
-            f"{os.fspath(out)!r} exists and is not an empty directory; choose a new output directory"
-            + (" (or pass overwrite=True, on the command line --overwrite, to replace it)." if out.is_dir() else ".")
-        )
+    check_output_directory(out, overwrite)
     tokenizer = GraphTokenizer(model.tokenizer, length)
     decoders = {name: _decoder(head, max_answer_length) for name, head in model.heads.items()}
     names = INPUT_NAMES[kind]

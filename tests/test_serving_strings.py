@@ -27,7 +27,11 @@ tf_text = pytest.importorskip("tensorflow_text", reason="the 'serving' extra (te
 
 from distilbert_heads.serving.export import ExportError  # noqa: E402
 from distilbert_heads.serving.graph_tokenizer import GraphTokenizer  # noqa: E402
-from distilbert_heads.serving.saved_model import export_saved_model_text, unsupported_heads_saved_model_text  # noqa: E402
+from distilbert_heads.serving.saved_model import (  # noqa: E402
+    INPUT_NAMES,
+    export_saved_model_text,
+    unsupported_heads_saved_model_text,
+)
 
 ENCODER = {"num_layers": 1, "hidden_size": 32, "num_heads": 2, "intermediate_size": 64}
 MAX_LENGTH = 48
@@ -255,6 +259,34 @@ def _assert_same(case: str, head: str, served: dict[str, Any], ours: list[Any]) 
             expected_span = tuple(-1 if answer[key] is None else answer[key] for key in ("start", "end"))
             assert (served[f"{head}__start"][row], served[f"{head}__end"][row]) == expected_span, row
             assert _close(served[f"{head}__score"][row], answer["score"]), row
+
+
+@pytest.mark.parametrize("batch", [[], [""], ["", "  \t", "\x00\u200b"]], ids=["no rows", "empty", "nothing to read"])
+@pytest.mark.parametrize("case", ["ner", "qa"])
+def test_batches_without_a_single_token_get_empty_answers(case, batch, tmp_path_factory):
+    options, kind = CASES[case]
+    model = _model(TASKS[case], _vocab_tokenizer(lowercase=True), **options)
+    out = _exported(case, model, tmp_path_factory)
+    import tensorflow as tf  # only this test calls the signature in-process
+
+    serve = tf.saved_model.load(os.fspath(out)).signatures["serving_default"]
+    inputs = {name: tf.constant(batch, tf.string) for name in INPUT_NAMES[kind]}
+    answers = {key.split("__")[-1]: value.numpy() for key, value in serve(**inputs).items()}
+    if case == "ner":
+        assert answers["num_entities"].tolist() == [0] * len(batch)
+        assert answers["tags"].shape[0] == len(batch) and answers["tags"].size == 0
+    else:
+        assert answers["answer"].tolist() == [b""] * len(batch)
+        assert answers["start"].tolist() == [-1] * len(batch)
+
+
+_EXPORTS: dict[str, Path] = {}
+
+
+def _exported(case: str, model: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if case not in _EXPORTS:
+        _EXPORTS[case] = export_saved_model_text(model, tmp_path_factory.mktemp(case) / "served")
+    return _EXPORTS[case]
 
 
 def test_plugin_heads_are_refused_with_the_head_named(tmp_path):

@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from distilbert_heads.text.tokenizer import MAX_INPUT_CHARS_PER_WORD, UNK, DistilBertTokenizer
 
-__all__ = ["CharacterTable", "GraphTokenizer", "character_table", "import_tf_text"]
+__all__ = ["CharacterTable", "GraphTokenizer", "character_table", "import_tf_text", "shift_right"]
 
 REMOVED, SPACE, WORD, ISOLATED, SPECIAL = 0, 1, 2, 3, 4
 MAX_CODE_POINT = 0x110000
@@ -179,16 +179,19 @@ class GraphTokenizer(tf.Module):
         texts_of_points = tf.where(tf.strings.length(mapped) > 0, mapped, own)
         # Special tokens typed in the text ("[SEP]") are matched on the raw text first, as added tokens are.
         row_ids = points.value_rowids()
+        count = tf.size(flat)
+
+        def ahead(values: tf.Tensor, shift: int, pad: Any) -> tf.Tensor:  # values[i + shift], ``pad`` past the end
+            return tf.concat([values, tf.fill([shift], tf.cast(pad, values.dtype))], 0)[shift : shift + count]
+
         for special in self._specials:
             code = [ord(c) for c in special]
             match = tf.ones_like(flat, tf.bool)
             for shift, value in enumerate(code):
-                shifted = tf.concat([flat[shift:], tf.fill([shift], -1)], 0)
-                same_row = tf.concat([row_ids[shift:], tf.fill([shift], tf.constant(-1, row_ids.dtype))], 0)
-                match &= (shifted == value) & (same_row == row_ids)
+                match &= (ahead(flat, shift, -1) == value) & (ahead(row_ids, shift, -1) == row_ids)
             covered = tf.zeros_like(match)
-            for shift in range(1, len(code)):
-                covered |= tf.concat([tf.fill([shift], False), match[:-shift]], 0)
+            for shift in range(1, len(code)):  # values[i - shift]
+                covered |= tf.concat([tf.fill([shift], False), match], 0)[:count]
             classes = tf.where(match, SPECIAL, tf.where(covered, SPACE, classes))
             texts_of_points = tf.where(match, special, texts_of_points)
             ends = tf.where(match, positions + len(code), ends)
@@ -196,8 +199,8 @@ class GraphTokenizer(tf.Module):
         classes, texts_of_points = classes[keep], texts_of_points[keep]
         starts, ends, row_ids = positions[keep], ends[keep], row_ids[keep]
         # A unit (a word for WordPiece) starts at an isolated character or at a word character after a non-word one.
-        previous_class = tf.concat([[SPACE], classes[:-1]], 0)
-        new_row = tf.concat([[True], row_ids[1:] != row_ids[:-1]], 0)
+        previous_class = shift_right(classes, SPACE)
+        new_row = row_ids != shift_right(row_ids, -1)
         starts_unit = (
             (classes == ISOLATED) | (classes == SPECIAL) | ((classes == WORD) & ((previous_class != WORD) | new_row))
         )
@@ -294,6 +297,11 @@ class GraphTokenizer(tf.Module):
             "word_ids": words.to_tensor(default_value=-1),
             "fits": fits,
         }
+
+
+def shift_right(values: tf.Tensor, first: Any) -> tf.Tensor:
+    """``values`` moved one place right, ``first`` in front (each element's predecessor); empty stays empty."""
+    return tf.concat([tf.fill([1], tf.cast(first, values.dtype)), values], 0)[:-1]
 
 
 def _truncate(pieces: tuple[tf.RaggedTensor, ...], keep: tf.Tensor) -> tuple[tf.RaggedTensor, ...]:

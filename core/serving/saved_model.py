@@ -215,6 +215,8 @@ def _decode_entities(outputs: Any, rows: dict[str, Any], texts: Any, names: list
     """`NerHead.decode`: per-token tags and scores, and BIO entities grouped as `group_entities` does."""
     import tensorflow as tf  # these run while tracing the TensorFlow graph only
 
+    from distilbert_heads.serving.graph_tokenizer import shift_right  # imports TensorFlow at the top
+
     probabilities = tf.nn.softmax(_float32(outputs["logits"]), axis=-1)
     tag_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
     scores = tf.reduce_max(probabilities, axis=-1)
@@ -233,7 +235,7 @@ def _decode_entities(outputs: Any, rows: dict[str, Any], texts: Any, names: list
     # Words: a word's tag and score are its first piece's; its end is its last piece's.
     row_of = per_token["tag_ids"].value_rowids()
     word = per_token["word_ids"].flat_values
-    first_piece = tf.concat([[True], word[1:] != word[:-1]], 0)
+    first_piece = word != shift_right(word, -1)
     word_index = tf.cumsum(tf.cast(first_piece, tf.int32)) - 1
     num_words = tf.reduce_sum(tf.cast(first_piece, tf.int32))
     word_tag = tf.boolean_mask(per_token["tag_ids"].flat_values, first_piece)
@@ -246,9 +248,9 @@ def _decode_entities(outputs: Any, rows: dict[str, Any], texts: Any, names: list
     is_outside = tf.gather(tf.constant([name == "O" for name in names]), word_tag)
     is_begin = tf.gather(tf.constant([prefix == "B" for prefix, _ in split]), word_tag)
     type_of = tf.gather(tf.constant([types.index(entity_type) for _, entity_type in split]), word_tag)
-    same_row = tf.concat([[False], word_row[1:] == word_row[:-1]], 0)
-    previous_open = tf.concat([[False], ~is_outside[:-1]], 0) & same_row
-    previous_type = tf.concat([[-1], type_of[:-1]], 0)
+    same_row = word_row == shift_right(word_row, -1)
+    previous_open = ~shift_right(is_outside, True) & same_row
+    previous_type = shift_right(type_of, -1)
     continues = ~is_outside & ~is_begin & previous_open & (previous_type == type_of)
     begins = ~is_outside & ~continues
     entity_of_word = tf.cumsum(tf.cast(begins, tf.int32)) - 1

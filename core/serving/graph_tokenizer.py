@@ -2,9 +2,10 @@
 
 `GraphTokenizer` reproduces `DistilBertTokenizer.encode` (BERT normalizer, BERT pre-tokenizer,
 WordPiece, ``[CLS] a [SEP]`` / ``[CLS] a [SEP] b [SEP]``, longest-first truncation) with ops that
-TensorFlow Serving's bundled TensorFlow Text has: core string ops plus
-``FastWordpieceTokenizer`` (TF Text >= 2.7). Targeted: TF Text 2.21, the version bundled with
-``tensorflow/serving:2.21`` (TF Serving links the TF Text of its own TF version).
+TensorFlow Serving's bundled TensorFlow Text has: core TensorFlow string and ragged ops plus one
+TF Text op, ``FastWordpieceTokenizeWithOffsets`` (in TF Text since 2.7; TF Serving links TF Text's
+``ops_lib``, which holds it). Targeted: TF Text 2.21, matching TensorFlow 2.21 and
+``tensorflow/serving:2.21``.
 
 How normalization stays exact: BERT's normalizer works one character at a time (drop control
 characters, whitespace to a space, spaces around CJK ideographs, NFD and drop accents, lowercase;

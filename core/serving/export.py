@@ -33,6 +33,24 @@ def signature_output_name(flat_key: str) -> str:
     return flat_key.replace("/", "__")
 
 
+def require_tensorflow_backend() -> None:
+    """Raise `ExportError` unless Keras runs on TensorFlow, which a SavedModel needs."""
+    if keras.backend.backend() != "tensorflow":
+        raise ExportError(
+            f"export writes a TensorFlow SavedModel and needs the TensorFlow backend, but Keras runs on "
+            f"{keras.backend.backend()!r}. Run it as: KERAS_BACKEND=tensorflow distilbert-heads export ..."
+        )
+
+
+def check_output_directory(out: Path, overwrite: bool) -> None:
+    """Raise `ExportError` if ``out`` is a file, or a non-empty folder and ``overwrite`` is False."""
+    if out.is_file() or (not overwrite and out.is_dir() and any(out.iterdir())):
+        raise ExportError(
+            f"{os.fspath(out)!r} exists and is not an empty directory; choose a new output directory"
+            + (" (or pass overwrite=True, on the command line --overwrite, to replace it)." if out.is_dir() else ".")
+        )
+
+
 def export_saved_model(model_or_path: Any, out: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write ``model_or_path`` (a `DistilBertTaskModel` or a ``.keras`` path) as a SavedModel folder ``out``.
 
@@ -40,20 +58,12 @@ def export_saved_model(model_or_path: Any, out: str | os.PathLike, overwrite: bo
     existing folder whole (nothing of the old one is kept). Needs the TensorFlow backend.
     Returns ``out``.
     """
-    if keras.backend.backend() != "tensorflow":
-        raise ExportError(
-            f"export writes a TensorFlow SavedModel and needs the TensorFlow backend, but Keras runs on "
-            f"{keras.backend.backend()!r}. Run it as: KERAS_BACKEND=tensorflow distilbert-heads export ..."
-        )
+    require_tensorflow_backend()
     import tensorflow as tf  # only here: the module imports on every backend, to say which one export needs
 
     model = load_task_model(model_or_path)
     out = Path(out)
-    if out.is_file() or (not overwrite and out.is_dir() and any(out.iterdir())):
-        raise ExportError(
-            f"{os.fspath(out)!r} exists and is not an empty directory; choose a new output directory"
-            + (" (or pass overwrite=True, on the command line --overwrite, to replace it)." if out.is_dir() else ".")
-        )
+    check_output_directory(out, overwrite)
 
     def serve(input_ids: Any, attention_mask: Any) -> dict[str, Any]:
         outputs = model({"input_ids": input_ids, "attention_mask": attention_mask}, training=False)

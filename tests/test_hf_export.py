@@ -224,7 +224,7 @@ def test_model_card_names_task_labels_metrics_data_and_versions(trained, tmp_pat
     assert 'pipeline_tag: "text-classification"' in card
     head = result.model.heads["sentiment"]
     assert_mentions(
-        card, "sentiment", head.task_type, "DistilBertForSequenceClassification", f"v{distilbert_heads.__version__}"[1:]
+        card, "sentiment", head.task_type, "DistilBertForSequenceClassification", distilbert_heads.__version__
     )
     for label in head.class_names:
         assert f"| {label} |" in card
@@ -387,9 +387,10 @@ class RecordingApi:
 
 
 def test_push_without_network_fails_before_uploading(tokenizer, monkeypatch):
-    """The real HfApi, with the hub unreachable (as here; HF_ENDPOINT points nowhere to be sure)."""
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    """The real HfApi with the hub unreachable: a HubError, and no repository call at all."""
     huggingface_hub = pytest.importorskip("huggingface_hub")
+    # Port 9 refuses connections: the hub is unreachable even on a machine with network.
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
     calls = []
     for method in ("create_repo", "upload_folder", "upload_file", "create_commit"):
         monkeypatch.setattr(huggingface_hub.HfApi, method, lambda *a, _m=method, **k: calls.append(_m))

@@ -95,11 +95,11 @@ def _exportable_head(model: DistilBertTaskModel, head: str | None) -> tuple[str,
         raise ExportError(str(error)) from None
     why = _why_not(chosen)
     if why is not None:
-        other = {"keras", "saved_model"}
         raise ExportError(
             f"{describe_head(chosen, model.head_plugin(name))} cannot be written as a Hugging Face task checkpoint: "
-            f"{why}. Formats this head supports: {', '.join(sorted(other))} (model.save / export). To add one, "
-            f"{HEAD_HOOK_ADVICE}. model.encoder.save_pretrained(out) writes the encoder alone."
+            f"{why}. Export it in a format every head supports instead: model.save('model.keras') or "
+            f"export(model, out, format='saved_model'). To give the head a Hugging Face form, {HEAD_HOOK_ADVICE}; "
+            "model.encoder.save_pretrained(out) writes the encoder alone."
         )
     if model.tokenizer is None:
         raise ExportError(
@@ -127,7 +127,11 @@ def hf_state_dict(model: DistilBertTaskModel, head: TaskHead) -> dict[str, np.nd
     }
     for key, value in head.hf_head_weights().items():
         if key in state:
-            raise ExportError(f"{type(head).__qualname__}.hf_head_weights() names {key!r}, an encoder weight.")
+            raise ExportError(
+                f"{type(head).__module__}.{type(head).__qualname__}.hf_head_weights() returns {key!r}, the name of an "
+                "encoder weight, which it would overwrite; a head returns only its own layers, under the names its "
+                "transformers class gives them (e.g. 'classifier.weight'). Fix the head's hf_head_weights()."
+            )
         state[key] = np.ascontiguousarray(np.asarray(value, dtype=np.float32))
     return state
 

@@ -19,7 +19,7 @@ from distilbert_heads import atomic
 from distilbert_heads.model.loading import load_task_model
 from distilbert_heads.model.task_model import flat_output_key
 
-__all__ = ["ExportError", "export_saved_model", "signature_output_name"]
+__all__ = ["ExportError", "check_export_folder", "export_saved_model", "signature_output_name"]
 
 TOKENIZER_DIR = "tokenizer"
 
@@ -31,6 +31,17 @@ class ExportError(ValueError):
 def signature_output_name(flat_key: str) -> str:
     """A SavedModel output name for a ``"<head>/<output>"`` key (``"/"`` is not allowed there)."""
     return flat_key.replace("/", "__")
+
+
+def check_export_folder(out: str | os.PathLike, overwrite: bool) -> Path:
+    """``out`` as a Path, if an export may write there: a new or empty folder, or any folder with ``overwrite``."""
+    out = Path(out)
+    if out.is_file() or (not overwrite and out.is_dir() and any(out.iterdir())):
+        raise ExportError(
+            f"{os.fspath(out)!r} exists and is not an empty directory; choose a new output directory"
+            + (" (or pass overwrite=True, on the command line --overwrite, to replace it)." if out.is_dir() else ".")
+        )
+    return out
 
 
 def export_saved_model(model_or_path: Any, out: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -48,12 +59,7 @@ def export_saved_model(model_or_path: Any, out: str | os.PathLike, overwrite: bo
     import tensorflow as tf  # only here: the module imports on every backend, to say which one export needs
 
     model = load_task_model(model_or_path)
-    out = Path(out)
-    if out.is_file() or (not overwrite and out.is_dir() and any(out.iterdir())):
-        raise ExportError(
-            f"{os.fspath(out)!r} exists and is not an empty directory; choose a new output directory"
-            + (" (or pass overwrite=True, on the command line --overwrite, to replace it)." if out.is_dir() else ".")
-        )
+    out = check_export_folder(out, overwrite)
 
     def serve(input_ids: Any, attention_mask: Any) -> dict[str, Any]:
         outputs = model({"input_ids": input_ids, "attention_mask": attention_mask}, training=False)

@@ -94,7 +94,7 @@ def _convert(model: DistilBertTaskModel, opset: int | None) -> Any:
 
     tf2onnx, _, _ = _converters()
     rows = _rows_per_example(model)
-    shape = (None, None) if rows == 1 else (None, rows, None)
+    shape = (None, None) if rows == 1 else (None, None, None)  # (batch, rows, length): pipelines feed 1 row
     signature = [
         tf.TensorSpec(shape, tf.int32, name="input_ids"),
         tf.TensorSpec(shape, tf.int32, name="attention_mask"),
@@ -181,11 +181,10 @@ def _metadata(model: DistilBertTaskModel, source_dtype: str) -> dict[str, str]:
 
 def _name_dynamic_axes(proto: Any, rows: int) -> None:
     """Name the inputs' dynamic axes batch and sequence, and the outputs' first batch (tf2onnx: unk__N)."""
-    input_axes = ["batch", "sequence"] if rows == 1 else ["batch", None, "sequence"]
+    input_axes = ["batch", "sequence"] if rows == 1 else ["batch", "rows", "sequence"]
     for value in proto.graph.input:
         for dim, axis_name in zip(value.type.tensor_type.shape.dim, input_axes):
-            if axis_name:
-                dim.dim_param = axis_name
+            dim.dim_param = axis_name
     for value in proto.graph.output:
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
 

@@ -30,7 +30,7 @@ import distilbert_heads
 from distilbert_heads import atomic
 from distilbert_heads.encoder import checkpoints
 from distilbert_heads.plugins.head import TaskHead, describe_head
-from distilbert_heads.serving.export import ExportError
+from distilbert_heads.serving.export import ExportError, check_export_folder
 from distilbert_heads.text.tokenizer import TOKENIZER_CONFIG_NAME
 
 if TYPE_CHECKING:
@@ -254,12 +254,7 @@ def export_hf(
     whole (nothing of the old one is kept). Returns ``out``.
     """
     _exportable_head(model, head)
-    out = Path(out)
-    if out.is_file() or (not overwrite and out.is_dir() and any(out.iterdir())):
-        raise ExportError(
-            f"{os.fspath(out)!r} exists and is not an empty directory; choose a new output directory"
-            + (" (or pass overwrite=True, on the command line --overwrite, to replace it)." if out.is_dir() else ".")
-        )
+    out = check_export_folder(out, overwrite)
     with atomic.atomic_directory(out) as temp:
         hf_checkpoint_files(model, temp, head)
     return out

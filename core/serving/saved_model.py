@@ -46,7 +46,7 @@ from distilbert_heads.plugins.input_kinds import input_kind_of
 from distilbert_heads.serving.export import (
     TOKENIZER_DIR,
     ExportError,
-    check_output_directory,
+    check_export_folder,
     require_tensorflow_backend,
 )
 
@@ -113,7 +113,7 @@ def export_saved_model_text(
     kind = next(iter(kinds.values()))
     length = model.max_length if max_length is None else check_max_length(max_length, model.encoder.config)
     out = Path(out)
-    check_output_directory(out, overwrite)
+    check_export_folder(out, overwrite)
     tokenizer = GraphTokenizer(model.tokenizer, length)
     decoders = {name: _decoder(head, max_answer_length) for name, head in model.heads.items()}
     names = INPUT_NAMES[kind]

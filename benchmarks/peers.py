@@ -78,7 +78,7 @@ def keras_hub_inputs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def onnx_session(hf: Any, workdir: Path, threads: int | None = None) -> Any:
     """Export the transformers model to ONNX (dynamic batch and length) and open an ORT session."""
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401  (checked here so a missing one skips this peer with its reason)
         import torch
     except ImportError as error:
         return Skipped(f"onnxruntime/torch not installed ({error})")
@@ -100,6 +100,13 @@ def onnx_session(hf: Any, workdir: Path, threads: int | None = None) -> Any:
             )
         except Exception as error:  # noqa: BLE001  (any export failure skips this peer with its reason)
             return Skipped(f"torch.onnx.export failed: {type(error).__name__}: {str(error)[:300]}")
+    return ort_session(path, threads)
+
+
+def ort_session(path: Path, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session on ``path``: all graph optimizations, one thread per core, no spinning."""
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))

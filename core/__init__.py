@@ -9,6 +9,7 @@ load on first lookup.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from types import ModuleType
 from typing import Any
@@ -43,8 +44,20 @@ _EXPORTS = {
     "NLPTaskConfig": "tasks",
     "NLPTaskType": "tasks",
 }
-__all__ = sorted([*_EXPORTS, "__version__"])
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted([*_EXPORTS, "export", "__version__"])
+_exported, _listed = lazy_exports(__name__, _EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "export":
+        # The module distilbert_heads.export (0.1's path of serving.export), callable as export(model, out, format=...),
+        # so both `distilbert_heads.export(...)` and 0.1's `import distilbert_heads.export as e` keep working.
+        return importlib.import_module(f"{__name__}.export")
+    return _exported(name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*_listed(), "export"})
 
 
 class _Package(ModuleType):

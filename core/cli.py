@@ -972,36 +972,39 @@ def _add_convert(subparsers: Any) -> None:
 
 # -- export ---------------------------------------------------------------------------------------------
 def _cmd_export(args: argparse.Namespace) -> int:
-    from distilbert_heads.serving.export import (  # imports Keras: only once the arguments are good
-        TOKENIZER_DIR,
-        export_saved_model,
-        signature_output_name,
-    )
+    from distilbert_heads.serving.export import FORMATS, export  # imports Keras: only once the arguments are good
     from distilbert_heads.training.examples import load_model
 
     model = load_model(args.model)
-    out = export_saved_model(model, args.out, overwrite=args.overwrite)
-    names = ", ".join(signature_output_name(key) for key in model.flat_output_keys)
-    print(
-        f"exported {out} (signature 'serving_default': input_ids, attention_mask int32 (batch, length) -> {names})"
-        + (f"; tokenizer files in {TOKENIZER_DIR}/" if model.tokenizer is not None else "")
-    )
+    options: dict[str, Any] = {"overwrite": args.overwrite}
+    if args.head is not None:
+        if args.format != "hf":
+            raise CLIError(f"--head picks one head for --format hf; --format {args.format} exports every head.")
+        options["head"] = args.head
+    out = export(model, args.out, format=args.format, **options)
+    print(f"exported {out} ({FORMATS[args.format][3]}; heads: {', '.join(model.heads)})")
     return 0
 
 
 def _add_export(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="write a TensorFlow SavedModel for serving (TensorFlow Serving, TFLite converters, tf.saved_model.load)",
+        help="write a model for serving: a strings-in SavedModel, an ids-in SavedModel, ONNX or a Hugging Face folder",
         description=(
-            "Export a .keras model as a TensorFlow SavedModel whose 'serving_default' signature takes int32 "
-            "input_ids and attention_mask of shape (batch, length) and returns every head output, named "
-            "'<head>__<output>' (e.g. sentiment__logits). Tokenization is not part of the graph: the "
-            "tokenizer's files are written to DIR/tokenizer/. Needs the TensorFlow backend."
+            "Export a .keras model for serving elsewhere. --format saved_model (default): a TensorFlow SavedModel "
+            "whose 'serving_default' takes strings (text; text and text_pair; question and context) and returns "
+            "answers, tokenizing in the graph with TensorFlow Text (pip install 'distilbert-heads[serving]'; "
+            "built-in heads). --format saved_model_ids: int32 input_ids and attention_mask in, every head output "
+            "out as '<head>__<output>' (any head). --format onnx: the same ids-in graph as model.onnx "
+            "(pip install 'distilbert-heads[onnx]'). --format hf: a Hugging Face task checkpoint folder that "
+            "transformers' AutoModelFor... and pipeline load. The SavedModel and ONNX formats need the TensorFlow "
+            "backend. The folder is written beside --out and moved into place only when complete."
         ),
         epilog=(
-            "example:\n"
+            "examples:\n"
             "  distilbert-heads export --model sentiment.keras --out serving/sentiment/1\n"
+            "  distilbert-heads export --model sentiment.keras --format onnx --out onnx/sentiment\n"
+            "  distilbert-heads export --model ner.keras --format hf --out hf/ner\n"
             "  python -c \"import tensorflow as tf; m = tf.saved_model.load('serving/sentiment/1'); "
             "print(m.signatures['serving_default'])\""
         ),
@@ -1009,6 +1012,13 @@ def _add_export(subparsers: Any) -> None:
     )
     parser.add_argument("--model", required=True, metavar="MODEL.keras", help="the model to export")
     parser.add_argument("--out", required=True, metavar="DIR", help="a new (or empty) directory")
+    parser.add_argument(
+        "--format",
+        choices=("saved_model", "saved_model_ids", "onnx", "hf"),
+        default="saved_model",
+        help="what to write (default: saved_model, strings in and answers out)",
+    )
+    parser.add_argument("--head", help="with --format hf: the head to write, for a model with several")
     parser.add_argument(
         "--overwrite",
         action="store_true",

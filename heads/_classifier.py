@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from distilbert_heads import metrics
 from distilbert_heads.encoder.config import MAX_CLASSES, check_size_limit
 from distilbert_heads.heads._common import check_hidden_shape, class_names, first_row_per_sample, softmax_np
-from distilbert_heads.heads._hf_weights import dense_weights, load_dense_layers
+from distilbert_heads.heads._hf_weights import dense_weights, hf_label_maps, load_dense_layers
 from distilbert_heads.heads._labels import (
     check_predictions,
     class_index,
@@ -76,6 +76,7 @@ class PooledClassifierHead(TaskHead):
 
     options_schema: ClassVar[type[HeadOptions]] = PooledClassifierOptions
     output_names: ClassVar[tuple[str, ...]] = ("logits",)
+    hf_architecture: ClassVar[str | None] = "DistilBertForSequenceClassification"
 
     def __init__(self, hidden_size: int, task_type: str, options: Any = None, **kwargs: Any) -> None:
         super().__init__(hidden_size, task_type, options, **kwargs)
@@ -238,3 +239,11 @@ class PooledClassifierHead(TaskHead):
         if not self.built:
             return {}
         return {**dense_weights(self.pre_classifier, "pre_classifier"), **dense_weights(self.classifier, "classifier")}
+
+    def hf_config(self) -> dict[str, Any]:
+        """Labels (``LABEL_0`` for a regression score, as `transformers` names it) and, with one output,
+        ``problem_type="regression"``, so its pipeline returns the raw score rather than a sigmoid."""
+        config = {**hf_label_maps(self.class_names), "seq_classif_dropout": self.options.dropout_rate}
+        if self.is_regression:
+            config["problem_type"] = "regression"
+        return config

@@ -70,3 +70,11 @@ def dense_weights(dense: keras.layers.Dense, prefix: str) -> dict[str, np.ndarra
         f"{prefix}.weight": np.ascontiguousarray(ops.convert_to_numpy(dense.kernel).T),
         f"{prefix}.bias": np.asarray(ops.convert_to_numpy(dense.bias)),
     }
+
+
+def hf_label_maps(names: Sequence[str]) -> dict[str, Any]:
+    """``config.json``'s ``id2label`` (keys are strings, as JSON needs) and ``label2id`` for class ``names``."""
+    return {
+        "id2label": {str(index): name for index, name in enumerate(names)},
+        "label2id": {name: index for index, name in enumerate(names)},
+    }

@@ -39,7 +39,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from distilbert_heads.heads._classifier import ClassificationOptions
 from distilbert_heads.heads._common import check_hidden_shape, class_names, encoding_field, softmax_np
-from distilbert_heads.heads._hf_weights import dense_weights, load_dense_layers
+from distilbert_heads.heads._hf_weights import dense_weights, hf_label_maps, load_dense_layers
 from distilbert_heads.heads._labels import check_predictions
 from distilbert_heads.losses import IGNORE_INDEX, MaskedSparseCategoricalAccuracy, MaskedSparseCategoricalCrossentropy
 from distilbert_heads.metrics import micro_scores
@@ -275,6 +275,7 @@ class NerHead(TaskHead):
     )
     input_kind: ClassVar[InputKind] = TEXT
     example_schema: ClassVar[type[BaseModel]] = NerExample
+    hf_architecture: ClassVar[str | None] = "DistilBertForTokenClassification"
 
     def __init__(self, hidden_size: int, task_type: str, options: Any = None, **kwargs: Any) -> None:
         super().__init__(hidden_size, task_type, options, **kwargs)
@@ -493,6 +494,10 @@ class NerHead(TaskHead):
 
     def hf_head_weights(self) -> dict[str, np.ndarray]:
         return dense_weights(self.classifier, "classifier") if self.built else {}
+
+    def hf_config(self) -> dict[str, Any]:
+        # DistilBertForTokenClassification's dropout is the encoder's `dropout` field: nothing of its own.
+        return hf_label_maps(self.class_names)
 
 
 def _unknown_tag(row: int, tag: str, known: list[str]) -> ValueError:

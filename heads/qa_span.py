@@ -169,6 +169,7 @@ class QASpanHead(TaskHead):
     )
     input_kind: ClassVar[InputKind] = QUESTION_CONTEXT
     example_schema: ClassVar[type[BaseModel]] = QAExample
+    hf_architecture: ClassVar[str | None] = "DistilBertForQuestionAnswering"
 
     def __init__(self, hidden_size: int, task_type: str, options: Any = None, **kwargs: Any) -> None:
         super().__init__(hidden_size, task_type, options, **kwargs)
@@ -394,6 +395,9 @@ class QASpanHead(TaskHead):
 
     def hf_head_weights(self) -> dict[str, np.ndarray]:
         return dense_weights(self.qa_outputs, "qa_outputs") if self.built else {}
+
+    def hf_config(self) -> dict[str, Any]:
+        return {"qa_dropout": self.options.dropout_rate}
 
 
 @hookimpl

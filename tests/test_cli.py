@@ -362,15 +362,17 @@ def test_convert_without_vocabulary_exits_2(tmp_path, capsys):
 
 
 # -- export ------------------------------------------------------------------------------------------------
-def test_export_saved_model_gives_the_keras_outputs(trained, tmp_path, capsys):
+def test_export_saved_model_ids_gives_the_keras_outputs(trained, tmp_path, capsys):
     tf = pytest.importorskip("tensorflow")
     if keras.backend.backend() != "tensorflow":
         pytest.skip("export needs the TensorFlow backend")
     model_path, _ = trained("qa")
     out = tmp_path / "serving" / "1"
-    code, stdout, err = run(capsys, "export", "--model", str(model_path), "--out", str(out))
+    code, stdout, err = run(
+        capsys, "export", "--model", str(model_path), "--format", "saved_model_ids", "--out", str(out)
+    )
     assert code == 0, err
-    assert "qa__start_logits" in stdout and (out / "tokenizer" / "vocab.txt").is_file()
+    assert "token ids in" in stdout and (out / "tokenizer" / "vocab.txt").is_file()
 
     model = keras.models.load_model(model_path)
     encoding = model.tokenizer.encode(

@@ -618,6 +618,33 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
         """
         atomic.save_keras_model(super().save, filepath, overwrite=overwrite, zipped=zipped, **kwargs)
 
+    def save_pretrained(self, directory: str | os.PathLike, *, head: str | None = None) -> Any:
+        """Write a Hugging Face task checkpoint (config, weights, tokenizer, model card) that
+        ``transformers``' matching ``AutoModelFor...`` loads: see `distilbert_heads.serving.hf_checkpoint`.
+
+        A model with several heads writes one: pass ``head=<name>``. Returns the folder's `Path`.
+        """
+        # serving/ sits above model/ in the import order (it imports this module).
+        from distilbert_heads.serving.hf_checkpoint import save_pretrained
+
+        return save_pretrained(self, directory, head=head)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        token: str | None = None,
+        private: bool | None = None,
+        head: str | None = None,
+        commit_message: str | None = None,
+    ) -> str:
+        """Upload `save_pretrained`'s folder to hub repository ``repo_id`` (needs the ``hub`` extra); the commit
+        URL. Without network or login it fails before uploading anything: see `hf_checkpoint.push_to_hub`."""
+        # serving/ sits above model/ in the import order (it imports this module).
+        from distilbert_heads.serving.hf_checkpoint import push_to_hub
+
+        return push_to_hub(self, repo_id, token=token, private=private, head=head, commit_message=commit_message)
+
     def get_config(self) -> dict[str, Any]:
         """Plain data only (no serialized Keras objects): see the module docstring."""
         return {

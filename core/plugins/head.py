@@ -52,6 +52,9 @@ class TaskHead(keras.layers.Layer):
             ``name``) still works: `input_kind_of` resolves it.
         example_schema: a pydantic model of one training example as a JSONL/CSV row, for
             training and evaluating from files.
+        hf_architecture: the ``transformers`` class (``"DistilBertForSequenceClassification"``,
+            ...) whose head `hf_head_weights` fills, or None when the head has no Hugging Face
+            equivalent; with `hf_config`, what ``save_pretrained`` needs to write a task checkpoint.
     """
 
     task_types: ClassVar[tuple[str, ...]] = ()
@@ -62,6 +65,7 @@ class TaskHead(keras.layers.Layer):
     label_format: ClassVar[str] = ""
     input_kind: ClassVar[InputKind | str] = TEXT
     example_schema: ClassVar[type[BaseModel] | None] = None
+    hf_architecture: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -154,6 +158,11 @@ class TaskHead(keras.layers.Layer):
 
     def hf_head_weights(self) -> dict[str, np.ndarray]:
         """This head's weights under Hugging Face names, for `save_pretrained`; empty if none."""
+        return {}
+
+    def hf_config(self) -> dict[str, Any]:
+        """What this head adds to a task checkpoint's ``config.json`` (``id2label``, ``label2id``,
+        ``problem_type``, its dropout field), for `save_pretrained`; only read when `hf_architecture` is set."""
         return {}
 
     # -- serialization ------------------------------------------------------------------

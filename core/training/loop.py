@@ -544,7 +544,9 @@ def train(
     hashed = {"train": describe_file(train_file)}
     if eval_file is not None:
         hashed["eval"] = describe_file(eval_file)
-    model.training_record = training_record({**arguments, **resolved}, hashed, run)
+    model.training_record = training_record(
+        {**arguments, **resolved}, hashed, run, metrics=metrics, metrics_split=split
+    )
     path = None
     if out is not None:
         path = Path(out)

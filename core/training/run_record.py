@@ -3,7 +3,8 @@
 The record is plain JSON data (it lives in the model's config, `DistilBertTaskModel.training_record`):
 the library, Keras and Python versions and the Keras backend, when the model was saved (UTC), the
 settings `train` ran with (every argument, paths as given, defaults resolved: the schedule and
-learning rate actually used), each data file's path, size and SHA-256, and, for a run from the
+learning rate actually used), each data file's path, size and SHA-256, the final metrics and the
+split they were measured on, and, for a run from the
 command line with ``--config``, the run file with the keys it set and those flags overrode.
 ``distilbert-heads info MODEL.keras`` shows it.
 """
@@ -59,6 +60,8 @@ def training_record(
     settings: Mapping[str, Any],
     data: Mapping[str, Mapping[str, Any]],
     run: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    metrics_split: str | None = None,
 ) -> dict[str, Any]:
     """The record saved with a trained model: versions, date, ``settings``, the data files' hashes and ``run``.
 
@@ -66,6 +69,8 @@ def training_record(
         settings: `train`'s arguments as it ran (see `plain` for what becomes of objects).
         data: role (``"train"``, ``"eval"``) -> `describe_file` of that file, taken before training read it.
         run: how the run was asked for (the command line's run file), stored as given.
+        metrics: the final metrics `train` reported (name -> value), measured on ``metrics_split``
+            (``"eval"`` or ``"train"``); the model card of a Hugging Face export shows them.
     """
     return {
         "format": RECORD_FORMAT,
@@ -79,4 +84,5 @@ def training_record(
         "settings": plain(settings),
         "data": {role: dict(described) for role, described in data.items()},
         "run": plain(run) if run is not None else None,
+        "metrics": None if metrics is None else {"split": metrics_split, "values": plain(metrics)},
     }

@@ -1,0 +1,258 @@
+"""Export a task model as an ONNX graph for ONNX Runtime (`export_onnx`).
+
+The graph takes int32 ``input_ids`` and ``attention_mask`` of shape (batch, length),
+both axes dynamic, and returns every head output as float32, named ``<head>__<output>`` like the
+SavedModel export. Tokenization is not part of the graph: the tokenizer's files go to
+``<out>/tokenizer/``.
+
+Converter: tf2onnx on a ``tf.function`` of the model (TensorFlow backend). Keras'
+``model.export(format="onnx")`` uses the same tf2onnx on TensorFlow but hands it the model's nested
+``{head: {output: tensor}}`` outputs, which tf2onnx 1.17 cannot name (it fails with "'dict' object
+has no attribute 'name'"); on JAX it needs jax2onnx and on PyTorch it fixes every dynamic axis to
+a size of 1. Calling tf2onnx ourselves gives flat output names, dynamic batch and length, and a
+handler for TensorFlow's ``Erfc`` (exact GELU), which tf2onnx 1.17 does not convert.
+
+Every export is checked before it is moved into place: ONNX Runtime runs the graph on a padded
+batch and each output must equal Keras' within `TOLERANCE`, or nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from distilbert_heads import __version__, atomic
+from distilbert_heads.model.task_model import DistilBertTaskModel, _stacked_rows, flat_output_key
+from distilbert_heads.serving.export import TOKENIZER_DIR, ExportError, check_export_folder, signature_output_name
+
+__all__ = ["MODEL_FILE", "TOLERANCE", "export_onnx", "unsupported_heads_onnx"]
+
+MODEL_FILE = "model.onnx"
+TOLERANCE = 1e-4  # largest |ONNX Runtime - Keras| allowed on any output when an export is checked
+_INSTALL = "pip install 'distilbert-heads[onnx]'"
+
+
+def _converters() -> tuple[Any, Any, Any]:
+    """tf2onnx, onnx and onnxruntime, or an ExportError naming the extra that installs them."""
+    try:
+        import onnx  # only here: optional dependencies of the `onnx` extra
+        import onnxruntime
+        import tf2onnx
+    except ImportError as error:
+        raise ExportError(
+            f"ONNX export needs tf2onnx, onnx and onnxruntime, but {error.name or error} is not installed. "
+            f"Install them with: {_INSTALL}"
+        ) from error
+    return tf2onnx, onnx, onnxruntime
+
+
+def _check_backend() -> None:
+    if keras.backend.backend() != "tensorflow":
+        raise ExportError(
+            "ONNX export converts the model's TensorFlow graph (tf2onnx) and needs the TensorFlow backend, but "
+            f"Keras runs on {keras.backend.backend()!r}. Run it as: KERAS_BACKEND=tensorflow distilbert-heads "
+            "export --format onnx ..."
+        )
+
+
+def _rows_per_example(model: DistilBertTaskModel) -> int:
+    """Encoder rows per example shared by every head (1, or N for heads that take (batch, N, length))."""
+    rows = {name: _stacked_rows(head) for name, head in model.heads.items()}
+    if len(set(rows.values())) > 1:
+        raise ExportError(
+            f"The heads take different numbers of encoder rows per example ({rows}), so no one ONNX input "
+            "shape serves them all; export each head from its own model."
+        )
+    return next(iter(rows.values()))
+
+
+def _erfc_handler(ctx: Any, node: Any, name: str, args: Any) -> None:
+    """TensorFlow's Erfc (exact GELU) as ``1 - Erf(x)``: tf2onnx 1.17 has Erf but no Erfc."""
+    from tf2onnx import utils  # only here: tf2onnx calls this, so it is installed
+
+    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+    erf = ctx.make_node("Erf", [node.input[0]])
+    one = ctx.make_const(f"{node.name}_one", np.array(1, dtype=dtype))
+    node.type = "Sub"
+    ctx.replace_inputs(node, [one.output[0], erf.output[0]])
+
+
+def _float32(model: DistilBertTaskModel) -> DistilBertTaskModel:
+    """The model under the float32 policy: ONNX Runtime's CPU kernels have no bfloat16 matmul."""
+    return model.with_dtype("float32")
+
+
+def _convert(model: DistilBertTaskModel, opset: int | None) -> Any:
+    """The model's forward pass as an ONNX ``ModelProto`` (not checked yet)."""
+    import tensorflow as tf  # only here: the module imports on every backend, to say which one export needs
+
+    tf2onnx, _, _ = _converters()
+    rows = _rows_per_example(model)
+    shape = (None, None) if rows == 1 else (None, None, None)  # (batch, rows, length): pipelines feed 1 row
+    signature = [
+        tf.TensorSpec(shape, tf.int32, name="input_ids"),
+        tf.TensorSpec(shape, tf.int32, name="attention_mask"),
+    ]
+
+    @tf.function(input_signature=signature)
+    def serve(input_ids: Any, attention_mask: Any) -> dict[str, Any]:
+        outputs = model({"input_ids": input_ids, "attention_mask": attention_mask}, training=False)
+        return {
+            signature_output_name(flat_output_key(head, name)): tensor
+            for head, named in outputs.items()
+            for name, tensor in named.items()
+        }
+
+    try:
+        proto, _ = tf2onnx.convert.from_function(
+            serve, signature, opset=opset, custom_op_handlers={"Erfc": (_erfc_handler, [])}
+        )
+    except Exception as error:
+        raise ExportError(
+            f"tf2onnx could not convert the model (opset={opset}): {type(error).__name__}: {error}. "
+            "Try another opset (opset=17), or export with format='saved_model'."
+        ) from error
+    return proto
+
+
+def _unconverted_ops(proto: Any) -> list[tuple[str, str]]:
+    """``(node name, op type)`` of every node that is still a TensorFlow op with no ONNX definition."""
+    import onnx  # only here: optional dependency, installed when a proto exists
+
+    return [(node.name, node.op_type) for node in proto.graph.node if not onnx.defs.has(node.op_type, node.domain)]
+
+
+def _owner(node_name: str, model: DistilBertTaskModel) -> str | None:
+    """The head whose layer scope a converted node's name lies in, or None (the encoder)."""
+    parts = node_name.split("/")
+    for head in model.heads:
+        if any(re.fullmatch(rf"{re.escape(head)}(_\d+)?", part) for part in parts):
+            return head
+    return None
+
+
+def _why_not(model: DistilBertTaskModel, unconverted: list[tuple[str, str]]) -> dict[str, str]:
+    reasons: dict[str, list[str]] = {}
+    for node_name, op_type in unconverted:
+        owner = _owner(node_name, model)
+        for head in [owner] if owner else list(model.heads):
+            reasons.setdefault(head, []).append(f"{op_type} ({node_name})")
+    return {
+        head: f"tf2onnx has no ONNX conversion for the TensorFlow ops {', '.join(sorted(set(ops)))}"
+        for head, ops in reasons.items()
+    }
+
+
+def unsupported_heads_onnx(model: DistilBertTaskModel) -> dict[str, str]:
+    """Head name -> why it cannot be exported as ONNX, for every head that cannot; ``{}`` when all can.
+
+    Converts the model in memory to find out (a few seconds for DistilBERT-base).
+    """
+    try:
+        _check_backend()
+        _converters()
+        proto = _convert(_float32(model), None)
+    except ExportError as error:
+        return dict.fromkeys(model.heads, str(error))
+    return _why_not(model, _unconverted_ops(proto))
+
+
+def _metadata(model: DistilBertTaskModel, source_dtype: str) -> dict[str, str]:
+    heads = {
+        name: {
+            "task_type": head.task_type,
+            "outputs": [signature_output_name(flat_output_key(name, output)) for output in model.output_keys[name]],
+        }
+        for name, head in model.heads.items()
+    }
+    return {
+        "distilbert_heads.version": __version__,
+        "distilbert_heads.heads": json.dumps(heads),
+        "distilbert_heads.max_length": str(model.max_length),
+        "distilbert_heads.trained_dtype_policy": source_dtype,
+    }
+
+
+def _name_dynamic_axes(proto: Any, rows: int) -> None:
+    """Name the inputs' dynamic axes batch and sequence, and the outputs' first batch (tf2onnx: unk__N)."""
+    input_axes = ["batch", "sequence"] if rows == 1 else ["batch", "rows", "sequence"]
+    for value in proto.graph.input:
+        for dim, axis_name in zip(value.type.tensor_type.shape.dim, input_axes):
+            dim.dim_param = axis_name
+    for value in proto.graph.output:
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+
+
+def _check_against_keras(model: DistilBertTaskModel, path: Path, rows: int) -> None:
+    """ONNX Runtime's outputs on a padded batch equal Keras' within `TOLERANCE`, or ExportError."""
+    _, _, onnxruntime = _converters()
+    shape = (2, 9) if rows == 1 else (2, rows, 9)
+    generator = np.random.default_rng(0)
+    input_ids = generator.integers(1, model.encoder.config.vocab_size, size=shape, dtype=np.int32)
+    attention_mask = np.ones(shape, dtype=np.int32)
+    attention_mask[1, ..., 5:] = 0  # a padded row, so masking is checked too
+    feed = {"input_ids": input_ids, "attention_mask": attention_mask}
+    session = onnxruntime.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+    got = dict(zip([output.name for output in session.get_outputs()], session.run(None, feed)))
+    expected = {
+        signature_output_name(flat_output_key(head, name)): keras.ops.convert_to_numpy(tensor)
+        for head, named in model(feed, training=False).items()
+        for name, tensor in named.items()
+    }
+    if set(got) != set(expected):
+        raise ExportError(f"The ONNX graph's outputs are {sorted(got)}, expected {sorted(expected)}.")
+    for name, value in expected.items():
+        difference = float(np.max(np.abs(got[name].astype(np.float64) - value.astype(np.float64)), initial=0.0))
+        if got[name].shape != value.shape or not difference <= TOLERANCE:
+            raise ExportError(
+                f"ONNX Runtime's {name!r} differs from Keras' (shape {got[name].shape} vs {value.shape}, largest "
+                f"difference {difference:.3g} > {TOLERANCE}); nothing was written. Export with "
+                "format='saved_model' instead, and report this with the model's heads and the tf2onnx version."
+            )
+
+
+def export_onnx(
+    model: DistilBertTaskModel, out: str | os.PathLike, *, overwrite: bool = False, opset: int | None = None
+) -> Path:
+    """Write ``model`` as ``<out>/model.onnx`` (plus ``<out>/tokenizer/``) for ONNX Runtime; returns ``out``.
+
+    Inputs ``input_ids`` and ``attention_mask`` are int32 (batch, length), both axes dynamic;
+    outputs are named ``<head>__<output>``. A model under a bfloat16 or mixed policy is exported
+    in float32 (its weights cast, which is exact from bfloat16). ``opset``: the ONNX opset
+    (tf2onnx's default, 15, when None). ``out`` must be new or an empty folder, unless
+    ``overwrite=True`` replaces it whole. Needs the TensorFlow backend and the ``onnx`` extra.
+    Before the folder is moved into place, ONNX Runtime's outputs on a padded batch are checked
+    against Keras' (within `TOLERANCE`); on any failure nothing is written.
+    """
+    _check_backend()
+    _, onnx, _ = _converters()
+    if not isinstance(model, DistilBertTaskModel):
+        raise ExportError(
+            f"export_onnx takes a DistilBertTaskModel, got {type(model).__name__}; load a .keras file with "
+            "distilbert_heads.model.loading.load_task_model first."
+        )
+    out = check_export_folder(out, overwrite)
+    source_dtype = model.dtype_policy.name
+    model = _float32(model)
+    proto = _convert(model, opset)
+    unsupported = _why_not(model, _unconverted_ops(proto))
+    if unsupported:
+        described = "; ".join(f"head {head!r}: {why}" for head, why in unsupported.items())
+        raise ExportError(
+            f"Cannot export as ONNX: {described}. These heads export with format='saved_model' (TensorFlow "
+            "Serving); give the head ops tf2onnx converts to export it as ONNX."
+        )
+    _name_dynamic_axes(proto, _rows_per_example(model))
+    onnx.helper.set_model_props(proto, _metadata(model, source_dtype))
+    with atomic.atomic_directory(out) as temp:
+        onnx.save(proto, os.fspath(temp / MODEL_FILE))
+        _check_against_keras(model, temp / MODEL_FILE, _rows_per_example(model))
+        if model.tokenizer is not None:
+            model.tokenizer.save(temp / TOKENIZER_DIR)
+    return out

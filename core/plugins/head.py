@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import keras
 import numpy as np
@@ -25,6 +25,25 @@ class HeadOptions(BaseModel):
     """Base of every head's options schema. Unknown options are errors, never ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DistillationTarget(BaseModel):
+    """How a student learns one of a head's outputs from a teacher's (task-specific distillation).
+
+    ``kind="logits"``: soft targets, the KL divergence between ``softmax(teacher / T)`` and
+    ``log_softmax(student / T)`` over ``axis``, times T squared. ``kind="regression"``: the mean
+    squared error between the two outputs. ``tokens`` says how the attention mask applies:
+    ``"none"`` (one target per example, e.g. a sentence's class logits), ``"rows"`` (axis 1 is the
+    token axis and each real token is its own target, averaged over tokens whose attention mask is
+    set, e.g. NER tags or masked-LM logits) or ``"classes"`` (the distribution runs over the token
+    axis itself, e.g. an answer span's start logits: padding gets no probability).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["logits", "regression"] = "logits"
+    axis: int = -1
+    tokens: Literal["none", "rows", "classes"] = "none"
 
 
 class HeadOptionsError(ValueError):
@@ -147,6 +166,15 @@ class TaskHead(keras.layers.Layer):
         """The metrics people expect for this task, from `decode`'s answers against the gold examples."""
         raise NotImplementedError(f"{type(self).__name__} does not implement evaluate()")
 
+    # -- distillation -------------------------------------------------------------------
+    def distillation_targets(self) -> dict[str, DistillationTarget] | None:
+        """Which outputs a student distils from a teacher with this head, and how; None when undeclared.
+
+        Keyed by output name; outputs left out are learnt from the labels alone. A head that returns
+        None cannot be distilled task-specifically: `distillation_targets_of` says so, naming this hook.
+        """
+        return None
+
     # -- Hugging Face task checkpoints --------------------------------------------------
     def load_hf_head_weights(self, state_dict: Mapping[str, np.ndarray]) -> bool:
         """Copy this head's weights from a Hugging Face task checkpoint's state dict.
@@ -240,6 +268,40 @@ def check_head_outputs(head: TaskHead, outputs: Any, *, batch_size: int, plugin:
             "saved model would reload different. Use JSON types (str, int, float, bool, lists, dicts) in its "
             "options_schema."
         )
+
+
+def distillation_targets_of(head: TaskHead, plugin: str | None = None) -> dict[str, DistillationTarget]:
+    """``head``'s declared `DistillationTarget` per output, checked; `HeadContractError` when it declares none
+    or declares them wrongly (an output it does not have, a value that is not a `DistillationTarget`)."""
+    who = describe_head(head, plugin)
+    try:
+        declared = head.distillation_targets()
+    except Exception as error:  # noqa: BLE001 - a head's code is plugin code
+        raise head_code_failed(head, plugin, "distillation_targets", error, "when a distillation started") from error
+    if not declared:
+        raise HeadContractError(
+            f"{who} declares no outputs to distil, so a student cannot learn it from a teacher. Implement "
+            "distillation_targets() on the head, returning {output_name: DistillationTarget(...)}, e.g. "
+            "{'logits': DistillationTarget(kind='logits', axis=-1)} (see distilbert_heads.DistillationTarget)."
+        )
+    if not isinstance(declared, Mapping):
+        raise HeadContractError(
+            f"{who}: distillation_targets() returned {_short(declared)}; it must return a dict "
+            "{output_name: DistillationTarget(...)}."
+        )
+    outputs = tuple(type(head).output_names)
+    for name, target in declared.items():
+        if outputs and name not in outputs:
+            raise HeadContractError(
+                f"{who}: distillation_targets() names output {name!r}, which the head does not have; its outputs "
+                f"are {list(outputs)}."
+            )
+        if not isinstance(target, DistillationTarget):
+            raise HeadContractError(
+                f"{who}: distillation_targets()[{name!r}] is {_short(target)}; it must be a "
+                "distilbert_heads.DistillationTarget."
+            )
+    return dict(declared)
 
 
 def describe_head(head: TaskHead | tuple[type[TaskHead], str, str], plugin: str | None = None) -> str:

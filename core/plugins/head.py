@@ -162,6 +162,14 @@ class TaskHead(keras.layers.Layer):
             f"{type(self).__name__} does not implement encode_examples(): it cannot train from files"
         )
 
+    def prepare_batch(
+        self, inputs: dict[str, np.ndarray], labels: dict[str, np.ndarray], *, tokenizer: Any, rng: np.random.Generator
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """One padded training batch as the model sees it, drawn anew every epoch: the identity unless a head
+        makes its inputs or labels per batch (the masked-LM head masks tokens here). ``rng`` is seeded by the
+        run's seed, the epoch and the batch, so a resumed run sees the same batches."""
+        return inputs, labels
+
     def evaluate(self, examples: Sequence[BaseModel], predictions: Sequence[Any]) -> dict[str, float]:
         """The metrics people expect for this task, from `decode`'s answers against the gold examples."""
         raise NotImplementedError(f"{type(self).__name__} does not implement evaluate()")

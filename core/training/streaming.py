@@ -58,6 +58,8 @@ def pad_multiple() -> int:
 # Examples encoded together (a multiple of the batch size): one tokenizer call per chunk, not per row.
 ENCODE_CHUNK_BATCHES = 8
 PREFETCH_BATCHES = 4
+# A batch's random draws for the head's own preparation (masking) use a stream apart from token dropout's.
+BATCH_PREPARATION_STREAM = 1
 
 Tree = Any  # a numpy array or a (nested) dict of them: a head's inputs or targets
 
@@ -283,6 +285,8 @@ class TrainingStream:
         if self.token_dropout > 0:
             rng = np.random.default_rng([self.seed, epoch, index])
             x = {**x, "input_ids": drop_tokens(x, self.token_dropout, self.special_ids, self.unk_id, rng)}
+        rng = np.random.default_rng([self.seed, epoch, index, BATCH_PREPARATION_STREAM])
+        x, y = self.encoder.head.prepare_batch(x, y, tokenizer=self.encoder.tokenizer, rng=rng)
         return x, {self.head_name: y}
 
     def _epoch_batches(self) -> Iterator[tuple[Tree, Tree]]:

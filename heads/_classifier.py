@@ -23,7 +23,7 @@ from distilbert_heads.heads._labels import (
     regression_target,
 )
 from distilbert_heads.losses import MaskedSparseCategoricalCrossentropy
-from distilbert_heads.plugins.head import HeadOptions, HeadOptionsError, TaskHead
+from distilbert_heads.plugins.head import DistillationTarget, HeadOptions, HeadOptionsError, TaskHead
 from distilbert_heads.plugins.input_kinds import input_kind_of
 
 
@@ -140,6 +140,13 @@ class PooledClassifierHead(TaskHead):
         if self.is_regression:
             return {"logits": [keras.metrics.MeanAbsoluteError(name="mae")]}
         return {"logits": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]}
+
+    def distillation_targets(self) -> dict[str, DistillationTarget]:
+        """Soft targets over the classes (one per example); a regression head (one output) matches the
+        teacher's score with mean squared error."""
+        if self.is_regression:
+            return {"logits": DistillationTarget(kind="regression")}
+        return {"logits": DistillationTarget(kind="logits", axis=-1)}
 
     def decode(
         self,

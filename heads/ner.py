@@ -43,7 +43,7 @@ from distilbert_heads.heads._hf_weights import dense_weights, hf_label_maps, loa
 from distilbert_heads.heads._labels import check_predictions
 from distilbert_heads.losses import IGNORE_INDEX, MaskedSparseCategoricalAccuracy, MaskedSparseCategoricalCrossentropy
 from distilbert_heads.metrics import micro_scores
-from distilbert_heads.plugins.head import HeadOptions, TaskHead
+from distilbert_heads.plugins.head import DistillationTarget, HeadOptions, TaskHead
 from distilbert_heads.plugins.hookspecs import hookimpl
 from distilbert_heads.plugins.input_kinds import TEXT, InputKind
 from distilbert_heads.tasks import NLPTaskType
@@ -307,6 +307,10 @@ class NerHead(TaskHead):
 
     def default_losses(self) -> dict[str, Any]:
         return {"logits": MaskedSparseCategoricalCrossentropy(ignore_index=-100)}
+
+    def distillation_targets(self) -> dict[str, DistillationTarget]:
+        """Soft targets over the tags at every real token (padding masked out)."""
+        return {"logits": DistillationTarget(kind="logits", axis=-1, tokens="rows")}
 
     def default_metrics(self) -> dict[str, list[Any]]:
         return {"logits": [MaskedSparseCategoricalAccuracy(ignore_index=-100, name="accuracy")]}

@@ -33,7 +33,7 @@ from distilbert_heads.heads._common import check_hidden_shape, encoding_field, l
 from distilbert_heads.heads._hf_weights import dense_weights, load_dense_layers
 from distilbert_heads.heads._labels import check_predictions
 from distilbert_heads.losses import MaskedSparseCategoricalAccuracy, MaskedSparseCategoricalCrossentropy
-from distilbert_heads.plugins.head import HeadOptions, TaskHead
+from distilbert_heads.plugins.head import DistillationTarget, HeadOptions, TaskHead
 from distilbert_heads.plugins.hookspecs import hookimpl
 from distilbert_heads.plugins.input_kinds import QUESTION_CONTEXT, InputKind
 from distilbert_heads.tasks import NLPTaskType
@@ -202,6 +202,11 @@ class QASpanHead(TaskHead):
             "start_logits": [MaskedSparseCategoricalAccuracy(ignore_index=-100, name="accuracy")],
             "end_logits": [MaskedSparseCategoricalAccuracy(ignore_index=-100, name="accuracy")],
         }
+
+    def distillation_targets(self) -> dict[str, DistillationTarget]:
+        """Soft targets over the token axis for the answer's start and for its end: padding gets no probability."""
+        span = DistillationTarget(kind="logits", axis=-1, tokens="classes")
+        return {"start_logits": span, "end_logits": span}
 
     def decode(
         self,

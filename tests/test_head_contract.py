@@ -15,10 +15,18 @@ import math
 import keras
 import numpy as np
 import pytest
+from helpers import assert_mentions
 
 import distilbert_heads
-from distilbert_heads import HeadOptionsError, create_distilbert_with_head, create_distilbert_with_heads
-from distilbert_heads.plugins.registry import reset_registry
+from distilbert_heads import (
+    DistillationTarget,
+    HeadOptionsError,
+    create_distilbert_with_head,
+    create_distilbert_with_heads,
+)
+from distilbert_heads.heads.sentiment import SentimentHead
+from distilbert_heads.plugins.head import HeadContractError, distillation_targets_of
+from distilbert_heads.plugins.registry import get_registry, reset_registry
 from distilbert_heads.testing import TINY_ENCODER, sample_inputs
 from distilbert_heads.training.evaluation import evaluate
 from distilbert_heads.training.loop import train
@@ -227,3 +235,83 @@ def test_a_head_without_evaluate_trains_from_files_saves_and_reports_its_loss(co
     # scoring the saved file on rows is the same loss (best weights restored, then saved)
     rows = eval_file or train_file
     assert evaluate(out, rows) == {"loss": pytest.approx(result.metrics["loss"], rel=1e-4)}
+
+
+# -- distillation: which outputs a student learns from a teacher, and how ----------------------------------------
+def target(**fields):
+    return DistillationTarget(**fields)
+
+
+DECLARED = {
+    "sentiment": (dict(task_type="sentiment"), {"logits": target(kind="logits", axis=-1)}),
+    "sentiment regression": (dict(task_type="text_regression"), {"logits": target(kind="regression")}),
+    "pairwise": (dict(task_type="natural_language_inference"), {"logits": target(kind="logits", axis=-1)}),
+    "pairwise similarity": (dict(task_type="text_similarity"), {"logits": target(kind="regression")}),
+    "ner": (dict(task_type="ner"), {"logits": target(kind="logits", axis=-1, tokens="rows")}),
+    "qa span": (
+        dict(task_type="qa"),
+        {"start_logits": target(axis=-1, tokens="classes"), "end_logits": target(axis=-1, tokens="classes")},
+    ),
+    "foo plugin": (dict(task_type="foo", num_classes=3), {"logits": target(kind="regression")}),
+}
+
+
+@pytest.mark.parametrize("case", DECLARED)
+def test_heads_declare_their_distillation_targets_and_they_fit_the_outputs(case):
+    kwargs, expected = DECLARED[case]
+    if kwargs["task_type"] == "foo":
+        pytest.importorskip("distilbert_head_foo", reason="the example plugin is not installed")
+    model = tiny(**kwargs)
+    ((name, head),) = model.heads.items()
+    declared = distillation_targets_of(head, model.head_plugin(name))
+    assert declared == expected
+    batch, length = 4, 8
+    outputs = model(sample_inputs(batch_size=batch, length=length))[name]
+    for output, how in declared.items():
+        shape = tuple(outputs[output].shape)
+        if how.tokens == "rows":  # one distribution per token: (batch, tokens, classes)
+            assert shape[:2] == (batch, length) and len(shape) == 3
+        elif how.tokens == "classes":  # the distribution runs over the tokens
+            assert shape == (batch, length) and shape[how.axis] == length
+        else:  # one per example
+            assert len(shape) == 2 and shape[0] == batch
+
+
+def test_every_builtin_head_declares_every_output():
+    records = {row.head_class: row.task_type for row in get_registry().list_heads() if row.plugin.startswith("builtin")}
+    assert len(records) >= 4
+    for task_type in records.values():
+        model = tiny(task_type)
+        ((name, head),) = model.heads.items()
+        assert set(distillation_targets_of(head, model.head_plugin(name))) == set(type(head).output_names), task_type
+
+
+def test_a_plugin_head_that_declares_nothing_is_told_which_hook_to_implement(contract_plugin):
+    model = tiny("loss_only")
+    with pytest.raises(HeadContractError) as error:
+        distillation_targets_of(model.heads["loss_only"], model.head_plugin("loss_only"))
+    assert_mentions(error, "distillation_targets()", "'loss_only'", "LossOnlyHead", "contract", "DistillationTarget")
+
+
+def _raise(head):
+    raise RuntimeError("no teacher today")
+
+
+HOSTILE_DECLARATIONS = {
+    "None": (lambda head: None, ["distillation_targets()", "declares no outputs"]),
+    "empty": (lambda head: {}, ["distillation_targets()", "declares no outputs"]),
+    "not a dict": (lambda head: [("logits", target())], ["must return a dict", "[('logits'"]),
+    "unknown output": (lambda head: {"probs": target()}, ["'probs'", "['logits']"]),
+    "not a target": (lambda head: {"logits": "soft"}, ["'soft'", "DistillationTarget"]),
+    "raises": (_raise, ["distillation_targets() raised RuntimeError", "no teacher today"]),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_DECLARATIONS)
+def test_a_bad_distillation_declaration_names_the_head_and_what_is_wrong(case):
+    declare, facts = HOSTILE_DECLARATIONS[case]
+    head_class = type("BadHead", (SentimentHead,), {"distillation_targets": declare})
+    head = head_class(hidden_size=16, task_type="sentiment", name="bad")
+    with pytest.raises(HeadContractError) as error:
+        distillation_targets_of(head, "some-plugin")
+    assert_mentions(error, "'bad'", "BadHead", "some-plugin", *facts)

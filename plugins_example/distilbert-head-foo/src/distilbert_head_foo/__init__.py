@@ -28,7 +28,7 @@ import numpy as np
 from keras import ops
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from distilbert_heads import HeadOptions, TaskHead, hookimpl
+from distilbert_heads import DistillationTarget, HeadOptions, TaskHead, hookimpl
 from distilbert_heads.metrics import micro_scores
 
 __version__ = "0.1.0"
@@ -129,6 +129,15 @@ class FooHead(TaskHead):
         # On logits, "probability >= threshold" is "logit >= log(t / (1 - t))".
         t = self.options.threshold
         return {"logits": [keras.metrics.BinaryAccuracy(threshold=math.log(t / (1.0 - t)), name="binary_accuracy")]}
+
+    def distillation_targets(self) -> dict[str, DistillationTarget]:
+        """What a smaller student learns from a teacher with this head (task-specific distillation).
+
+        Each label has its own sigmoid, so a softmax over the labels (``kind="logits"``) would make them
+        compete; instead the student matches the teacher's logits with mean squared error (logit matching).
+        A single-label head would declare ``{"logits": DistillationTarget(kind="logits", axis=-1)}``.
+        """
+        return {"logits": DistillationTarget(kind="regression")}
 
     def decode(self, outputs: Mapping[str, Any], encoding: Any = None) -> list[list[dict[str, Any]]]:
         """Per example, every label with probability >= threshold, most likely first."""

@@ -27,6 +27,8 @@ _EXPORTS = {
     "DistilBertTaskModel": "model.task_model",
     "create_distilbert_with_head": "model.factory",
     "create_distilbert_with_heads": "model.factory",
+    "default_layer_map": "distillation.student",
+    "student_from_teacher": "distillation.student",
     "DistillationTarget": "plugins.head",
     "HeadOptions": "plugins.head",
     "HeadOptionsError": "plugins.head",

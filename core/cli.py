@@ -524,8 +524,13 @@ def _add_train(subparsers: Any) -> None:
         help="read any of these options from a TOML file (keys: flag names without the dashes; relative paths are "
         "relative to the file); flags given here override it",
     )
-    parser.add_argument("--task", help="task type or alias: sentiment, ner, qa, pairwise, or a plugin's")
-    parser.add_argument("--train", type=_existing_file, metavar="FILE", help="training rows (.jsonl or .csv)")
+    parser.add_argument("--task", help="task type or alias: sentiment, ner, qa, pairwise, mlm, or a plugin's")
+    parser.add_argument(
+        "--train",
+        type=_existing_file,
+        metavar="FILE",
+        help="training rows (.jsonl or .csv; .txt: one text per line, for mlm)",
+    )
     parser.add_argument(
         "--eval", type=_existing_file, metavar="FILE", help="held-out rows for early stopping and the final metrics"
     )

@@ -42,7 +42,7 @@ def test_jsonl_and_csv(tmp_path):
         ("bad.csv", "text,label\nok,x,extra\n", "bad.csv line 2: 3 cells, more than the 2 columns"),
         ("bad.csv", "", "the CSV file is empty"),
         ("bad.jsonl", "\n\n", "no examples found"),
-        ("bad.txt", "text\n", "unknown file type '.txt'"),
+        ("bad.tsv", "text\tlabel\n", "unknown file type '.tsv'"),
     ],
 )
 def test_bad_files_name_the_line_and_the_problem(tmp_path, name, content, message):

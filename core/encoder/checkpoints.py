@@ -91,9 +91,11 @@ BERT_DROPPED = {
     "embeddings.position_ids": "a buffer (the position indices 0..n-1), not a weight",
     "embeddings.token_type_ids": "a buffer (all-zero token types), not a weight",
     "pooler.": "BERT's pooler (dense + tanh over [CLS]); DistilBERT has none",
-    "cls.predictions.": "BERT's masked-LM head",
+    "cls.predictions.": "BERT's masked-LM head: not the encoder's (the 'mlm' head loads it)",
     "cls.seq_relationship.": "BERT's next-sentence-prediction head",
 }
+# BERT's masked-LM head: dropped from the encoder, but kept in the converted state for the 'mlm' head.
+BERT_MLM_PREFIX = "cls.predictions."
 # BERT task models whose `classifier` reads the pooler's output, not the token vectors.
 BERT_POOLED_ARCHITECTURES = frozenset({"BertForSequenceClassification", "BertForMultipleChoice"})
 
@@ -754,6 +756,8 @@ def bert_to_distilbert(state: Mapping[str, np.ndarray], hf_config: Mapping[str, 
             converted[f"transformer.layer.{index}.{BERT_LAYER_NAMES[module]}.{part}"] = state[key]
         elif reason is not None:
             dropped[key] = reason
+            if name.startswith(BERT_MLM_PREFIX):
+                converted[name] = state[key]  # kept for the masked-LM head, under BERT's names
         elif name.startswith("classifier.") and pooled:
             dropped[key] = (
                 f"the classifier of {' / '.join(architectures) or 'this BERT'} reads BERT's pooler ([CLS] through "

@@ -223,6 +223,13 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
         self._uses_head_defaults = False
         self._output_loss_weights: dict[str, Any] | None = None  # compile()'s loss_weights, flat
         self._head_output_names: dict[str, tuple[str, ...]] = {}
+        for name, head in self.heads.items():
+            try:
+                head.attach_encoder(encoder)
+            except Exception as error:
+                raise head_code_failed(
+                    head, self.head_plugin(name), "attach_encoder", error, "while the model was built"
+                ) from error
         # Build now (a forward pass on a tiny dummy batch), so every weight exists before
         # checkpoints or `.keras` files load into it and `load_model` restores them all.
         self.build()

@@ -122,6 +122,13 @@ class TaskHead(keras.layers.Layer):
                 "options_schema; report it to the plugin's authors."
             ) from error
 
+    # -- the encoder ---------------------------------------------------------------------
+    def attach_encoder(self, encoder: Any) -> None:
+        """Called by `DistilBertTaskModel` with its `DistilBERT` encoder before the head is built (and again when
+        a saved model is rebuilt), for heads that share encoder weights, e.g. a masked-LM projector tied to the
+        word embeddings. Keep a reference without tracking it as the head's own weight (the encoder owns and
+        saves it; see the masked-LM head). Does nothing by default."""
+
     # -- the forward pass ---------------------------------------------------------------
     def call(self, hidden_states: Any, attention_mask: Any, training: bool | None = None) -> dict[str, Any]:
         raise NotImplementedError(f"{type(self).__name__} must implement call(hidden_states, attention_mask)")

@@ -45,7 +45,7 @@ from distilbert_heads.tasks import NLPTaskType, normalize_task_type
 if TYPE_CHECKING:
     from distilbert_heads.plugins.head import TaskHead
 
-BUILTIN_MODULES = tuple(f"distilbert_heads.heads.{name}" for name in ("sentiment", "ner", "qa_span", "pairwise"))
+BUILTIN_MODULES = tuple(f"distilbert_heads.heads.{name}" for name in ("sentiment", "ner", "qa_span", "pairwise", "mlm"))
 _lock = threading.RLock()  # guards loading and the process-wide registry
 _warned: set[tuple[str, str]] = set()  # (distribution, plugin) whose failure was already warned about
 

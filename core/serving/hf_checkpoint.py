@@ -52,6 +52,7 @@ PIPELINE_TASKS = {
     "DistilBertForSequenceClassification": "text-classification",
     "DistilBertForTokenClassification": "token-classification",
     "DistilBertForQuestionAnswering": "question-answering",
+    "DistilBertForMaskedLM": "fill-mask",
 }
 HUB_EXTRA = "pip install 'distilbert-heads[hub]'"
 HEAD_HOOK_ADVICE = (

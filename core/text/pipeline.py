@@ -18,7 +18,8 @@ Every answer is produced by the head's own ``decode``: the pipeline only packs t
 way the head's input kind says (`distilbert_heads.plugins.input_kinds`: what a call takes, how it
 is packed, the window stride), runs the model and hands ``decode`` the raw outputs of one batch
 (numpy), the tokenizer's `BatchEncoding` of that batch and the texts as the kind's keywords
-(``texts=``, ``pairs=`` or ``questions=`` / ``contexts=``), plus any keyword the caller gave
+(``texts=``, ``pairs=`` or ``questions=`` / ``contexts=``), the pipeline's tokenizer as ``tokenizer=`` when
+``decode`` names that parameter (fill-mask names its tokens), plus any keyword the caller gave
 (``top_k=2``). A head whose
 ``decode`` takes no such keyword simply does not get it, so plugin heads written against the
 bare ``decode(outputs, encoding)`` work unchanged.
@@ -75,7 +76,9 @@ PROGRESS_THRESHOLD = 1000
 # Pipeline._run_model.
 MIN_LENGTH_BUCKET = 16
 # The keywords through which pipelines hand texts to decode, whatever the kind: never a caller's option.
-_RESERVED_KEYWORDS = frozenset(keyword for kind in BUILTIN_KINDS.values() for keyword in kind.decode_keywords)
+_RESERVED_KEYWORDS = frozenset(
+    {*(keyword for kind in BUILTIN_KINDS.values() for keyword in kind.decode_keywords), "tokenizer"}
+)
 
 
 def pipeline(
@@ -221,6 +224,8 @@ class Pipeline:
         outputs = self._forward_rows(self.input_kind.model_inputs(encoding))
         context = self.input_kind.decode_context(group)
         accepted = {key: value for key, value in context.items() if self._decode_accepts(key)}
+        if "tokenizer" in self._decode_parameters[1]:  # a decode that names tokens (fill-mask) asks for it by name
+            accepted["tokenizer"] = self.tokenizer
         try:
             answers = list(self.head.decode(outputs, encoding, **accepted, **decode_kwargs))
         except Exception as error:

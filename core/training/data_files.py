@@ -1,9 +1,10 @@
-"""Reading training and evaluation files: JSONL or CSV rows, validated by the head's schema.
+"""Reading training and evaluation files: JSONL, CSV or plain-text rows, validated by the head's schema.
 
 The format of a row belongs to the head (`TaskHead.example_schema`); this module only reads
 files and turns every problem into an error that names the file, the line and what was
 wrong. CSV cells holding lists (NER tokens and tags) are space-separated strings; heads'
-schemas accept both forms.
+schemas accept both forms. A plain-text file (``.txt``) holds one example per non-empty line, read as
+the row ``{"text": line}`` (for heads that learn from text alone, such as the masked-LM head).
 
 Files must be UTF-8 (a byte-order mark is fine). One line (one CSV record) may hold at most
 `MAX_LINE_BYTES` (1 MiB, about 150,000 words); the reader never holds more than that of a line in
@@ -26,7 +27,8 @@ from typing import Any, BinaryIO
 
 from pydantic import BaseModel, ValidationError
 
-FORMATS = (".jsonl", ".json", ".csv")
+FORMATS = (".jsonl", ".json", ".csv", ".txt")
+TEXT_FIELD = "text"  # the one field of a plain-text file's rows
 MAX_LINE_BYTES = 1024 * 1024
 MAX_LINE_BYTES_ENV = "DISTILBERT_HEADS_MAX_LINE_BYTES"
 
@@ -187,7 +189,10 @@ class RowReader:
             raise DataFileError(f"No such data file: {os.fspath(path)!r}")
         suffix = path.suffix.lower()
         if suffix not in FORMATS:
-            raise DataFileError(f"{path.name}: unknown file type {suffix!r}; use JSON Lines (.jsonl) or CSV (.csv)")
+            raise DataFileError(
+                f"{path.name}: unknown file type {suffix!r}; use JSON Lines (.jsonl), CSV (.csv) or, for text alone, "
+                "plain text (.txt, one example per line)"
+            )
         limit = default_max_line_bytes() if max_line_bytes is None else int(max_line_bytes)
         if limit < 1:
             raise DataFileError(f"max_line_bytes must be a positive number of bytes, got {max_line_bytes!r}")
@@ -207,6 +212,8 @@ class RowReader:
             self._lines = _Lines(handle, self.path.name, self.limit, self.on_bad_row)
             if self.path.suffix.lower() == ".csv":
                 yield from _csv_rows(self._lines, self.limit)
+            elif self.path.suffix.lower() == ".txt":
+                yield from _text_rows(self._lines)
             else:
                 yield from _json_rows(self._lines, self.example)
 
@@ -219,6 +226,15 @@ def read_rows(
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, row)`` for each non-empty row of a JSONL or CSV file (see `RowReader`)."""
     return iter(RowReader(path, fields=fields, max_line_bytes=max_line_bytes))
+
+
+def _text_rows(lines: _Lines) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``{"text": line}`` for each non-blank line (its line end removed, nothing else)."""
+    for line in lines:
+        lines.next_record()
+        text = line.rstrip("\r\n")
+        if text.strip():
+            yield lines.number, {TEXT_FIELD: text}
 
 
 def _json_rows(lines: _Lines, example: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -380,6 +396,12 @@ def iter_examples(
     known = set(fields) | {info.alias for info in schema.model_fields.values() if info.alias}
     expected = ", ".join(fields)
     is_csv = path.suffix.lower() == ".csv"
+    needed = sorted(field for field, info in schema.model_fields.items() if info.is_required() and field != TEXT_FIELD)
+    if path.suffix.lower() == ".txt" and needed:
+        raise DataFileError(
+            f"{name}: a plain-text file gives each row its text alone, but rows for {task} also need "
+            f"{', '.join(needed)} (fields: {expected}). Write the rows as JSON Lines (.jsonl) or CSV (.csv) instead."
+        )
     if reader is None:
         reader = RowReader(path, fields=fields, max_line_bytes=max_line_bytes, on_bad_row=on_bad_row)
     first = True

@@ -36,6 +36,11 @@ LOWER_IS_BETTER = frozenset({"mse", "mae", "rmse", "loss"})
 CHANCE_MARGIN = 0.02
 
 
+# Held-out batches are prepared (`TaskHead.prepare_batch`: the masked-LM head masks them) from this fixed seed and
+# the batch's index, never the run's: every scoring of a file, in any epoch or run, sees the same batches.
+EVAL_PREPARATION_SEED = 1_000_003
+
+
 # -- predicting and scoring examples -----------------------------------------------------------------
 def predict_examples(
     model: Any,
@@ -224,16 +229,39 @@ def loss_on_file(
 
     _, task_head = model.select_head(head)
     encoder = ExampleEncoder(task_head, tokenizer, max_length, path, on_bad_row)
-    total, rows = 0.0, 0
-    for chunk in example_chunks(path, task_head, chunk_rows=batch_size, on_bad_row=on_bad_row):
+    totals: dict[str, float] = {}
+    rows = 0
+    for index, chunk in enumerate(example_chunks(path, task_head, chunk_rows=batch_size, on_bad_row=on_bad_row)):
         encoded = encoder(chunk)
         if encoded is None:
             continue
-        x, y = trim_batch(*encoded)
+        x, y = prepared_eval_batch(task_head, *trim_batch(*encoded), tokenizer=tokenizer, index=index)
         logs = model.evaluate(x, {head: y}, batch_size=batch_size, verbose=0, return_dict=True)
         count = rows_of(x)
-        total, rows = total + float(logs["loss"]) * count, rows + count
-    return {"loss": total / max(rows, 1)}
+        for key, value in _loss_and_metrics(logs, head).items():
+            totals[key] = totals.get(key, 0.0) + value * count
+        rows += count
+    return {key: total / max(rows, 1) for key, total in (totals or {"loss": 0.0}).items()}
+
+
+def prepared_eval_batch(
+    task_head: TaskHead, x: Any, y: Any, *, tokenizer: DistilBertTokenizer, index: int
+) -> tuple[Any, Any]:
+    """Held-out batch ``index`` as the head prepares it (`TaskHead.prepare_batch`), from `EVAL_PREPARATION_SEED`."""
+    rng = np.random.default_rng([EVAL_PREPARATION_SEED, index])
+    return task_head.prepare_batch(x, y, tokenizer=tokenizer, rng=rng)
+
+
+def _loss_and_metrics(logs: Mapping[str, Any], head_name: str) -> dict[str, float]:
+    """``loss`` first (what early stopping watches for these heads), then the head's compiled metrics as Keras names
+    them, less the ``<head>/`` prefix of a multi-output model (e.g. the masked-LM head's ``masked_accuracy``)."""
+    prefix = f"{head_name}/"
+    metrics = {
+        key.removeprefix(prefix): float(value)
+        for key, value in logs.items()
+        if (key.startswith(prefix) or "/" not in key) and not key.endswith("loss")
+    }
+    return {"loss": float(logs["loss"]), **metrics}
 
 
 class file_progress:
@@ -294,11 +322,21 @@ def head_scores_answers(head: TaskHead) -> bool:
 
 
 def loss_on(
-    model: Any, head_name: str, x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray], *, batch_size: int
+    model: Any,
+    head_name: str,
+    x: Mapping[str, np.ndarray],
+    y: Mapping[str, np.ndarray],
+    *,
+    batch_size: int,
+    tokenizer: DistilBertTokenizer | None = None,
 ) -> dict[str, float]:
-    """``{"loss": ...}``: the model's compiled loss on encoded rows, how heads without ``evaluate`` are scored."""
+    """``{"loss": ..., <compiled metrics>}``: the model's compiled loss on encoded rows, how heads without
+    ``evaluate`` are scored; with ``tokenizer`` the rows are first prepared as one held-out batch
+    (`prepared_eval_batch`)."""
+    if tokenizer is not None:
+        x, y = prepared_eval_batch(model.heads[head_name], dict(x), dict(y), tokenizer=tokenizer, index=0)
     logs = model.evaluate(x, {head_name: y}, batch_size=batch_size, verbose=0, return_dict=True)
-    return {"loss": float(logs["loss"])}
+    return _loss_and_metrics(logs, head_name)
 
 
 def primary_metric(metrics: Mapping[str, float]) -> str:

@@ -511,7 +511,7 @@ def train(
     chance_warning = None
     split = "eval" if eval_file is not None else "train"
     if not scored:
-        metrics = best or loss_on(model, head_name, *sample_encoded, batch_size=score_batch)
+        metrics = best or loss_on(model, head_name, *sample_encoded, batch_size=score_batch, tokenizer=tokenizer)
     else:
         if eval_file is not None:
             split_examples, final_predictions = predict_file(

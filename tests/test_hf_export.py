@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
 import keras
 import numpy as np
 import pytest
-from helpers import TINY_ENCODER, TINY_TRAINING, assert_mentions, demo_rows, demo_vocab_tokenizer
+from helpers import TINY_ENCODER, assert_mentions, demo_vocab_tokenizer
 
 import distilbert_heads
 from distilbert_heads import create_distilbert_with_head, create_distilbert_with_heads
@@ -28,8 +27,6 @@ from distilbert_heads.serving import hf_checkpoint
 from distilbert_heads.serving.export import ExportError
 from distilbert_heads.serving.hf_checkpoint import HubError, export_hf, push_to_hub, unsupported_heads_hf
 from distilbert_heads.text.pipeline import pipeline as our_pipeline
-from distilbert_heads.training.loop import train
-from distilbert_heads.training.settings import ChanceLevelWarning
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -193,29 +190,8 @@ def test_qa_answers_from_transformers_logits(tokenizer, tmp_path):
 
 
 # -- the model card ---------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("trained")
-    train_file, eval_file = folder / "sentiment.train.jsonl", folder / "sentiment.test.jsonl"
-    for path, split in ((train_file, "train"), (eval_file, "test")):
-        path.write_text("".join(json.dumps(row) + "\n" for row in demo_rows("sentiment", 24, split)), "utf-8")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ChanceLevelWarning)  # one tiny epoch stays at chance
-        result = train(
-            "sentiment",
-            train_file,
-            eval_file=eval_file,
-            epochs=1,
-            batch_size=8,
-            max_length=32,
-            verbose=0,
-            **TINY_TRAINING,
-        )
-    return result, train_file, eval_file
-
-
-def test_model_card_names_task_labels_metrics_data_and_versions(trained, tmp_path):
-    result, train_file, eval_file = trained
+def test_model_card_names_task_labels_metrics_data_and_versions(trained_sentiment, tmp_path):
+    result, train_file, eval_file = trained_sentiment.result, trained_sentiment.train_file, trained_sentiment.eval_file
     record = result.model.training_record
     assert record["metrics"] == {"split": "eval", "values": pytest.approx(result.metrics)}
     folder = result.model.save_pretrained(tmp_path / "card")

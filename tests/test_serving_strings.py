@@ -198,15 +198,28 @@ TASKS = {"sentiment": "sentiment", "regression": "text_regression", "ner": "ner"
 TASKS |= {"similarity": "text_similarity", "qa": "qa"}
 
 
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """case -> (its model, that model's strings-in SavedModel folder): built and exported once per module."""
+    done: dict[str, tuple[Any, Path]] = {}
+
+    def export_case(case: str) -> tuple[Any, Path]:
+        if case not in done:
+            keras.utils.set_random_seed(7)
+            model = _model(TASKS[case], _vocab_tokenizer(lowercase=True), **CASES[case][0])
+            done[case] = (model, export_saved_model_text(model, tmp_path_factory.mktemp(case) / "served"))
+        return done[case]
+
+    return export_case
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
-def test_saved_model_answers_equal_the_pipeline_on_a_host_without_our_package(case, tmp_path):
-    options, kind = CASES[case]
-    tokenizer = _vocab_tokenizer(lowercase=True)
-    keras.utils.set_random_seed(7)
-    model = _model(TASKS[case], tokenizer, **options)
+def test_saved_model_answers_equal_the_pipeline_on_a_host_without_our_package(case, exported):
+    _, kind = CASES[case]
+    model, out = exported(case)
+    tokenizer = model.tokenizer
     (head,) = model.heads
-    out = export_saved_model_text(model, tmp_path / "served")
     pipe = pipeline(model)
     texts = list(HOSTILE)
     if kind == "text":
@@ -261,16 +274,28 @@ def _assert_same(case: str, head: str, served: dict[str, Any], ours: list[Any]) 
             assert _close(served[f"{head}__score"][row], answer["score"]), row
 
 
+@pytest.fixture(scope="module")
+def serving_signature(exported: Any) -> Any:
+    """case -> the ``serving_default`` signature of that case's exported SavedModel, loaded once per module."""
+    import tensorflow as tf  # only the signature-calling tests need it in-process
+
+    loaded: dict[str, Any] = {}
+
+    def signature(case: str) -> Any:
+        if case not in loaded:
+            loaded[case] = tf.saved_model.load(os.fspath(exported(case)[1]))  # kept: the signature needs it alive
+        return loaded[case].signatures["serving_default"]
+
+    return signature
+
+
 @pytest.mark.parametrize("batch", [[], [""], ["", "  \t", "\x00\u200b"]], ids=["no rows", "empty", "nothing to read"])
 @pytest.mark.parametrize("case", ["ner", "qa"])
-def test_batches_without_a_single_token_get_empty_answers(case, batch, tmp_path_factory):
-    options, kind = CASES[case]
-    model = _model(TASKS[case], _vocab_tokenizer(lowercase=True), **options)
-    out = _exported(case, model, tmp_path_factory)
+def test_batches_without_a_single_token_get_empty_answers(case, batch, serving_signature):
     import tensorflow as tf  # only this test calls the signature in-process
 
-    serve = tf.saved_model.load(os.fspath(out)).signatures["serving_default"]
-    inputs = {name: tf.constant(batch, tf.string) for name in INPUT_NAMES[kind]}
+    serve = serving_signature(case)
+    inputs = {name: tf.constant(batch, tf.string) for name in INPUT_NAMES[CASES[case][1]]}
     answers = {key.split("__")[-1]: value.numpy() for key, value in serve(**inputs).items()}
     if case == "ner":
         assert answers["num_entities"].tolist() == [0] * len(batch)
@@ -278,15 +303,6 @@ def test_batches_without_a_single_token_get_empty_answers(case, batch, tmp_path_
     else:
         assert answers["answer"].tolist() == [b""] * len(batch)
         assert answers["start"].tolist() == [-1] * len(batch)
-
-
-_EXPORTS: dict[str, Path] = {}
-
-
-def _exported(case: str, model: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if case not in _EXPORTS:
-        _EXPORTS[case] = export_saved_model_text(model, tmp_path_factory.mktemp(case) / "served")
-    return _EXPORTS[case]
 
 
 def test_plugin_heads_are_refused_with_the_head_named(tmp_path):

@@ -14,10 +14,11 @@ from helpers import TINY_TRAINING as TINY
 
 import distilbert_heads  # noqa: F401  (registers the Keras classes)
 from distilbert_heads.demo import datasets as demo_data
+from distilbert_heads.plugins.registry import get_head
 from distilbert_heads.text.tokenizer import DistilBertTokenizer
 from distilbert_heads.training.callbacks import HeadEvaluationCallback
 from distilbert_heads.training.evaluation import evaluate, primary_metric
-from distilbert_heads.training.examples import example_texts
+from distilbert_heads.training.examples import example_texts, read_task_examples
 from distilbert_heads.training.loop import train
 from distilbert_heads.training.settings import ChanceLevelWarning, TrainingError
 
@@ -69,9 +70,20 @@ def task_files(
     )
 
 
+TASKS = ["sentiment", "ner", "qa", "pairwise"]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_csv_file_gives_the_jsonl_files_examples(tmp_path, task):
+    """Training and evaluation read both formats through the same examples: one CSV run below covers the rest."""
+    head_class = get_head(task).head_class
+    for jsonl, csv_file in zip(task_files(tmp_path, task, "jsonl"), task_files(tmp_path, task, "csv")):
+        examples = read_task_examples(jsonl, head_class, task)
+        assert len(examples) > 1 and read_task_examples(csv_file, head_class, task) == examples
+
+
 @pytest.mark.filterwarnings("ignore::distilbert_heads.training.ChanceLevelWarning")  # one epoch stays at chance
-@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
-@pytest.mark.parametrize("task", ["sentiment", "ner", "qa", "pairwise"])
+@pytest.mark.parametrize(("task", "fmt"), [*((task, "jsonl") for task in TASKS), ("qa", "csv")])
 def test_train_and_evaluate_from_files(tmp_path, task, fmt):
     train_file, test_file = task_files(tmp_path, task, fmt)
     out = tmp_path / f"{task}.keras"
@@ -194,8 +206,6 @@ def test_evaluation_callback_stops_early_and_restores_the_best_weights():
 
 
 def test_example_texts_collects_every_text_field():
-    from distilbert_heads.plugins.registry import get_head
-
     schema = get_head("qa").head_class.example_schema
     example = schema.model_validate(demo_rows("qa", "train", 1)[0])
     texts = example_texts([example])

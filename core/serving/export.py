@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -38,6 +39,7 @@ __all__ = [
     "check_export_folder",
     "export",
     "export_saved_model",
+    "ids_serving_function",
     "signature_output_name",
     "unsupported_heads",
 ]
@@ -74,6 +76,23 @@ def check_export_folder(out: str | os.PathLike, overwrite: bool) -> Path:
     return out
 
 
+def ids_serving_function(model: Any) -> Callable[[Any, Any], dict[str, Any]]:
+    """The ids-in graphs' forward pass: ``serve(input_ids, attention_mask)`` -> ``{"<head>__<output>": tensor}``.
+
+    The one place the ids-in SavedModel and the ONNX graph (and its check against Keras) name their outputs.
+    """
+
+    def serve(input_ids: Any, attention_mask: Any) -> dict[str, Any]:
+        outputs = model({"input_ids": input_ids, "attention_mask": attention_mask}, training=False)
+        return {
+            signature_output_name(flat_output_key(head, name)): tensor
+            for head, named in outputs.items()
+            for name, tensor in named.items()
+        }
+
+    return serve
+
+
 def export_saved_model(model_or_path: Any, out: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write ``model_or_path`` (a `DistilBertTaskModel` or a ``.keras`` path) as a SavedModel folder ``out``.
 
@@ -87,19 +106,11 @@ def export_saved_model(model_or_path: Any, out: str | os.PathLike, overwrite: bo
     model = load_task_model(model_or_path)
     out = check_export_folder(out, overwrite)
 
-    def serve(input_ids: Any, attention_mask: Any) -> dict[str, Any]:
-        outputs = model({"input_ids": input_ids, "attention_mask": attention_mask}, training=False)
-        return {
-            signature_output_name(flat_output_key(head, name)): tensor
-            for head, named in outputs.items()
-            for name, tensor in named.items()
-        }
-
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
         name="serve",
-        fn=serve,
+        fn=ids_serving_function(model),
         input_signature=[
             tf.TensorSpec((None, None), tf.int32, name="input_ids"),
             tf.TensorSpec((None, None), tf.int32, name="attention_mask"),

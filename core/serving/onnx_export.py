@@ -29,7 +29,13 @@ import numpy as np
 
 from distilbert_heads import __version__, atomic
 from distilbert_heads.model.task_model import DistilBertTaskModel, _stacked_rows, flat_output_key
-from distilbert_heads.serving.export import TOKENIZER_DIR, ExportError, check_export_folder, signature_output_name
+from distilbert_heads.serving.export import (
+    TOKENIZER_DIR,
+    ExportError,
+    check_export_folder,
+    ids_serving_function,
+    signature_output_name,
+)
 
 __all__ = ["MODEL_FILE", "TOLERANCE", "export_onnx", "unsupported_heads_onnx"]
 
@@ -100,15 +106,7 @@ def _convert(model: DistilBertTaskModel, opset: int | None) -> Any:
         tf.TensorSpec(shape, tf.int32, name="attention_mask"),
     ]
 
-    @tf.function(input_signature=signature)
-    def serve(input_ids: Any, attention_mask: Any) -> dict[str, Any]:
-        outputs = model({"input_ids": input_ids, "attention_mask": attention_mask}, training=False)
-        return {
-            signature_output_name(flat_output_key(head, name)): tensor
-            for head, named in outputs.items()
-            for name, tensor in named.items()
-        }
-
+    serve = tf.function(ids_serving_function(model), input_signature=signature)
     try:
         proto, _ = tf2onnx.convert.from_function(
             serve, signature, opset=opset, custom_op_handlers={"Erfc": (_erfc_handler, [])}
@@ -201,9 +199,8 @@ def _check_against_keras(model: DistilBertTaskModel, path: Path, rows: int) -> N
     session = onnxruntime.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
     got = dict(zip([output.name for output in session.get_outputs()], session.run(None, feed)))
     expected = {
-        signature_output_name(flat_output_key(head, name)): keras.ops.convert_to_numpy(tensor)
-        for head, named in model(feed, training=False).items()
-        for name, tensor in named.items()
+        name: keras.ops.convert_to_numpy(tensor)
+        for name, tensor in ids_serving_function(model)(input_ids, attention_mask).items()
     }
     if set(got) != set(expected):
         raise ExportError(f"The ONNX graph's outputs are {sorted(got)}, expected {sorted(expected)}.")

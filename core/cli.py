@@ -826,6 +826,7 @@ def _check_predict_output(args: argparse.Namespace) -> None:
         raise CLIError("--output writes the answers of an --input file; pass --input FILE (or leave out --output)")
     if Path(args.output).resolve() == Path(args.input).resolve():
         raise CLIError(f"--output {args.output!r} is the --input file; write the answers to another file")
+    answer_files.partial_path(args.output)  # a folder in the way: refused now, not after the model is loaded
     if args.resume:
         answer_files.check_resumable(args.output)
 

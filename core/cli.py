@@ -948,10 +948,11 @@ def _add_predict(subparsers: Any) -> None:
     _add_progress_flag(parser)
     files = parser.add_argument_group(
         "answer files",
-        "With --output, the answers of an --input file go to a JSON Lines file, one per input row in input order: "
-        '{"line": N, "id": ..., "input": ..., "prediction": ...} (line: the row\'s line in --input; id: copied from '
-        "rows that have one). They are written to OUT.partial, flushed after every chunk, and renamed to OUT only "
-        "when the whole input is answered; an existing OUT is replaced then, not before.",
+        "With --output, the answers of an --input file go to a JSON Lines file, one per input row, in\n"
+        'input order: {"line": N, "id": ..., "input": ..., "prediction": ...} (line: the row\'s line in\n'
+        "--input; id: copied from rows that have one). They are written to OUT.partial, flushed after\n"
+        "every chunk, and renamed to OUT only when the whole input is answered (an existing OUT is\n"
+        "replaced then, not before).",
     )
     files.add_argument("--output", metavar="OUT.jsonl", help="write the answers to this JSON Lines file")
     files.add_argument(

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_directory", "atomic_path", "check_file_target", "save_keras_model"]
+__all__ = ["atomic_directory", "atomic_path", "check_file_target", "move_file_into_place", "save_keras_model"]
 
 _TEMP_MARK = ".tmp-"
 _OLD_MARK = ".old-"
@@ -141,14 +141,30 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
             continue
     try:
         yield temp
-        if target.is_file():  # a replaced file keeps its permissions
-            os.chmod(temp, stat.S_IMODE(target.stat().st_mode))
-        _fsync_path(temp)
-        os.replace(temp, target)
+        _replace_file(temp, target)
     except BaseException:
         _remove(temp)
         raise
     _fsync_path(target.parent, directory=True)
+
+
+def move_file_into_place(temp: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Move a finished file written beside ``target`` (same folder) onto it, the way `atomic_path` ends.
+
+    For a writer that must keep its temporary under a fixed name (one a later run finds again, as
+    ``predict --output`` does for ``--resume``): it is flushed to disk, takes the permissions of the
+    file it replaces, and is renamed over it; on a failure ``target`` is left as it was.
+    """
+    target = check_file_target(target)
+    _replace_file(Path(temp), target)
+    _fsync_path(target.parent, directory=True)
+
+
+def _replace_file(temp: Path, target: Path) -> None:
+    if target.is_file():  # a replaced file keeps its permissions
+        os.chmod(temp, stat.S_IMODE(target.stat().st_mode))
+    _fsync_path(temp)
+    os.replace(temp, target)
 
 
 @contextlib.contextmanager

@@ -802,28 +802,46 @@ def _predict_items(args: argparse.Namespace, kind: Any, head_label: str) -> list
 PREDICT_CHUNK_ROWS = 1024
 
 
-def _item_chunks_from_file(path: str, kind: Any, reader: Any) -> Iterator[list[Any]]:
-    items: list[Any] = []
+def _input_rows(path: str, kind: Any, reader: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The file's ``(line, row)`` pairs as read; a file without rows is an error once it is read to its end."""
     count = 0
-    for number, row in reader:
-        try:
-            items.append(kind.item_from_row(row, f"{Path(path).name} line {number}"))
-        except ValueError as error:
-            raise CLIError(str(error)) from None
+    for numbered in reader:
         count += 1
-        if len(items) == PREDICT_CHUNK_ROWS:
-            yield items
-            items = []
-    if items:
-        yield items
+        yield numbered
     if not count:
         raise CLIError(f"{Path(path).name}: no rows to predict; expected rows with {', '.join(kind.fields)}.")
 
 
+def _items_of(path: str, kind: Any, rows: list[tuple[int, dict[str, Any]]]) -> list[Any]:
+    try:
+        return [kind.item_from_row(row, f"{Path(path).name} line {number}") for number, row in rows]
+    except ValueError as error:
+        raise CLIError(str(error)) from None
+
+
+def _check_predict_output(args: argparse.Namespace) -> None:
+    """--output and --resume go with --input, and the output is not the input (checked before Keras starts)."""
+    from distilbert_heads.training import answer_files  # standard library only: no Keras
+
+    if args.output is None:
+        if args.resume:
+            raise CLIError("--resume continues an interrupted --output file; pass the --output of that run")
+        return
+    if args.input is None:
+        raise CLIError("--output writes the answers of an --input file; pass --input FILE (or leave out --output)")
+    if Path(args.output).resolve() == Path(args.input).resolve():
+        raise CLIError(f"--output {args.output!r} is the --input file; write the answers to another file")
+    answer_files.partial_path(args.output)  # a folder in the way: refused now, not after the model is loaded
+    if args.resume:
+        answer_files.check_resumable(args.output)
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
+    _check_predict_output(args)
     # these import Keras: only once the arguments are known good
     from distilbert_heads.plugins.input_kinds import input_kind_of
     from distilbert_heads.text.pipeline import pipeline
+    from distilbert_heads.training import answer_files
     from distilbert_heads.training.data_files import RowReader
     from distilbert_heads.training.evaluation import file_progress
     from distilbert_heads.training.examples import load_model, model_tokenizer
@@ -840,21 +858,52 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if _given_texts(args):
         raise CLIError(f"pass inputs either with --input or with {', '.join(_given_texts(args))}, not both.")
     reader = RowReader(args.input, fields=kind.fields)
+    rows = _input_rows(args.input, kind, reader)
+    if args.output is None:
+        with file_progress(args.input, "predicting", args.progress) as progress:
+            for chunk in answer_files.row_chunks(rows, args.chunk_rows):
+                _print_answers(args, kind, _items_of(args.input, kind, chunk), pipe)
+                progress.bytes_read(reader.bytes_read)
+                progress.rows(len(chunk))
+        return 0
+
+    def answer_chunk(chunk: list[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
+        items = _items_of(args.input, kind, chunk)
+        return [_answer_json(kind, item, answer) for item, answer in zip(items, pipe.predict_items(items), strict=True)]
+
+    identity = answer_files.run_identity(args.input, args.model, head=head_name, dtype=args.dtype)
+    partial = answer_files.partial_path(args.output)
+    if not args.resume and partial.is_file():
+        print(
+            f"note: starting over; {partial} from an earlier run is replaced (--resume continues it)", file=sys.stderr
+        )
     with file_progress(args.input, "predicting", args.progress) as progress:
-        for items in _item_chunks_from_file(args.input, kind, reader):
-            _print_answers(args, kind, items, pipe)
-            progress.bytes_read(reader.bytes_read)
-            progress.rows(len(items))
+        run = answer_files.stream_answers(
+            args.output,
+            rows,
+            answer_chunk,
+            identity=identity,
+            resume=args.resume,
+            chunk_rows=args.chunk_rows,
+            on_resumed=lambda _: progress.resume_at(reader.bytes_read),
+            on_chunk=lambda count: (progress.bytes_read(reader.bytes_read), progress.rows(count)),
+        )
+    resumed = f" ({run.resumed:,} of them from the interrupted run)" if run.resumed else ""
+    print(f"wrote {run.rows:,} answers to {args.output}{resumed}")
     return 0
+
+
+def _answer_json(kind: Any, item: Any, answer: Any) -> dict[str, Any]:
+    return {"input": kind.show(item), "prediction": jsonable(answer)}
 
 
 def _print_answers(args: argparse.Namespace, kind: Any, items: list[Any], pipe: Any) -> None:
     answers = pipe.predict_items(items)
-    for text, answer in zip(map(kind.show, items), answers, strict=True):
+    for item, answer in zip(items, answers, strict=True):
         if args.json:
-            print(json.dumps({"input": text, "prediction": jsonable(answer)}, ensure_ascii=False))
+            print(json.dumps(_answer_json(kind, item, answer), ensure_ascii=False))
         else:
-            print(f"{text}\n  -> {describe_answer(answer)}")
+            print(f"{kind.show(item)}\n  -> {describe_answer(answer)}")
     sys.stdout.flush()
 
 
@@ -876,7 +925,9 @@ def _add_predict(subparsers: Any) -> None:
             "  distilbert-heads predict --model qa.keras --question 'Who founded Acme?' \\\n"
             "      --context 'Ada Lovelace founded Acme in 1990.'\n"
             "  distilbert-heads predict --model pairs.keras --text-a 'A cat sat.' --text-b 'A cat was sitting.'\n"
-            "  distilbert-heads predict --model ner.keras --input sentences.csv --json"
+            "  distilbert-heads predict --model ner.keras --input sentences.csv --json\n"
+            "  distilbert-heads predict --model sentiment.keras --input big.jsonl --output answers.jsonl\n"
+            "  distilbert-heads predict --model sentiment.keras --input big.jsonl --output answers.jsonl --resume"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -900,6 +951,29 @@ def _add_predict(subparsers: Any) -> None:
         "--dtype", help="run under this Keras dtype policy, e.g. bfloat16 (fastest on CPUs with bf16 instructions)"
     )
     _add_progress_flag(parser)
+    files = parser.add_argument_group(
+        "answer files",
+        "With --output, the answers of an --input file go to a JSON Lines file, one per input row, in\n"
+        'input order: {"line": N, "id": ..., "input": ..., "prediction": ...} (line: the row\'s line in\n'
+        "--input; id: copied from rows that have one). They are written to OUT.partial, flushed after\n"
+        "every chunk, and renamed to OUT only when the whole input is answered (an existing OUT is\n"
+        "replaced then, not before).",
+    )
+    files.add_argument("--output", metavar="OUT.jsonl", help="write the answers to this JSON Lines file")
+    files.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted --output run from OUT.partial, after its last complete line; pass the same "
+        "--input, --model, --head and --dtype (another is refused, naming what differs)",
+    )
+    files.add_argument(
+        "--chunk-rows",
+        type=_positive_int,
+        default=PREDICT_CHUNK_ROWS,
+        metavar="N",
+        help=f"input rows read, answered and written together; a kill loses at most one chunk "
+        f"(default: {PREDICT_CHUNK_ROWS})",
+    )
     parser.set_defaults(handler=_cmd_predict)
 
 

@@ -303,6 +303,12 @@ class file_progress:
         if self._bar is not None:
             self._bar.update(self._task, completed=count)
 
+    def resume_at(self, count: int) -> None:
+        """Start the bar again at ``count`` bytes done (rows taken from an interrupted run): the rate and the
+        time left count only the rows answered from here on."""
+        if self._bar is not None:
+            self._bar.reset(self._task, completed=count)
+
     def rows(self, count: int) -> None:
         self._rows += count
         if self._bar is not None:

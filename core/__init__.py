@@ -27,6 +27,7 @@ _EXPORTS = {
     "DistilBertTaskModel": "model.task_model",
     "create_distilbert_with_head": "model.factory",
     "create_distilbert_with_heads": "model.factory",
+    "distill": "distillation.run",
     "DistillationTarget": "plugins.head",
     "HeadOptions": "plugins.head",
     "HeadOptionsError": "plugins.head",

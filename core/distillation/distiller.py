@@ -105,6 +105,7 @@ class TaskDistiller(keras.distillation.Distiller):
             if teacher_size != student_size:
                 self.projection = keras.layers.Dense(teacher_size, name="hidden_projection")
                 self.projection.build((None, None, student_size))
+        self.built = True  # teacher, student and projection are built: checkpoints load into it as it is
 
     # -- training ------------------------------------------------------------------------------------------
     def compile(self, optimizer: Any = "adam", metrics: Any = None, **kwargs: Any) -> None:

@@ -23,12 +23,12 @@ _COSINE_EPSILON = 1e-12
 _NO_PROBABILITY = -1e9
 
 
-def _row_weights(mask: Any, shape: tuple[int, ...]) -> Any:
-    """``mask`` (the leading axes of ``shape``) broadcast to ``shape``, as float32."""
+def _row_weights(mask: Any, like: Any) -> Any:
+    """``mask`` (the leading axes of ``like``) broadcast to ``like``'s shape, as float32 (shapes may be dynamic)."""
     mask = ops.cast(mask, "float32")
-    while len(mask.shape) < len(shape):
+    while len(mask.shape) < len(like.shape):
         mask = ops.expand_dims(mask, -1)
-    return ops.broadcast_to(mask, shape)
+    return mask * ops.ones_like(like, dtype="float32")
 
 
 def _masked_mean(values: Any, weights: Any) -> Any:
@@ -58,7 +58,7 @@ def target_loss(
         error = ops.square(student - teacher)
         if target.tokens == "none":
             return ops.mean(error)
-        return _masked_mean(error, _row_weights(attention_mask, tuple(error.shape)))
+        return _masked_mean(error, _row_weights(attention_mask, error))
     if target.tokens == "none":
         return soft_target_loss(teacher, student, temperature, axis=target.axis)
     if target.tokens == "classes":  # one distribution over the token axis: padding gets no probability
@@ -67,10 +67,8 @@ def target_loss(
         student = ops.where(real, student, _NO_PROBABILITY)
         return soft_target_loss(teacher, student, temperature, axis=target.axis)
     # "rows": each real token's distribution over `axis` is its own target
-    rows_shape = tuple(ops.moveaxis(teacher, target.axis, -1).shape[:-1])
-    return soft_target_loss(
-        teacher, student, temperature, axis=target.axis, weights=_row_weights(attention_mask, rows_shape)
-    )
+    rows = ops.take(ops.moveaxis(teacher, target.axis, -1), 0, axis=-1)
+    return soft_target_loss(teacher, student, temperature, axis=target.axis, weights=_row_weights(attention_mask, rows))
 
 
 def hidden_cosine_loss(teacher: Any, student: Any, attention_mask: Any) -> Any:
@@ -81,7 +79,7 @@ def hidden_cosine_loss(teacher: Any, student: Any, attention_mask: Any) -> Any:
         (ops.sum(ops.square(teacher), axis=-1) + _COSINE_EPSILON)
         * (ops.sum(ops.square(student), axis=-1) + _COSINE_EPSILON)
     )
-    return _masked_mean(1.0 - dot / norms, _row_weights(attention_mask, tuple(dot.shape)))
+    return _masked_mean(1.0 - dot / norms, _row_weights(attention_mask, dot))
 
 
 class SoftTargetDistillation(keras.distillation.DistillationLoss):
@@ -95,7 +93,10 @@ class SoftTargetDistillation(keras.distillation.DistillationLoss):
         return target_loss(self.target, teacher_outputs, student_outputs, kwargs["attention_mask"], self.temperature)
 
     def validate_outputs(self, teacher_outputs: Any, student_outputs: Any) -> None:
-        if tuple(teacher_outputs.shape[1:]) != tuple(student_outputs.shape[1:]):
+        known = zip(teacher_outputs.shape[1:], student_outputs.shape[1:])
+        if len(teacher_outputs.shape) != len(student_outputs.shape) or any(
+            t is not None and s is not None and t != s for t, s in known
+        ):
             raise ValueError(
                 f"The teacher's output {self.output!r} has shape {tuple(teacher_outputs.shape)} and the student's "
                 f"{tuple(student_outputs.shape)}; soft targets need the same shape (same labels, same vocabulary)."

@@ -17,9 +17,11 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 
 from distilbert_heads import atomic
@@ -89,6 +91,7 @@ def distill(
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int = 1,
 ) -> TrainResult:
     """Distil ``teacher`` (a task model or its ``.keras`` path) into ``student`` on ``train_file``.
@@ -109,6 +112,7 @@ def distill(
             teacher's input is the same every epoch: refused with token dropout, with a head that draws its batch
             anew (masked-LM masking) and with ``alpha_cos`` (the cosine needs the teacher's hidden states).
         checkpoint_dir, checkpoint_every, resume: as in ``train``.
+        callbacks: Keras callbacks run after this function's own (the model they see is the `TaskDistiller`).
 
     Returns a `TrainResult` whose ``model`` is the student and ``metrics`` the last epoch's losses.
     """
@@ -224,11 +228,11 @@ def distill(
         if verbose:
             print(f"resuming from {os.fspath(checkpoint.path)!r} at {checkpoint.where}", flush=True)
     tracker = EpochTracker(stream)
-    callbacks: list[Any] = [tracker]
+    run_callbacks: list[keras.callbacks.Callback] = [tracker]
     if checkpoint_dir is not None:
         if checkpoint is None:
             start_fresh(checkpoint_dir, verbose)
-        callbacks.append(
+        run_callbacks.append(
             TrainingCheckpoints(
                 checkpoint_dir,
                 batches=stream,
@@ -254,7 +258,7 @@ def distill(
                     epoch=position[0],
                     batch=position[1],
                     epochs=epochs,
-                    callbacks=[*(checkpoint.resume_callbacks() if checkpoint else []), *callbacks],
+                    callbacks=[*(checkpoint.resume_callbacks() if checkpoint else []), *run_callbacks, *callbacks],
                     verbose=verbose,
                 ):
                     for key, values in logs.items():

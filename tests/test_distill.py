@@ -212,6 +212,8 @@ def test_task_distillation_moves_the_student_toward_a_frozen_teacher(heads, data
     history = result.history["soft_target_loss"]
     assert history[-1] < history[0]
     assert {"loss", "student_loss", "soft_target_loss"} <= set(result.metrics)
+    # every part counted once per batch (TensorFlow's failed fetch that ends a streamed epoch is not a batch)
+    assert result.metrics["total_loss"] == pytest.approx(result.metrics["loss"], rel=1e-5)
     for kept, now in zip(teacher_weights, teacher.get_weights()):  # frozen
         np.testing.assert_array_equal(kept, now)
     saved = keras.saving.load_model(tmp_path / "student.keras")
@@ -244,6 +246,41 @@ def test_the_teacher_runs_in_inference_mode_and_padding_is_masked(heads, data_fi
 
     result = distill(teacher, data_file, student=student, alpha_cos=1.0, **RUN)
     assert result.history["hidden_cosine_loss"][-1] < result.history["hidden_cosine_loss"][0]
+
+
+def test_a_masked_lm_teacher_gets_distilberts_recipe(heads, data_file, tokenizer, monkeypatch):
+    """General distillation's defaults, with the token head standing in for the masked-LM head."""
+    import distilbert_heads.distillation.run as run_module
+
+    monkeypatch.setattr(run_module, "MASKED_LM", "distill_tokens")
+    options = {"head_options": {"tokens_out": tokenizer.vocab_size}}
+    teacher = trained_teacher("distill_tokens", data_file, tokenizer, **options)
+    seen = {}
+
+    class Record(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            distiller, optimizer = self.model, self.model.optimizer
+            seen.update(
+                alphas=(distiller.alpha_soft, distiller.alpha_task, distiller.alpha_cos),
+                temperature=distiller.temperature,
+                adam=(optimizer.beta_1, optimizer.beta_2, optimizer.epsilon, optimizer.global_clipnorm),
+                schedule=optimizer.get_config()["learning_rate"]["config"],
+            )
+
+    distill(
+        teacher,
+        data_file,
+        student=new_student("distill_tokens", tokenizer, **options),
+        epochs=1,
+        batch_size=8,
+        seed=0,
+        verbose=0,
+        callbacks=[Record()],
+    )
+    assert seen["alphas"] == (5.0, 2.0, 1.0) and seen["temperature"] == 2.0
+    assert seen["adam"] == (0.9, 0.98, 1e-6, 5.0)
+    # 3 updates, 5% of them (rounded up) warming up to 5e-4
+    assert (seen["schedule"]["learning_rate"], seen["schedule"]["warmup_steps"]) == (5e-4, 1)
 
 
 def test_a_killed_and_resumed_run_ends_with_the_uninterrupted_runs_weights(heads, data_file, tokenizer, tmp_path):

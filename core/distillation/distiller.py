@@ -139,6 +139,9 @@ class TaskDistiller(keras.distillation.Distiller):
         if y_pred is None:
             y_pred = self(x, training=training)
         mask = y_pred["attention_mask"]
+        # Each batch weighs its rows, as Keras' own "loss": a weight read from the batch also keeps TensorFlow from
+        # counting the failed fetch that ends an epoch of unknown length (a constant count would run regardless).
+        rows = ops.cast(ops.shape(mask)[0], "float32")
         student_loss = ops.convert_to_tensor(0.0)
         if self.alpha_task > 0 and y is not None:
             student_loss = self.student.compute_loss(
@@ -159,13 +162,13 @@ class TaskDistiller(keras.distillation.Distiller):
             cosine_loss = self.distillation_losses[-1]
             cosine_loss.validate_outputs(teacher_hidden, hidden)
             cosine = cosine_loss.compute_loss(teacher_hidden, hidden, attention_mask=mask)
-            self.hidden_cosine_loss_tracker.update_state(cosine)
+            self.hidden_cosine_loss_tracker.update_state(cosine, sample_weight=rows)
             distillation = distillation + self.alpha_cos * cosine
         total = self.alpha_task * student_loss + distillation
-        self.student_loss_tracker.update_state(student_loss)
-        self.soft_target_loss_tracker.update_state(soft)
-        self.distillation_loss_tracker.update_state(distillation)
-        self.total_loss_tracker.update_state(total)
+        self.student_loss_tracker.update_state(student_loss, sample_weight=rows)
+        self.soft_target_loss_tracker.update_state(soft, sample_weight=rows)
+        self.distillation_loss_tracker.update_state(distillation, sample_weight=rows)
+        self.total_loss_tracker.update_state(total, sample_weight=rows)
         return total
 
     # -- checkpoints: the student (and projection) and the optimizer, never the teacher --------------------

@@ -221,6 +221,19 @@ def test_task_distillation_moves_the_student_toward_a_frozen_teacher(heads, data
         saved(inputs)["distill_sentence"]["logits"], result.model(inputs)["distill_sentence"]["logits"], atol=1e-6
     )
     assert saved.tokenizer is not None and saved.encoder.config.hidden_size == STUDENT_ENCODER["hidden_size"]
+    record = saved.training_record
+    assert record["settings"]["alpha_soft"] == 0.5 and record["settings"]["teacher_sha256"]
+    assert record["data"]["train"]["sha256"]
+
+
+def test_a_student_that_reads_other_ids_is_refused(heads, data_file, tokenizer):
+    teacher = trained_teacher("distill_sentence", data_file, tokenizer)
+    student = new_student("distill_sentence", tokenizer)
+    from helpers import tiny_vocab
+
+    student.tokenizer = DistilBertTokenizer.from_vocab(tiny_vocab(WORDS[::-1]))
+    with pytest.raises(TrainingError, match="teacher's tokenizer"):
+        distill(teacher, data_file, student=student, **RUN)
 
 
 def test_the_teacher_runs_in_inference_mode_and_padding_is_masked(heads, data_file, tokenizer):

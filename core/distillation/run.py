@@ -38,6 +38,7 @@ from distilbert_heads.training.checkpointing import (
 from distilbert_heads.training.examples import example_schema, load_model, model_tokenizer
 from distilbert_heads.training.loop import _encode_all, split_rows_pair
 from distilbert_heads.training.optimization import build_optimizer
+from distilbert_heads.training.run_record import describe_file, plain, training_record
 from distilbert_heads.training.settings import TrainingError, TrainResult, check_train_settings
 from distilbert_heads.training.streaming import EpochTracker, ExampleEncoder, TrainingStream, read_sample, rows_of
 
@@ -116,6 +117,8 @@ def distill(
 
     Returns a `TrainResult` whose ``model`` is the student and ``metrics`` the last epoch's losses.
     """
+    # Every argument as given (the student and teacher objects by name): the student's training record keeps them.
+    arguments = plain({name: value for name, value in locals().items() if name not in ("teacher", "student")})
     teacher_path = None if isinstance(teacher, DistilBertTaskModel) else os.fspath(teacher)
     teacher = teacher if isinstance(teacher, DistilBertTaskModel) else load_model(teacher)
     tokenizer = model_tokenizer(teacher)
@@ -163,6 +166,12 @@ def distill(
         student = student_from_teacher(teacher, layers)
     if student.tokenizer is None:
         student.tokenizer = tokenizer
+    elif student.tokenizer.get_vocab() != tokenizer.get_vocab():
+        raise TrainingError(
+            f"The student's tokenizer ({student.tokenizer.vocab_size} tokens) is not the teacher's "
+            f"({tokenizer.vocab_size}): teacher and student must read the same input ids. Give the student the "
+            "teacher's tokenizer (student.tokenizer = teacher.tokenizer) or build it from the teacher."
+        )
     student.max_length = min(max_length, student.encoder.config.max_position_embeddings)
     distiller = TaskDistiller(
         teacher,
@@ -273,6 +282,19 @@ def distill(
             f"Distillation diverged (last epoch's losses {metrics}); nothing was saved. Lower the learning rate "
             f"(it was {chosen['learning_rate']:g}) or the temperature."
         )
+    student.training_record = training_record(
+        {
+            **arguments,
+            **chosen,
+            "teacher": teacher_path,
+            "teacher_sha256": run_settings["teacher_sha256"],
+            "seed": run_seed,
+            "max_length": student.max_length,
+        },
+        {"train": describe_file(train_file)},
+        metrics=metrics,
+        metrics_split="train",
+    )
     # A fresh, unbuilt optimizer of the same kind: the distiller's holds the projection's slots too.
     student.compile(optimizer=distiller.optimizer.__class__.from_config(distiller.optimizer.get_config()))
     path = None

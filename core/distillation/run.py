@@ -213,6 +213,9 @@ def distill(
     )
     if cache_teacher:
         stream.teacher = teacher
+        if verbose:
+            print(f"computing the teacher's outputs for every row of {Path(train_file).name} (--cache-teacher)")
+        stream.fill_cache()
     first_batch = stream._finish(*split_rows_pair(sample_encoded, batch_size), 0, 0)
     adam = GENERAL_ADAM if general else {}
     distiller.compile(
@@ -339,11 +342,25 @@ def _check_cacheable(head: TaskHead, token_dropout: float, alpha_cos: float) -> 
 
 class CachedTeacherStream(TrainingStream):
     """A `TrainingStream` whose batches carry the teacher's declared outputs (``teacher/<output>`` inputs), computed
-    once per row (keyed by the row's real tokens) and reused in later epochs. Token-aligned outputs are kept at the
-    row's length and padded to each batch's width (every loss masks padding out). Held in memory: one entry per row.
+    once per row (keyed by the row's real tokens) by `fill_cache` and reused every epoch. Token-aligned outputs are
+    kept at the row's length and padded to each batch's width (every loss masks padding out). Held in memory: one
+    entry per row.
+
+    The teacher runs in `fill_cache`, on the calling thread, before training: the data pipeline's own thread only
+    looks outputs up (a Keras model called there while a JAX step runs fails).
     """
 
     teacher: DistilBertTaskModel
+    filling = False
+
+    def fill_cache(self) -> None:
+        """Run the teacher once over every row of the file (one pass, in epoch 0's order)."""
+        self.filling = True
+        try:
+            for _ in self.batches(0):
+                pass
+        finally:
+            self.filling = False
 
     def _finish(self, x: Any, y: Any, epoch: int, index: int) -> tuple[Any, Any]:
         x, y = super()._finish(x, y, epoch, index)
@@ -357,11 +374,17 @@ class CachedTeacherStream(TrainingStream):
             for row in range(len(lengths))
         ]
         missing = [row for row, key in enumerate(keys) if key not in cache]
+        if missing and not self.filling:
+            raise TrainingError(
+                f"{self.path.name}: {len(missing)} row(s) of epoch {epoch + 1}, batch {index + 1} were not in the "
+                "teacher cache filled before training: the file changed during the run. Run again (or leave out "
+                "--cache-teacher)."
+            )
         if missing:
             outputs = self.teacher({name: value[missing] for name, value in arrays.items()}, training=False)
             for slot, row in enumerate(missing):
                 cache[keys[row]] = {
-                    name: np.asarray(outputs[self.head_name][name])[slot][
+                    name: keras.ops.convert_to_numpy(outputs[self.head_name][name])[slot][
                         : lengths[row] if target.tokens != "none" else None
                     ]
                     for name, target in targets.items()

@@ -28,6 +28,7 @@ _EXPORTS = {
     "create_distilbert_with_head": "model.factory",
     "create_distilbert_with_heads": "model.factory",
     "default_layer_map": "distillation.student",
+    "distill": "distillation.run",
     "student_from_teacher": "distillation.student",
     "DistillationTarget": "plugins.head",
     "HeadOptions": "plugins.head",

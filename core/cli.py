@@ -707,6 +707,144 @@ def _add_train(subparsers: Any) -> None:
     parser.set_defaults(handler=_cmd_train)
 
 
+# -- distill --------------------------------------------------------------------------------------------
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from distilbert_heads.distillation.run import distill  # imports Keras: only once the arguments are good
+    from distilbert_heads.training.examples import load_model
+    from distilbert_heads.training.report import print_metrics_table
+
+    missing = [flag for flag, value in (("--teacher", args.teacher), ("--train", args.train)) if not value]
+    if missing:
+        raise CLIError(f"distill needs {' and '.join(missing)} (as flags or keys of the --config run file).")
+    student = load_model(args.student) if args.student else None
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        result = distill(
+            args.teacher,
+            args.train,
+            student=student,
+            layers=args.layers,
+            head=args.head,
+            out=args.out,
+            temperature=args.temperature,
+            alpha_task=args.alpha_task,
+            alpha_soft=args.alpha_soft,
+            alpha_cos=args.alpha_cos,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            warmup_ratio=args.warmup_ratio,
+            clip_norm=args.clip_norm,
+            weight_decay=args.weight_decay,
+            max_length=args.max_length,
+            token_dropout=args.token_dropout,
+            seed=args.seed,
+            cache_teacher=args.cache_teacher,
+            checkpoint_dir=args.checkpoint_dir or default_checkpoint_dir(args.out),
+            checkpoint_every=args.checkpoint_every,
+            resume=args.resume,
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
+        if not args.json:
+            print_metrics_table({Path(args.out).name: result.metrics}, title="distillation: last epoch's losses")
+    if args.json:
+        print(json.dumps({"metrics": result.metrics, "path": str(result.path), "epoch_seconds": result.epoch_seconds}))
+    return 0
+
+
+def _layer_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected teacher layer numbers like 0,2,4, got {text!r}") from None
+
+
+def _add_distill(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "distill",
+        help="train a smaller student from a teacher model (knowledge distillation) and save it as one .keras file",
+        description=(
+            "Distil a teacher into a smaller student, as DistilBERT was made. The student is built from the "
+            "teacher (embeddings, every other layer or --layers, the head) unless --student gives one; it learns "
+            "the teacher's outputs (soft targets at --temperature, padding masked out) besides the head's own "
+            "loss on the labels. The teacher is frozen and runs in inference mode.\n\n"
+            "General distillation (a masked-LM teacher): text rows, masked anew every batch; loss 5 x soft targets "
+            "+ 2 x masked-LM + 1 x hidden-state cosine, T=2; Adam lr 5e-4, eps 1e-6, betas (0.9, 0.98), 5% warmup, "
+            "gradients clipped at 5.0.\n"
+            "Task-specific distillation (any other head, built-in or plugin): the teacher is a fine-tuned .keras "
+            "task model and the data its usual labelled file; loss 0.5 x the head's loss + 0.5 x soft targets, "
+            "T=2 (--alpha-cos adds the hidden-state cosine); AdamW lr 5e-5, clipping at 1.0. A head must declare "
+            "what to distil (TaskHead.distillation_targets())."
+        ),
+        epilog=(
+            "examples:\n"
+            "  distilbert-heads distill --teacher sentiment.keras --train reviews.jsonl --out small.keras\n"
+            "  distilbert-heads distill --teacher mlm.keras --train corpus.txt --layers 0,2,4,7,9,11 \\\n"
+            "      --out distilled.keras --checkpoint-every 1000\n"
+            "  distilbert-heads distill --config distill.toml --resume\n\n"
+            "run files (--config): TOML whose keys are the flags above without the dashes, as for train."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.takes_run_file = True
+    parser.add_argument(
+        "--config",
+        type=_existing_file,
+        metavar="RUN.toml",
+        help="read any of these options from a TOML file (keys: flag names without the dashes); flags override it",
+    )
+    parser.add_argument("--teacher", type=_existing_file, metavar="FILE", help="the teacher .keras task model")
+    parser.add_argument("--train", type=_existing_file, metavar="FILE", help="training rows in the head's format")
+    parser.add_argument(
+        "--student",
+        type=_existing_file,
+        metavar="FILE",
+        help="a .keras student to train (default: built from --teacher)",
+    )
+    parser.add_argument(
+        "--layers", type=_layer_list, metavar="0,2,4", help="teacher layers the student keeps (default: every other)"
+    )
+    parser.add_argument("--head", metavar="NAME", help="the teacher's head to distil (default: its only one)")
+    loss = parser.add_argument_group("the loss (defaults: see above)")
+    loss.add_argument("--temperature", type=float, default=2.0, metavar="T", help="soft-target temperature (2)")
+    loss.add_argument("--alpha-soft", type=float, metavar="W", help="weight of the soft targets")
+    loss.add_argument("--alpha-task", type=float, metavar="W", help="weight of the head's own loss on the labels")
+    loss.add_argument("--alpha-cos", type=float, metavar="W", help="weight of the hidden-state cosine loss")
+    parser.add_argument("--epochs", type=_positive_int, default=3, help="epochs (default: 3)")
+    parser.add_argument("--batch-size", type=_positive_int, default=16, help="examples per step (default: 16)")
+    parser.add_argument("--learning-rate", type=float, help="peak learning rate (default: see above)")
+    parser.add_argument("--warmup-ratio", type=float, metavar="R", help="fraction of steps warming up")
+    parser.add_argument("--clip-norm", type=float, metavar="N", help="gradient clipping global norm")
+    parser.add_argument("--weight-decay", type=float, metavar="W", help="AdamW weight decay")
+    parser.add_argument(
+        "--max-length", type=_positive_int, help="longest input in tokens (default: the teacher's max_length)"
+    )
+    parser.add_argument(
+        "--token-dropout", type=float, default=0.0, metavar="P", help="replace tokens by [UNK] with probability P"
+    )
+    parser.add_argument("--seed", type=int, metavar="N", help="seed: the same seed gives the same student on CPU")
+    parser.add_argument(
+        "--cache-teacher",
+        action="store_true",
+        help="compute the teacher's outputs once per row and reuse them every epoch (task distillation without "
+        "token dropout or --alpha-cos; refused where the teacher's input changes between epochs)",
+    )
+    parser.add_argument(
+        "--out", required=True, type=_keras_file_out, metavar="MODEL.keras", help="where to save the student"
+    )
+    parser.add_argument("--json", action="store_true", help="print the final losses as one JSON object on stdout")
+    checkpoints = parser.add_argument_group("checkpoints", "As for train: the student, its optimizer and position.")
+    checkpoints.add_argument(
+        "--checkpoint-dir", metavar="DIR", help="default: MODEL.checkpoints beside --out MODEL.keras"
+    )
+    checkpoints.add_argument(
+        "--checkpoint-every", type=_positive_int, metavar="N", help="also checkpoint every N steps"
+    )
+    checkpoints.add_argument(
+        "--resume", action="store_true", help="continue the interrupted run from its last checkpoint"
+    )
+    parser.set_defaults(handler=_cmd_distill)
+
+
 # -- evaluate -------------------------------------------------------------------------------------------
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from distilbert_heads.training.evaluation import evaluate  # imports Keras: only once the arguments are good
@@ -1264,6 +1402,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", required=True)
     _add_heads(subparsers)
     _add_train(subparsers)
+    _add_distill(subparsers)
     _add_evaluate(subparsers)
     _add_predict(subparsers)
     _add_convert(subparsers)

@@ -312,6 +312,13 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
         return provenance["plugin"] + (f" ({release})" if release else "")
 
     def call(self, inputs: Any, training: bool | None = None) -> dict[str, dict[str, Any]]:
+        return self.call_with_hidden_states(inputs, training=training)[0]
+
+    def call_with_hidden_states(
+        self, inputs: Any, training: bool | None = None
+    ) -> tuple[dict[str, dict[str, Any]], Any, Any]:
+        """``(outputs, last_hidden_state, attention_mask)`` of one forward pass: what `call` returns plus the
+        encoder's output the heads read (rows as the encoder ran them), for distillation's hidden-state loss."""
         inputs = as_input_dict(inputs)
         stacked = len(inputs["input_ids"].shape) == 3
         if stacked:  # (batch, N, length): the encoder runs batch * N rows
@@ -333,7 +340,7 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
             head_outputs = head(hidden_states, attention_mask, training=training)
             # Checked in full once, at build (check_head_outputs); a dict is all the loop needs.
             outputs[name] = dict(head_outputs) if isinstance(head_outputs, Mapping) else head_outputs
-        return outputs
+        return outputs, encoded["last_hidden_state"], encoded["attention_mask"]
 
     def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
         # Before Keras' layer machinery, so the ValueError is ours, not wrapped in Keras' text.

@@ -148,11 +148,12 @@ def no_decay_variables(model: keras.Model) -> list[Any]:
 
 
 def build_optimizer(
-    model: keras.Model, settings: TrainSettings, learning_rate: float, batches_per_epoch: int
+    model: keras.Model, settings: TrainSettings, learning_rate: float, batches_per_epoch: int, **adam: Any
 ) -> keras.optimizers.AdamW:
     """AdamW for ``model`` with ``settings``' decay, schedule, clipping and accumulation, before ``compile``.
 
     The schedule's length is the run's real number of optimizer updates (epochs x batches / accumulation).
+    ``adam``: other AdamW arguments (``beta_2``, ``epsilon``: distillation's recipe sets them).
     """
     accumulation = settings.gradient_accumulation_steps
     total = optimizer_updates(batches_per_epoch, settings.epochs, accumulation)
@@ -163,6 +164,7 @@ def build_optimizer(
         weight_decay=settings.weight_decay,
         global_clipnorm=settings.clip_norm or None,
         gradient_accumulation_steps=accumulation if accumulation > 1 else None,
+        **adam,
     )
     # Must come before the optimizer is built (`DistilBertTaskModel.compile` builds it).
     optimizer.exclude_from_weight_decay(var_list=no_decay_variables(model))

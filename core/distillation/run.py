@@ -1,0 +1,400 @@
+"""`distill`: train a smaller student from a teacher on a data file, streamed like ``train``.
+
+General distillation (the teacher's head is masked-LM, as DistilBERT was made): the data is text, masked anew
+every batch by the head's ``prepare_batch``, and the loss is DistilBERT's triple loss, 5 x soft targets +
+2 x masked-LM loss + 1 x hidden-state cosine at T = 2, with its optimiser (Adam, lr 5e-4, eps 1e-6, betas
+(0.9, 0.98), 5% warmup, clipping at 5.0). Task-specific distillation (every other head): the teacher is a
+fine-tuned task model, the data the head's usual labelled file, and the loss 0.5 x the head's own loss + 0.5 x
+soft targets at T = 2 (the research distiller's SQuAD recipe), plus a cosine term when ``alpha_cos`` is set.
+
+Teacher and student see the same batch (after the head's ``prepare_batch``). Checkpoints and ``resume`` work as in
+``train`` (`distilbert_heads.training.checkpointing`); they hold the student and its optimizer, and the teacher is
+named by its path and the fingerprint of its weights, so a resume with another teacher is refused.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from distilbert_heads import atomic
+from distilbert_heads.distillation.distiller import CACHED_TEACHER_PREFIX, TaskDistiller
+from distilbert_heads.model.task_model import DistilBertTaskModel
+from distilbert_heads.plugins.head import TaskHead, distillation_targets_of
+from distilbert_heads.training.checkpointing import (
+    TrainingCheckpoints,
+    fingerprint,
+    fit_from,
+    load_checkpoint,
+    start_fresh,
+)
+from distilbert_heads.training.examples import example_schema, load_model, model_tokenizer
+from distilbert_heads.training.loop import _encode_all, split_rows_pair
+from distilbert_heads.training.optimization import build_optimizer
+from distilbert_heads.training.run_record import describe_file, plain, training_record
+from distilbert_heads.training.settings import TrainingError, TrainResult, check_train_settings
+from distilbert_heads.training.streaming import EpochTracker, ExampleEncoder, TrainingStream, read_sample, rows_of
+
+MASKED_LM = "masked_language_modeling"
+
+# DistilBERT's general distillation (transformers' research distiller, train.py defaults).
+GENERAL = {
+    "alpha_soft": 5.0,
+    "alpha_task": 2.0,
+    "alpha_cos": 1.0,
+    "learning_rate": 5e-4,
+    "warmup_ratio": 0.05,
+    "clip_norm": 5.0,
+    "weight_decay": 0.0,
+}
+GENERAL_ADAM = {"beta_2": 0.98, "epsilon": 1e-6}
+# Task-specific distillation (its SQuAD recipe): half the head's own loss, half soft targets.
+TASK = {
+    "alpha_soft": 0.5,
+    "alpha_task": 0.5,
+    "alpha_cos": 0.0,
+    "learning_rate": 5e-5,
+    "warmup_ratio": 0.0,
+    "clip_norm": 1.0,
+    "weight_decay": 0.01,
+}
+
+
+def distill(
+    teacher: DistilBertTaskModel | str | os.PathLike,
+    train_file: str | os.PathLike,
+    *,
+    student: DistilBertTaskModel | None = None,
+    layers: list[int] | None = None,
+    head: str | None = None,
+    out: str | os.PathLike | None = None,
+    temperature: float = 2.0,
+    alpha_task: float | None = None,
+    alpha_soft: float | None = None,
+    alpha_cos: float | None = None,
+    epochs: int = 3,
+    batch_size: int = 16,
+    learning_rate: float | None = None,
+    warmup_ratio: float | None = None,
+    clip_norm: float | None = None,
+    weight_decay: float | None = None,
+    max_length: int | None = None,
+    token_dropout: float = 0.0,
+    seed: int | None = None,
+    cache_teacher: bool = False,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int = 1,
+) -> TrainResult:
+    """Distil ``teacher`` (a task model or its ``.keras`` path) into ``student`` on ``train_file``.
+
+    Args:
+        teacher: the teacher; frozen and in inference mode throughout. Its tokenizer makes the inputs.
+        train_file: the head's training data (labelled rows; for a masked-LM teacher, text rows), streamed.
+        student: the model to train; by default built from the teacher with ``layers`` (every other layer).
+        head: which of the teacher's heads to distil (default: its only one).
+        out: save the student here as one ``.keras`` file (atomically), tokenizer inside.
+        temperature: T of the soft targets (2).
+        alpha_task, alpha_soft, alpha_cos: weights of the head's own loss on the labels, of the soft targets and
+            of the hidden-state cosine loss; defaults 2 / 5 / 1 for a masked-LM teacher, 0.5 / 0.5 / 0 otherwise.
+        learning_rate, warmup_ratio, clip_norm, weight_decay: the optimiser; defaults as the recipe (module doc).
+        epochs, batch_size, max_length, token_dropout, seed: as in ``train``; ``max_length`` defaults to the
+            teacher's.
+        cache_teacher: compute the teacher's outputs once per row and reuse them every epoch. Only where the
+            teacher's input is the same every epoch: refused with token dropout, with a head that draws its batch
+            anew (masked-LM masking) and with ``alpha_cos`` (the cosine needs the teacher's hidden states).
+        checkpoint_dir, checkpoint_every, resume: as in ``train``.
+        callbacks: Keras callbacks run after this function's own (the model they see is the `TaskDistiller`).
+
+    Returns a `TrainResult` whose ``model`` is the student and ``metrics`` the last epoch's losses.
+    """
+    # Every argument as given (the student and teacher objects by name): the student's training record keeps them.
+    arguments = plain({name: value for name, value in locals().items() if name not in ("teacher", "student")})
+    teacher_path = None if isinstance(teacher, DistilBertTaskModel) else os.fspath(teacher)
+    teacher = teacher if isinstance(teacher, DistilBertTaskModel) else load_model(teacher)
+    tokenizer = model_tokenizer(teacher)
+    head_name, teacher_head = teacher.select_head(head)
+    distillation_targets_of(teacher_head, teacher.head_plugin(head_name))  # a head without declarations fails now
+    general = teacher_head.task_type == MASKED_LM
+    recipe = GENERAL if general else TASK
+    given = {
+        "alpha_soft": alpha_soft,
+        "alpha_task": alpha_task,
+        "alpha_cos": alpha_cos,
+        "learning_rate": learning_rate,
+        "warmup_ratio": warmup_ratio,
+        "clip_norm": clip_norm,
+        "weight_decay": weight_decay,
+    }
+    chosen = {key: recipe[key] if value is None else value for key, value in given.items()}
+    max_length = teacher.max_length if max_length is None else max_length
+    settings = check_train_settings(
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=chosen["learning_rate"],
+        max_length=max_length,
+        token_dropout=token_dropout,
+        patience=0,
+        seed=seed,
+        weight_decay=chosen["weight_decay"],
+        warmup_ratio=chosen["warmup_ratio"],
+        schedule="linear",
+        clip_norm=chosen["clip_norm"],
+        checkpoint_every=checkpoint_every,
+    )
+    if checkpoint_dir is None and (resume or checkpoint_every is not None):
+        raise TrainingError("resume and checkpoint_every (--resume, --checkpoint-every) need checkpoint_dir.")
+    if out is not None and not os.fspath(out).endswith(".keras"):
+        raise TrainingError(f"--out must name a .keras file (e.g. student.keras), got {os.fspath(out)!r}.")
+    if out is not None:
+        atomic.check_file_target(out)
+    if cache_teacher:
+        _check_cacheable(teacher_head, token_dropout, chosen["alpha_cos"])
+    if student is None:
+        # The student builder lives beside this module (another part of the distillation package).
+        from distilbert_heads.distillation.student import student_from_teacher
+
+        student = student_from_teacher(teacher, layers)
+    if student.tokenizer is None:
+        student.tokenizer = tokenizer
+    elif student.tokenizer.get_vocab() != tokenizer.get_vocab():
+        raise TrainingError(
+            f"The student's tokenizer ({student.tokenizer.vocab_size} tokens) is not the teacher's "
+            f"({tokenizer.vocab_size}): teacher and student must read the same input ids. Give the student the "
+            "teacher's tokenizer (student.tokenizer = teacher.tokenizer) or build it from the teacher."
+        )
+    student.max_length = min(max_length, student.encoder.config.max_position_embeddings)
+    distiller = TaskDistiller(
+        teacher,
+        student,
+        head=head_name,
+        temperature=temperature,
+        alpha_task=chosen["alpha_task"],
+        alpha_soft=chosen["alpha_soft"],
+        alpha_cos=chosen["alpha_cos"],
+    )
+
+    checkpoint = load_checkpoint(checkpoint_dir) if resume and checkpoint_dir is not None else None
+    task = teacher_head.task_type
+    schema = example_schema(type(teacher_head), task)
+    sample = read_sample(train_file, schema, f"task {task!r}")
+    student_head = student.heads[head_name]
+    encoder = ExampleEncoder(student_head, tokenizer, student.max_length, train_file)
+    sample_encoded = _encode_all(encoder, sample.examples, batch_size)
+    rows = rows_of(sample_encoded[0])
+    rows_per_epoch = rows if sample.whole_file else round(rows * sample.estimated_rows() / len(sample.examples))
+    batches_per_epoch = max(math.ceil(rows_per_epoch / batch_size), 1)
+    if seed is not None:
+        run_seed = seed
+    elif checkpoint is not None:
+        run_seed = checkpoint.seed
+    else:
+        run_seed = int(np.random.default_rng().integers(2**31))
+    stream_class = CachedTeacherStream if cache_teacher else TrainingStream
+    stream = stream_class(
+        train_file,
+        schema,
+        f"task {task!r}",
+        encoder,
+        head_name=head_name,
+        batch_size=batch_size,
+        seed=run_seed,
+        token_dropout=token_dropout,
+        batches_per_epoch=batches_per_epoch if sample.whole_file else None,
+    )
+    if cache_teacher:
+        stream.teacher = teacher
+        if verbose:
+            print(f"computing the teacher's outputs for every row of {Path(train_file).name} (--cache-teacher)")
+        stream.fill_cache()
+    first_batch = stream._finish(*split_rows_pair(sample_encoded, batch_size), 0, 0)
+    adam = GENERAL_ADAM if general else {}
+    distiller.compile(
+        optimizer=build_optimizer(distiller, settings, chosen["learning_rate"], batches_per_epoch, **adam)
+    )
+    run_settings = {
+        **settings.model_dump(exclude={"checkpoint_every"}),
+        **chosen,
+        "temperature": temperature,
+        "head": head_name,
+        "teacher": teacher_path,
+        "teacher_sha256": fingerprint(teacher.get_weights()),
+        "student_sha256": fingerprint(student.get_weights()) if checkpoint is None else None,
+        "cache_teacher": cache_teacher,
+        "train_file_bytes": sample.size,
+        "train_sample_sha256": fingerprint(sample_encoded),
+    }
+    if checkpoint is not None:
+        # The student's starting weights are not compared: the checkpoint replaces them.
+        checkpoint.check_same_run({**run_settings, "student_sha256": checkpoint.state["settings"]["student_sha256"]})
+        checkpoint.restore(distiller)
+        if verbose:
+            print(f"resuming from {os.fspath(checkpoint.path)!r} at {checkpoint.where}", flush=True)
+    tracker = EpochTracker(stream)
+    run_callbacks: list[keras.callbacks.Callback] = [tracker]
+    if checkpoint_dir is not None:
+        if checkpoint is None:
+            start_fresh(checkpoint_dir, verbose)
+        run_callbacks.append(
+            TrainingCheckpoints(
+                checkpoint_dir,
+                batches=stream,
+                tokenizer=tokenizer,
+                settings=run_settings,
+                epochs=epochs,
+                every=checkpoint_every,
+                history=checkpoint.state["history"] if checkpoint is not None else None,
+            )
+        )
+    history: dict[str, list[float]] = {
+        key: list(values) for key, values in (checkpoint.state["history"] if checkpoint else {}).items()
+    }
+    if checkpoint is None or not checkpoint.finished:
+        position = (checkpoint.epoch, checkpoint.batch) if checkpoint is not None else (0, 0)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
+                for logs in fit_from(
+                    distiller,
+                    stream,
+                    stream.dataset(first_batch),
+                    epoch=position[0],
+                    batch=position[1],
+                    epochs=epochs,
+                    callbacks=[*(checkpoint.resume_callbacks() if checkpoint else []), *run_callbacks, *callbacks],
+                    verbose=verbose,
+                ):
+                    for key, values in logs.items():
+                        history.setdefault(key, []).extend(float(v) for v in values)
+        except Exception as error:
+            if stream.failure is not None and stream.failure is not error:
+                raise stream.failure from None
+            raise
+    metrics = {key: values[-1] for key, values in history.items() if values}
+    if not all(math.isfinite(value) for value in metrics.values()):
+        raise TrainingError(
+            f"Distillation diverged (last epoch's losses {metrics}); nothing was saved. Lower the learning rate "
+            f"(it was {chosen['learning_rate']:g}) or the temperature."
+        )
+    student.training_record = training_record(
+        {
+            **arguments,
+            **chosen,
+            "teacher": teacher_path,
+            "teacher_sha256": run_settings["teacher_sha256"],
+            "seed": run_seed,
+            "max_length": student.max_length,
+        },
+        {"train": describe_file(train_file)},
+        metrics=metrics,
+        metrics_split="train",
+    )
+    # A fresh, unbuilt optimizer of the same kind: the distiller's holds the projection's slots too.
+    student.compile(optimizer=distiller.optimizer.__class__.from_config(distiller.optimizer.get_config()))
+    path = None
+    if out is not None:
+        path = Path(out)
+        student.save(path)  # atomic
+        if verbose:
+            print(f"saved the student to {path} (tokenizer inside)", flush=True)
+    return TrainResult(
+        model=student,
+        metrics=metrics,
+        history=history,
+        path=path,
+        tokenizer=tokenizer,
+        metrics_split="train",
+        epochs_run=len(history.get("loss", [])),
+        checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir),
+        seed=run_seed,
+        epoch_seconds=list(tracker.epoch_seconds),
+    )
+
+
+def _check_cacheable(head: TaskHead, token_dropout: float, alpha_cos: float) -> None:
+    """Refuse ``cache_teacher`` where the teacher's input (or what is cached) would differ between epochs."""
+    if type(head).prepare_batch is not TaskHead.prepare_batch:
+        raise TrainingError(
+            f"cache_teacher (--cache-teacher) cannot be used with head {head.name!r} ({head.task_type}): its "
+            "prepare_batch draws every batch anew (e.g. masked-LM masking), so the teacher's input changes every "
+            "batch and outputs cached in one epoch would be wrong in the next. Leave out --cache-teacher."
+        )
+    if token_dropout > 0:
+        raise TrainingError(
+            f"cache_teacher (--cache-teacher) cannot be used with token_dropout={token_dropout} (--token-dropout): "
+            "tokens are dropped anew every epoch, so the teacher's input changes. Use one or the other."
+        )
+    if alpha_cos > 0:
+        raise TrainingError(
+            f"cache_teacher (--cache-teacher) keeps the teacher's head outputs, not its hidden states, and "
+            f"alpha_cos={alpha_cos} (--alpha-cos) needs those every step. Set alpha_cos to 0 or leave out the cache."
+        )
+
+
+class CachedTeacherStream(TrainingStream):
+    """A `TrainingStream` whose batches carry the teacher's declared outputs (``teacher/<output>`` inputs), computed
+    once per row (keyed by the row's real tokens) by `fill_cache` and reused every epoch. Token-aligned outputs are
+    kept at the row's length and padded to each batch's width (every loss masks padding out). Held in memory: one
+    entry per row.
+
+    The teacher runs in `fill_cache`, on the calling thread, before training: the data pipeline's own thread only
+    looks outputs up (a Keras model called there while a JAX step runs fails).
+    """
+
+    teacher: DistilBertTaskModel
+    filling = False
+
+    def fill_cache(self) -> None:
+        """Run the teacher once over every row of the file (one pass, in epoch 0's order)."""
+        self.filling = True
+        try:
+            for _ in self.batches(0):
+                pass
+        finally:
+            self.filling = False
+
+    def _finish(self, x: Any, y: Any, epoch: int, index: int) -> tuple[Any, Any]:
+        x, y = super()._finish(x, y, epoch, index)
+        cache: dict[bytes, dict[str, np.ndarray]] = self.__dict__.setdefault("cache", {})
+        targets = distillation_targets_of(self.teacher.heads[self.head_name], self.teacher.head_plugin(self.head_name))
+        arrays = {name: np.asarray(value) for name, value in x.items()}
+        width = arrays["input_ids"].shape[-1]
+        lengths = arrays["attention_mask"].astype(bool).reshape(len(arrays["input_ids"]), -1).sum(axis=1)
+        keys = [
+            b"|".join(arrays[name][row][..., : lengths[row]].tobytes() for name in sorted(arrays))
+            for row in range(len(lengths))
+        ]
+        missing = [row for row, key in enumerate(keys) if key not in cache]
+        if missing and not self.filling:
+            raise TrainingError(
+                f"{self.path.name}: {len(missing)} row(s) of epoch {epoch + 1}, batch {index + 1} were not in the "
+                "teacher cache filled before training: the file changed during the run. Run again (or leave out "
+                "--cache-teacher)."
+            )
+        if missing:
+            outputs = self.teacher({name: value[missing] for name, value in arrays.items()}, training=False)
+            for slot, row in enumerate(missing):
+                cache[keys[row]] = {
+                    name: keras.ops.convert_to_numpy(outputs[self.head_name][name])[slot][
+                        : lengths[row] if target.tokens != "none" else None
+                    ]
+                    for name, target in targets.items()
+                }
+        for name, target in targets.items():
+            rows = [cache[key][name] for key in keys]
+            if target.tokens != "none":
+                rows = [np.pad(row, [(0, width - len(row))] + [(0, 0)] * (row.ndim - 1)) for row in rows]
+            x = {**x, CACHED_TEACHER_PREFIX + name: np.stack(rows)}
+        return x, y
+
+
+__all__ = ["distill"]

@@ -101,12 +101,11 @@ def _run(command: list[str], what: str) -> tuple[subprocess.CompletedProcess[str
 
 
 def common_flags(args: argparse.Namespace, files: dict[str, Path]) -> list[str]:
-    """The settings every training here shares: data, epochs, batch, rate, length, seed, no early stop."""
+    """The settings every training here shares: data, epochs, batch, rate, warmup, length, seed."""
     return [
-        "--train", str(files["train"]), "--eval", str(files["dev"]),
-        "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+        "--train", str(files["train"]), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
         "--learning-rate", str(args.learning_rate), "--max-length", str(args.max_length),
-        "--warmup-ratio", "0.1", "--seed", str(args.seed), "--patience", "0", "--json",
+        "--warmup-ratio", "0.1", "--seed", str(args.seed), "--json",
     ]  # fmt: skip
 
 
@@ -115,6 +114,9 @@ def train_teacher(args: argparse.Namespace, model_dir: Path, files: dict[str, Pa
         return {"path": str(args.teacher), "reused": True}
     out = work / "teacher.keras"
     command = ["distilbert-heads", "train", "--task", "sentiment", "--pretrained", str(model_dir), "--out", str(out)]
+    # The teacher alone picks its best epoch on the dev rows; the students train the same epochs and both keep
+    # their last, so they differ only in the teacher's signal.
+    command += ["--eval", str(files["dev"]), "--patience", "0"]
     done, seconds = _run(command + common_flags(args, files), "teacher fine-tuning")
     return {"path": str(out), "train_seconds": seconds, "epoch_seconds": json.loads(done.stdout)["epoch_seconds"]}
 

@@ -297,6 +297,7 @@ def distill(
         {"train": describe_file(train_file)},
         metrics=metrics,
         metrics_split="train",
+        previous=student.training_record,
     )
     # A fresh, unbuilt optimizer of the same kind: the distiller's holds the projection's slots too.
     student.compile(optimizer=distiller.optimizer.__class__.from_config(distiller.optimizer.get_config()))

@@ -545,7 +545,7 @@ def train(
     if eval_file is not None:
         hashed["eval"] = describe_file(eval_file)
     model.training_record = training_record(
-        {**arguments, **resolved}, hashed, run, metrics=metrics, metrics_split=split
+        {**arguments, **resolved}, hashed, run, metrics=metrics, metrics_split=split, previous=model.training_record
     )
     path = None
     if out is not None:

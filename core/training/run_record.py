@@ -56,14 +56,22 @@ def describe_file(path: str | os.PathLike) -> dict[str, Any]:
     }
 
 
+# Record entries about how a model was made that stay true after it trains further (see `training_record`).
+LINEAGE_KEYS = ("student",)
+
+
 def training_record(
     settings: Mapping[str, Any],
     data: Mapping[str, Mapping[str, Any]],
     run: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
     metrics_split: str | None = None,
+    previous: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The record saved with a trained model: versions, date, ``settings``, the data files' hashes and ``run``.
+
+    ``previous`` is the record the model had before this run: what it says about the model's making that
+    outlives one run (`LINEAGE_KEYS`: the teacher a student was cut from) is carried over.
 
     Args:
         settings: `train`'s arguments as it ran (see `plain` for what becomes of objects).
@@ -85,4 +93,5 @@ def training_record(
         "data": {role: dict(described) for role, described in data.items()},
         "run": plain(run) if run is not None else None,
         "metrics": None if metrics is None else {"split": metrics_split, "values": plain(metrics)},
+        **{key: previous[key] for key in LINEAGE_KEYS if isinstance(previous, Mapping) and key in previous},
     }

@@ -48,6 +48,7 @@ def predict(
     dtype: str | None = None,
     answer_column: str = "answer",
     decode_options: Mapping[str, Any] | None = None,
+    predictor: type[BatchPredictor] = BatchPredictor,
 ) -> Any:
     """``dataset`` (a ``ray.data.Dataset``) with an answer column added by the model at ``model_path``.
 
@@ -66,6 +67,8 @@ def predict(
         num_cpus: CPUs Ray reserves per actor.
         max_length, stride, dtype, decode_options: as `BatchPredictor`'s.
         answer_column: the column the answers (JSON strings) go in.
+        predictor: the class each actor builds: `BatchPredictor` or a subclass (to add columns, time batches, ...)
+            that takes the same arguments.
 
     Raises:
         ModuleNotFoundError: Ray Data is not installed (the message gives the pip command).
@@ -82,8 +85,10 @@ def predict(
         pool = ray_data.ActorPoolStrategy(min_size=actors[0], max_size=actors[1])
     else:
         pool = ray_data.ActorPoolStrategy(size=actors)
+    if not (isinstance(predictor, type) and issubclass(predictor, BatchPredictor)):
+        raise TypeError(f"predictor must be BatchPredictor or a subclass of it, got {predictor!r}.")
     return dataset.map_batches(
-        BatchPredictor,
+        predictor,
         fn_constructor_kwargs={
             "model_path": str(path),
             "head": head,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -269,7 +270,7 @@ RAY_DRIVER = textwrap.dedent(
     results = {}
     for name, job in spec["jobs"].items():
         dataset = ray.data.from_items(job["rows"], override_num_blocks=job["blocks"])
-        answered = ray_data.predict(dataset, job["model"], actors=2, batch_size=job["batch_size"])
+        answered = ray_data.predict(dataset, job["model"], actors=job["actors"], batch_size=job["batch_size"])
         results[name] = {str(row["id"]): row["answer"] for row in answered.take_all()}
 
     def children(pid):
@@ -341,8 +342,9 @@ def test_ray_data_answers_5000_texts_as_the_pipeline_does_and_leaves_no_process(
                 "rows": [{"id": i, "text": text} for i, text in enumerate(texts)],
                 "blocks": 8,
                 "batch_size": 256,
+                "actors": 2,
             },
-            "choice": {"model": str(choice_path), "rows": choice_rows, "blocks": 2, "batch_size": 16},
+            "choice": {"model": str(choice_path), "rows": choice_rows, "blocks": 2, "batch_size": 16, "actors": 1},
         },
     }
     environment = {
@@ -374,9 +376,12 @@ def test_ray_data_answers_5000_texts_as_the_pipeline_does_and_leaves_no_process(
         for pid in stragglers:
             os.kill(pid, signal.SIGKILL)
         if stragglers:
-            warnings.warn(f"ray.shutdown() left {len(stragglers)} process(es) running, killed: {stragglers}")
+            warnings.warn(
+                f"ray.shutdown() left {len(stragglers)} process(es) running, killed: {stragglers}", stacklevel=1
+            )
         time.sleep(0.5 if stragglers else 0)
         assert not ray_leftovers(started, ray_dir)
+        shutil.rmtree(ray_dir, ignore_errors=True)  # the session's logs and sockets
 
     assert started, "the driver saw no process of Ray's: the check above would have nothing to check"
     expected = jsonable(pipeline(trained_sentiment.model_path)(texts))

@@ -16,7 +16,7 @@ each batch). The per-actor steady rate is what a cluster projection scales (see 
     python benchmarks/scale_inference.py --out benchmarks/results/scale_inference
     python benchmarks/scale_inference.py --texts 400 --variant tiny --out /tmp/scale   # quick
 
-Writes ``scale_inference.json`` and ``scale_inference.md`` under ``--out``.
+Writes ``scale_inference_<variant>.json`` and ``.md`` under ``--out``.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ def main() -> None:
     parser.add_argument("--variant", default="small", choices=("tiny", "small", "base"))
     parser.add_argument("--actors", default="1,2", help="actor counts to run, comma-separated (default 1,2)")
     parser.add_argument("--batch-size", type=int, default=128, help="rows per Ray batch (default 128)")
-    parser.add_argument("--out", type=Path, required=True, help="folder for scale_inference.json and .md")
+    parser.add_argument("--out", type=Path, required=True, help="folder for scale_inference_<variant>.json and .md")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -205,8 +205,9 @@ def main() -> None:
         "results": results,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "scale_inference.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "scale_inference.md").write_text(markdown(report))
+    stem = f"scale_inference_{args.variant}"
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / f"{stem}.md").write_text(markdown(report))
     print(markdown(report))
 
 

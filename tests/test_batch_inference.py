@@ -6,6 +6,7 @@ texts, answers identical to the pipeline's) and leaves no Ray process behind.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pickle
@@ -30,6 +31,7 @@ from distilbert_heads.serving.batch import ANSWER_FORMATS
 
 ENCODER = {"num_layers": 1, "hidden_size": 32, "num_heads": 2, "intermediate_size": 64}
 CHOICE_MODULES = ("distilbert_head_choice",)
+RAY_MISSING = 'Ray is not installed: pip install "distilbert-heads[ray]" (CI installs it)'
 
 # Per built-in head: a batch of its input kind's columns, with hostile rows (empty, unicode, long) among them.
 TEXTS = ["the movie was great", "", "   ", "Zoë Åström visited 東京", "marie curie " * 40, "awful , boring ."]
@@ -242,6 +244,18 @@ def test_ray_helper_without_ray_says_what_to_install(models, monkeypatch):
     assert_mentions(error, 'pip install "distilbert-heads[ray]"', "Ray Data")
 
 
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason=RAY_MISSING)
+def test_ray_helper_refuses_a_missing_model_and_a_foreign_predictor_before_any_actor_starts(models, tmp_path):
+    from distilbert_heads import ray_data
+
+    with pytest.raises(FileNotFoundError) as error:
+        ray_data.predict(object(), tmp_path / "nowhere.keras")
+    assert_mentions(error, "nowhere.keras", str(tmp_path), ".keras file")
+    with pytest.raises(TypeError) as error:
+        ray_data.predict(object(), models["sentiment"], predictor=dict)
+    assert_mentions(error, "BatchPredictor", "dict")
+
+
 # -- Ray Data on a local cluster -----------------------------------------------------------------------------------
 def many_texts(count: int) -> list[str]:
     """``count`` texts of 0 to 40 words from the demo files' words, with empty and unicode ones among them."""
@@ -321,11 +335,11 @@ def ray_leftovers(started: list[int], ray_dir: str) -> dict[int, str]:
     return left
 
 
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason=RAY_MISSING)
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc to find the processes Ray left behind")
 def test_ray_data_answers_5000_texts_as_the_pipeline_does_and_leaves_no_process(
     trained_sentiment, choice_model, tmp_path
 ):
-    pytest.importorskip("ray.data", reason='Ray Data is not installed: pip install "distilbert-heads[ray]"')
     texts = many_texts(5000)
     choice_path, choice_site = choice_model
     choice_rows = [

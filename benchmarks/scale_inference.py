@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -105,6 +106,7 @@ def steady_rate(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run(texts: list[str], model_path: Path, actor_counts: list[int], batch_size: int) -> list[dict[str, Any]]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a loopback cluster for one run: no token under ~/.ray
     import ray
 
     from distilbert_heads import pipeline, ray_data
@@ -124,7 +126,9 @@ def run(texts: list[str], model_path: Path, actor_counts: list[int], batch_size:
         }
     )
 
+    ray_dir = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must stay under 107 characters
     ray.init(
+        _temp_dir=ray_dir,
         num_cpus=os.cpu_count(),
         include_dashboard=False,
         _node_ip_address="127.0.0.1",
@@ -156,6 +160,7 @@ def run(texts: list[str], model_path: Path, actor_counts: list[int], batch_size:
             )
     finally:
         ray.shutdown()
+        shutil.rmtree(ray_dir, ignore_errors=True)
     return results
 
 

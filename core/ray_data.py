@@ -49,6 +49,7 @@ def predict(
     answer_column: str = "answer",
     decode_options: Mapping[str, Any] | None = None,
     predictor: type[BatchPredictor] = BatchPredictor,
+    ray_options: Mapping[str, Any] | None = None,
 ) -> Any:
     """``dataset`` (a ``ray.data.Dataset``) with an answer column added by the model at ``model_path``.
 
@@ -69,6 +70,8 @@ def predict(
         answer_column: the column the answers (JSON strings) go in.
         predictor: the class each actor builds: `BatchPredictor` or a subclass (to add columns, time batches, ...)
             that takes the same arguments.
+        ray_options: more keywords for ``Dataset.map_batches``, e.g. ``{"runtime_env": {"env_vars":
+            {"TF_NUM_INTRAOP_THREADS": "4"}}}`` (threads per actor on TensorFlow), ``memory``, ``num_gpus``.
 
     Raises:
         ModuleNotFoundError: Ray Data is not installed (the message gives the pip command).
@@ -105,6 +108,7 @@ def predict(
         compute=pool,
         num_cpus=num_cpus,
         udf_modifying_row_count=False,
+        **dict(ray_options or {}),
     )
 
 

@@ -277,6 +277,49 @@ def test_ray_helper_refuses_a_missing_model_and_a_foreign_predictor_before_any_a
     assert_mentions(error, "BatchPredictor", "dict")
 
 
+class RecordingDataset:
+    """Stands in for a Ray Dataset: records what ``map_batches`` is given."""
+
+    def map_batches(self, fn, **kwargs):
+        self.fn, self.kwargs = fn, kwargs
+        return self
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason=RAY_MISSING)
+@pytest.mark.parametrize(("actors", "pool"), [(3, (3, 3)), ((1, 4), (1, 4))])
+def test_ray_helper_asks_for_an_actor_pool_of_load_once_predictors(models, monkeypatch, actors, pool):
+    from distilbert_heads import ray_data
+
+    monkeypatch.chdir(models["qa"].parent)
+    head = pipeline(models["qa"]).head_name
+    dataset = ray_data.predict(
+        RecordingDataset(),
+        models["qa"].name,  # relative: the workers get it absolute
+        actors=actors,
+        batch_size=64,
+        model_batch_size=8,
+        head=head,
+        decode_options={"max_answer_length": 5},
+        ray_options={"memory": 2**30},
+    )
+    assert dataset.fn is BatchPredictor
+    assert (dataset.kwargs["compute"].min_size, dataset.kwargs["compute"].max_size) == pool
+    assert dataset.kwargs["fn_constructor_kwargs"] == {
+        "model_path": str(models["qa"].resolve()),
+        "head": head,
+        "batch_size": 8,
+        "max_length": None,
+        "stride": None,
+        "dtype": None,
+        "answer_column": "answer",
+        "answer_format": "json",
+        "decode_options": {"max_answer_length": 5},
+    }
+    assert dataset.kwargs["batch_size"] == 64 and dataset.kwargs["batch_format"] == "numpy"
+    assert dataset.kwargs["num_cpus"] == 1 and dataset.kwargs["memory"] == 2**30
+    BatchPredictor(**dataset.kwargs["fn_constructor_kwargs"])  # what each actor builds is a valid predictor
+
+
 # -- Ray Data on a local cluster -----------------------------------------------------------------------------------
 def many_texts(count: int) -> list[str]:
     """``count`` texts of 0 to 40 words from the demo files' words, with empty and unicode ones among them."""

@@ -331,7 +331,7 @@ def many_texts(count: int) -> list[str]:
 
 
 # Runs in a fresh process: a Ray cluster of 2 CPUs on loopback, the helper over the texts (and the plugin's rows),
-# answers and the pids of every process the driver started (Ray's) written to a file before ray.shutdown().
+# answers and (pid, start time) of every process the driver started (Ray's) written to a file before ray.shutdown().
 RAY_DRIVER = textwrap.dedent(
     """
     import json, os, sys
@@ -353,17 +353,18 @@ RAY_DRIVER = textwrap.dedent(
 
     def children(pid):
         found, todo = [], [pid]
-        parents = {}
+        parents, started = {}, {}
         for entry in os.listdir("/proc"):
             if entry.isdigit():
                 try:
-                    stat = open(f"/proc/{entry}/stat").read()
+                    fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
                 except OSError:
                     continue
-                parents.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+                parents.setdefault(int(fields[1]), []).append(int(entry))
+                started[int(entry)] = int(fields[19])
         while todo:
             for child in parents.get(todo.pop(), []):
-                found.append(child)
+                found.append([child, started[child]])
                 todo.append(child)
         return found
 
@@ -386,15 +387,15 @@ def process_state(pid: int) -> tuple[str, int, str] | None:
     return fields[0], int(fields[19]), command
 
 
-def ray_leftovers(started: list[int], ray_dir: str) -> dict[int, str]:
-    """Processes still running (zombies are dead: exited, waiting to be reaped) that the driver started or whose
-    command line names this cluster's temporary folder."""
+def ray_leftovers(started: list[list[int]], ray_dir: str) -> dict[int, str]:
+    """Processes still running (zombies are dead: exited, waiting to be reaped) that the driver started (the same
+    pid and start time: a reused pid is another process) or whose command line names this cluster's folder."""
     left = {}
-    for pid in {*started, *(int(entry) for entry in os.listdir("/proc") if entry.isdigit())}:
+    for pid in (int(entry) for entry in os.listdir("/proc") if entry.isdigit()):
         state = process_state(pid)
         if state is None or state[0] == "Z":
             continue
-        if pid in started or ray_dir in state[2]:
+        if [pid, state[1]] in started or ray_dir in state[2]:
             left[pid] = state[2]
     return left
 

@@ -45,6 +45,7 @@ _EXPORTS = {
     "MaskedSparseCategoricalCrossentropy": "losses",
     "Pipeline": "text.pipeline",
     "pipeline": "text.pipeline",
+    "BatchPredictor": "serving.batch",
     "NLPTaskConfig": "tasks",
     "NLPTaskType": "tasks",
 }

@@ -183,6 +183,25 @@ class _SplitWhileTraining(keras.callbacks.Callback):
         self._split(False)
 
 
+@contextlib.contextmanager
+def local_saving() -> Iterator[None]:
+    """No distribution while a file is written by one process alone.
+
+    Keras' saving creates variables (``saving_lib`` builds a throwaway optimizer), and under a multi-process
+    distribution creating a variable is a collective every process must join: process 0 saving alone would wait
+    for the others forever. The weights themselves are replicated, so each process reads them locally.
+    """
+    current = keras.distribution.distribution()
+    if current is None:
+        yield
+        return
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(current)
+
+
 def _tree_map(function: Any, tree: Any) -> Any:
     if isinstance(tree, dict):
         return {key: _tree_map(function, value) for key, value in tree.items()}
@@ -364,4 +383,12 @@ def _setup_tensorflow(setting: Distribution, batch_size: int) -> DataParallelRun
     return DataParallelRun(setting, process_index=0, process_count=1, replicas=1, scope=strategy.scope)
 
 
-__all__ = ["DATA_PARALLEL", "MIRRORED", "DataParallelRun", "Distribution", "parse_distribution", "setup"]
+__all__ = [
+    "DATA_PARALLEL",
+    "MIRRORED",
+    "DataParallelRun",
+    "Distribution",
+    "local_saving",
+    "parse_distribution",
+    "setup",
+]

@@ -46,7 +46,7 @@ from distilbert_heads.training.defaults import (
     DEFAULT_SCHEDULE_SCRATCH,
     SHUFFLE_BUFFER_ROWS,
 )
-from distilbert_heads.training.distributed import DataParallelRun, Distribution, parse_distribution
+from distilbert_heads.training.distributed import DataParallelRun, Distribution, local_saving, parse_distribution
 from distilbert_heads.training.distributed import setup as setup_distribution
 from distilbert_heads.training.evaluation import (
     chance_level_warning,
@@ -586,7 +586,8 @@ def train(
     path = None
     if out is not None and writes_files:
         path = Path(out)
-        model.save(path)  # atomic: creates missing parent folders
+        with local_saving():
+            model.save(path)  # atomic: creates missing parent folders
     result = TrainResult(
         model=model,
         metrics=metrics,

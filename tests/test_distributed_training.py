@@ -5,11 +5,13 @@ refused, never run on one device."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import keras
@@ -18,7 +20,7 @@ import pytest
 from helpers import assert_mentions, demo_rows
 
 from distilbert_heads.cli import main
-from distilbert_heads.training import distributed
+from distilbert_heads.training import distributed, streaming
 from distilbert_heads.training.checkpointing import LAST, STATE
 from distilbert_heads.training.settings import TrainingError
 
@@ -186,6 +188,51 @@ def test_killed_distributed_run_resumes_to_the_uninterrupted_weights(files, sing
     resumed = run_workers(tmp_path / "resumed", files["train"], {**settings, "resume": True}, processes=2)
     for weights, _ in resumed:
         assert_close(weights, single, atol=1e-5)
+
+
+def _split(process: int, processes: int, replicas: int) -> distributed.DataParallelRun:
+    return distributed.DataParallelRun(
+        distributed.Distribution(),
+        process_index=process,
+        process_count=processes,
+        replicas=replicas,
+        scope=contextlib.nullcontext,
+    )
+
+
+@pytest.mark.parametrize(("processes", "replicas"), [(2, 2), (2, 4), (1, 4), (4, 4)])
+def test_processes_share_out_the_single_process_batches(tmp_path, demo_tokenizer, processes, replicas):
+    """Each process's rows of every batch, put together in process order, are the single-process batch: same rows,
+    same order, same padded width; an epoch's short last batch is cut to what the replicas split, and says so."""
+    from distilbert_heads.heads.sentiment import SentimentHead
+
+    rows = [{"text": " ".join(["great"] * (1 + i % 37)), "label": float(i)} for i in range(50)]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    head = SentimentHead(16, "text_regression", {"num_classes": 1})
+
+    def stream(split):
+        encoder = streaming.ExampleEncoder(head, demo_tokenizer, 64, path)
+        options = {"head_name": "h", "batch_size": 8, "seed": 3, "token_dropout": 0.3, "split": split}
+        return streaming.TrainingStream(path, SentimentHead.example_schema, "sentiment", encoder, **options)
+
+    whole = list(stream(None).batches(1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        shares = [list(stream(_split(p, processes, replicas)).batches(1)) for p in range(processes)]
+    cut = 50 % 8 % replicas  # rows of the last batch (2) that do not split across the replicas
+    assert [len(share) for share in shares] == [len(whole) - (cut == 2)] * processes
+    for index, parts in enumerate(zip(*shares)):
+        (x, y), usable = whole[index], 8 if index < 6 else 2 - cut
+        for key in x:
+            np.testing.assert_array_equal(np.concatenate([part[0][key] for part in parts]), x[key][:usable])
+        np.testing.assert_array_equal(
+            np.concatenate([part[1]["h"]["logits"] for part in parts]), y["h"]["logits"][:usable]
+        )
+    messages = [str(w.message) for w in caught if "replicas" in str(w.message)]
+    assert bool(messages) == bool(cut)
+    if cut:
+        assert_mentions(messages[0], "rows.jsonl", "2 row(s)", f"{replicas} replicas", "left out")
 
 
 @pytest.mark.parametrize(

@@ -452,7 +452,7 @@ def train(
     tracker = EpochTracker(stream)
     run_callbacks: list[keras.callbacks.Callback] = [tracker]
     if data_parallel is not None:
-        run_callbacks.insert(0, data_parallel.training_batches())  # first: held-out scoring after it sees all rows
+        run_callbacks.insert(0, data_parallel.training_batches())  # first: split only the training steps
     evaluation: HeadEvaluationCallback | None = None
     if eval_file is not None:
         evaluation = HeadEvaluationCallback(

@@ -280,15 +280,20 @@ class TrainingStream:
                 index += 1
                 pending_rows -= self.batch_size
                 pending = [(x_tail, y_tail)] if pending_rows else []
-        if pending_rows and index >= skip and (self.split is None or self.split.usable_rows(pending_rows)):
+        if pending_rows and index >= skip:
+            if self.split is not None and not self.split.usable_rows(pending_rows):
+                self._say_cut(pending_rows, 0)  # no row of it splits across the replicas: the batch is left out
+                return
             x, y = join_batches(pending, self.pad_id)
             yield self._finish(x, y, epoch, index)
 
     def _finish(self, x: Tree, y: Tree, epoch: int, index: int) -> tuple[Tree, Tree]:
         rows = rows_of(x)
         if self.split is not None and self.split.usable_rows(rows) < rows:
-            x, y = self._cut_short_batch(x, y, rows, self.split.usable_rows(rows))
-            rows = rows_of(x)
+            usable = self.split.usable_rows(rows)
+            self._say_cut(rows, usable)
+            (x, _), (y, _) = split_rows(x, usable), split_rows(y, usable)
+            rows = usable
         x, y = trim_batch(x, y)
         if self.token_dropout > 0:
             rng = np.random.default_rng([self.seed, epoch, index])
@@ -299,7 +304,7 @@ class TrainingStream:
             x, y = self.split.local_rows(x, rows), self.split.local_rows(y, rows)
         return x, {self.head_name: y}
 
-    def _cut_short_batch(self, x: Tree, y: Tree, rows: int, usable: int) -> tuple[Tree, Tree]:
+    def _say_cut(self, rows: int, usable: int) -> None:
         # An epoch's last, short batch must split evenly across the replicas: its last rows wait for the next
         # epoch (shuffled anew, so other rows are cut then). Said once per run, never silently.
         if not getattr(self, "_said_cut", False):
@@ -312,7 +317,6 @@ class TrainingStream:
                 UserWarning,
                 stacklevel=2,
             )
-        return split_rows(x, usable)[0], split_rows(y, usable)[0]
 
     def _epoch_batches(self) -> Iterator[tuple[Tree, Tree]]:
         for batch in self.batches(self.epoch, skip=self.first_batch):

@@ -107,10 +107,13 @@ def measure(processes: int, settings: dict[str, Any]) -> dict[str, Any]:
 
 def markdown(report: dict[str, Any]) -> str:
     base = report["results"][0]["samples_per_second"]
+    cpu = report["machine"]["cpu"]
     lines = [
         "# Data-parallel training throughput (JAX, processes on one machine)",
         "",
-        f"Machine: {report['machine']['cpu']}, {report['machine']['memory_gb']} GB",
+        f"Machine: {cpu.get('model')}, {cpu.get('usable_cores')} usable cores, {report['machine']['memory_gb']} GB; "
+        f"load average before/after: {report['load_average']['before']} / {report['load_average']['after']} "
+        "(other work on the machine shares the cores).",
         f"Model: {report['settings']['encoder']}, global batch {report['settings']['batch_size']}, "
         f"max length {report['settings']['max_length']}, {report['settings']['steps']} steps timed after "
         f"{report['settings']['warmup']} warm-up steps.",
@@ -146,8 +149,10 @@ def main() -> None:
         "steps": args.steps,
         "encoder": ENCODER,
     }
+    before = machine.load_average()
     results = [measure(count, settings) for count in args.processes]
-    report = {"machine": machine.describe(), "settings": settings, "results": results}
+    load = {"before": before, "after": machine.load_average()}
+    report = {"machine": machine.describe(), "load_average": load, "settings": settings, "results": results}
     (args.out / "scale_train.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     (args.out / "scale_train.md").write_text(markdown(report), encoding="utf-8")
     print(markdown(report))

@@ -280,6 +280,26 @@ def _start_keras_quietly() -> None:
 
 
 # -- train ---------------------------------------------------------------------------------------------
+def _distribution(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The data-parallel flags as `train`'s ``distribution``; the others without --distribution are refused."""
+    given = {
+        key: value
+        for key, value in (
+            ("devices", args.devices),
+            ("coordinator", args.coordinator),
+            ("num_processes", args.num_processes),
+            ("process_id", args.process_id),
+        )
+        if value is not None
+    }
+    if args.distribution is None:
+        if given:
+            flags = ", ".join("--" + key.replace("_", "-") for key in given)
+            raise CLIError(f"{flags} set how a data-parallel run is spread: add --distribution data-parallel.")
+        return None
+    return {"strategy": args.distribution, **given}
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     heads = _head_list(args)
     from distilbert_heads.training.loop import train  # imports Keras: only once the arguments are good
@@ -327,6 +347,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             resume=args.resume,
             verbose=1 if sys.stdout.isatty() else 2,
             run=getattr(args, "run_file", None),
+            distribution=_distribution(args),
         )
     if args.json:
         print(
@@ -704,6 +725,30 @@ def _add_train(subparsers: Any) -> None:
         help="continue the interrupted run from its last checkpoint in --checkpoint-dir, at the same step and data "
         "position; pass the same arguments as that run (a different setting is refused)",
     )
+    distributed = parser.add_argument_group(
+        "data-parallel training",
+        "Train on several devices and processes (KERAS_BACKEND=jax): --batch-size is the global batch, split across "
+        "them; the run trains the weights one device would on the same batches. Start the same command in every "
+        "process with its --process-id; only process 0 writes files. --coordinator, --num-processes and "
+        "--process-id default to $KERAS_DISTRIBUTION_JOB_ADDRESSES, $KERAS_DISTRIBUTION_NUM_PROCESSES and "
+        "$KERAS_DISTRIBUTION_PROCESS_ID.",
+    )
+    distributed.add_argument(
+        "--distribution",
+        choices=["data-parallel", "mirrored"],
+        help="data-parallel: keras.distribution on the JAX backend; mirrored: tf.distribute.MirroredStrategy over "
+        "this machine's devices on the TensorFlow backend (default: one device)",
+    )
+    distributed.add_argument(
+        "--devices",
+        metavar="N_OR_NAMES",
+        help="devices per process: a count (the first N) or names such as cpu:0,cpu:1 (default: all)",
+    )
+    distributed.add_argument(
+        "--coordinator", metavar="HOST:PORT", help="process 0's address, the same in every process"
+    )
+    distributed.add_argument("--num-processes", type=_positive_int, metavar="N", help="processes in the run")
+    distributed.add_argument("--process-id", type=int, metavar="I", help="this process's id, 0 to N-1 (0 writes files)")
     parser.set_defaults(handler=_cmd_train)
 
 

@@ -41,6 +41,7 @@ import numpy as np
 from distilbert_heads import atomic
 from distilbert_heads.text.tokenizer import DistilBertTokenizer
 from distilbert_heads.training.callbacks import HeadEvaluationCallback
+from distilbert_heads.training.distributed import local_saving
 from distilbert_heads.training.settings import TrainingError
 from distilbert_heads.training.streaming import TrainingStream, batch_counter
 
@@ -315,7 +316,8 @@ class TrainingCheckpoints(keras.callbacks.Callback):
             if isinstance(value, (int, float, np.floating, np.integer)):
                 self.history.setdefault(key, []).append(float(value))
         if self.evaluation is not None and self.evaluation.best_epoch == epoch:
-            self.model.save(self.best_path)  # atomic (`atomic.save_keras_model`)
+            with local_saving():  # in a data-parallel run only process 0 writes checkpoints
+                self.model.save(self.best_path)  # atomic (`atomic.save_keras_model`)
         finished = epoch + 1 >= self.epochs or bool(self.model.stop_training)
         self.save(epoch + 1, 0, finished=finished)
 
@@ -325,7 +327,7 @@ class TrainingCheckpoints(keras.callbacks.Callback):
 
     def save(self, epoch: int, batch: int, finished: bool = False) -> None:
         """Replace ``last/`` by a checkpoint at data position (``epoch``, ``batch``): the next batch to train."""
-        with atomic.atomic_directory(self.directory / LAST) as temp:
+        with atomic.atomic_directory(self.directory / LAST) as temp, local_saving():
             self.model.save_weights(temp / WEIGHTS)
             np.savez(temp / RNG, **random_state(self.model))
             (temp / TOKENIZER).write_text(self.tokenizer.to_json_string(), encoding="utf-8")

@@ -46,6 +46,8 @@ from distilbert_heads.training.defaults import (
     DEFAULT_SCHEDULE_SCRATCH,
     SHUFFLE_BUFFER_ROWS,
 )
+from distilbert_heads.training.distributed import DataParallelRun, Distribution, local_saving, parse_distribution
+from distilbert_heads.training.distributed import setup as setup_distribution
 from distilbert_heads.training.evaluation import (
     chance_level_warning,
     head_scores_answers,
@@ -146,6 +148,7 @@ def train(
     checkpoint_every: int | None = None,
     resume: bool = False,
     run: Mapping[str, Any] | None = None,
+    distribution: str | Mapping[str, Any] | Distribution | DataParallelRun | None = None,
     **encoder_overrides: Any,
 ) -> TrainResult:
     """Train a model for ``task`` on a JSONL/CSV file and (with ``out``) save it as one ``.keras`` file.
@@ -219,10 +222,32 @@ def train(
             read from the checkpoint. The loss in ``history`` for the resumed epoch covers its remaining batches.
         run: how the run was asked for (the command line passes its ``--config`` run file, the keys it set and
             those flags overrode), kept as given in the model's training record.
+        distribution: train data-parallel (`distilbert_heads.training.distributed`): ``"data-parallel"`` on the JAX
+            backend over all local devices, or a `Distribution` (or mapping) naming ``devices`` and, for several
+            processes, ``coordinator``, ``num_processes`` and ``process_id`` (else Keras' ``KERAS_DISTRIBUTION_*``
+            variables). ``batch_size`` is the global batch, split across devices and processes; the run trains the
+            weights a single-device run would on the same batches. Only process 0 writes ``out``, checkpoints and the
+            skipped rows. ``"mirrored"``: tf.distribute's MirroredStrategy on the TensorFlow backend. A backend
+            that cannot distribute is refused, never run on one device.
         **encoder_overrides: `DistilBertConfig` fields, e.g. ``hidden_size=64, num_layers=2``.
     """
+    if distribution is not None and not isinstance(distribution, DataParallelRun):
+        given = {name: value for name, value in locals().items() if name != "encoder_overrides"}
+        if not isinstance(task, str):
+            raise TrainingError(
+                "distribution (--distribution) trains one head for now; train several heads without it."
+            )
+        data_parallel = setup_distribution(parse_distribution(distribution), batch_size=batch_size, seed=seed)
+        if not data_parallel.writes_files:
+            given["verbose"] = 0  # process 0 reports for the run
+        with data_parallel.scope():
+            return train(**{**given, "distribution": data_parallel}, **encoder_overrides)
+    data_parallel = distribution
+    writes_files = data_parallel is None or data_parallel.writes_files
     # Every argument as given, before any is resolved or changed: the model's training record keeps them.
-    arguments = plain({name: value for name, value in locals().items() if name != "run"})
+    arguments = plain({name: value for name, value in locals().items() if name not in ("run", "data_parallel")})
+    if data_parallel is not None:
+        arguments["distribution"] = data_parallel.describe()
     if schedule is None:
         schedule = DEFAULT_SCHEDULE_PRETRAINED if pretrained is not None else DEFAULT_SCHEDULE_SCRATCH
     settings = check_train_settings(
@@ -299,6 +324,8 @@ def train(
     head_class = record.head_class
     schema = example_schema(head_class, task)
     skipped = _skipped_rows(skip_invalid, skipped_file, out, train_file)
+    if skipped is not None and not writes_files:
+        skipped.side_file = Path(os.devnull)  # every process skips the same rows; process 0 lists them
     on_train_bad = skipped.handler(train_file) if skipped is not None else None
     on_eval_bad = skipped.handler(eval_file) if skipped is not None and eval_file is not None else None
     task_name = f"task {task!r}"
@@ -368,6 +395,12 @@ def train(
         sample_rows if sample.whole_file else round(sample_rows * sample.estimated_rows() / len(sample.examples))
     )
     batches_per_epoch = max(math.ceil(rows_per_epoch / batch_size), 1)
+    if (
+        data_parallel is not None
+        and rows_per_epoch % batch_size
+        and not data_parallel.usable_rows(rows_per_epoch % batch_size)
+    ):
+        batches_per_epoch = max(batches_per_epoch - 1, 1)  # the short last batch splits across no replica: left out
     if learning_rate is None:
         learning_rate = DEFAULT_LEARNING_RATE_PRETRAINED if pretrained is not None else DEFAULT_LEARNING_RATE_SCRATCH
     # One shuffled (and, with token_dropout, noised) batch sequence, a pure function of the seed and the epoch:
@@ -391,6 +424,7 @@ def train(
         shuffle_buffer=shuffle_buffer,
         on_bad_row=on_train_bad,
         batches_per_epoch=batches_per_epoch if sample.whole_file else None,
+        split=data_parallel,
     )
     first_batch = stream._finish(*split_rows_pair(sample_encoded, batch_size), 0, 0)
     model.compile(optimizer=build_optimizer(model, settings, learning_rate, batches_per_epoch))
@@ -417,6 +451,8 @@ def train(
     score_batch = max(batch_size, 32)
     tracker = EpochTracker(stream)
     run_callbacks: list[keras.callbacks.Callback] = [tracker]
+    if data_parallel is not None:
+        run_callbacks.insert(0, data_parallel.training_batches())  # first: split only the training steps
     evaluation: HeadEvaluationCallback | None = None
     if eval_file is not None:
         evaluation = HeadEvaluationCallback(
@@ -454,10 +490,10 @@ def train(
         run_callbacks.append(evaluation)
         if checkpoint is not None and checkpoint.state["evaluation"] is not None:
             evaluation.restore_state(checkpoint.state["evaluation"], checkpoint.best_weights())
-    if logdir is not None:
+    if logdir is not None and writes_files:
         # After the held-out scoring, so its val_* metrics are in the logs TensorBoard writes.
         run_callbacks.append(keras.callbacks.TensorBoard(log_dir=os.fspath(logdir)))
-    if checkpoint_dir is not None:
+    if checkpoint_dir is not None and writes_files:
         if checkpoint is None:
             start_fresh(checkpoint_dir, verbose)
         else:
@@ -548,9 +584,10 @@ def train(
         {**arguments, **resolved}, hashed, run, metrics=metrics, metrics_split=split, previous=model.training_record
     )
     path = None
-    if out is not None:
+    if out is not None and writes_files:
         path = Path(out)
-        model.save(path)  # atomic: creates missing parent folders
+        with local_saving():
+            model.save(path)  # atomic: creates missing parent folders
     result = TrainResult(
         model=model,
         metrics=metrics,

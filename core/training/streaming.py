@@ -203,8 +203,12 @@ class TrainingStream:
         shuffle_buffer: int = SHUFFLE_BUFFER_ROWS,
         on_bad_row: data_files.BadRowHandler | None = None,
         batches_per_epoch: int | None = None,
+        split: Any = None,
     ) -> None:
         self.batches_per_epoch = batches_per_epoch  # when known (the whole file was read up front)
+        # A data-parallel run (`distilbert_heads.training.distributed.DataParallelRun`): each global batch is cut to
+        # the rows that split evenly across the replicas, then this process keeps its share. None: whole batches.
+        self.split = split
         self.path, self.schema, self.task, self.encoder = Path(path), schema, task, encoder
         self.head_name, self.batch_size, self.seed = head_name, int(batch_size), int(seed)
         self.token_dropout, self.shuffle_buffer, self.on_bad_row = float(token_dropout), int(shuffle_buffer), on_bad_row
@@ -277,17 +281,42 @@ class TrainingStream:
                 pending_rows -= self.batch_size
                 pending = [(x_tail, y_tail)] if pending_rows else []
         if pending_rows and index >= skip:
+            if self.split is not None and not self.split.usable_rows(pending_rows):
+                self._say_cut(pending_rows, 0)  # no row of it splits across the replicas: the batch is left out
+                return
             x, y = join_batches(pending, self.pad_id)
             yield self._finish(x, y, epoch, index)
 
     def _finish(self, x: Tree, y: Tree, epoch: int, index: int) -> tuple[Tree, Tree]:
+        rows = rows_of(x)
+        if self.split is not None and self.split.usable_rows(rows) < rows:
+            usable = self.split.usable_rows(rows)
+            self._say_cut(rows, usable)
+            (x, _), (y, _) = split_rows(x, usable), split_rows(y, usable)
+            rows = usable
         x, y = trim_batch(x, y)
         if self.token_dropout > 0:
             rng = np.random.default_rng([self.seed, epoch, index])
             x = {**x, "input_ids": drop_tokens(x, self.token_dropout, self.special_ids, self.unk_id, rng)}
         rng = np.random.default_rng([self.seed, epoch, index, BATCH_PREPARATION_STREAM])
         x, y = self.encoder.head.prepare_batch(x, y, tokenizer=self.encoder.tokenizer, rng=rng)
+        if self.split is not None:
+            x, y = self.split.local_rows(x, rows), self.split.local_rows(y, rows)
         return x, {self.head_name: y}
+
+    def _say_cut(self, rows: int, usable: int) -> None:
+        # An epoch's last, short batch must split evenly across the replicas: its last rows wait for the next
+        # epoch (shuffled anew, so other rows are cut then). Said once per run, never silently.
+        if not getattr(self, "_said_cut", False):
+            self._said_cut = True
+            warnings.warn(
+                f"{self.path.name}: the epoch's last batch has {rows} row(s), which do not split across "
+                f"{self.split.replicas} replicas; its last {rows - usable} row(s) are left out of this epoch (the "
+                f"order is reshuffled each epoch). A row count that is a multiple of {self.split.replicas} "
+                "keeps every row.",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def _epoch_batches(self) -> Iterator[tuple[Tree, Tree]]:
         for batch in self.batches(self.epoch, skip=self.first_batch):

@@ -148,8 +148,12 @@ def test_encoder_int8_path_is_used_at_inference_and_not_in_training(monkeypatch)
         (lambda m: m.with_dtype("int8").with_dtype("bfloat16"), ("quantized to int8", "bfloat16", "float32 model")),
         (lambda m: m.quantize("int8", filters="q_lin"), ("filters", "whole model")),
         (lambda m: m.quantize("int4"), ("int4", "'int8'")),
+        (
+            lambda m: create_distilbert_with_head(task_type="sentiment", dtype="int8", **SMALL_ENCODER),
+            ("int8", "inference mode", "with_dtype('int8')", "predict --dtype int8"),
+        ),
     ],
-    ids=["twice", "not-float32", "int8-to-bfloat16", "partial", "int4"],
+    ids=["twice", "not-float32", "int8-to-bfloat16", "partial", "int4", "factory"],
 )
 def test_quantizing_what_cannot_work_is_refused(make, facts):
     model = _model("sentiment", {"num_classes": 2})

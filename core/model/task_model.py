@@ -413,7 +413,7 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
         with warnings.catch_warnings():
             # Keras warns once per layer without weights to quantize (LayerNormalization, Dropout, ...).
             warnings.filterwarnings("ignore", message=r".*does not have a `quantize` method", category=UserWarning)
-            super().quantize(mode, config=config, filters=_is_matmul_layer, **kwargs)
+            super().quantize(mode, config=config, filters=is_matmul_layer, **kwargs)
 
     def with_dtype(self, dtype: str) -> DistilBertTaskModel:
         """This model under another dtype policy: same heads, weights (cast) and tokenizer.
@@ -836,7 +836,7 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
         return model
 
 
-def _is_matmul_layer(layer: keras.layers.Layer) -> bool:
+def is_matmul_layer(layer: keras.layers.Layer) -> bool:
     """The layers `DistilBertTaskModel.quantize` quantizes: Dense and EinsumDense (not Embedding)."""
     return isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense))
 

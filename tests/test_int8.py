@@ -195,3 +195,33 @@ def test_pipeline_and_predict_offer_int8(tmp_path, demo_tokenizer):
     out = tmp_path / "out.jsonl"
     assert main(["predict", "--model", str(path), "--input", str(data), "--dtype", "int8", "--output", str(out)]) == 0
     assert len(out.read_text().splitlines()) == len(texts)
+
+
+def test_gpu_benchmark_dry_run_runs_every_code_path_on_the_cpu(tmp_path):
+    """``benchmarks/gpu.py`` where no GPU is: says so, exits 0, and still runs ours (JAX, jit + stateless_call;
+    the torch backend in a subprocess), transformers eager and compiled, parity and both training steps."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, str(root / "benchmarks" / "gpu.py"), "--out", str(tmp_path), "--backends", "torch"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env={**os.environ})
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu.json").read_text())
+    if not torch.cuda.is_available():
+        assert "no GPU: nothing measured" in done.stdout
+        assert report["dry_run"] and "DRY RUN" in (tmp_path / "gpu.md").read_text()
+    result = report["result"]
+    shapes = ("4x16", "1x16")
+    assert set(result["forward"]) == {f"{dtype} {shape}" for dtype in ("float32", "bfloat16") for shape in shapes}
+    for rows in result["forward"].values():
+        assert {"ours/jax", "transformers"} <= set(rows) and all(row["seq_per_s"] > 0 for row in rows.values())
+    assert "transformers+torch.compile" in result["forward"]["bfloat16 4x16"]
+    assert report["parity_ok"] and max(result["parity"].values()) <= 1e-4
+    assert result["train_step"]["ours/jax"]["median_s"] > 0 and result["train_step"]["transformers+autocast"]["n"] == 2
+    assert result["ours_other_backends"]["torch"]["rows"], result["ours_other_backends"]

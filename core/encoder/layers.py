@@ -13,6 +13,7 @@ matmul; ``benchmarks/README.md`` has the measurements. The numbers are unchanged
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import keras
@@ -54,18 +55,32 @@ def dense_2d(layer: keras.layers.Dense, tokens: Any, training: bool | None = Non
 
 
 def int8_matmul(left: Any, right: Any) -> Any:
-    """The int32 product of two int8 matrices on the backend's integer GEMM.
+    """The int32 product of two int8 matrices on the backend's fast integer GEMM.
 
-    Keras' ``ops.matmul`` already asks JAX (``preferred_element_type=int32``) and TensorFlow
-    (``output_type=int32``) for it, but on torch it uses ``torch._int_mm`` only on CUDA and
-    otherwise multiplies in a generic integer loop several times slower than float32;
-    ``torch._int_mm`` runs on the CPU too (oneDNN, VNNI/AMX where present).
+    Keras' ``ops.matmul`` asks each backend for an int32 result, but the kernels it gets are not
+    all fast on the CPU. TensorFlow's graph-mode int8 MatMul is a generic kernel 2-3x slower than
+    its float32 GEMM, while XLA's is faster than float32: the product runs as a small XLA-compiled
+    function (`_tf_int8_matmul`), also inside a graph that is not compiled as a whole (the
+    ``predict_on_batch`` pipelines use). Torch: Keras uses ``torch._int_mm`` only on CUDA and
+    otherwise a generic integer matmul several times slower than float32; ``torch._int_mm`` runs
+    on the CPU too (oneDNN, VNNI/AMX where present). JAX: ``preferred_element_type=int32``, as is.
     """
-    if keras.backend.backend() == "torch":
+    backend = keras.backend.backend()
+    if backend == "torch":
         import torch  # only on the torch backend
 
         return torch._int_mm(ops.convert_to_tensor(left).contiguous(), ops.convert_to_tensor(right).contiguous())
+    if backend == "tensorflow":
+        return _tf_int8_matmul()(left, right)
     return ops.matmul(left, right)
+
+
+@functools.cache
+def _tf_int8_matmul() -> Any:
+    """``tf.matmul(int8, int8) -> int32`` compiled by XLA, made once per process."""
+    import tensorflow as tf  # only on the TensorFlow backend
+
+    return tf.function(lambda left, right: tf.matmul(left, right, output_type=tf.int32), jit_compile=True)
 
 
 def int8_dense_2d(layer: keras.layers.Dense, tokens: Any) -> Any:

@@ -71,7 +71,7 @@ def int8_matmul(left: Any, right: Any) -> Any:
 
         return torch._int_mm(ops.convert_to_tensor(left).contiguous(), ops.convert_to_tensor(right).contiguous())
     if backend == "tensorflow":
-        return _tf_int8_matmul()(left, right)
+        return _tf_int8_matmul()(ops.convert_to_tensor(left), ops.convert_to_tensor(right))
     return ops.matmul(left, right)
 
 
@@ -94,7 +94,7 @@ def int8_dense_2d(layer: keras.layers.Dense, tokens: Any) -> Any:
     if not layer.inputs_quantizer:
         return layer(tokens)
     quantized, row_scale = layer.inputs_quantizer(tokens, axis=-1)
-    product = ops.cast(int8_matmul(quantized, layer._kernel), layer.compute_dtype)
+    product = ops.cast(int8_matmul(quantized, layer._kernel.value), layer.compute_dtype)
     return bias_add(ops.divide(product, ops.multiply(row_scale, layer.kernel_scale)), layer.bias)
 
 

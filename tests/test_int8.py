@@ -149,11 +149,15 @@ def test_encoder_int8_path_is_used_at_inference_and_not_in_training(monkeypatch)
         (lambda m: m.quantize("int8", filters="q_lin"), ("filters", "whole model")),
         (lambda m: m.quantize("int4"), ("int4", "'int8'")),
         (
+            lambda m: type(m).from_config({**m.get_config(), "quantization": "int4"}),
+            ("quantization", "'int4'", "'int8'", "edited"),
+        ),
+        (
             lambda m: create_distilbert_with_head(task_type="sentiment", dtype="int8", **SMALL_ENCODER),
             ("int8", "inference mode", "with_dtype('int8')", "predict --dtype int8"),
         ),
     ],
-    ids=["twice", "not-float32", "int8-to-bfloat16", "partial", "int4", "factory"],
+    ids=["twice", "not-float32", "int8-to-bfloat16", "partial", "int4", "edited-config", "factory"],
 )
 def test_quantizing_what_cannot_work_is_refused(make, facts):
     model = _model("sentiment", {"num_classes": 2})

@@ -26,7 +26,9 @@ The tokenizer (optional, ``model.tokenizer``) travels as Keras assets: `save_ass
 files under ``assets/tokenizer/`` inside the ``.keras`` archive and `load_assets` reads them
 back, so one file is a complete text-in, answers-out model. ``max_length`` (the longest input
 the model is meant to see, at most the encoder's ``max_position_embeddings``) is in the config, and
-so is ``training_record`` (how `train` made the model: versions, settings, data hashes), or None."""
+so is ``training_record`` (how `train` made the model: versions, settings, data hashes), or None.
+``quantization`` is ``"int8"`` for a model `quantize` ran on (else None): `from_config` quantizes the
+rebuilt model the same way, so the saved int8 kernels and their scales load into it."""
 
 from __future__ import annotations
 

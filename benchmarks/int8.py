@@ -120,9 +120,42 @@ def summarize(rows: dict[str, dict[str, float]]) -> dict[str, Any]:
     return out
 
 
+def gemm_kernels(tokens: int = 32 * 128, features: int = 768, repeats: int = 5) -> dict[str, float]:
+    """Milliseconds of one (tokens x 768) @ (768 x 768) product per kernel our int8 path may land on, beside
+    float32: where int8 is slower than float32 the kernel is the cause, not the encoder around it."""
+    import jax
+    import jax.numpy as jnp
+    import tensorflow as tf
+    import torch
+
+    rng = np.random.default_rng(0)
+    a8, b8 = (rng.integers(-127, 128, shape).astype("int8") for shape in ((tokens, features), (features, features)))
+    a32, b32 = a8.astype("float32"), b8.astype("float32")
+    tf_a8, tf_b8, tf_a32, tf_b32 = map(tf.constant, (a8, b8, a32, b32))
+    tf_float = tf.function(lambda: tf.matmul(tf_a32, tf_b32))
+    tf_int8 = tf.function(lambda: tf.matmul(tf_a8, tf_b8, output_type=tf.int32))
+    tf_int8_xla = tf.function(lambda: tf.matmul(tf_a8, tf_b8, output_type=tf.int32), jit_compile=True)
+    j_a8, j_b8, j_a32, j_b32 = map(jnp.asarray, (a8, b8, a32, b32))
+    j_float = jax.jit(lambda x, y: x @ y)
+    j_int8 = jax.jit(lambda x, y: jax.lax.dot(x, y, preferred_element_type=jnp.int32))
+    t_a8, t_b8, t_a32, t_b32 = map(torch.from_numpy, (a8, b8, a32, b32))
+    runners = {
+        "tensorflow float32": lambda: tf_float().numpy(),
+        "tensorflow int8 (graph MatMul)": lambda: tf_int8().numpy(),
+        "tensorflow int8 (XLA, ours)": lambda: tf_int8_xla().numpy(),
+        "jax float32": lambda: j_float(j_a32, j_b32).block_until_ready(),
+        "jax int8 (dot -> int32, ours)": lambda: j_int8(j_a8, j_b8).block_until_ready(),
+        "torch float32": lambda: t_a32 @ t_b32,
+        "torch int8 (torch._int_mm, ours)": lambda: torch._int_mm(t_a8, t_b8),
+    }
+    stats = timing.interleaved(runners, repeats=repeats, warmup=2)
+    return {name: stat["median_s"] * 1e3 for name, stat in stats.items()}
+
+
 def run(fx: Fixtures, quick: bool, shapes: dict[str, tuple[int, int]] | None = None) -> dict[str, Any]:
     models, notes = build_models(fx)
     result: dict[str, Any] = {"skipped": notes, "shapes": {}}
+    result["gemm_ms_32x128x768"] = gemm_kernels(repeats=3 if quick else 10)
     result["agreement_cosine_per_token"] = agreement(contenders(models, token_batch(4, 128)))
     for label, (batch_size, length) in (shapes or SHAPES).items():
         runners = contenders(models, token_batch(batch_size, length))
@@ -166,6 +199,8 @@ def markdown_lines(result: dict[str, Any]) -> tuple[list[str], list[tuple[str, s
             targets.append(
                 (f"int8 32x128 vs best float32 peer ({s['best_float32_peer']}) >= 2.5x", f"{ratio:.2f}x", ratio >= 2.5)
             )
+    kernels = ", ".join(f"{name} {ms:.1f}" for name, ms in result["gemm_ms_32x128x768"].items())
+    lines += [f"One 4096 x 768 x 768 product, ms: {kernels}.", ""]
     cosines = "; ".join(
         f"{k} min {v['min']:.5f} / mean {v['mean']:.5f}" for k, v in result["agreement_cosine_per_token"].items()
     )

@@ -106,6 +106,12 @@ def markdown(r: dict[str, Any]) -> str:
         ]
         if e["skipped"]:
             lines += [f"Skipped: {e['skipped']}", ""]
+    if "int8" in r:
+        from benchmarks import int8
+
+        int8_lines, int8_targets = int8.markdown_lines(r["int8"])
+        lines += int8_lines
+        targets += int8_targets
     if "pipeline" in r:
         p = r["pipeline"]
         if "rows" in p:

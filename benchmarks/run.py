@@ -4,7 +4,8 @@
     python benchmarks/run.py --quick --only plugins              # smoke run, < 1 minute
     python benchmarks/run.py --quick --only gemm,encoder         # any subset of the sections
 
-Sections: gemm (matmul ceiling), encoder (inference, float32 and bf16), pipeline (text
+Sections: gemm (matmul ceiling), encoder (inference, float32 and bf16), int8 (ours after
+quantize("int8") beside float32 and ONNX Runtime's dynamic int8), pipeline (text
 throughput), train (one training step), plugins (import and lookup cost). Ours runs on the
 TensorFlow backend (KERAS_BACKEND is set to tensorflow here). Contenders are timed round-robin
 in one process, so load from elsewhere on the machine hits them alike; the load average at the
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-SECTIONS = ("gemm", "encoder", "pipeline", "train", "plugins")
+SECTIONS = ("gemm", "encoder", "int8", "pipeline", "train", "plugins")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     env = dict(os.environ)
     with tempfile.TemporaryDirectory(prefix="dh-bench-") as tmp:
         workdir = args.workdir or Path(tmp)
-        needs_weights = {"encoder", "pipeline", "train"} & set(args.sections)
+        needs_weights = {"encoder", "int8", "pipeline", "train"} & set(args.sections)
         fx = None
         if needs_weights:
             from benchmarks import fixtures
@@ -97,6 +98,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             from benchmarks import inference
 
             _section("encoder", lambda: inference.run(fx, args.quick, results.get("gemm")), results)
+        if "int8" in args.sections:
+            from benchmarks import int8
+
+            _section("int8", lambda: int8.run(fx, args.quick), results)
         if "pipeline" in args.sections:
             from benchmarks import textpipe
 

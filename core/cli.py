@@ -1131,7 +1131,9 @@ def _add_predict(subparsers: Any) -> None:
     parser.add_argument("--batch-size", type=_positive_int, default=32, help="inputs per batch (default: 32)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per input")
     parser.add_argument(
-        "--dtype", help="run under this Keras dtype policy, e.g. bfloat16 (fastest on CPUs with bf16 instructions)"
+        "--dtype",
+        help="run under this Keras dtype policy, e.g. bfloat16 (fastest on CPUs with bf16 instructions), or int8: "
+        "the float32 model with its Dense weights quantized to int8 at load",
     )
     _add_progress_flag(parser)
     files = parser.add_argument_group(

@@ -358,6 +358,11 @@ def checked_dtype_policy(dtype: Any) -> keras.DTypePolicy:
     conversion error (``int32``) or a message about quantized policies (``float8``).
     """
     expected = "e.g. 'float32', 'mixed_bfloat16', 'mixed_float16' or 'bfloat16'"
+    if dtype == "int8":
+        raise ValueError(
+            "dtype 'int8' is an inference mode of a trained float32 task model, not a policy to build or train "
+            f"under ({expected}): use model.with_dtype('int8'), pipeline(..., dtype='int8') or predict --dtype int8."
+        )
     try:
         policy = keras.dtype_policies.get(dtype)
     except (ValueError, TypeError) as error:

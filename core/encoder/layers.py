@@ -13,6 +13,7 @@ matmul; ``benchmarks/README.md`` has the measurements. The numbers are unchanged
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import keras
@@ -35,17 +36,66 @@ def bias_add(x: Any, bias: Any) -> Any:
     return ops.add(x, bias)
 
 
-def dense_2d(layer: keras.layers.Dense, tokens: Any) -> Any:
+def dense_2d(layer: keras.layers.Dense, tokens: Any, training: bool | None = None) -> Any:
     """``layer(tokens)`` for a (tokens, features) matrix: one plain 2-D matmul plus a fusable bias add.
 
     A Dense layer on a 3-D input runs as tensordot (reshape, matmul, reshape, add) and nothing
     fuses; on a 2-D input the bias (and an activation after it) fuse into the matmul.
     Called from inside a parent layer, so under mixed precision the kernel is read in the
-    compute dtype. A LoRA-enabled or quantized layer runs its own ``call``.
+    compute dtype. An int8-quantized layer runs `int8_dense_2d` at inference; a LoRA-enabled
+    layer, any other quantization mode, and int8 while training (Keras' own call carries the
+    gradient through the quantized kernel) run the layer's own ``call``.
     """
-    if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
+    mode = getattr(layer, "quantization_mode", None)
+    if getattr(layer, "lora_enabled", False) or (mode is not None and (mode != "int8" or training)):
         return layer(tokens)
+    if mode == "int8":
+        return int8_dense_2d(layer, tokens)
     return bias_add(ops.matmul(tokens, layer.kernel), layer.bias)
+
+
+def int8_matmul(left: Any, right: Any) -> Any:
+    """The int32 product of two int8 matrices on the backend's fast integer GEMM.
+
+    Keras' ``ops.matmul`` asks each backend for an int32 result, but the kernels it gets are not
+    all fast on the CPU. TensorFlow's graph-mode int8 MatMul is a generic kernel 2-3x slower than
+    its float32 GEMM, while XLA's is faster than float32: the product runs as a small XLA-compiled
+    function (`_tf_int8_matmul`), also inside a graph that is not compiled as a whole (the
+    ``predict_on_batch`` pipelines use). Torch: Keras uses ``torch._int_mm`` only on CUDA and
+    otherwise a generic integer matmul several times slower than float32; ``torch._int_mm`` runs
+    on the CPU too (oneDNN, VNNI/AMX where present). JAX: ``preferred_element_type=int32``, as is.
+    """
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch  # only on the torch backend
+
+        return torch._int_mm(ops.convert_to_tensor(left).contiguous(), ops.convert_to_tensor(right).contiguous())
+    if backend == "tensorflow":
+        return _tf_int8_matmul()(ops.convert_to_tensor(left), ops.convert_to_tensor(right))
+    return ops.matmul(left, right)
+
+
+@functools.cache
+def _tf_int8_matmul() -> Any:
+    """``tf.matmul(int8, int8) -> int32`` compiled by XLA, made once per process."""
+    import tensorflow as tf  # only on the TensorFlow backend
+
+    return tf.function(lambda left, right: tf.matmul(left, right, output_type=tf.int32), jit_compile=True)
+
+
+def int8_dense_2d(layer: keras.layers.Dense, tokens: Any) -> Any:
+    """An int8-quantized ``Dense`` (``layer.quantize("int8")``) on a (tokens, features) matrix.
+
+    The same arithmetic as Keras' ``Dense._int8_call``: each token row is quantized to int8 by the
+    layer's input quantizer (absolute maximum per row), multiplied by the int8 kernel into int32
+    (`int8_matmul`), then scaled back by the row's and each output column's scales; the bias is
+    added with `bias_add` so it fuses. A weight-only layer (no input quantizer) runs its own call.
+    """
+    if not layer.inputs_quantizer:
+        return layer(tokens)
+    quantized, row_scale = layer.inputs_quantizer(tokens, axis=-1)
+    product = ops.cast(int8_matmul(quantized, layer._kernel.value), layer.compute_dtype)
+    return bias_add(ops.divide(product, ops.multiply(row_scale, layer.kernel_scale)), layer.bias)
 
 
 # Added to the attention scores of masked keys. Large enough that exp() underflows to exactly 0
@@ -181,16 +231,18 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         # Projections on the (B*L, D) token matrix: plain 2-D matmuls with fused bias adds.
         tokens = ops.reshape(hidden_states, (-1, self.hidden_size))
         # The query is scaled before the product, as Hugging Face does (fewer elements than the scores).
-        query = dense_2d(self.q_lin, tokens) * ops.cast(1.0 / float(np.sqrt(self.head_size)), self.compute_dtype)
+        query = dense_2d(self.q_lin, tokens, training) * ops.cast(
+            1.0 / float(np.sqrt(self.head_size)), self.compute_dtype
+        )
         query = self._split_heads(query, batch, length)
-        key = self._split_heads(dense_2d(self.k_lin, tokens), batch, length)
-        value = self._split_heads(dense_2d(self.v_lin, tokens), batch, length)
+        key = self._split_heads(dense_2d(self.k_lin, tokens, training), batch, length)
+        value = self._split_heads(dense_2d(self.v_lin, tokens, training), batch, length)
         scores = ops.cast(ops.einsum("bqhd,bkhd->bhqk", query, key), "float32") + key_bias
         weights = ops.softmax(scores, axis=-1)
         weights = self.dropout(ops.cast(weights, self.compute_dtype), training=training)
         context = ops.einsum("bhqk,bkhd->bqhd", weights, value)
         context = ops.reshape(context, (-1, self.hidden_size))
-        return ops.reshape(dense_2d(self.out_lin, context), (batch, length, self.hidden_size))
+        return ops.reshape(dense_2d(self.out_lin, context, training), (batch, length, self.hidden_size))
 
 
 class FeedForward(keras.layers.Layer):
@@ -229,7 +281,7 @@ class FeedForward(keras.layers.Layer):
         shape = ops.shape(hidden_states)
         tokens = ops.reshape(hidden_states, (-1, self.hidden_size))
         # lin1, its bias and the activation fuse into one kernel on TensorFlow (see `bias_add`).
-        output = dense_2d(self.lin2, self.activation(dense_2d(self.lin1, tokens)))
+        output = dense_2d(self.lin2, self.activation(dense_2d(self.lin1, tokens, training)), training)
         return self.dropout(ops.reshape(output, shape), training=training)
 
 

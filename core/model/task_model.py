@@ -26,7 +26,9 @@ The tokenizer (optional, ``model.tokenizer``) travels as Keras assets: `save_ass
 files under ``assets/tokenizer/`` inside the ``.keras`` archive and `load_assets` reads them
 back, so one file is a complete text-in, answers-out model. ``max_length`` (the longest input
 the model is meant to see, at most the encoder's ``max_position_embeddings``) is in the config, and
-so is ``training_record`` (how `train` made the model: versions, settings, data hashes), or None."""
+so is ``training_record`` (how `train` made the model: versions, settings, data hashes), or None.
+``quantization`` is ``"int8"`` for a model `quantize` ran on (else None): `from_config` quantizes the
+rebuilt model the same way, so the saved int8 kernels and their scales load into it."""
 
 from __future__ import annotations
 
@@ -57,6 +59,12 @@ from distilbert_heads.text.tokenizer import DistilBertTokenizer
 
 # Variable dtypes that suit inference but lose small training updates.
 HALF_PRECISION = ("bfloat16", "float16")
+
+# The dtype name that means "the float32 model with its weights quantized to int8" (`with_dtype`).
+INT8 = "int8"
+
+# Quantization modes a saved config may name (the ones `from_config` can rebuild and reload).
+QUANTIZATION_MODES = (INT8,)
 
 
 __all__ = [
@@ -365,16 +373,78 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
         """Each head's `decode` on its outputs: head name -> one answer per example."""
         return {name: head.decode(outputs[name], encoding) for name, head in self.heads.items()}
 
+    @property
+    def quantization(self) -> str | None:
+        """``"int8"`` (or another Keras quantization mode) once `quantize` ran, else None; saved in the config."""
+        layers = self._flatten_layers(include_self=False)
+        modes = {getattr(layer, "quantization_mode", None) for layer in layers} - {None}
+        return next(iter(modes)) if len(modes) == 1 else (", ".join(sorted(modes)) or None)
+
+    def quantize(self, mode: str | None = None, config: Any = None, filters: Any = None, **kwargs: Any) -> None:
+        """`keras.Model.quantize` on every head and the encoder, refusing what cannot work.
+
+        ``model.quantize("int8")`` stores the Dense and EinsumDense kernels as int8 with one float
+        scale per output column (embeddings stay float: the masked-LM head reads them as its
+        projector); the encoder's projections then run int8 x int8 -> int32 matmuls
+        (`layers.int8_dense_2d`). The mode is saved in the config, so a ``.keras`` file reloads
+        quantized. The model must be float32 and not yet quantized: quantize the float32 model
+        (``model.with_dtype("float32").quantize("int8")``, or ``with_dtype("int8")``).
+        """
+        if mode not in QUANTIZATION_MODES:
+            raise ValueError(
+                f"quantize(mode={mode!r}) is not supported on a DistilBertTaskModel; supported: "
+                f"{', '.join(map(repr, QUANTIZATION_MODES))} (the mode a saved model reloads in and the encoder's "
+                "int8 matmuls run). Use model.quantize('int8')."
+            )
+        if self.quantization is not None:
+            raise ValueError(
+                f"This model is already quantized ({self.quantization}); quantizing twice would "
+                "round the rounded weights again. Quantize the float32 model it came from instead."
+            )
+        if self.dtype_policy.name != "float32":
+            raise ValueError(
+                f"Only a float32 model can be quantized; this one runs under dtype policy {self.dtype_policy.name!r}. "
+                f"Quantize a float32 copy: model.with_dtype('float32').quantize({mode!r}), or "
+                f"model.with_dtype({INT8!r}) for int8."
+            )
+        if filters is not None:
+            raise ValueError(
+                "quantize(filters=...) is not supported on a DistilBertTaskModel: the saved config records one "
+                "mode for the whole model, so a partly quantized model would not reload. Quantize the whole model."
+            )
+        with warnings.catch_warnings():
+            # Keras warns once per layer without weights to quantize (LayerNormalization, Dropout, ...).
+            warnings.filterwarnings("ignore", message=r".*does not have a `quantize` method", category=UserWarning)
+            super().quantize(mode, config=config, filters=is_matmul_layer, **kwargs)
+
     def with_dtype(self, dtype: str) -> DistilBertTaskModel:
         """This model under another dtype policy: same heads, weights (cast) and tokenizer.
 
         The way to serve a model trained in float32 or ``mixed_bfloat16`` with bfloat16 weights:
         ``model.with_dtype("bfloat16")``. Returns ``self`` when the policy is already ``dtype``.
+        ``"int8"`` (`INT8`) means a float32 copy with its Dense/EinsumDense kernels quantized to
+        int8 (`quantize`), for inference.
         """
+        if dtype == INT8:
+            if self.quantization == INT8:
+                return self
+            quantized = self._copy("float32")
+            quantized.quantize(INT8)
+            return quantized
         policy = checked_dtype_policy(dtype)
+        if self.quantization is not None:
+            raise ValueError(
+                f"This model's weights are quantized to {self.quantization}; it cannot run under dtype "
+                f"{policy.name!r}. Load the float32 model it was quantized from and pass dtype={policy.name!r} "
+                "to that one instead."
+            )
         if policy.name == self.dtype_policy.name:
             return self
-        config = {**self.get_config(), "dtype_policy": policy.name}
+        return self._copy(policy.name)
+
+    def _copy(self, policy_name: str) -> DistilBertTaskModel:
+        """A new model under ``policy_name`` holding this one's weights (cast) and tokenizer."""
+        config = {**self.get_config(), "dtype_policy": policy_name}
         copy = type(self).from_config(config)
         copy.set_weights(self.get_weights())
         copy.tokenizer = self.tokenizer
@@ -666,6 +736,7 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
             "trainable": self.trainable,
             "format_version": CONFIG_FORMAT_VERSION,
             "dtype_policy": self.dtype_policy.name,
+            "quantization": self.quantization,
             "encoder_name": self.encoder.name,
             "encoder_trainable": self.encoder.trainable,
             "encoder": self.encoder.config.model_dump(mode="json"),
@@ -744,7 +815,7 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
                 "distribution": record.distribution,
                 "version": record.version,
             }
-        return cls(
+        model = cls(
             encoder,
             heads,
             loss_weights={saved.name: saved.loss_weight for saved in saved_heads},
@@ -755,6 +826,21 @@ class DistilBertTaskModel(HostCheckedData, keras.Model):
             trainable=bool(config.get("trainable", True)),
             **policy,
         )
+        quantization_mode = config.get("quantization")
+        if quantization_mode is not None:
+            if quantization_mode not in QUANTIZATION_MODES:
+                raise ValueError(
+                    f"The model config's quantization is {quantization_mode!r}; this distilbert-heads reloads "
+                    f"{', '.join(map(repr, QUANTIZATION_MODES))}. {edited}"
+                )
+            # The saved int8 weights and scales then load into the variables this creates.
+            model.quantize(quantization_mode)
+        return model
+
+
+def is_matmul_layer(layer: keras.layers.Layer) -> bool:
+    """The layers `DistilBertTaskModel.quantize` quantizes: Dense and EinsumDense (not Embedding)."""
+    return isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense))
 
 
 def _as_float(value: Any) -> float:

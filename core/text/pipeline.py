@@ -108,7 +108,8 @@ def pipeline(
         show_progress: show a progress bar (on stderr); default: when there are more than
             `PROGRESS_THRESHOLD` inputs.
         dtype: run under this dtype policy instead of the model's own, e.g. ``"bfloat16"``
-            for the fastest CPU inference (see `DistilBertTaskModel.with_dtype`).
+            for the fastest CPU inference, or ``"int8"``: the float32 model with its Dense
+            kernels quantized to int8 at load (see `DistilBertTaskModel.with_dtype`).
 
     Raises:
         ValueError: no tokenizer anywhere, an unknown or ambiguous ``head``, or bad settings.

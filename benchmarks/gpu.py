@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402  (after the backend is chosen)
+
+from benchmarks.timing import summarize  # noqa: E402  (the repository root is on sys.path from here)
 
 SEED = 0
 PARITY_TOLERANCE = 1e-4
@@ -126,7 +127,7 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int) -> dict[str, f
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(times), "min_s": min(times), "n": repeats}
+    return summarize(times)
 
 
 def token_batch(batch: int, length: int, vocab_size: int, seed: int = SEED) -> dict[str, np.ndarray]:

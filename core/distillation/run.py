@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,11 +28,10 @@ from distilbert_heads.distillation.distiller import CACHED_TEACHER_PREFIX, TaskD
 from distilbert_heads.model.task_model import DistilBertTaskModel
 from distilbert_heads.plugins.head import TaskHead, distillation_targets_of
 from distilbert_heads.training.checkpointing import (
-    TrainingCheckpoints,
+    checkpoint_writer,
     fingerprint,
-    fit_from,
     load_checkpoint,
-    start_fresh,
+    resumable_fit,
 )
 from distilbert_heads.training.examples import example_schema, load_model, model_tokenizer
 from distilbert_heads.training.loop import _encode_all, split_rows_pair
@@ -242,43 +240,27 @@ def distill(
     tracker = EpochTracker(stream)
     run_callbacks: list[keras.callbacks.Callback] = [tracker]
     if checkpoint_dir is not None:
-        if checkpoint is None:
-            start_fresh(checkpoint_dir, verbose)
         run_callbacks.append(
-            TrainingCheckpoints(
+            checkpoint_writer(
                 checkpoint_dir,
+                checkpoint,
                 batches=stream,
                 tokenizer=tokenizer,
                 settings=run_settings,
                 epochs=epochs,
                 every=checkpoint_every,
-                history=checkpoint.state["history"] if checkpoint is not None else None,
+                verbose=verbose,
             )
         )
-    history: dict[str, list[float]] = {
-        key: list(values) for key, values in (checkpoint.state["history"] if checkpoint else {}).items()
-    }
-    if checkpoint is None or not checkpoint.finished:
-        position = (checkpoint.epoch, checkpoint.batch) if checkpoint is not None else (0, 0)
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
-                for logs in fit_from(
-                    distiller,
-                    stream,
-                    stream.dataset(first_batch),
-                    epoch=position[0],
-                    batch=position[1],
-                    epochs=epochs,
-                    callbacks=[*(checkpoint.resume_callbacks() if checkpoint else []), *run_callbacks, *callbacks],
-                    verbose=verbose,
-                ):
-                    for key, values in logs.items():
-                        history.setdefault(key, []).extend(float(v) for v in values)
-        except Exception as error:
-            if stream.failure is not None and stream.failure is not error:
-                raise stream.failure from None
-            raise
+    history = resumable_fit(
+        distiller,
+        stream,
+        first_batch,
+        epochs=epochs,
+        checkpoint=checkpoint,
+        callbacks=[*run_callbacks, *callbacks],
+        verbose=verbose,
+    )
     metrics = {key: values[-1] for key, values in history.items() if values}
     if not all(math.isfinite(value) for value in metrics.values()):
         raise TrainingError(

@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -436,3 +437,76 @@ def fit_from(
     later = [_PartOfOneRun(callback, begins=False, ends=True) for callback in callbacks]
     histories.append(model.fit(dataset, initial_epoch=epoch + 1, epochs=epochs, callbacks=later, **options).history)
     return histories
+
+
+def checkpoint_writer(
+    directory: str | os.PathLike,
+    checkpoint: Checkpoint | None,
+    *,
+    batches: TrainingStream,
+    tokenizer: DistilBertTokenizer,
+    settings: Mapping[str, Any],
+    epochs: int,
+    every: int | None,
+    evaluation: HeadEvaluationCallback | None = None,
+    verbose: int = 1,
+) -> TrainingCheckpoints:
+    """The callback that checkpoints a run into ``directory``, after readying the folder for it: a new run drops an
+    earlier run's ``best.keras`` (`start_fresh`); a resumed one puts back the checkpoint's (`restore_best_file`)."""
+    if checkpoint is None:
+        start_fresh(directory, verbose)
+    else:
+        restore_best_file(directory, checkpoint)
+    return TrainingCheckpoints(
+        directory,
+        batches=batches,
+        tokenizer=tokenizer,
+        settings=settings,
+        epochs=epochs,
+        every=every,
+        evaluation=evaluation,
+        history=checkpoint.state["history"] if checkpoint is not None else None,
+    )
+
+
+def resumable_fit(
+    model: keras.Model,
+    stream: TrainingStream,
+    first_batch: Any,
+    *,
+    epochs: int,
+    checkpoint: Checkpoint | None,
+    callbacks: Sequence[keras.callbacks.Callback],
+    verbose: int,
+) -> dict[str, list[float]]:
+    """Train ``model`` on ``stream`` from ``checkpoint``'s position (the start without one) to the end of epoch
+    ``epochs``; the whole run's history, the checkpoint's earlier epochs first.
+
+    A run killed after its last epoch trains nothing. An error raised inside the stream (a bad row, an unreadable
+    file) surfaces as that error, not as the framework's wrapper around it.
+    """
+    history = {key: list(values) for key, values in (checkpoint.state["history"] if checkpoint else {}).items()}
+    if checkpoint is not None and checkpoint.finished:
+        return history
+    position = (checkpoint.epoch, checkpoint.batch) if checkpoint is not None else (0, 0)
+    try:
+        with warnings.catch_warnings():
+            # Keras warns at the end of each epoch of a dataset of unknown length; a stream ends its epochs so.
+            warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
+            for logs in fit_from(
+                model,
+                stream,
+                stream.dataset(first_batch),
+                epoch=position[0],
+                batch=position[1],
+                epochs=epochs,
+                callbacks=[*(checkpoint.resume_callbacks() if checkpoint else []), *callbacks],
+                verbose=verbose,
+            ):
+                for key, values in logs.items():
+                    history.setdefault(key, []).extend(float(v) for v in values)
+    except Exception as error:
+        if stream.failure is not None and stream.failure is not error:
+            raise stream.failure from None
+        raise
+    return history

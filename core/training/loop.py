@@ -33,12 +33,10 @@ from distilbert_heads.text.tokenizer import DistilBertTokenizer
 from distilbert_heads.training import data_files
 from distilbert_heads.training.callbacks import HeadEvaluationCallback
 from distilbert_heads.training.checkpointing import (
-    TrainingCheckpoints,
+    checkpoint_writer,
     fingerprint,
-    fit_from,
     load_checkpoint,
-    restore_best_file,
-    start_fresh,
+    resumable_fit,
 )
 from distilbert_heads.training.data_files import SkippedRows
 from distilbert_heads.training.defaults import (
@@ -494,52 +492,27 @@ def train(
         # After the held-out scoring, so its val_* metrics are in the logs TensorBoard writes.
         run_callbacks.append(keras.callbacks.TensorBoard(log_dir=os.fspath(logdir)))
     if checkpoint_dir is not None and writes_files:
-        if checkpoint is None:
-            start_fresh(checkpoint_dir, verbose)
-        else:
-            restore_best_file(checkpoint_dir, checkpoint)
         run_callbacks.append(
-            TrainingCheckpoints(
+            checkpoint_writer(
                 checkpoint_dir,
+                checkpoint,
                 batches=stream,
                 tokenizer=tokenizer,
                 settings=run_settings,
                 epochs=epochs,
                 every=checkpoint_every,
                 evaluation=evaluation,
-                history=checkpoint.state["history"] if checkpoint is not None else None,
+                verbose=verbose,
             )
         )
     run_callbacks.extend(callbacks)
-    history: dict[str, list[float]] = {
-        key: list(values) for key, values in (checkpoint.state["history"] if checkpoint else {}).items()
-    }
-    if checkpoint is not None and checkpoint.finished:  # killed after its last epoch: nothing left to train
-        if evaluation is not None:
-            evaluation.set_model(model)
-            evaluation.on_train_end()
-    else:
-        position = (checkpoint.epoch, checkpoint.batch) if checkpoint is not None else (0, 0)
-        try:
-            with warnings.catch_warnings():
-                # Keras warns at the end of each epoch of a dataset of unknown length; a stream ends its epochs so.
-                warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
-                for logs in fit_from(
-                    model,
-                    stream,
-                    stream.dataset(first_batch),
-                    epoch=position[0],
-                    batch=position[1],
-                    epochs=epochs,
-                    callbacks=[*(checkpoint.resume_callbacks() if checkpoint else []), *run_callbacks],
-                    verbose=verbose,
-                ):
-                    for key, values in logs.items():
-                        history.setdefault(key, []).extend(float(v) for v in values)
-        except Exception as error:
-            if stream.failure is not None and stream.failure is not error:
-                raise stream.failure from None
-            raise
+    history = resumable_fit(
+        model, stream, first_batch, epochs=epochs, checkpoint=checkpoint, callbacks=run_callbacks, verbose=verbose
+    )
+    if checkpoint is not None and checkpoint.finished and evaluation is not None:
+        # Killed after its last epoch: nothing was trained, so the scoring callback still has to end the run.
+        evaluation.set_model(model)
+        evaluation.on_train_end()
     epochs_run = len(history.get("loss", []))
     _refuse_diverged(model, history.get("loss", []), learning_rate, out)
     # The best epoch's weights are restored, so these predictions are the ones its metrics scored.

@@ -452,21 +452,25 @@ def train(
     if data_parallel is not None:
         run_callbacks.insert(0, data_parallel.training_batches())  # first: split only the training steps
     evaluation: HeadEvaluationCallback | None = None
+
+    def predict_eval_file(m: keras.Model) -> tuple[list[Any], list[Any]]:
+        return predict_file(
+            m,
+            eval_file,
+            head=head_name,
+            tokenizer=tokenizer,
+            batch_size=score_batch,
+            max_length=max_length,
+            show_progress=False,
+            on_bad_row=on_eval_bad,
+        )
+
     if eval_file is not None:
         evaluation = HeadEvaluationCallback(
             (
                 lambda m: score_predictions(
                     head,
-                    *predict_file(
-                        m,
-                        eval_file,
-                        head=head_name,
-                        tokenizer=tokenizer,
-                        batch_size=score_batch,
-                        max_length=max_length,
-                        show_progress=False,
-                        on_bad_row=on_eval_bad,
-                    ),
+                    *predict_eval_file(m),
                     path=eval_file,
                 )
             )
@@ -523,16 +527,7 @@ def train(
         metrics = best or loss_on(model, head_name, *sample_encoded, batch_size=score_batch, tokenizer=tokenizer)
     else:
         if eval_file is not None:
-            split_examples, final_predictions = predict_file(
-                model,
-                eval_file,
-                head=head_name,
-                tokenizer=tokenizer,
-                batch_size=score_batch,
-                max_length=max_length,
-                show_progress=False,
-                on_bad_row=on_eval_bad,
-            )
+            split_examples, final_predictions = predict_eval_file(model)
         else:  # the training rows read up front (the whole file unless it is larger than the sample)
             split_examples = sample_examples
             final_predictions = predict_examples(

@@ -27,8 +27,10 @@ def bias_add(x: Any, bias: Any) -> Any:
     On TensorFlow this is ``tf.nn.bias_add``: TensorFlow's graph optimizer (oneDNN remapper) fuses
     ``MatMul -> BiasAdd -> Gelu(exact)`` into one kernel, but not ``MatMul -> AddV2 -> Gelu``,
     which costs five more passes over the (tokens x intermediate) activations. Other backends
-    add; their compilers fuse either form.
+    add; their compilers fuse either form. A layer without a bias (``use_bias=False``) gives None: ``x``.
     """
+    if bias is None:
+        return x
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf  # only on the TensorFlow backend
 

@@ -18,6 +18,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -30,35 +31,33 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Trace events of the runtime itself, not of an op.
 RUNTIME_EVENTS = ("ThreadpoolListener", "Executor", "Eager", "TFE_", "KernelAndDevice", "FunctionRun", "<lambda>")
 
-# Op-name fragments -> the kind of work, first match wins (lower case). Einsum/BatchMatMul are the
-# attention products; the elementwise ops around an int8 GEMM are its quantize/dequantize passes.
+# Trace events that wrap an XLA executable's own (HLO) events, which are counted instead.
+XLA_WRAPPERS = ("CpuExecutable::", "SlinkyThreadPool::", "end: ")
+
+# Op-name fragments -> the kind of work, first match wins (lower case). XLA's events are HLO
+# instruction names ("MatMul.2", "dot.3", "fusion.1", "reduce.5"); the rest are TensorFlow op types.
+# Einsum/BatchMatMul are the attention products; the elementwise TensorFlow ops around an int8 GEMM
+# are its quantize/dequantize passes (and the unfused GELU after lin1's).
 CATEGORIES = (
-    ("xla int8 (compiled quantize+gemm+dequantize, or gemm alone)", ("xla", "__inference", "cluster")),
+    ("int8 GEMM (oneDNN QuantizedMatMulWithBias, or XLA's dot)", ("quantizedmatmul", "xla:matmul", "xla:dot")),
+    ("XLA fused loops (int8 quantize / dequantize)", ("xla:",)),
     ("attention (einsum/batch matmul, softmax)", ("einsum", "batchmatmul", "softmax")),
-    ("gemm (float MatMul, fused bias/gelu)", ("matmul", "fusedmatmul", "mkl")),
+    ("float GEMM (MatMul, fused bias/gelu)", ("matmul", "fusedmatmul")),
     ("layernorm", ("layernorm", "mean", "squareddifference", "rsqrt", "fusedbatchnorm")),
+    ("gelu (erfc, neg; unfused after an int8 layer)", ("erf", "neg")),
     (
-        "int8 quantize/dequantize (abs, max, round, clip, cast, mul, div)",
-        (
-            "abs",
-            "max",
-            "round",
-            "clip",
-            "cast",
-            "realdiv",
-            "div",
-            "mul",
-            "minimum",
-            "maximum",
-            "biasadd",
-        ),
+        "other elementwise (GELU/LayerNorm products, adds, scales)",
+        ("abs", "max", "round", "clip", "cast", "div", "mul", "minimum", "maximum", "biasadd", "addv2", "addn"),
     ),
-    ("reshape/transpose/other", ("",)),
+    ("reshape/transpose/gather/other", ("",)),
 )
 
 
 def category(op: str) -> str:
     lowered = op.lower()
+    # An HLO instruction of an XLA-compiled function: "dot.3", "wrapped_abs", "add_convert_fusion".
+    if re.fullmatch(r"[a-z_\-]+\.\d+", lowered) or lowered.startswith("wrapped_") or "fusion" in lowered:
+        lowered = "xla:" + lowered
     return next(name for name, fragments in CATEGORIES if any(f in lowered for f in fragments))
 
 
@@ -107,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     calls: collections.Counter[str] = collections.Counter()
     for event in json.loads(data)["traceEvents"]:
         name = event.get("name", "")
-        if event.get("ph") == "X" and "dur" in event and not name.startswith(RUNTIME_EVENTS):
+        if event.get("ph") == "X" and "dur" in event and not name.startswith(RUNTIME_EVENTS + XLA_WRAPPERS):
             total[name] += event["dur"]
             calls[name] += 1
     mode = "int8" if args.int8 else (args.dtype or "float32")

@@ -2,10 +2,12 @@
 ours in float32, the float32 peers, and ONNX Runtime's dynamic int8 quantization
 (``onnxruntime.quantization.quantize_dynamic``) of the same weights' ONNX export.
 
-Ours runs on the TensorFlow backend here (``run.py`` sets it) in graph mode and under XLA: in graph
-mode TensorFlow's int8 x int8 -> int32 MatMul kernel is a generic one, slower than its float32
-GEMM; XLA emits a fast integer GEMM. The issue's target: at 32 x 128, int8 at least 2.5x the best
-float32 peer. Agreement: per-token cosine of each int8 contender's hidden states against ours in
+Ours runs on the TensorFlow backend here (``run.py`` sets it) in graph mode and under XLA. In graph
+mode each int8 layer is an XLA-fused quantize, oneDNN's integer GEMM (VNNI/AMX) and an XLA-fused
+dequantize; ``int8-graph-xla-gemm`` is the same graph with XLA's integer GEMM instead (the A/B of
+the kernel), and ``int8-xla`` compiles the whole encoder with XLA. The issue's target: at 32 x 128,
+int8 at least 2.5x the best float32 peer. Agreement: per-token cosine of each int8 contender's hidden
+states against ours in
 float32 (the issue measured 0.9998 for Keras' own int8 path).
 """
 
@@ -24,9 +26,17 @@ from benchmarks.fixtures import Fixtures, token_batch
 SHAPES = {"throughput": (32, 128), "latency": (1, 128)}
 
 
-def _ours(encoder: Any, batch: dict[str, np.ndarray], jit_compile: bool) -> Callable[[], Any]:
+def _ours(encoder: Any, batch: dict[str, np.ndarray], jit_compile: bool, onednn_gemm: bool = True) -> Callable[[], Any]:
+    """``onednn_gemm=False`` traces the graph with the int8 GEMM on XLA instead of oneDNN (the A/B of the kernel)."""
+    from unittest import mock
+
+    from distilbert_heads.encoder import layers
+
     tensors = peers.to_tf(batch)
     fn = peers.tf_function(lambda d: encoder(d, training=False)["last_hidden_state"], jit_compile=jit_compile)
+    if not onednn_gemm:
+        with mock.patch.object(layers, "_tf_onednn_int8_gemm_available", lambda: False):
+            fn(tensors)  # traced here, so the graph keeps the XLA GEMM
     return lambda: fn(tensors).numpy()
 
 
@@ -76,6 +86,7 @@ def contenders(models: dict[str, Any], batch: dict[str, np.ndarray]) -> dict[str
         "ours/float32-graph": _ours(models["ours"], batch, jit_compile=False),
         "ours/float32-xla": _ours(models["ours"], batch, jit_compile=True),
         "ours/int8-graph": _ours(models["ours_int8"], batch, jit_compile=False),
+        "ours/int8-graph-xla-gemm": _ours(models["ours_int8"], batch, jit_compile=False, onednn_gemm=False),
         "ours/int8-xla": _ours(models["ours_int8"], batch, jit_compile=True),
     }
     if not isinstance(models["hf"], peers.Skipped):

@@ -110,20 +110,58 @@ def test_int8_model_agrees_with_float32_and_reloads_identically(tmp_path, task_t
         np.testing.assert_array_equal(reloaded[key], value, err_msg=f"{key} differs after reload in a fresh process")
 
 
-def test_encoder_int8_path_matches_keras_own_int8_call():
-    """`int8_dense_2d` (the encoder's fast path) computes what Keras' quantized Dense computes."""
+def _compiled_runners() -> dict[str, object]:
+    """How the encoder's int8 path can run on this backend: eagerly, and in each compiled form it meets.
+
+    On TensorFlow a graph (oneDNN's integer GEMM between XLA-fused quantize and dequantize, when
+    oneDNN is there) and a function XLA compiles whole (plain ops); on JAX under ``jax.jit``."""
+    import keras
+
+    runners = {"eager": lambda fn, *args: fn(*args)}
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        runners["graph"] = lambda fn, *args: tf.function(fn)(*args)
+        runners["xla"] = lambda fn, *args: tf.function(fn, jit_compile=True)(*args)
+    elif keras.backend.backend() == "jax":
+        import jax
+
+        runners["jit"] = lambda fn, *args: jax.jit(fn)(*args)
+    return runners
+
+
+# Token matrices that stress the quantizer: an all-zero row (scale from epsilon alone), a row of one
+# huge value among tiny ones, exact halves at the rounding boundary, and ordinary noise.
+HOSTILE_TOKENS = {
+    "noise": np.random.default_rng(0).standard_normal((10, 32)),
+    "zero_and_spike_rows": np.stack([np.zeros(32), np.r_[1e4, np.full(31, 1e-3)], np.linspace(-3, 3, 32)]),
+    "rounding_halves": np.tile(np.r_[127.0, (np.arange(31) - 15) + 0.5], (4, 1)),
+}
+
+
+@pytest.mark.parametrize("use_bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("tokens_name", sorted(HOSTILE_TOKENS))
+def test_encoder_int8_path_matches_keras_own_int8_call(tokens_name, use_bias):
+    """`int8_dense_2d` (the encoder's fast path) computes what Keras' quantized Dense computes, however it runs."""
     import keras
 
     keras.utils.set_random_seed(3)
-    dense = keras.layers.Dense(48)
+    dense = keras.layers.Dense(48, use_bias=use_bias, bias_initializer="random_normal")
     dense.build((None, 32))
     dense.quantize("int8")
-    tokens = np.random.default_rng(0).standard_normal((10, 32)).astype("float32")
-    ours = ops.convert_to_numpy(layers.int8_dense_2d(dense, tokens))
+    tokens = HOSTILE_TOKENS[tokens_name].astype("float32")
     theirs = ops.convert_to_numpy(dense(tokens))
-    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
-    product = ops.convert_to_numpy(layers.int8_matmul(np.full((3, 4), 127, "int8"), np.full((4, 2), -127, "int8")))
-    assert product.dtype == np.int32 and (product == -127 * 127 * 4).all()  # no int8 overflow
+    scale = max(1.0, float(np.abs(theirs).max()))
+    for how, run in _compiled_runners().items():
+        ours = ops.convert_to_numpy(run(lambda x: layers.int8_dense_2d(dense, x), ops.convert_to_tensor(tokens)))
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5 * scale, err_msg=f"{how}, {tokens_name}")
+    for how, run in _compiled_runners().items():
+        left, right = (
+            ops.convert_to_tensor(np.full((3, 4), 127, "int8")),
+            ops.convert_to_tensor(np.full((4, 2), -127, "int8")),
+        )
+        product = ops.convert_to_numpy(run(layers.int8_matmul, left, right))
+        assert product.dtype == np.int32 and (product == -127 * 127 * 4).all(), how  # no int8 overflow
 
 
 def test_encoder_int8_path_is_used_at_inference_and_not_in_training(monkeypatch):

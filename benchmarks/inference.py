@@ -66,6 +66,8 @@ def build_models(fx: Fixtures, backends: tuple[str, ...] = tuple(OTHER_BACKENDS)
     """Every contender's model, on the same weights; what could not be built is a `peers.Skipped`."""
     from distilbert_heads import DistilBERT
 
+    # First, while this process holds no model: the export's conversion is the peak of memory.
+    ours_onnx = peers.our_onnx_session(fx.encoder_dir, fx.workdir)
     # The children load while this process builds its own models.
     workers = {
         backend: backend_worker.BackendWorker(backend, fx.encoder_dir, fx.workdir / f"worker-{backend}.log")
@@ -87,7 +89,7 @@ def build_models(fx: Fixtures, backends: tuple[str, ...] = tuple(OTHER_BACKENDS)
     models["ort_bf16"] = peers.ort_bf16_support() or peers.Skipped(
         "ONNX Runtime's CPU provider runs bf16 MatMul here; a bf16 ONNX contender is not built yet"
     )
-    models["ours_onnx"] = peers.our_onnx_session(fx.encoder_dir, fx.workdir)
+    models["ours_onnx"] = ours_onnx
     for backend, worker in workers.items():
         try:
             models[f"worker/{backend}"] = worker.wait_ready()

@@ -190,8 +190,11 @@ def sentences(count: int, seed: int = SEED) -> list[str]:
     return out
 
 
-def prepare(workdir: Path, corpus_size: int) -> Fixtures:
-    """Random-init base weights (seeded) written by our encoder; every contender loads these."""
+def prepare(workdir: Path, corpus_size: int, encoder_settings: dict[str, int] | None = None) -> Fixtures:
+    """Random-init base weights (seeded) written by our encoder; every contender loads these.
+
+    ``encoder_settings`` (DistilBERT's constructor arguments) replace the base variant: the tests'
+    tiny model, which runs every code path in seconds."""
     import keras
     import transformers
 
@@ -203,7 +206,8 @@ def prepare(workdir: Path, corpus_size: int) -> Fixtures:
     corpus = sentences(corpus_size)
     if not (classifier_dir / "config.json").exists():
         keras.utils.set_random_seed(SEED)
-        DistilBERT.from_variant("base").save_pretrained(encoder_dir)
+        encoder = DistilBERT(**encoder_settings) if encoder_settings else DistilBERT.from_variant("base")
+        encoder.save_pretrained(encoder_dir)
         transformers.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
         hf = transformers.DistilBertForSequenceClassification.from_pretrained(
@@ -231,10 +235,10 @@ def check_weights_are_distinct(checkpoint_dir: Path) -> None:
             first_seen[digest] = key
 
 
-def token_batch(batch: int, length: int, seed: int = SEED) -> dict[str, np.ndarray]:
+def token_batch(batch: int, length: int, seed: int = SEED, vocab_size: int = VOCAB_SIZE) -> dict[str, np.ndarray]:
     """Random ids (no padding): the fixed-shape input of the encoder benchmarks."""
     rng = np.random.default_rng(seed)
     return {
-        "input_ids": rng.integers(1000, VOCAB_SIZE, (batch, length)).astype("int32"),
+        "input_ids": rng.integers(min(1000, vocab_size // 2), vocab_size, (batch, length)).astype("int32"),
         "attention_mask": np.ones((batch, length), "int32"),
     }

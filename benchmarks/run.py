@@ -31,6 +31,16 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 SECTIONS = ("gemm", "encoder", "int8", "pipeline", "train", "plugins")
+TINY_SECTIONS = ("gemm", "encoder")
+TINY_ENCODER = {
+    "vocab_size": 120,
+    "hidden_size": 32,
+    "num_layers": 2,
+    "num_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 32,
+}
+TINY_SHAPES = {"throughput": (4, 16), "latency": (1, 16)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,11 +64,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="where checkpoints and the ONNX export go (default: a temporary directory)",
     )
     parser.add_argument("--corpus-size", type=int, default=None, help="sentences in the pipeline corpus")
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="a 2-layer, hidden-32 model at 4 x 16 and 1 x 16: every code path of gemm,encoder in a minute (tests)",
+    )
     args = parser.parse_args(argv)
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown section(s) {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    if args.tiny and set(args.sections) - set(TINY_SECTIONS):
+        parser.error(f"--tiny runs only {', '.join(TINY_SECTIONS)}; got --only {args.only}")
     return args
 
 
@@ -77,6 +94,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "quick": args.quick,
+        "tiny": args.tiny,
         "machine": machine.describe(),
         "load_average_start": machine.load_average(),
     }
@@ -89,15 +107,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             from benchmarks import fixtures
 
             corpus = args.corpus_size or (128 if args.quick else 512)
-            fx = fixtures.prepare(workdir, corpus)
+            fx = fixtures.prepare(workdir, corpus, TINY_ENCODER if args.tiny else None)
         if "gemm" in args.sections or "encoder" in args.sections:
             from benchmarks import gemm
 
-            _section("gemm", lambda: gemm.measure(2048 if args.quick else 4096, 3 if args.quick else 5), results)
+            size = 256 if args.tiny else 2048 if args.quick else 4096
+            _section("gemm", lambda: gemm.measure(size, 3 if args.quick else 5), results)
         if "encoder" in args.sections:
             from benchmarks import inference
 
-            _section("encoder", lambda: inference.run(fx, args.quick, results.get("gemm")), results)
+            shapes = TINY_SHAPES if args.tiny else None
+            _section("encoder", lambda: inference.run(fx, args.quick, results.get("gemm"), shapes), results)
         if "int8" in args.sections:
             from benchmarks import int8
 

@@ -209,20 +209,22 @@ def on_accelerator() -> bool:
 
 
 def use_fused_attention() -> bool:
-    """Whether attention runs as one ``keras.ops.dot_product_attention``: on a GPU, under JAX or torch.
+    """Whether attention runs as one ``keras.ops.dot_product_attention``: under torch, and under JAX on a GPU.
 
     The fused op does our arithmetic (float32 scores and softmax also for bf16, padded keys never
     attended, a row with every key masked finite). On a GPU it is a fused kernel: cuDNN flash
     attention under JAX (Keras picks it at trace time, ``flash_attention=None``, and falls back to
     XLA where cuDNN refuses the dtype or shapes; ``benchmarks/gpu.py`` reads which one compiled),
     PyTorch's ``scaled_dot_product_attention`` under torch. On TensorFlow it is an einsum like ours
-    plus a select for the mask, with no fused kernel behind it. On the CPU it gains nothing, so the
-    tuned unfused path stays. Measured A/B interleaved in one process (DistilBERT-base, random
-    weights, 2 CPU cores shared with a heavy load; time fused / unfused, > 1: fused slower):
+    plus a select for the mask, with no fused kernel behind it. On the CPU only torch's fused kernel
+    gains a little; TensorFlow and JAX keep the tuned unfused path there. Measured A/B interleaved
+    in one process (DistilBERT-base, random weights, 2 CPU cores shared with a heavy load; time
+    fused / unfused at 32x128 and 1x128, > 1: fused slower):
     TensorFlow graph 32x128 1.03, 1x128 1.02; TensorFlow XLA 1.00, 1.01; JAX jit 1.03, 1.01;
-    torch eager TORCH_ATTN. GPU figures: to be taken with ``benchmarks/gpu.py``.
+    torch eager 0.97, 0.98. GPU figures: to be taken with ``benchmarks/gpu.py``.
     """
-    return keras.backend.backend() in ("jax", "torch") and on_accelerator()
+    backend = keras.backend.backend()
+    return backend == "torch" or (backend == "jax" and on_accelerator())
 
 
 def use_fused_qkv() -> bool:
@@ -233,7 +235,7 @@ def use_fused_qkv() -> bool:
     which turns three GEMM launches and three reads of the tokens into one. On the CPU the copy
     costs more than it saves. Measured as in `use_fused_attention` (time fused / three matmuls):
     TensorFlow graph 32x128 0.97, 1x128 1.04; TensorFlow XLA 1.06, 1.03; JAX jit 1.07, 1.38;
-    torch eager TORCH_QKV.
+    torch eager 0.95, 1.01 (kept off on the CPU: batch-1 latency is where we trail).
     """
     return on_accelerator()
 

@@ -117,6 +117,25 @@ def backend_gpu(backend: str) -> str | None:
     return devices[0].name if devices else None
 
 
+def take_the_gpu_attention_path() -> None:
+    """Make the encoder take the attention path it takes on a GPU (fused attention, one QKV matmul).
+
+    For the dry run: on the CPU the encoder keeps its CPU path (`layers.use_fused_attention`), so
+    without this the dry run would not compile or check the code the GPU runs.
+    """
+    from distilbert_heads.encoder import layers
+
+    layers.use_fused_attention = lambda: True
+    layers.use_fused_qkv = lambda: True
+
+
+def attention_path() -> dict[str, bool]:
+    """The encoder's attention levers in this process (see `layers.use_fused_attention`)."""
+    from distilbert_heads.encoder import layers
+
+    return {"fused_attention": layers.use_fused_attention(), "fused_qkv": layers.use_fused_qkv()}
+
+
 # -- timing ---------------------------------------------------------------------------------------
 def median_time(fn: Callable[[], Any], repeats: int, warmup: int) -> dict[str, float]:
     """Median wall seconds of ``fn`` (which must wait for the device itself) after ``warmup`` calls."""
@@ -159,8 +178,8 @@ def vocab_size(directory: Path) -> int:
 
 
 # -- ours: JAX (this process) ---------------------------------------------------------------------
-def ours_jax_forward(weights: Path, dtype: str, batch: dict[str, np.ndarray]) -> Callable[[], Any]:
-    """Ours under ``jax.jit(stateless_call)``; the call returns the hidden states, waited for."""
+def ours_jax_compiled(weights: Path, dtype: str, batch: dict[str, np.ndarray]) -> tuple[Any, tuple[Any, ...]]:
+    """Ours as one ``jax.jit(stateless_call)`` function returning the hidden states, and its arguments."""
     import jax
 
     from distilbert_heads import DistilBERT
@@ -175,7 +194,29 @@ def ours_jax_forward(weights: Path, dtype: str, batch: dict[str, np.ndarray]) ->
         outputs, _ = encoder.stateless_call(trainable, frozen, inputs, training=False)
         return outputs["last_hidden_state"]
 
-    return lambda: forward(trainable, frozen, inputs).block_until_ready()
+    return forward, (trainable, frozen, inputs)
+
+
+def ours_jax_forward(weights: Path, dtype: str, batch: dict[str, np.ndarray]) -> Callable[[], Any]:
+    """Ours under ``jax.jit(stateless_call)``; the call returns the hidden states, waited for."""
+    forward, args = ours_jax_compiled(weights, dtype, batch)
+    return lambda: forward(*args).block_until_ready()
+
+
+# The custom-call targets of JAX's cuDNN fused attention (``__cudnn$fmhaSoftmax``, ``...ScaleBiasSoftmax``, ...).
+CUDNN_ATTENTION_CALL = "__cudnn$fmha"
+
+
+def attention_kernel(weights: Path, dtype: str, batch: dict[str, np.ndarray]) -> str:
+    """Which attention kernel XLA compiled ours to: cuDNN fused (flash) attention, or XLA's own ops.
+
+    Read from the compiled program, so it reports what ran, not what was asked for: Keras picks
+    cuDNN at trace time where the GPU, cuDNN version, dtype and shapes allow it and otherwise
+    falls back to XLA (always on the CPU, and in float32).
+    """
+    forward, args = ours_jax_compiled(weights, dtype, batch)
+    compiled = forward.lower(*args).compile().as_text()
+    return "cuDNN fused attention" if CUDNN_ATTENTION_CALL in compiled else "XLA (not fused by cuDNN)"
 
 
 def ours_jax_train_step(weights: Path, batch: dict[str, np.ndarray], labels: np.ndarray) -> Callable[[], Any]:
@@ -306,7 +347,7 @@ def measure(
         "bfloat16": transformers.DistilBertModel.from_pretrained(weights, dtype=torch.bfloat16).to(device).eval(),
     }
     compiled = {dtype: torch.compile(model) for dtype, model in hf.items()} if compile_peer else {}
-    result: dict[str, Any] = {"forward": {}, "parity": {}}
+    result: dict[str, Any] = {"forward": {}, "parity": {}, "attention_kernel": {}, "attention_path": attention_path()}
 
     # Parity in float32, full-precision matmuls on both sides, on every shape.
     with jax.default_matmul_precision("float32"):
@@ -327,6 +368,7 @@ def measure(
             precision = "float32" if dtype == "float32" else "default"
             with jax.default_matmul_precision(precision):
                 contenders["ours/jax"] = ours_jax_forward(weights, dtype, batch)
+                result["attention_kernel"][f"{dtype} {batch_size}x{length}"] = attention_kernel(weights, dtype, batch)
                 for name, run in contenders.items():
                     stat = median_time(run, config["repeats"], config["warmup"])
                     key = f"{dtype} {batch_size}x{length}"
@@ -383,6 +425,11 @@ def markdown(report: dict[str, Any]) -> str:
         f"{train['ours/jax']['median_s'] * 1e3:.1f} ms, transformers + autocast "
         f"{train['transformers+autocast']['median_s'] * 1e3:.1f} ms.",
         "",
+        f"Attention path of ours: {r['attention_path']}. Attention kernel (JAX, read from the compiled program): "
+        + ", ".join(f"{k} {v}" for k, v in r["attention_kernel"].items())
+        + ". The training step applies attention dropout (0.1), which the fused op lacks: it trains through"
+        " the unfused attention.",
+        "",
         "Float32 parity, max |ours - transformers| over real tokens: "
         + ", ".join(f"{k} {v:.2e}" for k, v in r["parity"].items())
         + f" (tolerance {PARITY_TOLERANCE:g}).",
@@ -402,6 +449,8 @@ def markdown(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = TINY if args.dry_run else FULL
+    if args.dry_run:
+        take_the_gpu_attention_path()
     if args.ours_only is not None:  # the subprocess for the TensorFlow or torch backend
         weights = args.workdir / "weights"
         args.ours_only.write_text(json.dumps(ours_other_backend(weights, config, args.dry_run)))
@@ -412,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     if gpu is None and not args.dry_run:
         print("no GPU: nothing measured (running the same code paths on the CPU at a tiny size)", flush=True)
         config, args.dry_run = TINY, True
+        take_the_gpu_attention_path()
     with tempfile.TemporaryDirectory(prefix="dh-gpu-") as tmp:
         workdir = args.workdir or Path(tmp)
         weights = write_weights(workdir / "weights", config["encoder"])

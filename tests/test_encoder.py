@@ -11,6 +11,7 @@ from helpers import BOUNDED_ENCODER, assert_mentions
 from keras import ops
 
 from distilbert_heads import DistilBERT, DistilBertConfig
+from distilbert_heads.encoder import layers
 from distilbert_heads.encoder.config import ConfigError
 
 TINY = {**BOUNDED_ENCODER, "num_layers": 2}
@@ -132,8 +133,9 @@ def test_dropout_only_in_training():
     assert not np.allclose(first, numpy_of(encoder(inputs, training=True)["last_hidden_state"]))
 
 
-def test_symbolic_inputs_predict_and_fit():
-    encoder = DistilBERT(**TINY)
+@pytest.mark.parametrize("attention_dropout_rate", [0.1, 0.0])  # 0.0 trains through the fused attention
+def test_symbolic_inputs_predict_and_fit(attention_dropout_rate):
+    encoder = DistilBERT(**TINY, attention_dropout_rate=attention_dropout_rate)
     inputs = {
         "input_ids": keras.Input(shape=(None,), dtype="int32", name="input_ids"),
         "attention_mask": keras.Input(shape=(None,), dtype="int32", name="attention_mask"),
@@ -239,6 +241,86 @@ def test_mixed_precision_is_finite_and_close(policy):
     keep = inputs["attention_mask"].astype(bool)
     cosine = (output * expected).sum(-1) / (np.linalg.norm(output, axis=-1) * np.linalg.norm(expected, axis=-1))
     assert cosine[keep].min() > 0.999, cosine
+
+
+# -- attention paths --------------------------------------------------------------------------
+# Which of the two attention levers are on: fused attention (keras.ops.dot_product_attention) and one
+# QKV matmul. The backend picks (`layers.use_fused_attention`, `layers.use_fused_qkv`); every
+# combination must compute what the unfused path computes.
+ATTENTION_PATHS = {"fused attention": (True, False), "fused qkv": (False, True), "both": (True, True)}
+
+
+def set_attention_path(monkeypatch, fused_attention: bool, fused_qkv: bool) -> None:
+    monkeypatch.setattr(layers, "use_fused_attention", lambda: fused_attention)
+    monkeypatch.setattr(layers, "use_fused_qkv", lambda: fused_qkv)
+
+
+def hidden_of(encoder, inputs, training=False):
+    return numpy_of(ops.cast(encoder(inputs, training=training)["last_hidden_state"], "float32"))
+
+
+@pytest.mark.parametrize("path", list(ATTENTION_PATHS))
+@pytest.mark.parametrize(("policy", "tolerance"), [("float32", 1e-5), ("mixed_bfloat16", 0.1), ("mixed_float16", 1e-2)])
+def test_fused_attention_paths_equal_the_unfused_path(monkeypatch, path, policy, tolerance):
+    """Padding, a row with every token masked, and more padding after the real tokens, in each dtype."""
+    encoder = DistilBERT(**{**TINY, "hidden_size": 32, "num_heads": 4}, dtype=policy)
+    inputs = batch(length=8)  # row 1: half padding
+    inputs["input_ids"] = np.concatenate([inputs["input_ids"], inputs["input_ids"][:1]])
+    inputs["attention_mask"] = np.concatenate([inputs["attention_mask"], np.zeros((1, 8), "int32")])  # all masked
+    longer = {key: np.pad(value, ((0, 0), (0, 5))) for key, value in inputs.items()}  # 5 more padded tokens
+    set_attention_path(monkeypatch, False, False)
+    expected = hidden_of(encoder, inputs)
+    set_attention_path(monkeypatch, *ATTENTION_PATHS[path])
+    output = hidden_of(encoder, inputs)
+    padded_more = hidden_of(encoder, longer)[:, :8]
+    assert np.isfinite(output).all() and np.isfinite(padded_more).all()
+    np.testing.assert_allclose(output, expected, atol=tolerance, rtol=0)
+    keep = inputs["attention_mask"].astype(bool)
+    np.testing.assert_allclose(padded_more[keep], output[keep], atol=tolerance, rtol=0)
+
+
+@pytest.mark.parametrize("path", list(ATTENTION_PATHS))
+def test_attention_dropout_still_applies_in_training(monkeypatch, path):
+    """The fused op has no dropout: training with attention dropout takes the unfused path, without it the fused."""
+    set_attention_path(monkeypatch, *ATTENTION_PATHS[path])
+    quiet = {**TINY, "dropout_rate": 0.0}
+    with_dropout = DistilBERT(**quiet, attention_dropout_rate=0.5)
+    inputs = batch()
+    inference = hidden_of(with_dropout, inputs)
+    first, second = hidden_of(with_dropout, inputs, training=True), hidden_of(with_dropout, inputs, training=True)
+    assert not np.allclose(first, inference) and not np.allclose(first, second)
+    without_dropout = DistilBERT(**quiet, attention_dropout_rate=0.0)
+    np.testing.assert_allclose(
+        hidden_of(without_dropout, inputs, training=True), hidden_of(without_dropout, inputs), atol=1e-6
+    )
+
+
+def _quantize_int8(encoder):
+    encoder.quantize("int8")
+
+
+def _lora_on_query(encoder):
+    for block in encoder.transformer_layers:
+        block.attention.q_lin.enable_lora(rank=2)
+        block.attention.q_lin.lora_kernel_b.assign(np.full(block.attention.q_lin.lora_kernel_b.shape, 0.5, "float32"))
+
+
+@pytest.mark.parametrize("change", [_quantize_int8, _lora_on_query], ids=["int8", "lora"])
+def test_quantized_or_lora_projections_are_not_fused_away(monkeypatch, change):
+    """q/k/v that are int8 or carry LoRA run through `dense_2d` (their own arithmetic), never the fused matmul."""
+    encoder = DistilBERT(**TINY)
+    inputs = batch()
+    plain = hidden_of(encoder, inputs)
+    change(encoder)
+    set_attention_path(monkeypatch, False, False)
+    expected = hidden_of(encoder, inputs)
+    assert not np.allclose(expected, plain, atol=1e-6)  # the change matters, so fusing it away would show
+    calls = []
+    original = layers.dense_2d
+    monkeypatch.setattr(layers, "dense_2d", lambda layer, *a: calls.append(layer.name) or original(layer, *a))
+    set_attention_path(monkeypatch, True, True)
+    np.testing.assert_allclose(hidden_of(encoder, inputs), expected, atol=1e-5)
+    assert calls.count("q_lin") == calls.count("k_lin") == calls.count("v_lin") == TINY["num_layers"]
 
 
 # -- pretrained -------------------------------------------------------------------------------

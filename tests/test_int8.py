@@ -264,6 +264,9 @@ def test_gpu_benchmark_dry_run_runs_every_code_path_on_the_cpu(tmp_path):
     for rows in result["forward"].values():
         assert {"ours/jax", "transformers"} <= set(rows) and all(row["seq_per_s"] > 0 for row in rows.values())
     assert "transformers+torch.compile" in result["forward"]["bfloat16 4x16"]
+    assert set(result["attention_kernel"]) == set(result["forward"])  # which kernel ours compiled to, per row
+    assert result["attention_path"] == {"fused_attention": True, "fused_qkv": True}  # the GPU's path, also on the CPU
+    assert "Attention kernel" in (tmp_path / "gpu.md").read_text()
     assert report["parity_ok"] and max(result["parity"].values()) <= 1e-4
     assert result["train_step"]["ours/jax"]["median_s"] > 0 and result["train_step"]["transformers+autocast"]["n"] == 2
     assert result["ours_other_backends"]["torch"]["rows"], result["ours_other_backends"]

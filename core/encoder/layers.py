@@ -286,8 +286,66 @@ class DistilBertEmbeddings(keras.layers.Layer):
         return self.dropout(self.layer_norm(embeddings), training=training)
 
 
+@functools.cache
+def on_accelerator() -> bool:
+    """Whether this process's Keras backend computes on a GPU (or TPU): fixed for the process."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax  # only on the JAX backend
+
+        return jax.default_backend() != "cpu"
+    if backend == "torch":
+        import torch  # only on the torch backend
+
+        return torch.cuda.is_available()
+    if backend == "tensorflow":
+        import tensorflow as tf  # only on the TensorFlow backend
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    return False
+
+
+def use_fused_attention() -> bool:
+    """Whether attention runs as one ``keras.ops.dot_product_attention``: under torch, and under JAX on a GPU.
+
+    The fused op does our arithmetic (float32 scores and softmax also for bf16, padded keys never
+    attended, a row with every key masked finite). On a GPU it is a fused kernel: cuDNN flash
+    attention under JAX (Keras picks it at trace time, ``flash_attention=None``, and falls back to
+    XLA where cuDNN refuses the dtype or shapes; ``benchmarks/gpu.py`` reads which one compiled),
+    PyTorch's ``scaled_dot_product_attention`` under torch. On TensorFlow it is an einsum like ours
+    plus a select for the mask, with no fused kernel behind it. On the CPU only torch's fused kernel
+    gains a little; TensorFlow and JAX keep the tuned unfused path there. Measured A/B interleaved
+    in one process (DistilBERT-base, random weights, 2 CPU cores shared with a heavy load; time
+    fused / unfused at 32x128 and 1x128, > 1: fused slower):
+    TensorFlow graph 32x128 1.03, 1x128 1.02; TensorFlow XLA 1.00, 1.01; JAX jit 1.03, 1.01;
+    torch eager 0.97, 0.98. GPU figures: to be taken with ``benchmarks/gpu.py``.
+    """
+    backend = keras.backend.backend()
+    return backend == "torch" or (backend == "jax" and on_accelerator())
+
+
+def use_fused_qkv() -> bool:
+    """Whether q, k and v are one matmul over the three kernels concatenated in the call: on a GPU.
+
+    The variables stay three ``Dense`` layers (checkpoints and saved files unchanged); the call
+    concatenates the kernels (7 MB per layer at base size), which a GPU copies in microseconds and
+    which turns three GEMM launches and three reads of the tokens into one. On the CPU the copy
+    costs more than it saves. Measured as in `use_fused_attention` (time fused / three matmuls):
+    TensorFlow graph 32x128 0.97, 1x128 1.04; TensorFlow XLA 1.06, 1.03; JAX jit 1.07, 1.38;
+    torch eager 0.95, 1.01 (kept off on the CPU: batch-1 latency is where we trail).
+    """
+    return on_accelerator()
+
+
 class MultiHeadSelfAttention(keras.layers.Layer):
-    """Scaled dot-product self-attention over a padding mask; scores and softmax in float32."""
+    """Scaled dot-product self-attention over a padding mask; scores and softmax in float32.
+
+    Two paths with the same arithmetic: ``keras.ops.dot_product_attention`` (fused, cuDNN flash
+    attention where JAX finds it; `use_fused_attention` says on which backends) and the unfused
+    einsum path, which training with attention dropout always takes (the fused op has no
+    dropout). q, k and v run as one matmul (`use_fused_qkv`) unless a projection is quantized
+    or LoRA-enabled: those go through `dense_2d` one by one.
+    """
 
     def __init__(
         self, hidden_size: int, num_heads: int, attention_dropout_rate: float, initializer_range: float, **kwargs: Any
@@ -319,27 +377,67 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     def _split_heads(self, x: Any, batch: Any, length: Any) -> Any:
         return ops.reshape(x, (batch, length, self.num_heads, self.head_size))
 
+    def _plain_projections(self) -> bool:
+        """Whether q, k and v are plain float Dense layers (not quantized, not LoRA): they may fuse."""
+        return not any(
+            getattr(layer, "quantization_mode", None) is not None or getattr(layer, "lora_enabled", False)
+            for layer in (self.q_lin, self.k_lin, self.v_lin)
+        )
+
+    def _query_key_value(self, tokens: Any, batch: Any, length: Any, training: bool | None) -> tuple[Any, Any, Any]:
+        """Unscaled q, k, v as (B, L, H, D): one matmul over the concatenated kernels, or three `dense_2d`."""
+        if use_fused_qkv() and self._plain_projections():
+            layers = (self.q_lin, self.k_lin, self.v_lin)
+            kernel = ops.concatenate([layer.kernel for layer in layers], axis=1)
+            bias = ops.concatenate([layer.bias for layer in layers], axis=0)
+            fused = ops.reshape(
+                bias_add(ops.matmul(tokens, kernel), bias), (batch, length, 3, self.num_heads, self.head_size)
+            )
+            return fused[:, :, 0], fused[:, :, 1], fused[:, :, 2]
+        return tuple(
+            self._split_heads(dense_2d(layer, tokens, training), batch, length)
+            for layer in (self.q_lin, self.k_lin, self.v_lin)
+        )
+
     def call(self, hidden_states: Any, attention_mask: Any, training: bool | None = None) -> Any:
         """``attention_mask`` is (B, L), 1 for real tokens and 0 for padding (keys never attended)."""
         batch, length = ops.shape(hidden_states)[0], ops.shape(hidden_states)[1]
+        # Projections on the (B*L, D) token matrix: plain 2-D matmuls with fused bias adds.
+        tokens = ops.reshape(hidden_states, (-1, self.hidden_size))
+        query, key, value = self._query_key_value(tokens, batch, length, training)
+        scale = 1.0 / float(np.sqrt(self.head_size))
+        if use_fused_attention() and not (training and self.dropout.rate > 0):
+            context = self._fused_attention(query, key, value, attention_mask, scale)
+        else:
+            context = self._unfused_attention(query, key, value, attention_mask, scale, training)
+        context = ops.reshape(context, (-1, self.hidden_size))
+        return ops.reshape(dense_2d(self.out_lin, context, training), (batch, length, self.hidden_size))
+
+    def _fused_attention(self, query: Any, key: Any, value: Any, attention_mask: Any, scale: float) -> Any:
+        """``keras.ops.dot_product_attention``: float32 scores and softmax on every backend, also for bf16.
+
+        The padding goes in as a boolean mask (Keras fills masked scores with a finite
+        ``-0.7 * dtype max``, so a row with every key masked stays finite, also in float16). JAX's
+        cuDNN kernel wants the mask as long as the queries, hence the broadcast to (B, 1, L, L).
+        """
+        length = ops.shape(query)[1]
+        keys = ops.cast(attention_mask, "bool")[:, None, None, :]
+        if keras.backend.backend() == "jax":
+            keys = ops.broadcast_to(keys, (ops.shape(query)[0], 1, length, length))
+        return ops.dot_product_attention(query, key, value, mask=keys, scale=scale, flash_attention=None)
+
+    def _unfused_attention(
+        self, query: Any, key: Any, value: Any, attention_mask: Any, scale: float, training: bool | None
+    ) -> Any:
         # Built here rather than passed in as floats: Keras would cast a float bias to float16.
         key_bias = (1.0 - ops.cast(attention_mask, "float32")) * MASKED_SCORE
         key_bias = key_bias[:, None, None, :]
-        # Projections on the (B*L, D) token matrix: plain 2-D matmuls with fused bias adds.
-        tokens = ops.reshape(hidden_states, (-1, self.hidden_size))
         # The query is scaled before the product, as Hugging Face does (fewer elements than the scores).
-        query = dense_2d(self.q_lin, tokens, training) * ops.cast(
-            1.0 / float(np.sqrt(self.head_size)), self.compute_dtype
-        )
-        query = self._split_heads(query, batch, length)
-        key = self._split_heads(dense_2d(self.k_lin, tokens, training), batch, length)
-        value = self._split_heads(dense_2d(self.v_lin, tokens, training), batch, length)
+        query = query * ops.cast(scale, self.compute_dtype)
         scores = ops.cast(ops.einsum("bqhd,bkhd->bhqk", query, key), "float32") + key_bias
         weights = ops.softmax(scores, axis=-1)
         weights = self.dropout(ops.cast(weights, self.compute_dtype), training=training)
-        context = ops.einsum("bhqk,bkhd->bqhd", weights, value)
-        context = ops.reshape(context, (-1, self.hidden_size))
-        return ops.reshape(dense_2d(self.out_lin, context, training), (batch, length, self.hidden_size))
+        return ops.einsum("bhqk,bkhd->bqhd", weights, value)
 
 
 class FeedForward(keras.layers.Layer):

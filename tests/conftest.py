@@ -1,4 +1,5 @@
 import json
+import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -18,6 +19,14 @@ from distilbert_heads.training.settings import ChanceLevelWarning, TrainResult  
 
 # The fake plugin distributions (`fake_site`) that registry and CLI tests build.
 pytest_plugins = ["plugin_fixtures"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist starts its workers with COLUMNS=80 (a serial run has none), which would narrow the CLI's tables
+    # to 80 columns; the tests expect what any pipe gets.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.pop("COLUMNS", None)
+
 
 # The hand-made vocabulary of `handmade_tokenizer`: "Zoë Åström" is zoe as ##tr ##om, 東京 two
 # tokens, and single letters a..h pad out long texts.

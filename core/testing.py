@@ -28,7 +28,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -236,16 +236,19 @@ import numpy as np
 import distilbert_heads
 import keras
 
-model = keras.models.load_model(sys.argv[1])
-data = np.load(sys.argv[2])
-outputs = model({"input_ids": data["input_ids"], "attention_mask": data["attention_mask"]}, training=False)
-np.savez(sys.argv[3], **{f"{head}/{key}": keras.ops.convert_to_numpy(value)
-                         for head, values in outputs.items() for key, value in values.items()})
-print(json.dumps({
-    "class": type(model).__name__,
-    "heads": {name: type(head).__name__ for name, head in model.heads.items()},
-    "compiled": bool(model.compiled),
-}))
+data = np.load(sys.argv[1])
+summaries = []
+for path, outputs_file in json.loads(sys.argv[2]):
+    model = keras.models.load_model(path)
+    outputs = model({"input_ids": data["input_ids"], "attention_mask": data["attention_mask"]}, training=False)
+    np.savez(outputs_file, **{f"{head}/{key}": keras.ops.convert_to_numpy(value)
+                              for head, values in outputs.items() for key, value in values.items()})
+    summaries.append({
+        "class": type(model).__name__,
+        "heads": {name: type(head).__name__ for name, head in model.heads.items()},
+        "compiled": bool(model.compiled),
+    })
+print(json.dumps(summaries))
 """
 
 
@@ -257,13 +260,22 @@ def reload_in_subprocess(
     Returns the outputs keyed ``"<head>/<output>"`` and a summary (model class, head classes,
     compiled). Raises `AssertionError` with the subprocess's stderr if loading fails.
     """
+    return reload_all_in_subprocess([path], inputs, timeout=timeout)[0]
+
+
+def reload_all_in_subprocess(
+    paths: Sequence[str | os.PathLike], inputs: Mapping[str, np.ndarray], timeout: float = 300
+) -> list[tuple[dict[str, np.ndarray], dict[str, Any]]]:
+    """`reload_in_subprocess` for several files in one fresh Python, loaded one after another: each file's
+    outputs and summary, in order. One process start instead of one per file."""
     with tempfile.TemporaryDirectory() as scratch:
         inputs_file = Path(scratch) / "inputs.npz"
-        outputs_file = Path(scratch) / "outputs.npz"
+        outputs_files = [Path(scratch) / f"outputs{index}.npz" for index in range(len(paths))]
         np.savez(inputs_file, **{key: np.asarray(value) for key, value in inputs.items()})
+        jobs = json.dumps([[os.fspath(path), os.fspath(out)] for path, out in zip(paths, outputs_files)])
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
         result = subprocess.run(
-            [sys.executable, "-c", _RELOAD_SCRIPT, os.fspath(path), str(inputs_file), str(outputs_file)],
+            [sys.executable, "-c", _RELOAD_SCRIPT, str(inputs_file), jobs],
             capture_output=True,
             text=True,
             env=env,
@@ -271,13 +283,16 @@ def reload_in_subprocess(
         )
         if result.returncode != 0:
             raise AssertionError(
-                f"Loading {os.fspath(path)!r} in a fresh Python process with only `import distilbert_heads; "
-                f"keras.models.load_model(path)` failed (exit {result.returncode}):\n{result.stderr[-4000:]}"
+                f"Loading {[os.fspath(path) for path in paths]} in a fresh Python process with only "
+                f"`import distilbert_heads; keras.models.load_model(path)` failed (exit {result.returncode}):\n"
+                f"{result.stderr[-4000:]}"
             )
-        with np.load(outputs_file) as data:
-            outputs = {key: data[key] for key in data.files}
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
-    return outputs, summary
+        outputs = []
+        for outputs_file in outputs_files:
+            with np.load(outputs_file) as data:
+                outputs.append({key: data[key] for key in data.files})
+    summaries = json.loads(result.stdout.strip().splitlines()[-1])
+    return list(zip(outputs, summaries))
 
 
 def check_head_roundtrip(task_type: str, *, directory: str | os.PathLike | None = None, **options: Any) -> Path:

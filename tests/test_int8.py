@@ -15,6 +15,10 @@ on every row.
 
 from __future__ import annotations
 
+import importlib.util
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import pytest
 from helpers import assert_mentions
@@ -22,7 +26,7 @@ from keras import ops
 
 from distilbert_heads import create_distilbert_with_head
 from distilbert_heads.encoder import layers
-from distilbert_heads.testing import reload_in_subprocess
+from distilbert_heads.testing import reload_all_in_subprocess
 
 RELATIVE_BOUND = 0.06
 MIN_LABEL_AGREEMENT = 0.95
@@ -73,22 +77,57 @@ def _numpy(outputs) -> dict[str, np.ndarray]:
     }
 
 
+@dataclass(frozen=True)
+class Int8Run:
+    """One head's model in float32 and after ``with_dtype("int8")``, and the int8 file reloaded in a fresh process."""
+
+    model: Any
+    quantized: Any
+    reference: dict[str, np.ndarray]
+    output: dict[str, np.ndarray]
+    reloaded: dict[str, np.ndarray]
+    summary: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def int8_runs(tmp_path_factory) -> dict[str, Int8Run]:
+    """Every head of HEADS quantized and saved; all the files reloaded in ONE fresh process (a process start per
+    head cost more than the rest of the checks)."""
+    folder = tmp_path_factory.mktemp("int8")
+    inputs = _inputs()
+    built = {}
+    for task_type, options in (getattr(param, "values", param) for param in HEADS):
+        if task_type == "foo" and importlib.util.find_spec("distilbert_head_foo") is None:
+            continue
+        model = _model(task_type, options)
+        quantized = model.with_dtype("int8")
+        quantized.save(folder / f"{task_type}.keras")
+        built[task_type] = (model, quantized)
+    reloads = reload_all_in_subprocess([folder / f"{task_type}.keras" for task_type in built], inputs)
+    return {
+        task_type: Int8Run(
+            model=model,
+            quantized=quantized,
+            reference=_numpy(model(inputs, training=False)),
+            output=_numpy(quantized(inputs, training=False)),
+            reloaded=reloaded,
+            summary=summary,
+        )
+        for (task_type, (model, quantized)), (reloaded, summary) in zip(built.items(), reloads)
+    }
+
+
 @pytest.mark.parametrize(("task_type", "options"), HEADS)
-def test_int8_model_agrees_with_float32_and_reloads_identically(tmp_path, task_type, options):
+def test_int8_model_agrees_with_float32_and_reloads_identically(int8_runs, task_type, options):
     if task_type == "foo":
         pytest.importorskip("distilbert_head_foo", reason="pip install ./plugins_example/distilbert-head-foo")
-    model = _model(task_type, options)
-    inputs = _inputs()
-    reference = _numpy(model(inputs, training=False))
-
-    quantized = model.with_dtype("int8")
-    assert quantized is not model and model.quantization is None and quantized.quantization == "int8"
-    kernels = {v.path.split("/")[-1]: str(v.dtype) for v in quantized.weights if "kernel" in v.path}
+    run = int8_runs[task_type]
+    assert run.quantized is not run.model and run.model.quantization is None and run.quantized.quantization == "int8"
+    kernels = {v.path.split("/")[-1]: str(v.dtype) for v in run.quantized.weights if "kernel" in v.path}
     assert "int8" in set(kernels.values()), kernels
-    output = _numpy(quantized(inputs, training=False))
 
-    for key, expected in reference.items():
-        actual = output[key]
+    for key, expected in run.reference.items():
+        actual = run.output[key]
         assert np.isfinite(actual).all(), key
         real = np.abs(expected) < MASK_FILL  # QA heads fill padded positions with a huge negative score
         assert (actual[~real] <= -MASK_FILL).all(), f"{key}: a masked position is no longer masked"
@@ -102,12 +141,10 @@ def test_int8_model_agrees_with_float32_and_reloads_identically(tmp_path, task_t
             np.testing.assert_array_equal(labels[decisive], float_labels[decisive], err_msg=key)
             assert (labels == float_labels).mean() >= MIN_LABEL_AGREEMENT, f"{key}: labels agree too rarely"
 
-    path = tmp_path / f"{task_type}.keras"
-    quantized.save(path)
-    reloaded, summary = reload_in_subprocess(path, inputs)
-    assert summary["class"] == "DistilBertTaskModel"
-    for key, value in output.items():
-        np.testing.assert_array_equal(reloaded[key], value, err_msg=f"{key} differs after reload in a fresh process")
+    assert run.summary["class"] == "DistilBertTaskModel"
+    assert set(run.reloaded) == set(run.output)
+    for key, value in run.output.items():
+        np.testing.assert_array_equal(run.reloaded[key], value, err_msg=f"{key} changed in a fresh-process reload")
 
 
 def _compiled_runners() -> dict[str, object]:

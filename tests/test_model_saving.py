@@ -21,7 +21,7 @@ from distilbert_heads import (
     create_distilbert_with_heads,
 )
 from distilbert_heads.plugins.registry import BLOCK_ENV, LOAD_ENV, reset_registry
-from distilbert_heads.testing import TINY_ENCODER, reload_in_subprocess, sample_inputs
+from distilbert_heads.testing import TINY_ENCODER, reload_all_in_subprocess, reload_in_subprocess, sample_inputs
 
 
 def tiny(task_type, **options):
@@ -187,17 +187,24 @@ BUILTIN = [
 ]
 
 
+@pytest.fixture(scope="module")
+def builtin_reloads(tmp_path_factory):
+    """Every head of BUILTIN saved, and all the files reloaded in ONE fresh process: (model, outputs, summary)."""
+    folder = tmp_path_factory.mktemp("builtin")
+    models = {task_type: tiny(task_type, **options) for task_type, options in BUILTIN}
+    for task_type, model in models.items():
+        model.save(folder / f"{task_type}.keras")
+    reloads = reload_all_in_subprocess([folder / f"{task_type}.keras" for task_type in models], sample_inputs())
+    return {task_type: (models[task_type], *reload) for task_type, reload in zip(models, reloads)}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("task_type,options", BUILTIN, ids=[t for t, _ in BUILTIN])
-def test_every_builtin_head_reloads_identically_in_a_fresh_process(tmp_path, task_type, options):
-    model = tiny(task_type, **options)
-    inputs = sample_inputs()
-    path = tmp_path / "m.keras"
-    model.save(path)
-    actual, summary = reload_in_subprocess(path, inputs)
+@pytest.mark.parametrize("task_type", [t for t, _ in BUILTIN])
+def test_every_builtin_head_reloads_identically_in_a_fresh_process(builtin_reloads, task_type):
+    model, actual, summary = builtin_reloads[task_type]
     assert summary["class"] == "DistilBertTaskModel"
     assert summary["heads"] == {name: type(head).__name__ for name, head in model.heads.items()}
-    assert_same_outputs(flat_outputs(model, inputs), actual)
+    assert_same_outputs(flat_outputs(model, sample_inputs()), actual)
 
 
 @pytest.mark.slow

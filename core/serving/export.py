@@ -159,8 +159,8 @@ def export(model_or_path: Any, out: str | os.PathLike, format: str = "saved_mode
 
     ``format`` is one of `FORMATS` (see the module docstring). ``options`` go to that format's function:
     ``overwrite=True`` for every format (replace an existing folder whole), ``head=`` for ``"hf"`` (one head of
-    a multi-head model), ``max_length=`` for ``"saved_model"``, ``opset=`` for ``"onnx"``. A head the format
-    cannot carry is an `ExportError` that names it and the formats this model can be exported in.
+    a multi-head model), ``max_length=`` for ``"saved_model"``, ``opset=`` and ``quantize="int8"`` for ``"onnx"``.
+    A head the format cannot carry is an `ExportError` that names it and the formats this model can be exported in.
     """
     if format not in FORMATS:
         raise ExportError(f"Unknown export format {format!r}; choose one of {', '.join(FORMATS)}.")

@@ -189,9 +189,15 @@ def test_encoder_int8_path_matches_keras_own_int8_call(tokens_name, use_bias):
     tokens = HOSTILE_TOKENS[tokens_name].astype("float32")
     theirs = ops.convert_to_numpy(dense(tokens))
     scale = max(1.0, float(np.abs(theirs).max()))
+    gelu = layers.activation_fn("gelu")
     for how, run in _compiled_runners().items():
         ours = ops.convert_to_numpy(run(lambda x: layers.int8_dense_2d(dense, x), ops.convert_to_tensor(tokens)))
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5 * scale, err_msg=f"{how}, {tokens_name}")
+        # The activation applied inside the int8 path (fused into the dequantize on TensorFlow).
+        ours = ops.convert_to_numpy(run(lambda x: layers.int8_dense_2d(dense, x, gelu), ops.convert_to_tensor(tokens)))
+        np.testing.assert_allclose(
+            ours, ops.convert_to_numpy(gelu(theirs)), rtol=1e-5, atol=1e-5 * scale, err_msg=f"gelu, {how}"
+        )
     for how, run in _compiled_runners().items():
         left, right = (
             ops.convert_to_tensor(np.full((3, 4), 127, "int8")),
@@ -201,11 +207,104 @@ def test_encoder_int8_path_matches_keras_own_int8_call(tokens_name, use_bias):
         assert product.dtype == np.int32 and (product == -127 * 127 * 4).all(), how  # no int8 overflow
 
 
+def _int8_dense_layers(count: int, use_bias: bool, seed: int) -> list:
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    dense = [keras.layers.Dense(48, use_bias=use_bias, bias_initializer="random_normal") for _ in range(count)]
+    for each in dense:
+        each.build((None, 32))
+        each.quantize("int8")
+    return dense
+
+
+@pytest.mark.parametrize("use_bias", [True, False], ids=["bias", "no_bias"])
+def test_int8_layers_sharing_one_input_compute_each_layers_own_call(use_bias):
+    """q, k and v on one quantized input and one GEMM (`int8_dense_2d_shared`) give each layer's own int8 call."""
+    import keras
+
+    shared = _int8_dense_layers(3, use_bias, seed=4)
+    if not layers.int8_shares_input_quantization(shared, training=False):
+        assert keras.backend.backend() != "tensorflow", "TensorFlow int8 q/k/v must share their quantization"
+        pytest.skip("the shared int8 GEMM is TensorFlow's (oneDNN); other backends run the layers one by one")
+    assert not layers.int8_shares_input_quantization(shared, training=True)
+    assert not layers.int8_shares_input_quantization([*shared[:2], keras.layers.Dense(48)], training=False)
+    for tokens_name, tokens in HOSTILE_TOKENS.items():
+        tokens = tokens.astype("float32")
+        theirs = [ops.convert_to_numpy(each(tokens)) for each in shared]
+        for how, run in _compiled_runners().items():
+            ours = run(lambda x: layers.int8_dense_2d_shared(shared, x), ops.convert_to_tensor(tokens))
+            assert len(ours) == 3, how
+            for index, (mine, expected) in enumerate(zip(ours, theirs, strict=True)):
+                scale = max(1.0, float(np.abs(expected).max()))
+                np.testing.assert_allclose(
+                    ops.convert_to_numpy(mine),
+                    expected,
+                    rtol=1e-5,
+                    atol=1e-5 * scale,
+                    err_msg=f"{how} {tokens_name} {index}",
+                )
+
+
+@pytest.mark.parametrize("write", ["set_weights", "load_own_variables", "assign_in_a_graph"])
+def test_int8_path_follows_weights_written_after_the_first_call(write):
+    """The int8 path keeps values derived from the kernels (shift correction, concatenated q/k/v): a
+    function compiled before new weights are written must, called again, use them like Keras' own call."""
+    import keras
+
+    dense = _int8_dense_layers(3, use_bias=True, seed=5)
+    others = _int8_dense_layers(3, use_bias=True, seed=6)
+    tokens = ops.convert_to_tensor(HOSTILE_TOKENS["noise"].astype("float32"))
+
+    def shared(x):
+        if layers.int8_shares_input_quantization(dense, training=False):
+            return layers.int8_dense_2d_shared(dense, x)
+        return tuple(layers.int8_dense_2d(each, x) for each in dense)
+
+    calls = {"single": lambda x: (layers.int8_dense_2d(dense[0], x),), "shared": shared}
+    runs = {f"{name} eager": fn for name, fn in calls.items()}
+    if keras.backend.backend() == "tensorflow":  # compiled once and kept, as a served model's function is
+        import tensorflow as tf
+
+        for name, fn in calls.items():
+            runs[f"{name} graph"] = tf.function(fn)
+            runs[f"{name} xla"] = tf.function(fn, jit_compile=True)
+    before = {how: [ops.convert_to_numpy(y) for y in run(tokens)] for how, run in runs.items()}
+    for mine, other in zip(dense, others, strict=True):
+        if write == "set_weights":
+            mine.set_weights(other.get_weights())
+        elif write == "load_own_variables":
+            store = {}
+            other.save_own_variables(store)
+            mine.load_own_variables(store)
+        elif keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            tf.function(lambda mine=mine, other=other: mine._kernel.assign(other._kernel.value))()
+            mine.kernel_scale.assign(other.kernel_scale.value)
+            mine.bias.assign(other.bias.value)
+        else:
+            mine.set_weights(other.get_weights())
+    theirs = [ops.convert_to_numpy(each(tokens)) for each in others]
+    for how, run in runs.items():
+        outputs = run(tokens)
+        for index, output in enumerate(outputs):
+            expected = theirs[index]
+            assert not np.allclose(before[how][index], expected), "the new weights must change the output"
+            scale = max(1.0, float(np.abs(expected).max()))
+            np.testing.assert_allclose(
+                ops.convert_to_numpy(output), expected, rtol=1e-5, atol=1e-5 * scale, err_msg=f"{how} {index}"
+            )
+
+
 def test_encoder_int8_path_is_used_at_inference_and_not_in_training(monkeypatch):
     model = _model("sentiment", {"num_classes": 2}).with_dtype("int8")
     calls = []
-    original = layers.int8_dense_2d
+    original, original_shared = layers.int8_dense_2d, layers.int8_dense_2d_shared
     monkeypatch.setattr(layers, "int8_dense_2d", lambda *a: calls.append(1) or original(*a))
+    monkeypatch.setattr(
+        layers, "int8_dense_2d_shared", lambda many, *a: calls.extend([1] * len(many)) or original_shared(many, *a)
+    )
     inputs = _inputs(batch=2, length=4)
     model(inputs, training=False)
     per_layer = 6  # q, k, v, out, lin1, lin2

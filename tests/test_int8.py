@@ -218,50 +218,21 @@ def _int8_dense_layers(count: int, use_bias: bool, seed: int) -> list:
     return dense
 
 
-@pytest.mark.parametrize("use_bias", [True, False], ids=["bias", "no_bias"])
-def test_int8_layers_sharing_one_input_compute_each_layers_own_call(use_bias):
-    """q, k and v on one quantized input and one GEMM (`int8_dense_2d_shared`) give each layer's own int8 call."""
-    import keras
-
-    shared = _int8_dense_layers(3, use_bias, seed=4)
-    if not layers.int8_shares_input_quantization(shared, training=False):
-        assert keras.backend.backend() != "tensorflow", "TensorFlow int8 q/k/v must share their quantization"
-        pytest.skip("the shared int8 GEMM is TensorFlow's (oneDNN); other backends run the layers one by one")
-    assert not layers.int8_shares_input_quantization(shared, training=True)
-    assert not layers.int8_shares_input_quantization([*shared[:2], keras.layers.Dense(48)], training=False)
-    for tokens_name, tokens in HOSTILE_TOKENS.items():
-        tokens = tokens.astype("float32")
-        theirs = [ops.convert_to_numpy(each(tokens)) for each in shared]
-        for how, run in _compiled_runners().items():
-            ours = run(lambda x: layers.int8_dense_2d_shared(shared, x), ops.convert_to_tensor(tokens))
-            assert len(ours) == 3, how
-            for index, (mine, expected) in enumerate(zip(ours, theirs, strict=True)):
-                scale = max(1.0, float(np.abs(expected).max()))
-                np.testing.assert_allclose(
-                    ops.convert_to_numpy(mine),
-                    expected,
-                    rtol=1e-5,
-                    atol=1e-5 * scale,
-                    err_msg=f"{how} {tokens_name} {index}",
-                )
-
-
 @pytest.mark.parametrize("write", ["set_weights", "load_own_variables", "assign_in_a_graph"])
 def test_int8_path_follows_weights_written_after_the_first_call(write):
-    """The int8 path keeps values derived from the kernels (shift correction, concatenated q/k/v): a
-    function compiled before new weights are written must, called again, use them like Keras' own call."""
+    """The int8 path keeps a value derived from each kernel (TensorFlow's shift correction): a function
+    compiled before new weights are written must, called again, use them as Keras' own call does."""
     import keras
 
     dense = _int8_dense_layers(3, use_bias=True, seed=5)
     others = _int8_dense_layers(3, use_bias=True, seed=6)
     tokens = ops.convert_to_tensor(HOSTILE_TOKENS["noise"].astype("float32"))
 
-    def shared(x):
-        if layers.int8_shares_input_quantization(dense, training=False):
-            return layers.int8_dense_2d_shared(dense, x)
-        return tuple(layers.int8_dense_2d(each, x) for each in dense)
-
-    calls = {"single": lambda x: (layers.int8_dense_2d(dense[0], x),), "shared": shared}
+    gelu = layers.activation_fn("gelu")
+    calls = {
+        "plain": lambda x: tuple(layers.int8_dense_2d(each, x) for each in dense),
+        "gelu": lambda x: tuple(layers.int8_dense_2d(each, x, gelu) for each in dense),
+    }
     runs = {f"{name} eager": fn for name, fn in calls.items()}
     if keras.backend.backend() == "tensorflow":  # compiled once and kept, as a served model's function is
         import tensorflow as tf
@@ -289,7 +260,7 @@ def test_int8_path_follows_weights_written_after_the_first_call(write):
     for how, run in runs.items():
         outputs = run(tokens)
         for index, output in enumerate(outputs):
-            expected = theirs[index]
+            expected = ops.convert_to_numpy(gelu(theirs[index])) if how.startswith("gelu") else theirs[index]
             assert not np.allclose(before[how][index], expected), "the new weights must change the output"
             scale = max(1.0, float(np.abs(expected).max()))
             np.testing.assert_allclose(
@@ -300,11 +271,8 @@ def test_int8_path_follows_weights_written_after_the_first_call(write):
 def test_encoder_int8_path_is_used_at_inference_and_not_in_training(monkeypatch):
     model = _model("sentiment", {"num_classes": 2}).with_dtype("int8")
     calls = []
-    original, original_shared = layers.int8_dense_2d, layers.int8_dense_2d_shared
+    original = layers.int8_dense_2d
     monkeypatch.setattr(layers, "int8_dense_2d", lambda *a: calls.append(1) or original(*a))
-    monkeypatch.setattr(
-        layers, "int8_dense_2d_shared", lambda many, *a: calls.extend([1] * len(many)) or original_shared(many, *a)
-    )
     inputs = _inputs(batch=2, length=4)
     model(inputs, training=False)
     per_layer = 6  # q, k, v, out, lin1, lin2

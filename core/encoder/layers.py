@@ -14,7 +14,7 @@ matmul; ``benchmarks/README.md`` has the measurements. The numbers are unchanged
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -110,93 +110,55 @@ def int8_dense_2d(layer: keras.layers.Dense, tokens: Any, activation: Callable[[
         output = layer(tokens)
         return output if activation is None else activation(output)
     if keras.backend.backend() == "tensorflow":
-        return _tf_int8_dense((layer,), tokens, activation)[0]
+        return _tf_int8_dense(layer, tokens, activation)
     quantized, row_scale = quantizer(tokens, axis=-1)
     product = ops.cast(int8_matmul(quantized, layer._kernel.value), layer.compute_dtype)
     output = bias_add(ops.divide(product, ops.multiply(row_scale, layer.kernel_scale)), layer.bias)
     return output if activation is None else activation(output)
 
 
-def int8_shares_input_quantization(layers: Sequence[keras.layers.Dense], training: bool | None) -> bool:
-    """Whether `int8_dense_2d_shared` can run ``layers`` on one input: on TensorFlow at inference, each
-    an int8 Dense with the same input quantizer (range, epsilon), none LoRA-enabled, all with a bias
-    or none."""
-    if keras.backend.backend() != "tensorflow" or training:
-        return False
-    if any(
-        getattr(layer, "quantization_mode", None) != "int8"
-        or getattr(layer, "lora_enabled", False)
-        or not getattr(layer, "inputs_quantizer", None)
-        for layer in layers
-    ):
-        return False
-    quantizers = {(tuple(layer.inputs_quantizer.value_range), layer.inputs_quantizer.epsilon) for layer in layers}
-    return len(quantizers) == 1 and len({layer.bias is None for layer in layers}) == 1
-
-
-def int8_dense_2d_shared(layers: Sequence[keras.layers.Dense], tokens: Any) -> tuple[Any, ...]:
-    """``int8_dense_2d(layer, tokens)`` for each of ``layers`` (`int8_shares_input_quantization`), in one pass.
-
-    The rows are quantized once and multiplied by the layers' int8 kernels concatenated (kept in a
-    variable refreshed whenever a kernel is assigned, `_tf_derived_variable`) in one GEMM, then
-    dequantized and split: for q, k and v one pass over the tokens and one GEMM instead of three.
-    The numbers are each layer's own.
-    """
-    return _tf_int8_dense(tuple(layers), tokens, None)
-
-
-def _tf_int8_dense(layers: tuple[keras.layers.Dense, ...], tokens: Any, activation: Callable[[Any], Any] | None) -> Any:
-    """`int8_dense_2d` on TensorFlow in three steps instead of a dozen ops, for one layer or several on one input.
+def _tf_int8_dense(layer: keras.layers.Dense, tokens: Any, activation: Callable[[Any], Any] | None) -> Any:
+    """`int8_dense_2d` on TensorFlow in three steps instead of a dozen ops.
 
     Profiled at 32 x 128 (``benchmarks/profile_ops.py --int8``), the int8 GEMM on XLA took most of
     the time and the quantize/dequantize passes around it (abs, max, divide, multiply, round, clip,
     cast, divide, bias add: each a pass over the activations) another eighth. Here (1) one XLA
     function quantizes the rows, (2) oneDNN's ``QuantizedMatMulWithBias`` multiplies them on the
     CPU's integer units (VNNI/AMX: about 2.5x XLA's int8 GEMM), (3) one XLA function dequantizes,
-    adds the bias and applies ``activation``. oneDNN's kernel takes unsigned activations: the rows
-    go in shifted by +128 and the int32 bias ``-128 * column sums of the kernel`` takes the shift
-    back out, so the int32 product is exactly the signed one. That correction depends on the kernel
-    alone: it is kept in a variable (`_tf_derived_variable`), not summed over the kernel each call
-    (at batch 1 as much memory traffic as the GEMM). Several layers (q, k, v) share one quantized
-    input and one GEMM over their kernels concatenated. Inside a function XLA compiles as a whole
-    (``jit_compile``), or where TensorFlow was built without oneDNN, each layer runs the same
-    arithmetic as plain ops (XLA fuses). Returns one output per layer.
+    adds the bias and applies ``activation`` (lin1's GELU: two fewer passes over the widest
+    activations). oneDNN's kernel takes unsigned activations: the rows go in shifted by +128 and the
+    int32 bias ``-128 * column sums of the kernel`` takes the shift back out, so the int32 product is
+    exactly the signed one. That correction depends on the kernel alone, so it is kept in a variable
+    refreshed when the kernel is written (`_tf_derived_variable`) instead of summed over the kernel
+    each call (at batch 1 as much memory traffic as the GEMM). Inside a function XLA compiles as a
+    whole (``jit_compile``), or where TensorFlow was built without oneDNN, the same arithmetic runs
+    as plain ops (XLA fuses).
+
+    Measured A/B interleaved in one process (DistilBERT-base, TF graph, 2 CPU cores shared with a
+    heavy load; time new / old at 32x128 and 1x128): the kept correction 0.99, 0.76-0.81; GELU in
+    the dequantize 0.92, 0.95-0.98. Tried and dropped: q, k and v on one quantized input and one GEMM
+    over the three kernels concatenated (the concatenation kept like the correction) 1.01-1.03,
+    0.98-1.02, also with the split left to slices outside XLA (1.04, 1.05).
     """
     import tensorflow as tf  # only on the TensorFlow backend
     from tensorflow.python.ops import control_flow_util  # the one public-enough test for "inside XLA"
 
-    quantizer = layers[0].inputs_quantizer
+    quantizer = layer.inputs_quantizer
     low, high = quantizer.value_range
-    dtype = layers[0].compute_dtype
+    kernel, kernel_scale = layer._kernel.value, layer.kernel_scale.value
+    bias = layer.bias.value if layer.bias is not None else None
+    dequantize = _tf_int8_dequantize(activation)
     tokens = tf.convert_to_tensor(tokens)
     in_xla = control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
     if in_xla or not _tf_onednn_int8_gemm_available():
-        outputs = []
-        for layer in layers:
-            quantized, row_scale = layer.inputs_quantizer(tokens, axis=-1)
-            kernel = layer._kernel.value
-            product = (
-                tf.matmul(quantized, kernel, output_type=tf.int32) if in_xla else _tf_int8_matmul()(quantized, kernel)
-            )
-            bias = layer.bias.value if layer.bias is not None else None
-            outputs.append(
-                _tf_int8_dequantize(activation, 1)(product, row_scale, layer.kernel_scale.value, bias, dtype)[0]
-            )
-        return tuple(outputs)
-    sources = tuple(layer._kernel for layer in layers)
-    if len(layers) == 1:
-        kernel = layers[0]._kernel.value
-        kernel_scale = layers[0].kernel_scale.value
-        bias = layers[0].bias.value if layers[0].bias is not None else None
-    else:
-        kernel = _tf_derived_variable(sources, "concatenated", lambda *kernels: tf.concat(kernels, axis=1))
-        kernel_scale = tf.concat([layer.kernel_scale.value for layer in layers], axis=-1)
-        bias = tf.concat([layer.bias.value for layer in layers], axis=0) if layers[0].bias is not None else None
-    correction = _tf_derived_variable(sources, "shift_correction", _tf_int8_shift_correction)
+        quantized, row_scale = quantizer(tokens, axis=-1)
+        product = tf.matmul(quantized, kernel, output_type=tf.int32) if in_xla else _tf_int8_matmul()(quantized, kernel)
+        return dequantize(product, row_scale, kernel_scale, bias, layer.compute_dtype)
+    correction = _tf_derived_variable(layer._kernel, "shift_correction", _tf_int8_shift_correction)
     shifted, row_scale = _tf_int8_quantize_shifted()(tokens, float(low), float(high), quantizer.epsilon)
     product = tf.raw_ops.QuantizedMatMulWithBias(
         a=tf.bitcast(shifted, tf.quint8),
-        b=tf.bitcast(tf.convert_to_tensor(kernel), tf.qint8),
+        b=tf.bitcast(kernel, tf.qint8),
         bias=tf.bitcast(tf.convert_to_tensor(correction), tf.qint32),
         min_a=0.0,
         max_a=1.0,
@@ -204,59 +166,46 @@ def _tf_int8_dense(layers: tuple[keras.layers.Dense, ...], tokens: Any, activati
         max_b=1.0,
         Toutput=tf.qint32,
     )[0]
-    return _tf_int8_dequantize(activation, len(layers))(
-        tf.bitcast(product, tf.int32), row_scale, kernel_scale, bias, dtype
-    )
+    return dequantize(tf.bitcast(product, tf.int32), row_scale, kernel_scale, bias, layer.compute_dtype)
 
 
-def _tf_int8_shift_correction(*kernels: Any) -> Any:
-    """``-128 * column sums`` of the int8 kernels side by side: the int32 bias that undoes the +128 row shift."""
+def _tf_int8_shift_correction(kernel: Any) -> Any:
+    """``-128 * column sums`` of an int8 kernel: the int32 bias that undoes the +128 row shift."""
     import tensorflow as tf  # only on the TensorFlow backend
 
-    return tf.concat([-128 * tf.reduce_sum(tf.cast(kernel, tf.int32), axis=0) for kernel in kernels], axis=0)
+    return -128 * tf.reduce_sum(tf.cast(kernel, tf.int32), axis=0)
 
 
-def _tf_derived_variable(sources: tuple[Any, ...], name: str, compute: Callable[..., Any]) -> Any:
-    """A ``tf.Variable`` holding ``compute(*source values)``, recomputed whenever a source is assigned.
+def _tf_derived_variable(source: Any, name: str, compute: Callable[[Any], Any]) -> Any:
+    """A ``tf.Variable`` holding ``compute(source's value)``, recomputed whenever ``source`` is written.
 
-    ``sources`` are Keras variables (int8 kernels). Every write Keras makes to them (``assign``:
-    ``set_weights``, ``load_weights``, loading a ``.keras`` file) goes through their
+    ``source`` is a Keras variable (an int8 kernel). Every write Keras makes to it (``assign``:
+    ``set_weights``, ``load_weights``, loading a ``.keras`` file) goes through its
     ``_direct_assign``, which is wrapped once per variable to refresh what was derived from it, in
-    the same graph when the write is traced. ``quantize`` makes new kernel variables, so nothing stale
-    survives it. Kept on the first source, not on the layer: a layer's attributes are tracked
-    (weights lists, checkpoints). Written outside Keras (``variable.value.assign``), a source is not seen.
+    the same graph when the write is traced. ``quantize`` makes a new kernel variable, so nothing
+    stale survives it. Kept on the source, not on the layer: a layer's attributes are tracked
+    (weights lists, checkpoints). A write around Keras (``variable.value.assign``) is not seen.
     """
     import tensorflow as tf  # only on the TensorFlow backend
 
-    key = (name, *(id(source) for source in sources[1:]))
-    derived = sources[0].__dict__.setdefault("_distilbert_heads_derived", {})
-    if key not in derived:
-
-        def value() -> Any:
-            return compute(*(source.value for source in sources))
-
+    derived = source.__dict__.setdefault("_distilbert_heads_derived", {})
+    if name not in derived:
         with tf.init_scope():  # created once, eagerly, also when first met while tracing
-            variable = tf.Variable(value(), trainable=False, name=f"{name}_derived")
-        for source in sources:
-            _on_assign(source, lambda variable=variable: variable.assign(value()))
-        derived[key] = variable
-    return derived[key]
+            variable = tf.Variable(compute(source.value), trainable=False, name=f"{name}_derived")
+        refreshers = source.__dict__.get("_distilbert_heads_refreshers")
+        if refreshers is None:
+            refreshers = source.__dict__["_distilbert_heads_refreshers"] = []
+            direct_assign = source._direct_assign
 
+            def assign_and_refresh(value: Any) -> None:
+                direct_assign(value)
+                for refresh in refreshers:
+                    refresh()
 
-def _on_assign(source: Any, refresh: Callable[[], Any]) -> None:
-    """Call ``refresh`` after each Keras write to the variable ``source`` (see `_tf_derived_variable`)."""
-    refreshers = source.__dict__.get("_distilbert_heads_refreshers")
-    if refreshers is None:
-        refreshers = source.__dict__["_distilbert_heads_refreshers"] = []
-        direct_assign = source._direct_assign
-
-        def assign_and_refresh(value: Any) -> None:
-            direct_assign(value)
-            for each in refreshers:
-                each()
-
-        source._direct_assign = assign_and_refresh
-    refreshers.append(refresh)
+            source._direct_assign = assign_and_refresh
+        refreshers.append(lambda: variable.assign(compute(source.value)))
+        derived[name] = variable
+    return derived[name]
 
 
 @functools.cache
@@ -273,16 +222,15 @@ def _tf_int8_quantize_shifted() -> Any:
 
 
 @functools.cache
-def _tf_int8_dequantize(activation: Callable[[Any], Any] | None, parts: int) -> Any:
+def _tf_int8_dequantize(activation: Callable[[Any], Any] | None) -> Any:
     """XLA: ``activation(int32 product / (row scale * column scale) + bias)`` in the compute dtype, one fused
-    loop, split into ``parts`` equal column blocks (one per layer that shared the GEMM)."""
+    loop; one compiled function per activation (`activation_fn` gives one function per name)."""
     import tensorflow as tf  # only on the TensorFlow backend
 
     def dequantize(product: Any, row_scale: Any, kernel_scale: Any, bias: Any, dtype: str) -> Any:
         output = tf.cast(product, dtype) / (row_scale * kernel_scale)
         output = output if bias is None else output + bias
-        output = output if activation is None else activation(output)
-        return tuple(tf.split(output, parts, axis=-1)) if parts > 1 else (output,)
+        return output if activation is None else activation(output)
 
     return tf.function(dequantize, jit_compile=True, autograph=False)
 
@@ -459,8 +407,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     attention where JAX finds it; `use_fused_attention` says on which backends) and the unfused
     einsum path, which training with attention dropout always takes (the fused op has no
     dropout). q, k and v run as one matmul (`use_fused_qkv`) unless a projection is quantized
-    or LoRA-enabled: those go through `dense_2d` one by one, except int8 q, k and v on TensorFlow,
-    which share one quantized input and one integer GEMM (`int8_dense_2d_shared`).
+    or LoRA-enabled: those go through `dense_2d` one by one.
     """
 
     def __init__(
@@ -510,9 +457,6 @@ class MultiHeadSelfAttention(keras.layers.Layer):
                 bias_add(ops.matmul(tokens, kernel), bias), (batch, length, 3, self.num_heads, self.head_size)
             )
             return fused[:, :, 0], fused[:, :, 1], fused[:, :, 2]
-        layers = (self.q_lin, self.k_lin, self.v_lin)
-        if int8_shares_input_quantization(layers, training):
-            return tuple(self._split_heads(x, batch, length) for x in int8_dense_2d_shared(layers, tokens))
         return tuple(
             self._split_heads(dense_2d(layer, tokens, training), batch, length)
             for layer in (self.q_lin, self.k_lin, self.v_lin)

@@ -189,9 +189,15 @@ def test_encoder_int8_path_matches_keras_own_int8_call(tokens_name, use_bias):
     tokens = HOSTILE_TOKENS[tokens_name].astype("float32")
     theirs = ops.convert_to_numpy(dense(tokens))
     scale = max(1.0, float(np.abs(theirs).max()))
+    gelu = layers.activation_fn("gelu")
     for how, run in _compiled_runners().items():
         ours = ops.convert_to_numpy(run(lambda x: layers.int8_dense_2d(dense, x), ops.convert_to_tensor(tokens)))
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5 * scale, err_msg=f"{how}, {tokens_name}")
+        # The activation applied inside the int8 path (fused into the dequantize on TensorFlow).
+        ours = ops.convert_to_numpy(run(lambda x: layers.int8_dense_2d(dense, x, gelu), ops.convert_to_tensor(tokens)))
+        np.testing.assert_allclose(
+            ours, ops.convert_to_numpy(gelu(theirs)), rtol=1e-5, atol=1e-5 * scale, err_msg=f"gelu, {how}"
+        )
     for how, run in _compiled_runners().items():
         left, right = (
             ops.convert_to_tensor(np.full((3, 4), 127, "int8")),
@@ -199,6 +205,67 @@ def test_encoder_int8_path_matches_keras_own_int8_call(tokens_name, use_bias):
         )
         product = ops.convert_to_numpy(run(layers.int8_matmul, left, right))
         assert product.dtype == np.int32 and (product == -127 * 127 * 4).all(), how  # no int8 overflow
+
+
+def _int8_dense_layers(count: int, use_bias: bool, seed: int) -> list:
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    dense = [keras.layers.Dense(48, use_bias=use_bias, bias_initializer="random_normal") for _ in range(count)]
+    for each in dense:
+        each.build((None, 32))
+        each.quantize("int8")
+    return dense
+
+
+@pytest.mark.parametrize("write", ["set_weights", "load_own_variables", "assign_in_a_graph"])
+def test_int8_path_follows_weights_written_after_the_first_call(write):
+    """The int8 path keeps a value derived from each kernel (TensorFlow's shift correction): a function
+    compiled before new weights are written must, called again, use them as Keras' own call does."""
+    import keras
+
+    dense = _int8_dense_layers(3, use_bias=True, seed=5)
+    others = _int8_dense_layers(3, use_bias=True, seed=6)
+    tokens = ops.convert_to_tensor(HOSTILE_TOKENS["noise"].astype("float32"))
+
+    gelu = layers.activation_fn("gelu")
+    calls = {
+        "plain": lambda x: tuple(layers.int8_dense_2d(each, x) for each in dense),
+        "gelu": lambda x: tuple(layers.int8_dense_2d(each, x, gelu) for each in dense),
+    }
+    runs = {f"{name} eager": fn for name, fn in calls.items()}
+    if keras.backend.backend() == "tensorflow":  # compiled once and kept, as a served model's function is
+        import tensorflow as tf
+
+        for name, fn in calls.items():
+            runs[f"{name} graph"] = tf.function(fn)
+            runs[f"{name} xla"] = tf.function(fn, jit_compile=True)
+    before = {how: [ops.convert_to_numpy(y) for y in run(tokens)] for how, run in runs.items()}
+    for mine, other in zip(dense, others, strict=True):
+        if write == "set_weights":
+            mine.set_weights(other.get_weights())
+        elif write == "load_own_variables":
+            store = {}
+            other.save_own_variables(store)
+            mine.load_own_variables(store)
+        elif keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            tf.function(lambda mine=mine, other=other: mine._kernel.assign(other._kernel.value))()
+            mine.kernel_scale.assign(other.kernel_scale.value)
+            mine.bias.assign(other.bias.value)
+        else:
+            mine.set_weights(other.get_weights())
+    theirs = [ops.convert_to_numpy(each(tokens)) for each in others]
+    for how, run in runs.items():
+        outputs = run(tokens)
+        for index, output in enumerate(outputs):
+            expected = ops.convert_to_numpy(gelu(theirs[index])) if how.startswith("gelu") else theirs[index]
+            assert not np.allclose(before[how][index], expected), "the new weights must change the output"
+            scale = max(1.0, float(np.abs(expected).max()))
+            np.testing.assert_allclose(
+                ops.convert_to_numpy(output), expected, rtol=1e-5, atol=1e-5 * scale, err_msg=f"{how} {index}"
+            )
 
 
 def test_encoder_int8_path_is_used_at_inference_and_not_in_training(monkeypatch):

@@ -14,6 +14,7 @@ matmul; ``benchmarks/README.md`` has the measurements. The numbers are unchanged
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -38,22 +39,31 @@ def bias_add(x: Any, bias: Any) -> Any:
     return ops.add(x, bias)
 
 
-def dense_2d(layer: keras.layers.Dense, tokens: Any, training: bool | None = None) -> Any:
-    """``layer(tokens)`` for a (tokens, features) matrix: one plain 2-D matmul plus a fusable bias add.
+def dense_2d(
+    layer: keras.layers.Dense,
+    tokens: Any,
+    training: bool | None = None,
+    activation: Callable[[Any], Any] | None = None,
+) -> Any:
+    """``activation(layer(tokens))`` for a (tokens, features) matrix: one 2-D matmul, a fusable bias add.
 
     A Dense layer on a 3-D input runs as tensordot (reshape, matmul, reshape, add) and nothing
     fuses; on a 2-D input the bias (and an activation after it) fuse into the matmul.
     Called from inside a parent layer, so under mixed precision the kernel is read in the
     compute dtype. An int8-quantized layer runs `int8_dense_2d` at inference; a LoRA-enabled
     layer, any other quantization mode, and int8 while training (Keras' own call carries the
-    gradient through the quantized kernel) run the layer's own ``call``.
+    gradient through the quantized kernel) run the layer's own ``call``. ``activation`` (None: none)
+    follows the bias: on the float path as ``activation(bias_add(matmul))``, the graph oneDNN fuses
+    into one kernel; on the int8 path inside the dequantize.
     """
     mode = getattr(layer, "quantization_mode", None)
     if getattr(layer, "lora_enabled", False) or (mode is not None and (mode != "int8" or training)):
-        return layer(tokens)
-    if mode == "int8":
-        return int8_dense_2d(layer, tokens)
-    return bias_add(ops.matmul(tokens, layer.kernel), layer.bias)
+        output = layer(tokens)
+    elif mode == "int8":
+        return int8_dense_2d(layer, tokens, activation)
+    else:
+        output = bias_add(ops.matmul(tokens, layer.kernel), layer.bias)
+    return output if activation is None else activation(output)
 
 
 def int8_matmul(left: Any, right: Any) -> Any:
@@ -85,38 +95,50 @@ def _tf_int8_matmul() -> Any:
     return tf.function(lambda left, right: tf.matmul(left, right, output_type=tf.int32), jit_compile=True)
 
 
-def int8_dense_2d(layer: keras.layers.Dense, tokens: Any) -> Any:
+def int8_dense_2d(layer: keras.layers.Dense, tokens: Any, activation: Callable[[Any], Any] | None = None) -> Any:
     """An int8-quantized ``Dense`` (``layer.quantize("int8")``) on a (tokens, features) matrix.
 
     The same arithmetic as Keras' ``Dense._int8_call``: each token row is quantized to int8 by the
     layer's input quantizer (absolute maximum per row), multiplied by the int8 kernel into int32
     (`int8_matmul`), then scaled back by the row's and each output column's scales; the bias is
-    added with `bias_add` so it fuses. A weight-only layer (no input quantizer) runs its own call.
-    On TensorFlow the whole layer runs as `_tf_int8_dense` (the elementwise passes fused by XLA
-    around oneDNN's integer GEMM); the numbers are the same.
+    added with `bias_add` so it fuses, then ``activation`` (None: none). A weight-only layer (no input
+    quantizer) runs its own call. On TensorFlow the whole layer runs as `_tf_int8_dense` (the
+    elementwise passes fused by XLA around oneDNN's integer GEMM); the numbers are the same.
     """
     quantizer = layer.inputs_quantizer
     if not quantizer:
-        return layer(tokens)
+        output = layer(tokens)
+        return output if activation is None else activation(output)
     if keras.backend.backend() == "tensorflow":
-        return _tf_int8_dense(layer, tokens)
+        return _tf_int8_dense(layer, tokens, activation)
     quantized, row_scale = quantizer(tokens, axis=-1)
     product = ops.cast(int8_matmul(quantized, layer._kernel.value), layer.compute_dtype)
-    return bias_add(ops.divide(product, ops.multiply(row_scale, layer.kernel_scale)), layer.bias)
+    output = bias_add(ops.divide(product, ops.multiply(row_scale, layer.kernel_scale)), layer.bias)
+    return output if activation is None else activation(output)
 
 
-def _tf_int8_dense(layer: keras.layers.Dense, tokens: Any) -> Any:
+def _tf_int8_dense(layer: keras.layers.Dense, tokens: Any, activation: Callable[[Any], Any] | None) -> Any:
     """`int8_dense_2d` on TensorFlow in three steps instead of a dozen ops.
 
     Profiled at 32 x 128 (``benchmarks/profile_ops.py --int8``), the int8 GEMM on XLA took most of
     the time and the quantize/dequantize passes around it (abs, max, divide, multiply, round, clip,
     cast, divide, bias add: each a pass over the activations) another eighth. Here (1) one XLA
     function quantizes the rows, (2) oneDNN's ``QuantizedMatMulWithBias`` multiplies them on the
-    CPU's integer units (VNNI/AMX: about 2.5x XLA's int8 GEMM), (3) one XLA function dequantizes
-    and adds the bias. oneDNN's kernel takes unsigned activations: the rows go in shifted by +128
-    and the int32 bias ``-128 * column sums of the kernel`` takes the shift back out, so the int32
-    product is exactly the signed one. Inside a function XLA compiles as a whole (``jit_compile``),
-    or where TensorFlow was built without oneDNN, the same arithmetic runs as plain ops (XLA fuses).
+    CPU's integer units (VNNI/AMX: about 2.5x XLA's int8 GEMM), (3) one XLA function dequantizes,
+    adds the bias and applies ``activation`` (lin1's GELU: two fewer passes over the widest
+    activations). oneDNN's kernel takes unsigned activations: the rows go in shifted by +128 and the
+    int32 bias ``-128 * column sums of the kernel`` takes the shift back out, so the int32 product is
+    exactly the signed one. That correction depends on the kernel alone, so it is kept in a variable
+    refreshed when the kernel is written (`_tf_derived_variable`) instead of summed over the kernel
+    each call (at batch 1 as much memory traffic as the GEMM). Inside a function XLA compiles as a
+    whole (``jit_compile``), or where TensorFlow was built without oneDNN, the same arithmetic runs
+    as plain ops (XLA fuses).
+
+    Measured A/B interleaved in one process (DistilBERT-base, TF graph, 2 CPU cores shared with a
+    heavy load; time new / old at 32x128 and 1x128): the kept correction 0.99, 0.76-0.81; GELU in
+    the dequantize 0.92, 0.95-0.98. Tried and dropped: q, k and v on one quantized input and one GEMM
+    over the three kernels concatenated (the concatenation kept like the correction) 1.01-1.03,
+    0.98-1.02, also with the split left to slices outside XLA (1.04, 1.05).
     """
     import tensorflow as tf  # only on the TensorFlow backend
     from tensorflow.python.ops import control_flow_util  # the one public-enough test for "inside XLA"
@@ -125,51 +147,90 @@ def _tf_int8_dense(layer: keras.layers.Dense, tokens: Any) -> Any:
     low, high = quantizer.value_range
     kernel, kernel_scale = layer._kernel.value, layer.kernel_scale.value
     bias = layer.bias.value if layer.bias is not None else None
+    dequantize = _tf_int8_dequantize(activation)
     tokens = tf.convert_to_tensor(tokens)
     in_xla = control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
     if in_xla or not _tf_onednn_int8_gemm_available():
         quantized, row_scale = quantizer(tokens, axis=-1)
         product = tf.matmul(quantized, kernel, output_type=tf.int32) if in_xla else _tf_int8_matmul()(quantized, kernel)
-        return _tf_int8_dequantize()(product, row_scale, kernel_scale, bias, layer.compute_dtype)
-    shifted, row_scale, correction = _tf_int8_quantize_shifted()(
-        tokens, kernel, float(low), float(high), quantizer.epsilon
-    )
+        return dequantize(product, row_scale, kernel_scale, bias, layer.compute_dtype)
+    correction = _tf_derived_variable(layer._kernel, "shift_correction", _tf_int8_shift_correction)
+    shifted, row_scale = _tf_int8_quantize_shifted()(tokens, float(low), float(high), quantizer.epsilon)
     product = tf.raw_ops.QuantizedMatMulWithBias(
         a=tf.bitcast(shifted, tf.quint8),
         b=tf.bitcast(kernel, tf.qint8),
-        bias=tf.bitcast(correction, tf.qint32),
+        bias=tf.bitcast(tf.convert_to_tensor(correction), tf.qint32),
         min_a=0.0,
         max_a=1.0,
         min_b=-1.0,
         max_b=1.0,
         Toutput=tf.qint32,
     )[0]
-    return _tf_int8_dequantize()(tf.bitcast(product, tf.int32), row_scale, kernel_scale, bias, layer.compute_dtype)
+    return dequantize(tf.bitcast(product, tf.int32), row_scale, kernel_scale, bias, layer.compute_dtype)
+
+
+def _tf_int8_shift_correction(kernel: Any) -> Any:
+    """``-128 * column sums`` of an int8 kernel: the int32 bias that undoes the +128 row shift."""
+    import tensorflow as tf  # only on the TensorFlow backend
+
+    return -128 * tf.reduce_sum(tf.cast(kernel, tf.int32), axis=0)
+
+
+def _tf_derived_variable(source: Any, name: str, compute: Callable[[Any], Any]) -> Any:
+    """A ``tf.Variable`` holding ``compute(source's value)``, recomputed whenever ``source`` is written.
+
+    ``source`` is a Keras variable (an int8 kernel). Every write Keras makes to it (``assign``:
+    ``set_weights``, ``load_weights``, loading a ``.keras`` file) goes through its
+    ``_direct_assign``, which is wrapped once per variable to refresh what was derived from it, in
+    the same graph when the write is traced. ``quantize`` makes a new kernel variable, so nothing
+    stale survives it. Kept on the source, not on the layer: a layer's attributes are tracked
+    (weights lists, checkpoints). A write around Keras (``variable.value.assign``) is not seen.
+    """
+    import tensorflow as tf  # only on the TensorFlow backend
+
+    derived = source.__dict__.setdefault("_distilbert_heads_derived", {})
+    if name not in derived:
+        with tf.init_scope():  # created once, eagerly, also when first met while tracing
+            variable = tf.Variable(compute(source.value), trainable=False, name=f"{name}_derived")
+        refreshers = source.__dict__.get("_distilbert_heads_refreshers")
+        if refreshers is None:
+            refreshers = source.__dict__["_distilbert_heads_refreshers"] = []
+            direct_assign = source._direct_assign
+
+            def assign_and_refresh(value: Any) -> None:
+                direct_assign(value)
+                for refresh in refreshers:
+                    refresh()
+
+            source._direct_assign = assign_and_refresh
+        refreshers.append(lambda: variable.assign(compute(source.value)))
+        derived[name] = variable
+    return derived[name]
 
 
 @functools.cache
 def _tf_int8_quantize_shifted() -> Any:
-    """XLA: Keras' ``abs_max_quantize`` of each row, shifted to uint8 (+128), its scale, and the kernel's
-    shift correction (``-128 * column sums``), in one compiled function."""
+    """XLA: Keras' ``abs_max_quantize`` of each row, shifted to uint8 (+128), and its scale, one compiled function."""
     import tensorflow as tf  # only on the TensorFlow backend
 
-    def quantize(tokens: Any, kernel: Any, low: float, high: float, epsilon: float) -> Any:
+    def quantize(tokens: Any, low: float, high: float, epsilon: float) -> Any:
         scale = tf.cast(high / (tf.reduce_max(tf.abs(tokens), axis=-1, keepdims=True) + epsilon), tokens.dtype)
         quantized = tf.cast(tf.clip_by_value(tf.round(tokens * scale), low, high), tf.int32)
-        correction = -128 * tf.reduce_sum(tf.cast(kernel, tf.int32), axis=0)
-        return tf.cast(quantized + 128, tf.uint8), scale, correction
+        return tf.cast(quantized + 128, tf.uint8), scale
 
     return tf.function(quantize, jit_compile=True, autograph=False)
 
 
 @functools.cache
-def _tf_int8_dequantize() -> Any:
-    """XLA: ``int32 product / (row scale * column scale) + bias`` in the compute dtype, one fused loop."""
+def _tf_int8_dequantize(activation: Callable[[Any], Any] | None) -> Any:
+    """XLA: ``activation(int32 product / (row scale * column scale) + bias)`` in the compute dtype, one fused
+    loop; one compiled function per activation (`activation_fn` gives one function per name)."""
     import tensorflow as tf  # only on the TensorFlow backend
 
     def dequantize(product: Any, row_scale: Any, kernel_scale: Any, bias: Any, dtype: str) -> Any:
         output = tf.cast(product, dtype) / (row_scale * kernel_scale)
-        return output if bias is None else output + bias
+        output = output if bias is None else output + bias
+        return output if activation is None else activation(output)
 
     return tf.function(dequantize, jit_compile=True, autograph=False)
 
@@ -221,8 +282,10 @@ def normal_initializer(stddev: float) -> keras.initializers.Initializer:
     return keras.initializers.RandomNormal(stddev=stddev)
 
 
+@functools.cache
 def activation_fn(name: str):
-    """The activation Hugging Face means by ``name`` (``gelu`` is the exact erf form)."""
+    """The activation Hugging Face means by ``name`` (``gelu`` is the exact erf form); one function per name
+    (compiled functions that take it, `_tf_int8_dequantize`, are made once per activation)."""
     if name == "gelu":
         return lambda x: ops.gelu(x, approximate=False)
     if name in ("gelu_new", "gelu_pytorch_tanh"):
@@ -475,8 +538,8 @@ class FeedForward(keras.layers.Layer):
     def call(self, hidden_states: Any, training: bool | None = None) -> Any:
         shape = ops.shape(hidden_states)
         tokens = ops.reshape(hidden_states, (-1, self.hidden_size))
-        # lin1, its bias and the activation fuse into one kernel on TensorFlow (see `bias_add`).
-        output = dense_2d(self.lin2, self.activation(dense_2d(self.lin1, tokens, training)), training)
+        # lin1, its bias and the activation fuse into one kernel on TensorFlow (see `bias_add`; int8: `dense_2d`).
+        output = dense_2d(self.lin2, dense_2d(self.lin1, tokens, training, self.activation), training)
         return self.dropout(ops.reshape(output, shape), training=training)
 
 

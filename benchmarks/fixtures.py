@@ -10,6 +10,15 @@ import numpy as np
 
 VOCAB_SIZE = 30522
 SEED = 0
+# A 2-layer encoder small enough for a test: the dry runs of run.py (--tiny) and gpu.py (--dry-run).
+TINY_ENCODER = {
+    "vocab_size": 120,
+    "hidden_size": 32,
+    "num_layers": 2,
+    "num_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 32,
+}
 
 # Words the synthetic corpus is made of: common English plus rarer words that split into pieces.
 _WORDS = [

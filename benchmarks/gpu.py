@@ -41,7 +41,8 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402  (after the backend is chosen)
 
-from benchmarks.timing import summarize  # noqa: E402  (the repository root is on sys.path from here)
+from benchmarks.fixtures import TINY_ENCODER  # noqa: E402  (the repository root is on sys.path from here)
+from benchmarks.timing import summarize  # noqa: E402
 
 SEED = 0
 PARITY_TOLERANCE = 1e-4
@@ -58,14 +59,7 @@ TINY = {
     "train_shape": (4, 16),
     "repeats": 2,
     "warmup": 1,
-    "encoder": {
-        "vocab_size": 120,
-        "hidden_size": 32,
-        "num_layers": 2,
-        "num_heads": 2,
-        "intermediate_size": 64,
-        "max_position_embeddings": 32,
-    },
+    "encoder": TINY_ENCODER,
 }
 DTYPES = ("float32", "bfloat16")
 CONTENDERS = ("ours/jax", "transformers", "transformers+torch.compile")

@@ -32,14 +32,6 @@ if str(ROOT) not in sys.path:
 
 SECTIONS = ("gemm", "encoder", "int8", "pipeline", "train", "plugins")
 TINY_SECTIONS = ("gemm", "encoder")
-TINY_ENCODER = {
-    "vocab_size": 120,
-    "hidden_size": 32,
-    "num_layers": 2,
-    "num_heads": 2,
-    "intermediate_size": 64,
-    "max_position_embeddings": 32,
-}
 TINY_SHAPES = {"throughput": (4, 16), "latency": (1, 16)}
 
 
@@ -107,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             from benchmarks import fixtures
 
             corpus = args.corpus_size or (128 if args.quick else 512)
-            fx = fixtures.prepare(workdir, corpus, TINY_ENCODER if args.tiny else None)
+            fx = fixtures.prepare(workdir, corpus, fixtures.TINY_ENCODER if args.tiny else None)
         if "gemm" in args.sections or "encoder" in args.sections:
             from benchmarks import gemm
 

@@ -3,6 +3,9 @@
     python benchmarks/gpu.py --out benchmarks/results        # on a machine with a CUDA GPU, < 10 min on an H200
     python benchmarks/gpu.py --dry-run --out /tmp/gpu        # the same code paths on the CPU, tiny sizes
 
+On the lent GPU machine (no TensorFlow, Keras or network there): ``bash benchmarks/gpu_kit.sh`` here, then the
+one ``device`` call in benchmarks/README.md ("GPUs").
+
 Same weights for everyone: random init (seeded) written once with our ``save_pretrained`` and
 loaded by transformers. Ours runs on the JAX backend under ``jax.jit`` with ``stateless_call``
 (this process); the TensorFlow and PyTorch Keras backends run in a subprocess each where their
@@ -21,6 +24,7 @@ no GPU is), writes those files marked as a dry run, and exits 0.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -327,8 +331,16 @@ def hf_train_step(weights: Path, batch: dict[str, np.ndarray], labels: np.ndarra
 
 # -- the run --------------------------------------------------------------------------------------
 def measure(
-    weights: Path, config: dict[str, Any], compile_peer: bool, backends: list[str], scratch: Path, dry_run: bool
+    weights: Path,
+    config: dict[str, Any],
+    compile_peer: bool,
+    backends: list[str],
+    scratch: Path,
+    dry_run: bool,
+    progress: Callable[[dict[str, Any]], None],
 ) -> dict[str, Any]:
+    """Parity, the forward passes, the training step, then ours on the other backends; ``progress`` gets the
+    result so far after each, so a run stopped at the GPU machine's time limit still leaves what it measured."""
     import jax
     import torch
     import transformers
@@ -341,7 +353,14 @@ def measure(
         "bfloat16": transformers.DistilBertModel.from_pretrained(weights, dtype=torch.bfloat16).to(device).eval(),
     }
     compiled = {dtype: torch.compile(model) for dtype, model in hf.items()} if compile_peer else {}
-    result: dict[str, Any] = {"forward": {}, "parity": {}, "attention_kernel": {}, "attention_path": attention_path()}
+    result: dict[str, Any] = {
+        "ours_device": str(jax.devices()[0].device_kind),
+        "forward": {},
+        "parity": {},
+        "attention_kernel": {},
+        "attention_path": attention_path(),
+        "ours_other_backends": {},
+    }
 
     # Parity in float32, full-precision matmuls on both sides, on every shape.
     with jax.default_matmul_precision("float32"):
@@ -351,6 +370,7 @@ def measure(
             theirs = hf_forward(hf["float32"], batch, device)().float().cpu().numpy()
             keep = batch["attention_mask"].astype(bool)
             result["parity"][f"{batch_size}x{length}"] = float(np.abs(ours - theirs)[keep].max())
+    progress(result)
 
     for dtype in DTYPES:
         for batch_size, length in config["shapes"]:
@@ -367,6 +387,7 @@ def measure(
                     stat = median_time(run, config["repeats"], config["warmup"])
                     key = f"{dtype} {batch_size}x{length}"
                     result["forward"].setdefault(key, {})[name] = {**stat, "seq_per_s": batch_size / stat["median_s"]}
+            progress(result)
 
     batch_size, length = config["train_shape"]
     batch = token_batch(batch_size, length, vocab)
@@ -378,11 +399,19 @@ def measure(
             hf_train_step(weights, batch, labels, device), config["repeats"], config["warmup"]
         ),
     }
-    result["ours_other_backends"] = {
-        backend: run_other_backend(backend, weights, dry_run, scratch) for backend in backends
-    }
-    result["ours_device"] = str(jax.devices()[0].device_kind)
+    progress(result)
+    result["ours_other_backends"] = {}
+    for backend in backends:
+        result["ours_other_backends"][backend] = run_other_backend(backend, weights, dry_run, scratch)
+        progress(result)
     return result
+
+
+def measured(result: dict[str, Any]) -> list[str]:
+    """What ``result`` holds so far, in a few words (the progress lines)."""
+    parts = [f"parity {len(result['parity'])} shapes", f"forward {len(result['forward'])} rows"]
+    parts += ["training step"] if "train_step" in result else []
+    return parts + [f"ours on {backend}" for backend in result["ours_other_backends"]]
 
 
 def ratios(result: dict[str, Any]) -> dict[str, float]:
@@ -392,9 +421,15 @@ def ratios(result: dict[str, Any]) -> dict[str, float]:
         for name, row in rows.items():
             if name != "ours/jax":
                 out[f"{key} ours/{name}"] = rows["ours/jax"]["seq_per_s"] / row["seq_per_s"]
-    train = result["train_step"]
-    out["train ours/transformers+autocast"] = train["transformers+autocast"]["median_s"] / train["ours/jax"]["median_s"]
+    train = result.get("train_step")
+    if train is not None:
+        out["train ours/transformers+autocast"] = (
+            train["transformers+autocast"]["median_s"] / train["ours/jax"]["median_s"]
+        )
     return out
+
+
+INCOMPLETE = "**Incomplete: the run stopped before its end; what it measured so far.**"
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -402,6 +437,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# distilbert-heads GPU benchmark{' (DRY RUN on the CPU: not GPU figures)' if report['dry_run'] else ''}",
         "",
+        *([] if report["complete"] else [INCOMPLETE, ""]),
         f"{report['started']}. Device: {report['device']}; ours (JAX) ran on {r['ours_device']}. Versions: "
         + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v)
         + ".",
@@ -412,12 +448,15 @@ def markdown(report: dict[str, Any]) -> str:
     for key, rows in r["forward"].items():
         cells = [f"{rows[name]['seq_per_s']:,.0f} seq/s" if name in rows else "" for name in CONTENDERS]
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    train = r["train_step"]
+    train = r.get("train_step")
+    if train is not None:
+        lines += [
+            "",
+            f"Training step ({train['shape']}, sentiment head, bf16 mixed, AdamW): ours (JAX) "
+            f"{train['ours/jax']['median_s'] * 1e3:.1f} ms, transformers + autocast "
+            f"{train['transformers+autocast']['median_s'] * 1e3:.1f} ms.",
+        ]
     lines += [
-        "",
-        f"Training step ({train['shape']}, sentiment head, bf16 mixed, AdamW): ours (JAX) "
-        f"{train['ours/jax']['median_s'] * 1e3:.1f} ms, transformers + autocast "
-        f"{train['transformers+autocast']['median_s'] * 1e3:.1f} ms.",
         "",
         f"Attention path of ours: {r['attention_path']}. Attention kernel (JAX, read from the compiled program): "
         + ", ".join(f"{k} {v}" for k, v in r["attention_kernel"].items())
@@ -456,27 +495,39 @@ def main(argv: list[str] | None = None) -> int:
         print("no GPU: nothing measured (running the same code paths on the CPU at a tiny size)", flush=True)
         config, args.dry_run = TINY, True
         take_the_gpu_attention_path()
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    versions = machine.describe()["versions"]
+
+    def write(result: dict[str, Any], complete: bool) -> dict[str, Any]:
+        report = {
+            "started": started,
+            "complete": complete,
+            "dry_run": args.dry_run,
+            "device": gpu or "cpu",
+            "jax_gpu": jax_gpu(),
+            "torch_gpu": torch_gpu(),
+            "versions": versions,
+            "result": result,
+            "ratios": ratios(result),
+        }
+        report["parity_ok"] = bool(result["parity"]) and all(v <= PARITY_TOLERANCE for v in result["parity"].values())
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name, text in (("gpu.json", json.dumps(report, indent=2) + "\n"), ("gpu.md", markdown(report))):
+            partial = args.out / f"{name}.partial"  # replaced whole: a kill mid-write leaves the last good file
+            partial.write_text(text)
+            partial.replace(args.out / name)
+        if not complete:
+            print(f"{time.strftime('%H:%M:%S')} measured so far: {', '.join(measured(result))}", flush=True)
+        return report
+
     with tempfile.TemporaryDirectory(prefix="dh-gpu-") as tmp:
         workdir = args.workdir or Path(tmp)
         weights = write_weights(workdir / "weights", config["encoder"])
-        started = time.strftime("%Y-%m-%d %H:%M:%S")
         backends = [name.strip() for name in args.backends.split(",") if name.strip()]
-        result = measure(weights, config, not args.no_compile, backends, Path(tmp), args.dry_run)
-    report = {
-        "started": started,
-        "dry_run": args.dry_run,
-        "device": gpu or "cpu",
-        "jax_gpu": jax_gpu(),
-        "torch_gpu": torch_gpu(),
-        "versions": machine.describe()["versions"],
-        "result": result,
-        "ratios": ratios(result),
-    }
+        progress = functools.partial(write, complete=False)
+        result = measure(weights, config, not args.no_compile, backends, Path(tmp), args.dry_run, progress)
+    report = write(result, complete=True)
     bad = {k: v for k, v in result["parity"].items() if not v <= PARITY_TOLERANCE}
-    report["parity_ok"] = not bad
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "gpu.md").write_text(markdown(report))
     print(markdown(report))
     if gpu is None:
         print("no GPU: nothing measured", flush=True)

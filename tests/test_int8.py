@@ -345,7 +345,8 @@ def test_pipeline_and_predict_offer_int8(tmp_path, demo_tokenizer):
 
 def test_gpu_benchmark_dry_run_runs_every_code_path_on_the_cpu(tmp_path):
     """``benchmarks/gpu.py`` where no GPU is: says so, exits 0, and still runs ours (JAX, jit + stateless_call;
-    the torch backend in a subprocess), transformers eager and compiled, parity and both training steps."""
+    the torch backend in a subprocess), transformers eager and compiled, parity and both training steps. It runs
+    as on the lent GPU machine, which has no TensorFlow: a ``tensorflow`` that fails to import shadows ours."""
     import json
     import os
     import subprocess
@@ -355,13 +356,20 @@ def test_gpu_benchmark_dry_run_runs_every_code_path_on_the_cpu(tmp_path):
     import torch
 
     root = Path(__file__).resolve().parent.parent
-    command = [sys.executable, str(root / "benchmarks" / "gpu.py"), "--out", str(tmp_path), "--backends", "torch"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env={**os.environ})
+    no_tensorflow = tmp_path / "no_tensorflow" / "tensorflow"
+    no_tensorflow.mkdir(parents=True)
+    (no_tensorflow / "__init__.py").write_text('raise ImportError("no TensorFlow here, as on the GPU machine")\n')
+    out = tmp_path / "out"
+    command = [sys.executable, str(root / "benchmarks" / "gpu.py"), "--out", str(out), "--backends", "torch"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(no_tensorflow.parent), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads((tmp_path / "gpu.json").read_text())
+    report = json.loads((out / "gpu.json").read_text())
+    assert report["complete"] and sorted(path.name for path in out.iterdir()) == ["gpu.json", "gpu.md"]
+    assert "measured so far: parity 2 shapes" in done.stdout  # written after each step, for a run cut short
     if not torch.cuda.is_available():
         assert "no GPU: nothing measured" in done.stdout
-        assert report["dry_run"] and "DRY RUN" in (tmp_path / "gpu.md").read_text()
+        assert report["dry_run"] and "DRY RUN" in (out / "gpu.md").read_text()
     result = report["result"]
     shapes = ("4x16", "1x16")
     assert set(result["forward"]) == {f"{dtype} {shape}" for dtype in ("float32", "bfloat16") for shape in shapes}
@@ -370,7 +378,7 @@ def test_gpu_benchmark_dry_run_runs_every_code_path_on_the_cpu(tmp_path):
     assert "transformers+torch.compile" in result["forward"]["bfloat16 4x16"]
     assert set(result["attention_kernel"]) == set(result["forward"])  # which kernel ours compiled to, per row
     assert result["attention_path"] == {"fused_attention": True, "fused_qkv": True}  # the GPU's path, also on the CPU
-    assert "Attention kernel" in (tmp_path / "gpu.md").read_text()
+    assert "Attention kernel" in (out / "gpu.md").read_text()
     assert report["parity_ok"] and max(result["parity"].values()) <= 1e-4
     assert result["train_step"]["ours/jax"]["median_s"] > 0 and result["train_step"]["transformers+autocast"]["n"] == 2
     assert result["ours_other_backends"]["torch"]["rows"], result["ours_other_backends"]

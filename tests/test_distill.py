@@ -389,6 +389,7 @@ def test_cli_distill(heads, data_file, tokenizer, tmp_path, capsys):
     text = capsys.readouterr().out
     for flag in ("--teacher", "--train", "--alpha-soft", "--temperature", "--cache-teacher", "--resume", "--config"):
         assert flag in text
+    assert "--eval-file" in text and "--patience" in text
     teacher = new_student("distill_sentence", tokenizer)
     teacher.save(tmp_path / "teacher.keras")
     student = new_student("distill_sentence", tokenizer)
@@ -412,10 +413,31 @@ def test_cli_distill(heads, data_file, tokenizer, tmp_path, capsys):
             "0",
             "--temperature",
             "3",
+            "--eval-file",
+            str(data_file),
+            "--patience",
+            "1",
+            "--json",
         ]
     )
     assert code == 0
-    assert keras.saving.load_model(tmp_path / "student.keras").encoder.config.hidden_size == 8
+    saved = keras.saving.load_model(tmp_path / "student.keras")
+    assert saved.encoder.config.hidden_size == 8
+    report = json.loads(capsys.readouterr().out)
+    assert report["metrics_split"] == "eval" and report["best_epoch"] == 1 and set(report["metrics"]) == {"loss"}
+    assert saved.training_record["settings"]["patience"] == 1
+    assert saved.training_record["data"]["eval"]["path"] == str(data_file)
+
+
+def test_cli_distill_refuses_patience_without_an_eval_file(heads, data_file, tokenizer, tmp_path, capsys):
+    teacher = new_student("distill_sentence", tokenizer)
+    teacher.save(tmp_path / "teacher.keras")
+    arguments = ["distill", "--teacher", str(tmp_path / "teacher.keras"), "--train", str(data_file)]
+    code = main([*arguments, "--out", str(tmp_path / "student.keras"), "--patience", "2"])
+    message = capsys.readouterr().err
+    assert code != 0 and not (tmp_path / "student.keras").exists()
+    for fact in ("patience=2", "--patience", "--eval-file"):
+        assert fact in message
 
 
 # -- held-out file and early stopping ---------------------------------------------------------------------

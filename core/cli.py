@@ -836,11 +836,16 @@ def _add_distill(subparsers: Any) -> None:
             "Task-specific distillation (any other head, built-in or plugin): the teacher is a fine-tuned .keras "
             "task model and the data its usual labelled file; loss 0.5 x the head's loss + 0.5 x soft targets, "
             "T=2 (--alpha-cos adds the hidden-state cosine); AdamW lr 5e-5, clipping at 1.0. A head must declare "
-            "what to distil (TaskHead.distillation_targets())."
+            "what to distil (TaskHead.distillation_targets()).\n\n"
+            "With --eval-file the student is scored on held-out rows after every epoch, as train scores its model "
+            "(the head's metric; for a masked-LM teacher the masked-LM loss), stops early after --patience epochs "
+            "without improvement, and the best epoch's student is the one saved."
         ),
         epilog=(
             "examples:\n"
             "  distilbert-heads distill --teacher sentiment.keras --train reviews.jsonl --out small.keras\n"
+            "  distilbert-heads distill --teacher sentiment.keras --train reviews.jsonl --eval-file dev.jsonl \\\n"
+            "      --patience 2 --out small.keras\n"
             "  distilbert-heads distill --teacher mlm.keras --train corpus.txt --layers 0,2,4,7,9,11 \\\n"
             "      --out distilled.keras --checkpoint-every 1000\n"
             "  distilbert-heads distill --config distill.toml --resume\n\n"

@@ -27,6 +27,7 @@ from typing import Any
 from distilbert_heads.display import describe_answer, jsonable
 from distilbert_heads.training.defaults import (
     DEFAULT_CLIP_NORM,
+    DEFAULT_PATIENCE,
     DEFAULT_SCHEDULE_PRETRAINED,
     DEFAULT_SCHEDULE_SCRATCH,
     DEFAULT_WEIGHT_DECAY,
@@ -606,8 +607,8 @@ def _add_train(subparsers: Any) -> None:
     parser.add_argument(
         "--patience",
         type=int,
-        default=2,
-        help="epochs without improvement on --eval before stopping; 0 never stops (default: 2)",
+        default=DEFAULT_PATIENCE,
+        help=f"epochs without improvement on --eval before stopping; 0 never stops (default: {DEFAULT_PATIENCE})",
     )
     parser.add_argument(
         "--labels",
@@ -766,6 +767,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         result = distill(
             args.teacher,
             args.train,
+            eval_file=args.eval_file,
+            patience=args.patience,
             student=student,
             layers=args.layers,
             head=args.head,
@@ -790,9 +793,24 @@ def _cmd_distill(args: argparse.Namespace) -> int:
             verbose=1 if sys.stdout.isatty() else 2,
         )
         if not args.json:
-            print_metrics_table({Path(args.out).name: result.metrics}, title="distillation: last epoch's losses")
+            title = (
+                f"distillation: the best epoch's ({result.best_epoch}) metrics on the eval file"
+                if result.metrics_split == "eval"
+                else "distillation: last epoch's losses"
+            )
+            print_metrics_table({Path(args.out).name: result.metrics}, title=title)
     if args.json:
-        print(json.dumps({"metrics": result.metrics, "path": str(result.path), "epoch_seconds": result.epoch_seconds}))
+        print(
+            json.dumps(
+                {
+                    "metrics": result.metrics,
+                    "metrics_split": result.metrics_split,
+                    "best_epoch": result.best_epoch,
+                    "path": str(result.path),
+                    "epoch_seconds": result.epoch_seconds,
+                }
+            )
+        )
     return 0
 
 
@@ -818,11 +836,16 @@ def _add_distill(subparsers: Any) -> None:
             "Task-specific distillation (any other head, built-in or plugin): the teacher is a fine-tuned .keras "
             "task model and the data its usual labelled file; loss 0.5 x the head's loss + 0.5 x soft targets, "
             "T=2 (--alpha-cos adds the hidden-state cosine); AdamW lr 5e-5, clipping at 1.0. A head must declare "
-            "what to distil (TaskHead.distillation_targets())."
+            "what to distil (TaskHead.distillation_targets()).\n\n"
+            "With --eval-file the student is scored on held-out rows after every epoch, as train scores its model "
+            "(the head's metric; for a masked-LM teacher the masked-LM loss), stops early after --patience epochs "
+            "without improvement, and the best epoch's student is the one saved."
         ),
         epilog=(
             "examples:\n"
             "  distilbert-heads distill --teacher sentiment.keras --train reviews.jsonl --out small.keras\n"
+            "  distilbert-heads distill --teacher sentiment.keras --train reviews.jsonl --eval-file dev.jsonl \\\n"
+            "      --patience 2 --out small.keras\n"
             "  distilbert-heads distill --teacher mlm.keras --train corpus.txt --layers 0,2,4,7,9,11 \\\n"
             "      --out distilled.keras --checkpoint-every 1000\n"
             "  distilbert-heads distill --config distill.toml --resume\n\n"
@@ -839,6 +862,20 @@ def _add_distill(subparsers: Any) -> None:
     )
     parser.add_argument("--teacher", type=_existing_file, metavar="FILE", help="the teacher .keras task model")
     parser.add_argument("--train", type=_existing_file, metavar="FILE", help="training rows in the head's format")
+    parser.add_argument(
+        "--eval-file",
+        type=_existing_file,
+        metavar="FILE",
+        help="held-out rows in the same format: the student is scored after every epoch with the head's metric "
+        "(a masked-LM teacher: the masked-LM loss), and the best epoch's student is kept and saved",
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        metavar="N",
+        help=f"stop after N epochs without a better --eval-file score; 0 never stops (default: {DEFAULT_PATIENCE}; "
+        "needs --eval-file)",
+    )
     parser.add_argument(
         "--student",
         type=_existing_file,

@@ -26,6 +26,7 @@ from distilbert_heads.plugins.head import HeadContractError
 from distilbert_heads.plugins.registry import reset_registry
 from distilbert_heads.text.tokenizer import DistilBertTokenizer
 from distilbert_heads.training import masking
+from distilbert_heads.training.evaluation import HeldOutFile, evaluate, primary_metric
 from distilbert_heads.training.loop import train
 from distilbert_heads.training.settings import TrainingError
 from distilbert_heads.training.streaming import special_token_ids
@@ -153,14 +154,14 @@ def data_file(tmp_path_factory):
 _TEACHERS: dict[str, Any] = {}
 
 
-def trained_teacher(task, data_file, tokenizer, **options):
+def trained_teacher(task, data_file, tokenizer, epochs=6, **options):
     """A teacher trained briefly, once per task for the whole file (tests check it is never changed)."""
     if task not in _TEACHERS:
         _TEACHERS[task] = train(
             task,
             data_file,
             tokenizer=tokenizer,
-            epochs=6,
+            epochs=epochs,
             batch_size=8,
             learning_rate=1e-2,
             max_length=16,
@@ -172,13 +173,15 @@ def trained_teacher(task, data_file, tokenizer, **options):
     return _TEACHERS[task]
 
 
-def new_student(task, tokenizer, seed=1, **options):
+def new_student(task, tokenizer, seed=1, encoder_options=None, **options):
+    """A new student; ``encoder_options`` (or, by default, keyword arguments) take `STUDENT_ENCODER`."""
     keras.utils.set_random_seed(seed)
+    encoder = {**STUDENT_ENCODER, "vocab_size": tokenizer.vocab_size}
     student = create_distilbert_with_head(
         task_type=task,
         distilbert_variant="tiny",
         **options,
-        **{**STUDENT_ENCODER, "vocab_size": tokenizer.vocab_size},
+        **({"encoder_options": {**encoder, **encoder_options}} if encoder_options is not None else encoder),
     )
     student.tokenizer = tokenizer
     return student
@@ -386,6 +389,7 @@ def test_cli_distill(heads, data_file, tokenizer, tmp_path, capsys):
     text = capsys.readouterr().out
     for flag in ("--teacher", "--train", "--alpha-soft", "--temperature", "--cache-teacher", "--resume", "--config"):
         assert flag in text
+    assert "--eval-file" in text and "--patience" in text
     teacher = new_student("distill_sentence", tokenizer)
     teacher.save(tmp_path / "teacher.keras")
     student = new_student("distill_sentence", tokenizer)
@@ -409,7 +413,174 @@ def test_cli_distill(heads, data_file, tokenizer, tmp_path, capsys):
             "0",
             "--temperature",
             "3",
+            "--eval-file",
+            str(data_file),
+            "--patience",
+            "1",
+            "--json",
         ]
     )
     assert code == 0
-    assert keras.saving.load_model(tmp_path / "student.keras").encoder.config.hidden_size == 8
+    saved = keras.saving.load_model(tmp_path / "student.keras")
+    assert saved.encoder.config.hidden_size == 8
+    report = json.loads(capsys.readouterr().out)
+    assert report["metrics_split"] == "eval" and report["best_epoch"] == 1 and set(report["metrics"]) == {"loss"}
+    assert saved.training_record["settings"]["patience"] == 1
+    assert saved.training_record["data"]["eval"]["path"] == str(data_file)
+
+
+def test_cli_distill_refuses_patience_without_an_eval_file(heads, data_file, tokenizer, tmp_path, capsys):
+    teacher = new_student("distill_sentence", tokenizer)
+    teacher.save(tmp_path / "teacher.keras")
+    arguments = ["distill", "--teacher", str(tmp_path / "teacher.keras"), "--train", str(data_file)]
+    code = main([*arguments, "--out", str(tmp_path / "student.keras"), "--patience", "2"])
+    message = capsys.readouterr().err
+    assert code != 0 and not (tmp_path / "student.keras").exists()
+    for fact in ("patience=2", "--patience", "--eval-file"):
+        assert fact in message
+
+
+# -- held-out file and early stopping ---------------------------------------------------------------------
+class EpochScores(keras.callbacks.Callback):
+    """The student's weights after each epoch, and ``reference(student)`` for each, keyed by epoch."""
+
+    def __init__(self, reference=None):
+        super().__init__()
+        self.reference, self.weights, self.scores, self.epoch = reference, {}, {}, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights[epoch] = [w.copy() for w in self.model.student.get_weights()]
+        if self.reference is not None:
+            self.scores[epoch] = self.reference(self.model.student)
+
+
+def scripted_scores(monkeypatch, epochs: EpochScores, accuracies):
+    """Make the held-out score of epoch ``e`` (counted from 0) ``accuracies[e]``, whatever the student does."""
+    monkeypatch.setattr(HeldOutFile, "score", lambda self, model: {"accuracy": accuracies[epochs.epoch]})
+
+
+def assert_same_weights(expected, got):
+    assert len(expected) == len(got)
+    for one, other in zip(expected, got):
+        np.testing.assert_allclose(other, one, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("task", "metric"),
+    [("sentiment", "accuracy"), ("distill_tokens", "loss")],  # a head's evaluate; a masked-LM-like head: its loss
+)
+def test_each_epochs_held_out_score_is_the_students_score_on_the_file(heads, data_file, tokenizer, task, metric):
+    # A sentiment teacher that has learnt the task (12 epochs) and a new student: its accuracy moves by epoch 6.
+    options = {"head_options": {"tokens_out": tokenizer.vocab_size}} if task == "distill_tokens" else {"epochs": 12}
+    teacher = trained_teacher(task, data_file, tokenizer, **options)
+    head_options = {"head_options": teacher.heads[task].options.model_dump()}
+    student = new_student(task, tokenizer, encoder_options={}, **head_options)
+    seen = EpochScores(lambda model: evaluate(model, data_file, batch_size=32, max_length=16))
+
+    result = distill(
+        teacher, data_file, student=student, eval_file=data_file, patience=0, callbacks=[seen], **{**RUN, "epochs": 6}
+    )
+
+    assert metric == primary_metric(seen.scores[0])
+    assert result.history[f"val_{metric}"] == pytest.approx([seen.scores[epoch][metric] for epoch in range(6)])
+    best = min if metric == "loss" else max
+    best_epoch = result.history[f"val_{metric}"].index(best(result.history[f"val_{metric}"]))
+    assert result.best_epoch == best_epoch + 1 and result.metrics_split == "eval"
+    assert result.metrics == pytest.approx(seen.scores[best_epoch])
+    assert_same_weights(seen.weights[best_epoch], result.model.get_weights())
+    assert result.model.training_record["data"]["eval"]["sha256"]
+
+
+def test_early_stopping_returns_and_saves_the_best_epochs_student(heads, data_file, tokenizer, tmp_path, monkeypatch):
+    teacher = trained_teacher("distill_sentence", data_file, tokenizer)
+    seen = EpochScores()
+    scripted_scores(monkeypatch, seen, [0.5, 0.8, 0.7, 0.6, 0.9, 0.9])
+
+    result = distill(
+        teacher,
+        data_file,
+        student=new_student("distill_sentence", tokenizer),
+        eval_file=data_file,
+        patience=2,
+        out=tmp_path / "student.keras",
+        checkpoint_dir=tmp_path / "ck",
+        callbacks=[seen],
+        **{**RUN, "epochs": 6},
+    )
+
+    assert result.epochs_run == 4 and sorted(seen.weights) == [0, 1, 2, 3]  # epochs 3 and 4 no better than 2
+    assert result.history["val_accuracy"] == [0.5, 0.8, 0.7, 0.6]
+    assert result.best_epoch == 2 and result.metrics == {"accuracy": 0.8}
+    assert not np.allclose(seen.weights[1][0], seen.weights[3][0])  # it did train on after the best epoch
+    for model in (
+        result.model,
+        keras.saving.load_model(tmp_path / "student.keras"),
+        keras.saving.load_model(tmp_path / "ck" / "best.keras"),
+    ):
+        assert_same_weights(seen.weights[1], model.get_weights())
+
+
+def test_a_killed_run_with_an_eval_file_resumes_to_the_best_student(heads, data_file, tokenizer, tmp_path, monkeypatch):
+    """The best epoch (2) is before the kill (in epoch 3): its student comes back from the checkpoint's best.keras."""
+    teacher = trained_teacher("distill_sentence", data_file, tokenizer)
+    seen = EpochScores()
+    scripted_scores(monkeypatch, seen, [0.5, 0.8, 0.7, 0.6])
+    run = {**RUN, "epochs": 4, "checkpoint_every": 2, "eval_file": data_file, "patience": 0}
+    whole = distill(
+        teacher,
+        data_file,
+        student=new_student("distill_sentence", tokenizer),
+        checkpoint_dir=tmp_path / "w",
+        callbacks=[seen],
+        **run,
+    )
+    assert_same_weights(seen.weights[1], whole.model.get_weights())
+
+    class Crash(keras.callbacks.Callback):  # 3 batches an epoch: step 7 is in epoch 3, after the step-6 checkpoint
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == 7:
+                raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        distill(
+            teacher,
+            data_file,
+            student=new_student("distill_sentence", tokenizer),
+            checkpoint_dir=tmp_path / "ck",
+            callbacks=[seen, Crash()],
+            **run,
+        )
+    for changed, fact in (({"patience": 1}, "patience"), ({"eval_file": tmp_path / "other.jsonl"}, "eval_file_bytes")):
+        (tmp_path / "other.jsonl").write_text(data_file.read_text().split("\n", 1)[1])
+        with pytest.raises(TrainingError, match=fact):
+            distill(
+                teacher,
+                data_file,
+                student=new_student("distill_sentence", tokenizer),
+                checkpoint_dir=tmp_path / "ck",
+                resume=True,
+                **{**run, **changed},
+            )
+    resumed = distill(
+        teacher,
+        data_file,
+        student=new_student("distill_sentence", tokenizer, seed=9),
+        checkpoint_dir=tmp_path / "ck",
+        resume=True,
+        callbacks=[seen],
+        **run,
+    )
+    assert resumed.best_epoch == 2 and resumed.history["val_accuracy"] == [0.5, 0.8, 0.7, 0.6]
+    assert_same_weights(whole.model.get_weights(), resumed.model.get_weights())
+
+
+@pytest.mark.parametrize("patience", [0, 3])
+def test_patience_without_an_eval_file_is_refused_saying_what_to_do(heads, data_file, tokenizer, patience, capsys):
+    teacher = new_student("distill_sentence", tokenizer)
+    with pytest.raises(TrainingError) as caught:
+        distill(teacher, data_file, student=new_student("distill_sentence", tokenizer), patience=patience, **RUN)
+    for fact in (f"patience={patience}", "--patience", "eval_file", "--eval-file"):
+        assert fact in str(caught.value)

@@ -10,6 +10,10 @@ soft targets at T = 2 (the research distiller's SQuAD recipe), plus a cosine ter
 Teacher and student see the same batch (after the head's ``prepare_batch``). Checkpoints and ``resume`` work as in
 ``train`` (`distilbert_heads.training.checkpointing`); they hold the student and its optimizer, and the teacher is
 named by its path and the fingerprint of its weights, so a resume with another teacher is refused.
+
+With an ``eval_file`` the student is scored after every epoch as ``train`` scores its model (the same
+`HeldOutFile` and `HeadEvaluationCallback`): early stopping, the best epoch's student kept, returned, saved and
+checkpointed as ``best.keras``.
 """
 
 from __future__ import annotations
@@ -27,12 +31,16 @@ from distilbert_heads import atomic
 from distilbert_heads.distillation.distiller import CACHED_TEACHER_PREFIX, TaskDistiller
 from distilbert_heads.model.task_model import DistilBertTaskModel
 from distilbert_heads.plugins.head import TaskHead, distillation_targets_of
+from distilbert_heads.training import data_files
+from distilbert_heads.training.callbacks import HeadEvaluationCallback
 from distilbert_heads.training.checkpointing import (
     checkpoint_writer,
     fingerprint,
     load_checkpoint,
     resumable_fit,
 )
+from distilbert_heads.training.defaults import DEFAULT_PATIENCE
+from distilbert_heads.training.evaluation import HeldOutFile
 from distilbert_heads.training.examples import example_schema, load_model, model_tokenizer
 from distilbert_heads.training.loop import _encode_all, split_rows_pair
 from distilbert_heads.training.optimization import build_optimizer
@@ -69,6 +77,8 @@ def distill(
     teacher: DistilBertTaskModel | str | os.PathLike,
     train_file: str | os.PathLike,
     *,
+    eval_file: str | os.PathLike | None = None,
+    patience: int | None = None,
     student: DistilBertTaskModel | None = None,
     layers: list[int] | None = None,
     head: str | None = None,
@@ -98,6 +108,17 @@ def distill(
     Args:
         teacher: the teacher; frozen and in inference mode throughout. Its tokenizer makes the inputs.
         train_file: the head's training data (labelled rows; for a masked-LM teacher, text rows), streamed.
+        eval_file: held-out rows in the same format, on which the student is scored after every epoch, as ``train``
+            scores its model: the head's own metrics (its ``evaluate``; early stopping watches the primary one), or,
+            for a head without ``evaluate`` such as masked-LM (text rows, no labels), the student's loss on the
+            file with the head's own loss: the masked-LM loss on masks drawn from a fixed seed, the same every
+            epoch (``train`` and ``evaluate`` report it so for that head). Not the distillation loss: that measures
+            agreement with the teacher rather than the student's own language modelling, and would need a teacher
+            pass over the file every epoch. The scores are printed, kept in ``history`` as ``val_<metric>`` and,
+            for the best epoch, are the result's ``metrics`` and the training record's.
+        patience: stop when the held-out score has not improved for this many epochs (0: never stop early;
+            default 2, as ``train``). Needs ``eval_file``. With an eval file the student returned and saved to
+            ``out`` is always the best epoch's, as ``train``'s model is.
         student: the model to train; by default built from the teacher with ``layers`` (every other layer).
         head: which of the teacher's heads to distil (default: its only one).
         out: save the student here as one ``.keras`` file (atomically), tokenizer inside.
@@ -113,7 +134,8 @@ def distill(
         checkpoint_dir, checkpoint_every, resume: as in ``train``.
         callbacks: Keras callbacks run after this function's own (the model they see is the `TaskDistiller`).
 
-    Returns a `TrainResult` whose ``model`` is the student and ``metrics`` the last epoch's losses.
+    Returns a `TrainResult` whose ``model`` is the student and ``metrics`` the last epoch's losses, or with
+    ``eval_file`` the best epoch's held-out metrics (``metrics_split`` "eval", ``best_epoch`` counted from 1).
     """
     # Every argument as given (the student and teacher objects by name): the student's training record keeps them.
     arguments = plain({name: value for name, value in locals().items() if name not in ("teacher", "student")})
@@ -135,13 +157,21 @@ def distill(
     }
     chosen = {key: recipe[key] if value is None else value for key, value in given.items()}
     max_length = teacher.max_length if max_length is None else max_length
+    if patience is not None and eval_file is None:
+        raise TrainingError(
+            f"patience={patience} (--patience) stops distillation when the held-out score stops improving, and "
+            "without eval_file (--eval-file) there is no held-out score. Pass an eval file of held-out rows, or "
+            "leave out patience."
+        )
+    if patience is None:
+        patience = DEFAULT_PATIENCE if eval_file is not None else 0
     settings = check_train_settings(
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=chosen["learning_rate"],
         max_length=max_length,
         token_dropout=token_dropout,
-        patience=0,
+        patience=patience,
         seed=seed,
         weight_decay=chosen["weight_decay"],
         warmup_ratio=chosen["warmup_ratio"],
@@ -155,6 +185,8 @@ def distill(
         raise TrainingError(f"--out must name a .keras file (e.g. student.keras), got {os.fspath(out)!r}.")
     if out is not None:
         atomic.check_file_target(out)
+    if eval_file is not None:
+        data_files.RowReader(eval_file)  # a missing or unreadable eval file fails now, not after an epoch
     if cache_teacher:
         _check_cacheable(teacher_head, token_dropout, chosen["alpha_cos"])
     if student is None:
@@ -230,6 +262,8 @@ def distill(
         "cache_teacher": cache_teacher,
         "train_file_bytes": sample.size,
         "train_sample_sha256": fingerprint(sample_encoded),
+        # The held-out best so far is only comparable on the same file: another one is refused on resume.
+        "eval_file_bytes": None if eval_file is None else os.path.getsize(eval_file),
     }
     if checkpoint is not None:
         # The student's starting weights are not compared: the checkpoint replaces them.
@@ -239,6 +273,19 @@ def distill(
             print(f"resuming from {os.fspath(checkpoint.path)!r} at {checkpoint.where}", flush=True)
     tracker = EpochTracker(stream)
     run_callbacks: list[keras.callbacks.Callback] = [tracker]
+    evaluation: HeadEvaluationCallback | None = None
+    if eval_file is not None:
+        held_out = HeldOutFile(
+            eval_file,
+            head=head_name,
+            tokenizer=tokenizer,
+            batch_size=max(batch_size, 32),
+            max_length=student.max_length,
+        )
+        evaluation = HeadEvaluationCallback(held_out.score, patience=patience, verbose=verbose, keep=student)
+        run_callbacks.append(evaluation)
+        if checkpoint is not None and checkpoint.state["evaluation"] is not None:
+            evaluation.restore_state(checkpoint.state["evaluation"], checkpoint.best_weights())
     if checkpoint_dir is not None:
         run_callbacks.append(
             checkpoint_writer(
@@ -249,6 +296,7 @@ def distill(
                 settings=run_settings,
                 epochs=epochs,
                 every=checkpoint_every,
+                evaluation=evaluation,
                 verbose=verbose,
             )
         )
@@ -260,13 +308,20 @@ def distill(
         checkpoint=checkpoint,
         callbacks=[*run_callbacks, *callbacks],
         verbose=verbose,
+        evaluation=evaluation,
     )
-    metrics = {key: values[-1] for key, values in history.items() if values}
-    if not all(math.isfinite(value) for value in metrics.values()):
+    losses = {key: values[-1] for key, values in history.items() if values and not key.startswith("val_")}
+    if not all(math.isfinite(value) for value in losses.values()):
         raise TrainingError(
-            f"Distillation diverged (last epoch's losses {metrics}); nothing was saved. Lower the learning rate "
+            f"Distillation diverged (last epoch's losses {losses}); nothing was saved. Lower the learning rate "
             f"(it was {chosen['learning_rate']:g}) or the temperature."
         )
+    best = evaluation.best_metrics if evaluation is not None and evaluation.best_metrics else None
+    metrics = dict(best) if best else {key: values[-1] for key, values in history.items() if values}
+    split = "eval" if best else "train"
+    files = {"train": describe_file(train_file)}
+    if eval_file is not None:
+        files["eval"] = describe_file(eval_file)
     student.training_record = training_record(
         {
             **arguments,
@@ -276,9 +331,9 @@ def distill(
             "seed": run_seed,
             "max_length": student.max_length,
         },
-        {"train": describe_file(train_file)},
+        files,
         metrics=metrics,
-        metrics_split="train",
+        metrics_split=split,
         previous=student.training_record,
     )
     # A fresh, unbuilt optimizer of the same kind: the distiller's holds the projection's slots too.
@@ -295,8 +350,9 @@ def distill(
         history=history,
         path=path,
         tokenizer=tokenizer,
-        metrics_split="train",
+        metrics_split=split,
         epochs_run=len(history.get("loss", [])),
+        best_epoch=None if evaluation is None or evaluation.best_epoch is None else evaluation.best_epoch + 1,
         checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir),
         seed=run_seed,
         epoch_seconds=list(tracker.epoch_seconds),

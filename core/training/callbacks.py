@@ -21,6 +21,9 @@ class HeadEvaluationCallback(keras.callbacks.Callback):
     Adds ``val_<metric>`` to the epoch logs (so they land in the history), stops training when
     the watched metric has not improved for ``patience`` epochs, and restores the best
     epoch's weights when training ends.
+
+    ``keep``: the model that is scored and whose best weights are kept and restored (and that checkpoints save as
+    ``best.keras``); default the model ``fit`` trains. `distill` passes the student, which its distiller trains.
     """
 
     def __init__(
@@ -31,9 +34,11 @@ class HeadEvaluationCallback(keras.callbacks.Callback):
         patience: int = 2,
         restore_best_weights: bool = True,
         verbose: int = 1,
+        keep: keras.Model | None = None,
     ) -> None:
         super().__init__()
         self.score = score
+        self.keep = keep
         self.monitor = monitor
         self.patience = int(patience)
         self.restore_best_weights = restore_best_weights
@@ -45,6 +50,11 @@ class HeadEvaluationCallback(keras.callbacks.Callback):
         self._best_weights: list[np.ndarray] | None = None
         self._wait = 0
 
+    @property
+    def kept_model(self) -> keras.Model:
+        """The model scored, whose best weights are kept (``keep``, else the model being fit)."""
+        return self.keep if self.keep is not None else self.model
+
     def _improved(self, value: float) -> bool:
         if self.best is None or math.isnan(self.best):
             return not math.isnan(value)
@@ -53,7 +63,7 @@ class HeadEvaluationCallback(keras.callbacks.Callback):
         return value > self.best
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        metrics = self.score(self.model)
+        metrics = self.score(self.kept_model)
         self.last_metrics = metrics
         if self.monitor is None:
             self.monitor = primary_metric(metrics)
@@ -66,7 +76,7 @@ class HeadEvaluationCallback(keras.callbacks.Callback):
         if self._improved(value):
             self.best, self.best_epoch, self.best_metrics, self._wait = value, epoch, dict(metrics), 0
             if self.restore_best_weights:
-                self._best_weights = self.model.get_weights()
+                self._best_weights = self.kept_model.get_weights()
             return
         self._wait += 1
         if self.patience > 0 and self._wait >= self.patience:
@@ -80,7 +90,7 @@ class HeadEvaluationCallback(keras.callbacks.Callback):
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self.restore_best_weights and self._best_weights is not None and self.best_epoch is not None:
-            self.model.set_weights(self._best_weights)
+            self.kept_model.set_weights(self._best_weights)
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint records to continue early stopping: the best value, its epoch and metrics, the wait."""

@@ -318,7 +318,7 @@ class TrainingCheckpoints(keras.callbacks.Callback):
                 self.history.setdefault(key, []).append(float(value))
         if self.evaluation is not None and self.evaluation.best_epoch == epoch:
             with local_saving():  # in a data-parallel run only process 0 writes checkpoints
-                self.model.save(self.best_path)  # atomic (`atomic.save_keras_model`)
+                self.evaluation.kept_model.save(self.best_path)  # atomic (`atomic.save_keras_model`)
         finished = epoch + 1 >= self.epochs or bool(self.model.stop_training)
         self.save(epoch + 1, 0, finished=finished)
 
@@ -478,15 +478,20 @@ def resumable_fit(
     checkpoint: Checkpoint | None,
     callbacks: Sequence[keras.callbacks.Callback],
     verbose: int,
+    evaluation: HeadEvaluationCallback | None = None,
 ) -> dict[str, list[float]]:
     """Train ``model`` on ``stream`` from ``checkpoint``'s position (the start without one) to the end of epoch
     ``epochs``; the whole run's history, the checkpoint's earlier epochs first.
 
-    A run killed after its last epoch trains nothing. An error raised inside the stream (a bad row, an unreadable
-    file) surfaces as that error, not as the framework's wrapper around it.
+    A run killed after its last epoch trains nothing; ``evaluation`` (the held-out scoring among ``callbacks``)
+    still ends the run then, restoring the best epoch's weights. An error raised inside the stream (a bad row, an
+    unreadable file) surfaces as that error, not as the framework's wrapper around it.
     """
     history = {key: list(values) for key, values in (checkpoint.state["history"] if checkpoint else {}).items()}
     if checkpoint is not None and checkpoint.finished:
+        if evaluation is not None:
+            evaluation.set_model(model)
+            evaluation.on_train_end()
         return history
     position = (checkpoint.epoch, checkpoint.batch) if checkpoint is not None else (0, 0)
     try:

@@ -15,6 +15,8 @@ DEFAULT_WEIGHT_DECAY = 0.01
 DEFAULT_SCHEDULE_PRETRAINED = "linear"
 DEFAULT_SCHEDULE_SCRATCH = "constant"
 DEFAULT_CLIP_NORM = 1.0
+# Epochs without a better held-out score before `train` and `distill` stop early.
+DEFAULT_PATIENCE = 2
 SCHEDULES = ("linear", "cosine", "constant")
 PRECISIONS = ("float32", "mixed_bfloat16")
 

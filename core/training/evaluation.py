@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -343,6 +344,52 @@ def loss_on(
         x, y = prepared_eval_batch(model.heads[head_name], dict(x), dict(y), tokenizer=tokenizer, index=0)
     logs = model.evaluate(x, {head_name: y}, batch_size=batch_size, verbose=0, return_dict=True)
     return _loss_and_metrics(logs, head_name)
+
+
+@dataclass
+class HeldOutFile:
+    """A labelled held-out file scored after each epoch (by `train` and `distill`), for one head of a model.
+
+    `score` gives the head's own metrics of the model's answers (its `evaluate`), or, for a head without
+    ``evaluate`` (e.g. masked-LM), ``{"loss": ...}`` and its compiled metrics on the file's rows, each batch
+    prepared from `EVAL_PREPARATION_SEED` so every epoch is scored on the same batches. `primary_metric` of
+    the result is what early stopping watches.
+    """
+
+    path: str | os.PathLike
+    head: str
+    tokenizer: DistilBertTokenizer
+    batch_size: int
+    max_length: int
+    on_bad_row: data_files.BadRowHandler | None = None
+
+    def predict(self, model: Any) -> tuple[list[BaseModel], list[Any]]:
+        """The file's examples and the model's answers for them (`predict_file`, no progress bar)."""
+        return predict_file(
+            model,
+            self.path,
+            head=self.head,
+            tokenizer=self.tokenizer,
+            batch_size=self.batch_size,
+            max_length=self.max_length,
+            show_progress=False,
+            on_bad_row=self.on_bad_row,
+        )
+
+    def score(self, model: Any) -> dict[str, float]:
+        """The model's held-out metrics on the file (see the class)."""
+        _, task_head = model.select_head(self.head)
+        if head_scores_answers(task_head):
+            return score_predictions(task_head, *self.predict(model), path=self.path)
+        return loss_on_file(
+            model,
+            self.path,
+            head=self.head,
+            tokenizer=self.tokenizer,
+            batch_size=self.batch_size,
+            max_length=self.max_length,
+            on_bad_row=self.on_bad_row,
+        )
 
 
 def primary_metric(metrics: Mapping[str, float]) -> str:

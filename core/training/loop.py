@@ -40,6 +40,7 @@ from distilbert_heads.training.checkpointing import (
 )
 from distilbert_heads.training.data_files import SkippedRows
 from distilbert_heads.training.defaults import (
+    DEFAULT_PATIENCE,
     DEFAULT_SCHEDULE_PRETRAINED,
     DEFAULT_SCHEDULE_SCRATCH,
     SHUFFLE_BUFFER_ROWS,
@@ -47,12 +48,11 @@ from distilbert_heads.training.defaults import (
 from distilbert_heads.training.distributed import DataParallelRun, Distribution, local_saving, parse_distribution
 from distilbert_heads.training.distributed import setup as setup_distribution
 from distilbert_heads.training.evaluation import (
+    HeldOutFile,
     chance_level_warning,
     head_scores_answers,
     loss_on,
-    loss_on_file,
     predict_examples,
-    predict_file,
     score_predictions,
 )
 from distilbert_heads.training.examples import (
@@ -126,7 +126,7 @@ def train(
     lowercase: bool = True,
     whole_words: bool = False,
     token_dropout: float = 0.0,
-    patience: int = 2,
+    patience: int = DEFAULT_PATIENCE,
     verbose: int = 1,
     head_options: Mapping[str, Any] | None = None,
     seed: int | None = None,
@@ -452,40 +452,18 @@ def train(
     if data_parallel is not None:
         run_callbacks.insert(0, data_parallel.training_batches())  # first: split only the training steps
     evaluation: HeadEvaluationCallback | None = None
-
-    def predict_eval_file(m: keras.Model) -> tuple[list[Any], list[Any]]:
-        return predict_file(
-            m,
+    held_out = None
+    if eval_file is not None:
+        held_out = HeldOutFile(
             eval_file,
             head=head_name,
             tokenizer=tokenizer,
             batch_size=score_batch,
             max_length=max_length,
-            show_progress=False,
             on_bad_row=on_eval_bad,
         )
-
-    if eval_file is not None:
         evaluation = HeadEvaluationCallback(
-            (
-                lambda m: score_predictions(
-                    head,
-                    *predict_eval_file(m),
-                    path=eval_file,
-                )
-            )
-            if scored
-            else (
-                lambda m: loss_on_file(
-                    m,
-                    eval_file,
-                    head=head_name,
-                    tokenizer=tokenizer,
-                    batch_size=score_batch,
-                    max_length=max_length,
-                    on_bad_row=on_eval_bad,
-                )
-            ),
+            held_out.score,
             patience=patience,
             verbose=verbose,
         )
@@ -511,12 +489,15 @@ def train(
         )
     run_callbacks.extend(callbacks)
     history = resumable_fit(
-        model, stream, first_batch, epochs=epochs, checkpoint=checkpoint, callbacks=run_callbacks, verbose=verbose
+        model,
+        stream,
+        first_batch,
+        epochs=epochs,
+        checkpoint=checkpoint,
+        callbacks=run_callbacks,
+        verbose=verbose,
+        evaluation=evaluation,
     )
-    if checkpoint is not None and checkpoint.finished and evaluation is not None:
-        # Killed after its last epoch: nothing was trained, so the scoring callback still has to end the run.
-        evaluation.set_model(model)
-        evaluation.on_train_end()
     epochs_run = len(history.get("loss", []))
     _refuse_diverged(model, history.get("loss", []), learning_rate, out)
     # The best epoch's weights are restored, so these predictions are the ones its metrics scored.
@@ -526,8 +507,8 @@ def train(
     if not scored:
         metrics = best or loss_on(model, head_name, *sample_encoded, batch_size=score_batch, tokenizer=tokenizer)
     else:
-        if eval_file is not None:
-            split_examples, final_predictions = predict_eval_file(model)
+        if held_out is not None:
+            split_examples, final_predictions = held_out.predict(model)
         else:  # the training rows read up front (the whole file unless it is larger than the sample)
             split_examples = sample_examples
             final_predictions = predict_examples(

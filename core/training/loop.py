@@ -282,11 +282,6 @@ def train(
             "pip install 'distilbert-heads[tensorboard]' (or leave out --logdir)."
         )
     if not isinstance(task, str):  # several heads, one file each
-        if checkpoint_dir is not None or resume:
-            raise TrainingError(
-                "Checkpoints and --resume are for single-head runs for now; train several heads without "
-                "checkpoint_dir (--checkpoint-dir) and resume, or train each head on its own."
-            )
         if train_file is not None or eval_file is not None or head_options is not None:
             raise TrainingError(
                 "A multi-head run takes each head's files (and options) in its own entry: train({task: file, ...}, "
@@ -310,6 +305,9 @@ def train(
             logdir=logdir,
             skipped=_skipped_rows(skip_invalid, skipped_file, out, heads[0].train_file),
             shuffle_buffer=shuffle_buffer,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
             encoder_overrides=encoder_overrides,
         )
     if train_file is None or eval_files is not None or loss_weights is not None or monitor_head is not None:
@@ -511,12 +509,15 @@ def train(
         )
     run_callbacks.extend(callbacks)
     history = resumable_fit(
-        model, stream, first_batch, epochs=epochs, checkpoint=checkpoint, callbacks=run_callbacks, verbose=verbose
+        model,
+        stream,
+        first_batch,
+        epochs=epochs,
+        checkpoint=checkpoint,
+        callbacks=run_callbacks,
+        verbose=verbose,
+        evaluation=evaluation,
     )
-    if checkpoint is not None and checkpoint.finished and evaluation is not None:
-        # Killed after its last epoch: nothing was trained, so the scoring callback still has to end the run.
-        evaluation.set_model(model)
-        evaluation.on_train_end()
     epochs_run = len(history.get("loss", []))
     _refuse_diverged(model, history.get("loss", []), learning_rate, out)
     # The best epoch's weights are restored, so these predictions are the ones its metrics scored.

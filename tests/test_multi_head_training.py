@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -23,7 +24,7 @@ from distilbert_heads.model.factory import create_distilbert_with_heads
 from distilbert_heads.plugins.input_kinds import PAIR
 from distilbert_heads.training import data_files, multi_head
 from distilbert_heads.training.callbacks import HeadEvaluationCallback
-from distilbert_heads.training.checkpointing import BEST, load_checkpoint
+from distilbert_heads.training.checkpointing import BEST, LAST, load_checkpoint
 from distilbert_heads.training.data_files import DataFileError
 from distilbert_heads.training.examples import example_schema
 from distilbert_heads.training.loop import train
@@ -547,3 +548,78 @@ def test_a_killed_multi_head_run_resumes_to_the_uninterrupted_runs_weights_seein
     every_row = file_rows(files, resumed.model, resumed.tokenizer, RESUMABLE_HEADS)
     assert rows_by_head(expected_epochs[0], pad_id) == every_row
     assert rows_by_head([*expected_epochs[1][:1], *resumed_epoch], pad_id) == every_row
+
+
+@pytest.fixture
+def finished_run_checkpoints(uninterrupted, tmp_path) -> Path:
+    """A copy of the finished run's checkpoint folder, for a test to resume from."""
+    return Path(shutil.copytree(uninterrupted[0].checkpoint_dir, tmp_path / "checkpoints"))
+
+
+def _one_row_less(files, tmp_path) -> dict:
+    shorter = tmp_path / "ner_shorter.jsonl"
+    shorter.write_text(files["ner"]["train"].read_text("utf-8").split("\n", 1)[1], "utf-8")
+    return {"task": {"sentiment": str(files["sentiment"]["train"]), "ner": str(shorter)}}
+
+
+RESUME_CHANGES = {
+    "another set of heads": (
+        lambda f, tmp: {
+            "task": {"sentiment": str(f["sentiment"]["train"]), "pairwise": str(f["pairwise"]["train"])},
+            "eval_files": {"sentiment": str(f["sentiment"]["eval"]), "pairwise": str(f["pairwise"]["eval"])},
+            "loss_weights": None,
+        },
+        ["head_order is ['sentiment', 'ner'] there and ['sentiment', 'pairwise'] here", "heads.ner is set there"],
+    ),
+    "a changed loss weight": (
+        lambda f, tmp: {"loss_weights": {"ner": 2.0}},
+        ["heads.ner.loss_weight is 0.5 there and 2.0 here"],
+    ),
+    "another training file for a head": (
+        _one_row_less,
+        ["heads.ner.train_file_bytes", "heads.ner.train_sample_sha256"],
+    ),
+    "the heads in another order": (
+        lambda f, tmp: {"task": {"ner": str(f["ner"]["train"]), "sentiment": str(f["sentiment"]["train"])}},
+        ["head_order is ['sentiment', 'ner'] there and ['ner', 'sentiment'] here"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(RESUME_CHANGES))
+def test_resume_refuses_a_checkpoint_of_other_heads_files_or_loss_weights(
+    case, files, finished_run_checkpoints, tmp_path
+):
+    change, facts = RESUME_CHANGES[case]
+    arguments = {**resumable_run(files), **change(files, tmp_path)}
+    with pytest.raises(TrainingError) as error:
+        train(arguments.pop("task"), checkpoint_dir=finished_run_checkpoints, resume=True, **arguments)
+    assert_mentions(error, str(finished_run_checkpoints), "different run", "without --resume", *facts)
+    assert "heads.sentiment" not in str(error.value)  # what did not change is not named
+
+
+def test_resume_of_a_finished_multi_head_run_trains_nothing_and_ends_at_its_best_epoch(
+    files, uninterrupted, finished_run_checkpoints
+):
+    arguments = resumable_run(files)
+    again = train(arguments.pop("task"), checkpoint_dir=finished_run_checkpoints, resume=True, **arguments)
+    assert again.history == uninterrupted[0].history and again.best_epoch == uninterrupted[0].best_epoch
+    for a, b in zip(again.model.get_weights(), uninterrupted[0].model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_multi_head_resume_without_a_checkpoint_says_where_it_looked(files, tmp_path, capsys):
+    heads = {task: files[task]["train"] for task in RESUMABLE_HEADS}
+    empty = tmp_path / "nothing here"
+    with pytest.raises(TrainingError) as error:
+        train(heads, checkpoint_dir=empty, resume=True, **SETTINGS)
+    assert_mentions(error, str(empty), str(empty / LAST), "without --resume")
+    with pytest.raises(TrainingError) as error:
+        train(heads, resume=True, **SETTINGS)
+    assert_mentions(error, "--resume", "--checkpoint-dir")
+
+    out = tmp_path / "multi.keras"
+    argv = ["train", *(f"--head={task}={path}" for task, path in heads.items()), "--out", str(out), "--resume"]
+    assert main(argv) == 2
+    assert_mentions(capsys.readouterr().err, str(tmp_path / "multi.checkpoints"), "--resume")
+    assert not out.exists()

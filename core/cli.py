@@ -306,8 +306,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from distilbert_heads.training.loop import train  # imports Keras: only once the arguments are good
     from distilbert_heads.training.settings import ChanceLevelWarning
 
-    # Checkpoints are kept for single-head runs (by default beside --out); several heads train without them.
-    checkpoint_dir = args.checkpoint_dir or (default_checkpoint_dir(args.out) if heads is None else None)
+    checkpoint_dir = args.checkpoint_dir or default_checkpoint_dir(args.out)  # one head or several
     # With --json, stdout holds the JSON alone; progress, tables and notes go to stderr.
     with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         warnings.simplefilter("ignore", ChanceLevelWarning)  # train prints it as one "warning:" line already
@@ -706,8 +705,9 @@ def _add_train(subparsers: Any) -> None:
     checkpoints = parser.add_argument_group(
         "checkpoints",
         "A checkpoint (weights, optimizer state, random state, data position) is written at each epoch end and "
-        "every --checkpoint-every steps, and best.keras (the best model by the --eval metric) whenever it "
-        "improves; each replaces the previous one atomically, and the folder is kept after the run.",
+        "every --checkpoint-every steps, and best.keras (the best model by the --eval metric, or the --head-eval "
+        "files' for several heads) whenever it improves; each replaces the previous one atomically, and the folder "
+        "is kept after the run.",
     )
     checkpoints.add_argument(
         "--checkpoint-dir",

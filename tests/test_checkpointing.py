@@ -8,8 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 from helpers import TINY_TRAINING as TINY
-from helpers import assert_mentions, demo_rows
+from helpers import assert_mentions, demo_rows, train_worker_command
 
 import distilbert_heads  # noqa: F401  (registers the Keras classes)
 from distilbert_heads.cli import main
@@ -39,26 +37,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::distilbert_heads.training.Chanc
 # 24 rows in batches of 4: 6 steps an epoch, 12 in 2 epochs, 2 batches accumulated per update.
 RUN = {"epochs": 2, "batch_size": 4, "max_length": 32, "seed": 3, "token_dropout": 0.2, **TINY}
 RUN["gradient_accumulation_steps"] = 2
-
-# Trains like `RUN` and kills itself with SIGKILL right after training step argv[5] (no cleanup can run).
-KILLED_RUN = """
-import json, os, signal, sys
-sys.path.insert(0, sys.argv[1])
-import keras
-from helpers import demo_vocab_tokenizer
-from distilbert_heads.training.loop import train
-
-class KillAtStep(keras.callbacks.Callback):
-    steps = 0
-    def on_train_batch_end(self, batch, logs=None):
-        KillAtStep.steps += 1
-        if KillAtStep.steps == int(sys.argv[5]):
-            os.kill(os.getpid(), signal.SIGKILL)
-
-train("sentiment", sys.argv[2], tokenizer=demo_vocab_tokenizer(), checkpoint_dir=sys.argv[3],
-      checkpoint_every=int(sys.argv[4]), callbacks=[KillAtStep()], verbose=0, **json.loads(sys.argv[6]))
-print("not killed")
-"""
 
 
 @pytest.fixture(scope="module")
@@ -102,11 +80,10 @@ def test_run_killed_with_sigkill_resumes_to_the_uninterrupted_runs_weights(
 ):
 
     killed_dir = tmp_path / "killed"
-    script = tmp_path / "killed_run.py"
-    script.write_text(textwrap.dedent(KILLED_RUN), encoding="utf-8")
-    arguments = [str(Path(__file__).parent), str(sentiment_file), str(killed_dir), str(every), str(kill_at)]
+    # Trains like `RUN` in a process of its own, which kills itself with SIGKILL right after step `kill_at`.
+    arguments = {**RUN, "checkpoint_dir": str(killed_dir), "checkpoint_every": every}
     done = subprocess.run(
-        [sys.executable, str(script), *arguments, json.dumps(RUN)],
+        train_worker_command("sentiment", str(sentiment_file), arguments, kill_at=kill_at),
         capture_output=True,
         text=True,
         timeout=300,

@@ -10,54 +10,23 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import warnings
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-from helpers import assert_mentions, demo_rows
+from helpers import TINY_TRAINING, assert_mentions, demo_rows, train_worker_command
 
 from distilbert_heads.cli import main
 from distilbert_heads.training import distributed, streaming
 from distilbert_heads.training.checkpointing import LAST, STATE
 from distilbert_heads.training.settings import TrainingError
 
-TESTS = Path(__file__).parent
 # 24 rows in global batches of 4: 6 steps an epoch, 12 in 2 epochs.
 RUN = {"epochs": 2, "batch_size": 4, "max_length": 32, "seed": 3, "token_dropout": 0.2}
 STEPS = 12
 TIMEOUT = 240
-
-# Trains with the JSON keyword arguments argv[3] (the tiny encoder added) and saves the final weights to argv[4]
-# (npz) and what `train` returned to argv[4].json; with argv[5] > 0 it kills itself (SIGKILL, no cleanup) right after
-# that training step, once the step has finished in every process.
-WORKER = """
-import json, os, signal, sys
-sys.path.insert(0, sys.argv[1])
-import keras
-import numpy as np
-from helpers import TINY_TRAINING, demo_vocab_tokenizer
-from distilbert_heads.training.loop import train
-
-class KillAtStep(keras.callbacks.Callback):
-    steps = 0
-    def on_train_batch_end(self, batch, logs=None):
-        KillAtStep.steps += 1
-        if KillAtStep.steps == int(sys.argv[5]):
-            self.model.get_weights()  # waits for the step (and its all-reduce) to finish everywhere
-            os.kill(os.getpid(), signal.SIGKILL)
-
-result = train("sentiment", sys.argv[2], tokenizer=demo_vocab_tokenizer(), verbose=0, callbacks=[KillAtStep()],
-               **json.loads(sys.argv[3]), **TINY_TRAINING)
-np.savez(sys.argv[4], *result.model.get_weights())
-record = result.model.training_record["settings"]
-Path = type(result.path)
-with open(sys.argv[4] + ".json", "w") as f:
-    json.dump({"path": None if result.path is None else str(result.path), "distribution": record.get("distribution"),
-               "history": result.history}, f)
-"""
 
 
 def _free_port() -> int:
@@ -69,11 +38,11 @@ def _free_port() -> int:
 def run_workers(
     directory: Path, data: Path, settings: dict, *, processes: int = 0, kill_at: int = 0, env: dict | None = None
 ) -> list[tuple[list[np.ndarray], dict]]:
-    """Run `WORKER` in ``processes`` processes joined on a free localhost port (0: one plain process); each one's
-    final weights and report. A process that fails or hangs fails the test with its output."""
+    """Train on ``data`` with ``settings`` (the tiny encoder added) in ``processes`` processes joined on a free
+    localhost port (0: one plain process), each killed (SIGKILL, no cleanup) right after step ``kill_at`` (when not 0)
+    once the step has finished in every process; each one's final weights and report (`helpers.train_worker`). A
+    process that fails or hangs fails the test with its output."""
     directory.mkdir(parents=True, exist_ok=True)
-    script = directory / "worker.py"
-    script.write_text(WORKER, encoding="utf-8")
     environment = {
         **os.environ,
         "KERAS_BACKEND": "jax",
@@ -93,7 +62,7 @@ def run_workers(
                 "process_id": index,
             }
         out = directory / f"weights{index}.npz"
-        command = [sys.executable, str(script), str(TESTS), str(data), json.dumps(spec), str(out), str(kill_at)]
+        command = train_worker_command("sentiment", str(data), {**spec, **TINY_TRAINING}, kill_at=kill_at, report=out)
         log = open(directory / f"log{index}.txt", "w")
         launched.append((subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT), out, log))
     results = []

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -13,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 from helpers import TINY_TRAINING as TINY
-from helpers import assert_mentions, demo_rows, demo_vocab_tokenizer
+from helpers import assert_mentions, demo_rows, demo_vocab_tokenizer, train_worker_command
 
 import distilbert_heads  # noqa: F401  (registers the Keras classes)
 from distilbert_heads import pipeline
@@ -22,6 +24,7 @@ from distilbert_heads.model.factory import create_distilbert_with_heads
 from distilbert_heads.plugins.input_kinds import PAIR
 from distilbert_heads.training import data_files, multi_head
 from distilbert_heads.training.callbacks import HeadEvaluationCallback
+from distilbert_heads.training.checkpointing import BEST, LAST, load_checkpoint
 from distilbert_heads.training.data_files import DataFileError
 from distilbert_heads.training.examples import example_schema
 from distilbert_heads.training.loop import train
@@ -285,6 +288,10 @@ BAD_RUNS = {
         lambda f: {"task": {"sentiment": f["sentiment"]["train"]}, "train_file": f["ner"]["train"]},
         ["train_file", "eval_files"],
     ),
+    "a distribution (data-parallel training is single-head for now)": (
+        lambda f: {"task": {"sentiment": f["sentiment"]["train"]}, "distribution": "data-parallel"},
+        ["distribution", "one head", "without it"],
+    ),
     "a monitor head that is not a head": (
         lambda f: {
             "task": {"sentiment": f["sentiment"]["train"]},
@@ -339,6 +346,10 @@ def test_the_cli_trains_one_file_per_head_and_early_stops_on_a_named_head(files,
     assert code == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(report["metrics"]) == {"sentiment", "tags"}
+    # Checkpoints beside --out, as for one head; best.keras by the monitored head's held-out metric.
+    assert report["checkpoint_dir"] == str(tmp_path / "multi.checkpoints")
+    assert load_checkpoint(tmp_path / "multi.checkpoints").finished
+    assert (tmp_path / "multi.checkpoints" / BEST).is_file()
     model = keras.models.load_model(out)
     assert {name: head.task_type for name, head in model.heads.items()} == {
         "sentiment": "sentiment_analysis",
@@ -421,3 +432,194 @@ def test_a_bad_row_in_one_heads_file_names_that_file_and_line_or_is_skipped_into
     assert {Path(name).name: count for name, count in result.skipped_rows.items()} == {"ner_bad.jsonl": 1}
     skipped = [json.loads(line) for line in result.skipped_file.read_text("utf-8").splitlines()]
     assert [(Path(row["file"]).name, row["line"]) for row in skipped] == [("ner_bad.jsonl", 6)]
+
+
+# -- checkpoints and resume ------------------------------------------------------------------------------------------
+# 37 sentiment and 21 NER rows in batches of 8: 5 + 3 = 8 steps an epoch, 16 in 2 epochs.
+RESUMABLE_HEADS = ("sentiment", "ner")
+RESUMABLE = {**SETTINGS, "epochs": 2, "loss_weights": {"ner": 0.5}}
+
+
+def resumable_run(files, **changes) -> dict:
+    """`train`'s arguments for the checkpointed two-head run (JSON-able, for the worker process), with ``changes``."""
+    return {
+        "task": {task: str(files[task]["train"]) for task in RESUMABLE_HEADS},
+        "eval_files": {task: str(files[task]["eval"]) for task in RESUMABLE_HEADS},
+        **RESUMABLE,
+        **changes,
+    }
+
+
+def recording_batches(seen: list, monkeypatch) -> None:
+    """Record every batch the multi-head stream hands to ``fit`` as ``(epoch, batch)`` in ``seen``."""
+    batches = MultiHeadStream.batches
+
+    def recording(self, epoch, *, skip=0):
+        for batch in batches(self, epoch, skip=skip):
+            seen.append((epoch, batch))
+            yield batch
+
+    monkeypatch.setattr(MultiHeadStream, "batches", recording)
+
+
+def rows_by_head(batches: list, pad_id: int) -> dict[str, Counter]:
+    """The rows (token ids without padding) of each head in ``batches``, counted; each batch is one head's."""
+    rows: dict[str, Counter] = {}
+    for x, _, weights in batches:
+        [active] = [head for head, outputs in weights.items() if np.all(outputs["logits"] == 1)]
+        rows.setdefault(active, Counter()).update(_row_ids(x["input_ids"], pad_id))
+    return rows
+
+
+def file_rows(files, model, tokenizer, tasks) -> dict[str, Counter]:
+    """Each head's training file encoded directly, every row once, counted as `rows_by_head` counts."""
+    expected = {}
+    for task in tasks:
+        head = model.heads[task]
+        schema = example_schema(type(head), head.task_type)
+        examples = [example for _, example in data_files.iter_examples(files[task]["train"], schema, task)]
+        x, _ = head.encode_examples(examples, tokenizer, 32)
+        expected[task] = Counter(_row_ids(x["input_ids"], tokenizer.pad_token_id))
+    return expected
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(files, tmp_path_factory):
+    """The checkpointed two-head run, not interrupted, with the batches it trained on."""
+    seen: list = []
+    arguments = resumable_run(files, checkpoint_dir=tmp_path_factory.mktemp("uninterrupted"))
+    with pytest.MonkeyPatch.context() as patch:
+        recording_batches(seen, patch)
+        result = train(arguments.pop("task"), tokenizer=demo_vocab_tokenizer(), **arguments)
+    return result, seen
+
+
+def test_a_killed_multi_head_run_resumes_to_the_uninterrupted_runs_weights_seeing_every_row_once(
+    files, uninterrupted, tmp_path, monkeypatch
+):
+    expected_run, expected_batches = uninterrupted
+    killed_dir = tmp_path / "killed"
+    arguments = resumable_run(files, checkpoint_dir=str(killed_dir), checkpoint_every=3)
+    task = arguments.pop("task")
+    # Checkpoints at steps 3 and 6, at the epoch end (step 8) and at step 9; killed (SIGKILL) right after step 11.
+    done = subprocess.run(
+        train_worker_command(task, None, arguments, kill_at=11),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert done.returncode == -9, done.stdout[-2000:] + done.stderr[-3000:]  # killed by SIGKILL, not finished
+    checkpoint = load_checkpoint(killed_dir)
+    assert (checkpoint.epoch, checkpoint.batch, checkpoint.state["global_step"]) == (1, 1, 9)
+    assert not checkpoint.finished and len(checkpoint.state["history"]["val_heads_mean"]) == 1
+    assert (checkpoint.path / BEST).is_file()  # the best held-out epoch so far (the first)
+
+    seen: list = []
+    recording_batches(seen, monkeypatch)
+    # No tokenizer given: the resumed run takes the checkpoint's.
+    resumed = train(task, resume=True, **arguments)
+
+    assert int(resumed.model.optimizer.iterations) == int(expected_run.model.optimizer.iterations) == 16
+    for a, b in zip(resumed.model.get_weights(), expected_run.model.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    assert resumed.history["loss"][0] == expected_run.history["loss"][0]  # the killed run's first epoch, kept
+    assert resumed.history["val_heads_mean"] == pytest.approx(expected_run.history["val_heads_mean"], abs=1e-6)
+    assert resumed.best_epoch == expected_run.best_epoch
+    final = load_checkpoint(killed_dir)
+    assert (final.epoch, final.batch, final.finished) == (2, 0, True)
+    best_resumed = keras.saving.load_model(killed_dir / BEST).get_weights()
+    best_expected = keras.saving.load_model(expected_run.checkpoint_dir / BEST).get_weights()
+    for a, b in zip(best_resumed, best_expected, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+    # The resumed epoch's batches are the uninterrupted run's from batch 1 on (batch 0 trained before the kill):
+    # together every row of every head's file once. The second epoch has all of them too.
+    pad_id = resumed.tokenizer.pad_token_id
+    expected_epochs = {epoch: [batch for e, batch in expected_batches if e == epoch] for epoch in (0, 1)}
+    resumed_epoch = [batch for epoch, batch in seen if epoch == 1]
+    assert len(resumed_epoch) == len(expected_epochs[1]) - 1 == 7
+    for (x, _, weights), (x_expected, _, weights_expected) in zip(resumed_epoch, expected_epochs[1][1:]):
+        np.testing.assert_array_equal(x["input_ids"], x_expected["input_ids"])
+        assert {h: float(w["logits"][0]) for h, w in weights.items()} == {
+            h: float(w["logits"][0]) for h, w in weights_expected.items()
+        }
+    every_row = file_rows(files, resumed.model, resumed.tokenizer, RESUMABLE_HEADS)
+    assert rows_by_head(expected_epochs[0], pad_id) == every_row
+    assert rows_by_head([*expected_epochs[1][:1], *resumed_epoch], pad_id) == every_row
+
+
+@pytest.fixture
+def finished_run_checkpoints(uninterrupted, tmp_path) -> Path:
+    """A copy of the finished run's checkpoint folder, for a test to resume from."""
+    return Path(shutil.copytree(uninterrupted[0].checkpoint_dir, tmp_path / "checkpoints"))
+
+
+def _one_row_less(files, tmp_path) -> dict:
+    shorter = tmp_path / "ner_shorter.jsonl"
+    shorter.write_text(files["ner"]["train"].read_text("utf-8").split("\n", 1)[1], "utf-8")
+    return {"task": {"sentiment": str(files["sentiment"]["train"]), "ner": str(shorter)}}
+
+
+RESUME_CHANGES = {
+    "another set of heads": (
+        lambda f, tmp: {
+            "task": {"sentiment": str(f["sentiment"]["train"]), "pairwise": str(f["pairwise"]["train"])},
+            "eval_files": {"sentiment": str(f["sentiment"]["eval"]), "pairwise": str(f["pairwise"]["eval"])},
+            "loss_weights": None,
+        },
+        ["head_order is ['sentiment', 'ner'] there and ['sentiment', 'pairwise'] here", "heads.ner is set there"],
+    ),
+    "a changed loss weight": (
+        lambda f, tmp: {"loss_weights": {"ner": 2.0}},
+        ["heads.ner.loss_weight is 0.5 there and 2.0 here"],
+    ),
+    "another training file for a head": (
+        _one_row_less,
+        ["heads.ner.train_file_bytes", "heads.ner.train_sample_sha256"],
+    ),
+    "the heads in another order": (
+        lambda f, tmp: {"task": {"ner": str(f["ner"]["train"]), "sentiment": str(f["sentiment"]["train"])}},
+        ["head_order is ['sentiment', 'ner'] there and ['ner', 'sentiment'] here"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(RESUME_CHANGES))
+def test_resume_refuses_a_checkpoint_of_other_heads_files_or_loss_weights(
+    case, files, finished_run_checkpoints, tmp_path
+):
+    change, facts = RESUME_CHANGES[case]
+    arguments = {**resumable_run(files), **change(files, tmp_path)}
+    with pytest.raises(TrainingError) as error:
+        train(arguments.pop("task"), checkpoint_dir=finished_run_checkpoints, resume=True, **arguments)
+    assert_mentions(error, str(finished_run_checkpoints), "different run", "without --resume", *facts)
+    assert "heads.sentiment" not in str(error.value)  # what did not change is not named
+
+
+def test_resume_of_a_finished_multi_head_run_trains_nothing_and_ends_at_its_best_epoch(
+    files, uninterrupted, finished_run_checkpoints
+):
+    arguments = resumable_run(files)
+    again = train(arguments.pop("task"), checkpoint_dir=finished_run_checkpoints, resume=True, **arguments)
+    assert again.history == uninterrupted[0].history and again.best_epoch == uninterrupted[0].best_epoch
+    for a, b in zip(again.model.get_weights(), uninterrupted[0].model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_multi_head_resume_without_a_checkpoint_says_where_it_looked(files, tmp_path, capsys):
+    heads = {task: files[task]["train"] for task in RESUMABLE_HEADS}
+    empty = tmp_path / "nothing here"
+    with pytest.raises(TrainingError) as error:
+        train(heads, checkpoint_dir=empty, resume=True, **SETTINGS)
+    assert_mentions(error, str(empty), str(empty / LAST), "without --resume")
+    with pytest.raises(TrainingError) as error:
+        train(heads, resume=True, **SETTINGS)
+    assert_mentions(error, "--resume", "--checkpoint-dir")
+
+    out = tmp_path / "multi.keras"
+    argv = ["train", *(f"--head={task}={path}" for task, path in heads.items()), "--out", str(out), "--resume"]
+    assert main(argv) == 2
+    assert_mentions(capsys.readouterr().err, str(tmp_path / "multi.checkpoints"), "--resume")
+    assert not out.exists()

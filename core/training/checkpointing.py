@@ -124,6 +124,23 @@ def jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+def setting_differences(recorded: Mapping[str, Any], given: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Each setting that differs between a checkpoint's run (``recorded``) and this one (``given``), said in words;
+    mappings on both sides are compared key by key, a mapping on one side only is named, not printed."""
+    differing = []
+    for key in sorted(set(recorded) | set(given)):
+        name = f"{prefix}{key}"
+        if key not in given or key not in recorded:
+            value, there, here = (recorded[key], "there", "here") if key in recorded else (given[key], "here", "there")
+            shown = "set" if isinstance(value, Mapping) else f"{value!r}"
+            differing.append(f"{name} is {shown} {there} and not set {here}")
+        elif isinstance(recorded[key], Mapping) and isinstance(given[key], Mapping):
+            differing.extend(setting_differences(recorded[key], given[key], f"{name}."))
+        elif recorded[key] != given[key]:
+            differing.append(f"{name} is {recorded[key]!r} there and {given[key]!r} here")
+    return differing
+
+
 @dataclass
 class Checkpoint:
     """One checkpoint read back: its folder and its ``state.json``."""
@@ -155,13 +172,9 @@ class Checkpoint:
         return DistilBertTokenizer.from_json_string((self.path / TOKENIZER).read_text(encoding="utf-8"))
 
     def check_same_run(self, settings: Mapping[str, Any]) -> None:
-        """Refuse to resume with settings other than the checkpoint's, naming each key that differs."""
-        recorded, given = self.state["settings"], jsonable(dict(settings))
-        differing = [
-            f"{key} is {recorded.get(key)!r} there and {given.get(key)!r} here"
-            for key in sorted(set(recorded) | set(given))
-            if recorded.get(key) != given.get(key)
-        ]
+        """Refuse to resume with settings other than the checkpoint's, naming each key that differs (a key inside a
+        nested mapping by its path, e.g. ``heads.ner.loss_weight``)."""
+        differing = setting_differences(self.state["settings"], jsonable(dict(settings)))
         if differing:
             raise TrainingError(
                 f"The checkpoint in {os.fspath(self.path.parent)!r} was made by a different run: "

@@ -282,11 +282,6 @@ def train(
             "pip install 'distilbert-heads[tensorboard]' (or leave out --logdir)."
         )
     if not isinstance(task, str):  # several heads, one file each
-        if checkpoint_dir is not None or resume:
-            raise TrainingError(
-                "Checkpoints and --resume are for single-head runs for now; train several heads without "
-                "checkpoint_dir (--checkpoint-dir) and resume, or train each head on its own."
-            )
         if train_file is not None or eval_file is not None or head_options is not None:
             raise TrainingError(
                 "A multi-head run takes each head's files (and options) in its own entry: train({task: file, ...}, "
@@ -310,6 +305,9 @@ def train(
             logdir=logdir,
             skipped=_skipped_rows(skip_invalid, skipped_file, out, heads[0].train_file),
             shuffle_buffer=shuffle_buffer,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
             encoder_overrides=encoder_overrides,
         )
     if train_file is None or eval_files is not None or loss_weights is not None or monitor_head is not None:

@@ -35,6 +35,7 @@ from distilbert_heads.plugins.plugin_errors import UnknownTaskTypeError
 from distilbert_heads.text.tokenizer import DistilBertTokenizer
 from distilbert_heads.training import data_files
 from distilbert_heads.training.callbacks import HeadEvaluationCallback
+from distilbert_heads.training.checkpointing import checkpoint_writer, fingerprint, load_checkpoint, resumable_fit
 from distilbert_heads.training.data_files import SkippedRows
 from distilbert_heads.training.evaluation import (
     LOWER_IS_BETTER,
@@ -215,7 +216,8 @@ class MultiHeadStream(TrainingStream):
     ``y`` holds every head's targets and ``sample_weight`` every head's output weights: 1 for the batch's head,
     0 (with zero targets) for the others. ``estimated_batches`` (per head) sets how often each head is drawn; the
     draw follows what each head has left, so every batch of every stream comes out once per epoch whatever the
-    estimates. Epoch tracking, resuming (`start_at`) and the ``tf.data`` wrapping are `TrainingStream`'s.
+    estimates. ``batches_per_epoch`` is their sum when every estimate is exact (each file read whole up front), else
+    None. Epoch tracking, resuming (`start_at`) and the ``tf.data`` wrapping are `TrainingStream`'s.
     """
 
     def __init__(
@@ -226,13 +228,14 @@ class MultiHeadStream(TrainingStream):
         templates: Mapping[str, _TargetTemplate],
         output_names: Mapping[str, Sequence[str]],
         seed: int,
+        batches_per_epoch: int | None = None,
     ) -> None:
-        # Not TrainingStream.__init__: this stream reads no file itself; it shares the epoch/dataset machinery.
+        # Not TrainingStream.__init__: this stream reads no file itself; it shares the position (resuming and
+        # checkpointing: `start_at`, `has_batch`) and the dataset machinery.
         self.streams = dict(streams)
         self.estimated_batches = {name: max(int(estimated_batches[name]), 1) for name in self.streams}
         self.templates, self.output_names, self.seed = dict(templates), dict(output_names), int(seed)
-        self.epoch = 0
-        self._start = None
+        self.reset_position(batches_per_epoch)
 
     def batches(self, epoch: int, *, skip: int = 0) -> Iterator[tuple[Tree, Tree, Tree]]:
         rng = np.random.default_rng([self.seed, epoch, len(self.streams)])
@@ -301,10 +304,18 @@ def train_heads(
     logdir: str | os.PathLike | None,
     skipped: SkippedRows | None,
     shuffle_buffer: int,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
     encoder_overrides: Mapping[str, Any],
 ) -> TrainResult:
     """The multi-head run behind ``train({task: file, ...})``; ``heads`` come from `head_files`, ``settings`` and
-    ``skipped`` from `train`'s own checks. See `train` for the arguments."""
+    ``skipped`` from `train`'s own checks. See `train` for the arguments.
+
+    Checkpoints and ``resume`` work as for one head (`distilbert_heads.training.checkpointing`): the position is
+    the interleaved stream's batch, and the checkpoint records each head's task, loss weight, options and training
+    sample, so a resume with other heads, files or loss weights is refused, naming what differs.
+    """
     from distilbert_heads.training.loop import _encode_all, _refuse_diverged, split_rows_pair  # loop imports us
 
     names = [spec.head_name for spec in heads]
@@ -316,6 +327,7 @@ def train_heads(
             f"monitor_head={monitor_head!r} chooses what early stopping watches on the eval files; "
             "give every head an eval file, or leave monitor_head out."
         )
+    checkpoint = load_checkpoint(checkpoint_dir) if resume and checkpoint_dir is not None else None
     records = {}
     for spec in heads:  # every task known before any file is read
         try:
@@ -346,6 +358,8 @@ def train_heads(
         options.update(spec.head_options)
         parts.append(_Head(spec, record, schema, sample, options, on_train_bad, on_eval_bad))
 
+    if tokenizer is None and checkpoint is not None:
+        tokenizer = checkpoint.tokenizer()  # a vocabulary learnt from scratch again would differ
     if tokenizer is None:  # one vocabulary for every head: learnt from all the files' samples together
         texts = [text for part in parts for text in example_texts(part.examples)]
         tokenizer = build_tokenizer(
@@ -376,7 +390,13 @@ def train_heads(
     model.tokenizer = tokenizer
     model.max_length = max_length
 
-    run_seed = settings.seed if settings.seed is not None else int(np.random.default_rng().integers(2**31))
+    # Without a seed one is drawn; a resumed run takes the interrupted run's from its checkpoint.
+    if settings.seed is not None:
+        run_seed = settings.seed
+    elif checkpoint is not None:
+        run_seed = checkpoint.seed
+    else:
+        run_seed = int(np.random.default_rng().integers(2**31))
     batch_size = settings.batch_size
     streams: dict[str, TrainingStream] = {}
     estimates: dict[str, int] = {}
@@ -410,7 +430,12 @@ def train_heads(
             on_bad_row=part.on_train_bad,
         )
     stream = MultiHeadStream(
-        streams, estimated_batches=estimates, templates=templates, output_names=model.output_keys, seed=run_seed
+        streams,
+        estimated_batches=estimates,
+        templates=templates,
+        output_names=model.output_keys,
+        seed=run_seed,
+        batches_per_epoch=sum(estimates.values()) if all(part.sample.whole_file for part in parts) else None,
     )
     first = parts[0].name
     first_batch = stream.complete(
@@ -421,6 +446,33 @@ def train_heads(
     # No training metrics: the heads' default ones are unweighted, so the zero targets of other heads' batches
     # would count in them. The held-out metrics come from each head's eval file.
     model.compile(optimizer=build_optimizer(model, settings, learning_rate, sum(estimates.values())), metrics={})
+    run_settings = {
+        **settings.model_dump(exclude={"checkpoint_every"}),
+        # The order matters too: it orders the model's weights and seeds each head's file stream.
+        "head_order": [part.name for part in parts],
+        "heads": {
+            part.name: {
+                "task": part.spec.task,
+                "loss_weight": part.spec.loss_weight,
+                "head_options": part.options,
+                "train_file_bytes": part.sample.size,
+                "train_sample_sha256": fingerprint(sample_encoded[part.name]),
+            }
+            for part in parts
+        },
+        "monitor_head": monitor_head,
+        "variant": variant,
+        "pretrained": pretrained,
+        "encoder_options": encoder_options,
+        "effective_max_length": max_length,
+        "shuffle_buffer": shuffle_buffer,
+        "skip_invalid": skipped is not None,
+    }
+    if checkpoint is not None:
+        checkpoint.check_same_run(run_settings)
+        checkpoint.restore(model)
+        if verbose:
+            print(f"resuming from {os.fspath(checkpoint.path)!r} at {checkpoint.where}", flush=True)
 
     score_batch = max(batch_size, 32)
 
@@ -446,31 +498,45 @@ def train_heads(
             evaluation.monitor = f"{monitor_head}/{primary_metric(per_head[monitor_head])}"
         return flat
 
-    run_callbacks: list[keras.callbacks.Callback] = [EpochTracker(stream)]
+    tracker = EpochTracker(stream)
+    run_callbacks: list[keras.callbacks.Callback] = [tracker]
     evaluation: HeadEvaluationCallback | None = None
     if has_eval:
         # With monitor_head, its primary metric's name is known once it has been scored (see score_all).
         monitor = HEADS_MEAN if monitor_head is None else None
         evaluation = HeadEvaluationCallback(score_all, monitor=monitor, patience=settings.patience, verbose=verbose)
         run_callbacks.append(evaluation)
+        if checkpoint is not None and checkpoint.state["evaluation"] is not None:
+            evaluation.restore_state(checkpoint.state["evaluation"], checkpoint.best_weights())
     if logdir is not None:
         run_callbacks.append(keras.callbacks.TensorBoard(log_dir=os.fspath(logdir)))
-    run_callbacks.extend(callbacks)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
-            history = model.fit(
-                stream.dataset(first_batch),
+    if checkpoint_dir is not None:
+        run_callbacks.append(
+            checkpoint_writer(
+                checkpoint_dir,
+                checkpoint,
+                batches=stream,
+                tokenizer=tokenizer,
+                settings=run_settings,
                 epochs=settings.epochs,
-                shuffle=False,
-                callbacks=run_callbacks,
+                every=checkpoint_every,
+                evaluation=evaluation,
                 verbose=verbose,
             )
-    except Exception as error:
-        if stream.failure is not None and stream.failure is not error:  # any head's stream: the real error
-            raise stream.failure from None
-        raise
-    _refuse_diverged(model, history.history.get("loss", []), learning_rate, out)
+        )
+    run_callbacks.extend(callbacks)
+    # A failure inside any head's stream surfaces as itself (resumable_fit).
+    history = resumable_fit(
+        model,
+        stream,
+        first_batch,
+        epochs=settings.epochs,
+        checkpoint=checkpoint,
+        callbacks=run_callbacks,
+        verbose=verbose,
+        evaluation=evaluation,
+    )
+    _refuse_diverged(model, history.get("loss", []), learning_rate, out)
 
     split = "eval" if has_eval else "train"
     best = evaluation.best_metrics if evaluation is not None and evaluation.best_metrics else None
@@ -526,11 +592,13 @@ def train_heads(
     result = TrainResult(
         model=model,
         metrics=metrics,
-        history={key: [float(v) for v in values] for key, values in history.history.items()},
+        history=history,
         path=path,
         tokenizer=tokenizer,
         metrics_split=split,
-        epochs_run=len(history.epoch),
+        epochs_run=len(history.get("loss", [])),
+        checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir),
+        epoch_seconds=list(tracker.epoch_seconds),
         best_epoch=None if evaluation is None or evaluation.best_epoch is None else evaluation.best_epoch + 1,
         seed=run_seed,
         skipped_rows=dict(skipped.counts) if skipped is not None else {},
@@ -544,6 +612,11 @@ def train_heads(
         print_metrics_table(metrics, title=f"{len(parts)} heads: metrics on their {where}")
         if path is not None:
             print(f"saved {path} ({len(parts)} heads, tokenizer inside)")
+        if checkpoint_dir is not None:
+            print(
+                f"checkpoints kept in {os.fspath(checkpoint_dir)} (continue a killed run with --resume"
+                f"{'; best.keras is the best held-out epoch' if evaluation is not None else ''})"
+            )
         if skipped is not None and skipped.summary():
             print(skipped.summary(), flush=True)
         for message in result.warnings:

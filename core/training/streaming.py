@@ -205,7 +205,7 @@ class TrainingStream:
         batches_per_epoch: int | None = None,
         split: Any = None,
     ) -> None:
-        self.batches_per_epoch = batches_per_epoch  # when known (the whole file was read up front)
+        self.reset_position(batches_per_epoch)
         # A data-parallel run (`distilbert_heads.training.distributed.DataParallelRun`): each global batch is cut to
         # the rows that split evenly across the replicas, then this process keeps its share. None: whole batches.
         self.split = split
@@ -215,13 +215,18 @@ class TrainingStream:
         tokenizer = encoder.tokenizer
         self.pad_id, self.unk_id = tokenizer.pad_token_id, tokenizer.unk_token_id
         self.special_ids = special_token_ids(tokenizer)
+
+    # -- position ------------------------------------------------------------------------------------------
+    def reset_position(self, batches_per_epoch: int | None) -> None:
+        """The position state of a new stream (a subclass that reads no file itself calls it too): epoch 0, nothing
+        produced, and the epoch's number of batches when known (None when not)."""
+        self.batches_per_epoch = batches_per_epoch  # when known (the whole file was read up front)
         self.epoch = 0
         self.first_batch = 0  # where the current epoch started: 0, or the batch a resumed run continues at
         self.produced = 0  # batches of the current epoch handed to the pipeline so far (counting skipped ones)
         self.exhausted = False  # the current epoch has no more batches
         self._start: tuple[int, int] | None = None
 
-    # -- position ------------------------------------------------------------------------------------------
     def start_at(self, epoch: int, batch: int) -> None:
         """Begin epoch ``epoch`` (0-based) at its batch ``batch``, skipping the batches before it (a resumed run)."""
         self._start = (int(epoch), int(batch))

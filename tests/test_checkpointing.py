@@ -28,6 +28,7 @@ from distilbert_heads.training.checkpointing import (
     TrainingCheckpoints,
     find_checkpoint,
     load_checkpoint,
+    setting_differences,
 )
 from distilbert_heads.training.loop import train
 from distilbert_heads.training.settings import TrainingError
@@ -233,6 +234,8 @@ def test_a_kill_between_the_folder_renames_still_resumes(finished_run_checkpoint
         ({"token_dropout": 0.0, "batch_size": 8}, ["token_dropout", "batch_size"]),
         ({"seed": 4}, ["seed is 3 there and 4 here"]),
         ({"train_file": "other"}, ["train_file_bytes", "train_sample_sha256"]),
+        # The best epoch so far was scored on the run's eval file (here: none); another file's scores do not compare.
+        ({"eval_file": "given"}, ["eval_file_bytes is None there"]),
     ],
 )
 def test_resume_refuses_a_checkpoint_of_a_different_run(
@@ -244,9 +247,24 @@ def test_resume_refuses_a_checkpoint_of_a_different_run(
     if change.pop("train_file", None):
         train_file = tmp_path / "other.jsonl"
         train_file.write_text(sentiment_file.read_text(encoding="utf-8").split("\n", 1)[1], encoding="utf-8")
+    if change.pop("eval_file", None):
+        change["eval_file"] = tmp_path / "eval.jsonl"
+        change["eval_file"].write_text(sentiment_file.read_text(encoding="utf-8"), encoding="utf-8")
     with pytest.raises(TrainingError) as error:
         train("sentiment", train_file, verbose=0, checkpoint_dir=directory, resume=True, **{**RUN, **change})
     assert_mentions(error, str(directory), "different run", "without --resume", *keys)
+
+
+def test_a_setting_recorded_on_one_side_only_differs_unless_it_is_unset():
+    recorded = {"epochs": 2, "heads": {"ner": {"loss_weight": 0.5}}}
+    # A checkpoint written before a setting was recorded resumes while this run leaves that setting unset.
+    assert setting_differences(recorded, {**recorded, "eval_file_bytes": None}) == []
+    assert setting_differences({**recorded, "eval_file_bytes": None}, recorded) == []
+    assert setting_differences(recorded, {**recorded, "eval_file_bytes": 120}) == [
+        "eval_file_bytes is 120 here and not set there"
+    ]
+    nested = {"epochs": 2, "heads": {"ner": {"loss_weight": 0.5, "eval_file_bytes": 7}}}
+    assert setting_differences(recorded, nested) == ["heads.ner.eval_file_bytes is 7 here and not set there"]
 
 
 def test_resume_without_a_checkpoint_names_where_it_looked(sentiment_file, tmp_path, capsys):

@@ -40,7 +40,7 @@ from distilbert_heads.training.checkpointing import (
     resumable_fit,
 )
 from distilbert_heads.training.defaults import DEFAULT_PATIENCE
-from distilbert_heads.training.evaluation import HeldOutFile
+from distilbert_heads.training.evaluation import HeldOutFile, scoring_batch_size
 from distilbert_heads.training.examples import example_schema, load_model, model_tokenizer
 from distilbert_heads.training.loop import _encode_all, split_rows_pair
 from distilbert_heads.training.optimization import build_optimizer
@@ -279,7 +279,7 @@ def distill(
             eval_file,
             head=head_name,
             tokenizer=tokenizer,
-            batch_size=max(batch_size, 32),
+            batch_size=scoring_batch_size(batch_size),
             max_length=student.max_length,
         )
         evaluation = HeadEvaluationCallback(held_out.score, patience=patience, verbose=verbose, keep=student)

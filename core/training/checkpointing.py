@@ -126,10 +126,14 @@ def jsonable(value: Any) -> Any:
 
 def setting_differences(recorded: Mapping[str, Any], given: Mapping[str, Any], prefix: str = "") -> list[str]:
     """Each setting that differs between a checkpoint's run (``recorded``) and this one (``given``), said in words;
-    mappings on both sides are compared key by key, a mapping on one side only is named, not printed."""
+    mappings on both sides are compared key by key, a mapping on one side only is named, not printed. A key on one
+    side only whose value is None is no difference: a setting that a later version records, unset in this run, so
+    a checkpoint written before it was recorded still resumes."""
     differing = []
     for key in sorted(set(recorded) | set(given)):
         name = f"{prefix}{key}"
+        if (key not in recorded and given[key] is None) or (key not in given and recorded[key] is None):
+            continue
         if key not in given or key not in recorded:
             value, there, here = (recorded[key], "there", "here") if key in recorded else (given[key], "here", "there")
             shown = "set" if isinstance(value, Mapping) else f"{value!r}"

@@ -346,6 +346,12 @@ def loss_on(
     return _loss_and_metrics(logs, head_name)
 
 
+def scoring_batch_size(training_batch_size: int) -> int:
+    """Rows per batch when a run scores held-out data: at least 32, since scoring keeps no gradients and a small
+    training batch would make it slow."""
+    return max(training_batch_size, 32)
+
+
 @dataclass
 class HeldOutFile:
     """A labelled held-out file scored after each epoch (by `train` and `distill`), for one head of a model.

@@ -54,6 +54,7 @@ from distilbert_heads.training.evaluation import (
     loss_on,
     predict_examples,
     score_predictions,
+    scoring_batch_size,
 )
 from distilbert_heads.training.examples import (
     build_tokenizer,
@@ -436,6 +437,8 @@ def train(
         "skip_invalid": skip_invalid,
         "train_file_bytes": sample.size,
         "train_sample_sha256": fingerprint(sample_encoded),
+        # The held-out best so far is only comparable on the same file: another one is refused on resume.
+        "eval_file_bytes": None if eval_file is None else os.path.getsize(eval_file),
     }
     if checkpoint is not None:
         checkpoint.check_same_run(run_settings)
@@ -444,7 +447,7 @@ def train(
             print(f"resuming from {os.fspath(checkpoint.path)!r} at {checkpoint.where}", flush=True)
     scored = head_scores_answers(head)  # without evaluate(), the loss is the metric (lower is better)
 
-    score_batch = max(batch_size, 32)
+    score_batch = scoring_batch_size(batch_size)
     tracker = EpochTracker(stream)
     run_callbacks: list[keras.callbacks.Callback] = [tracker]
     if data_parallel is not None:

@@ -46,6 +46,7 @@ from distilbert_heads.training.evaluation import (
     predict_file,
     primary_metric,
     score_predictions,
+    scoring_batch_size,
 )
 from distilbert_heads.training.examples import (
     build_tokenizer,
@@ -457,6 +458,7 @@ def train_heads(
                 "head_options": part.options,
                 "train_file_bytes": part.sample.size,
                 "train_sample_sha256": fingerprint(sample_encoded[part.name]),
+                "eval_file_bytes": None if part.spec.eval_file is None else os.path.getsize(part.spec.eval_file),
             }
             for part in parts
         },
@@ -474,7 +476,7 @@ def train_heads(
         if verbose:
             print(f"resuming from {os.fspath(checkpoint.path)!r} at {checkpoint.where}", flush=True)
 
-    score_batch = max(batch_size, 32)
+    score_batch = scoring_batch_size(batch_size)
 
     def score_head(m: Any, part: _Head) -> dict[str, float]:
         head = m.heads[part.name]

@@ -37,6 +37,7 @@ from distilbert_heads.training.checkpointing import (
     checkpoint_writer,
     fingerprint,
     load_checkpoint,
+    resolve_run_seed,
     resumable_fit,
 )
 from distilbert_heads.training.defaults import DEFAULT_PATIENCE
@@ -223,12 +224,7 @@ def distill(
     rows = rows_of(sample_encoded[0])
     rows_per_epoch = rows if sample.whole_file else round(rows * sample.estimated_rows() / len(sample.examples))
     batches_per_epoch = max(math.ceil(rows_per_epoch / batch_size), 1)
-    if seed is not None:
-        run_seed = seed
-    elif checkpoint is not None:
-        run_seed = checkpoint.seed
-    else:
-        run_seed = int(np.random.default_rng().integers(2**31))
+    run_seed = resolve_run_seed(seed, checkpoint)
     stream_class = CachedTeacherStream if cache_teacher else TrainingStream
     stream = stream_class(
         train_file,
@@ -284,8 +280,8 @@ def distill(
         )
         evaluation = HeadEvaluationCallback(held_out.score, patience=patience, verbose=verbose, keep=student)
         run_callbacks.append(evaluation)
-        if checkpoint is not None and checkpoint.state["evaluation"] is not None:
-            evaluation.restore_state(checkpoint.state["evaluation"], checkpoint.best_weights())
+        if checkpoint is not None:
+            checkpoint.restore_evaluation(evaluation)
     if checkpoint_dir is not None:
         run_callbacks.append(
             checkpoint_writer(
@@ -308,7 +304,6 @@ def distill(
         checkpoint=checkpoint,
         callbacks=[*run_callbacks, *callbacks],
         verbose=verbose,
-        evaluation=evaluation,
     )
     losses = {key: values[-1] for key, values in history.items() if values and not key.startswith("val_")}
     if not all(math.isfinite(value) for value in losses.values()):

@@ -210,10 +210,24 @@ class Checkpoint:
             return []
         return [_SetTorchRandomStateAtFirstBatch(state, data_loader_draws=1 if self.batch == 0 else 0)]
 
+    def restore_evaluation(self, evaluation: HeadEvaluationCallback) -> None:
+        """Continue the held-out scoring where the run left it: best score, wait and the best epoch's weights."""
+        if self.state["evaluation"] is not None:
+            evaluation.restore_state(self.state["evaluation"], self.best_weights())
+
     def best_weights(self) -> list[np.ndarray] | None:
         """The best epoch's weights as of this checkpoint, or None when no epoch was scored yet."""
         path = self.path / BEST
         return keras.saving.load_model(path).get_weights() if path.is_file() else None
+
+
+def resolve_run_seed(seed: int | None, checkpoint: Checkpoint | None) -> int:
+    """The run's seed: the one given; else a resumed run's from its checkpoint; else one drawn now."""
+    if seed is not None:
+        return seed
+    if checkpoint is not None:
+        return checkpoint.seed
+    return int(np.random.default_rng().integers(2**31))
 
 
 def find_checkpoint(directory: str | os.PathLike) -> Checkpoint | None:
@@ -495,17 +509,17 @@ def resumable_fit(
     checkpoint: Checkpoint | None,
     callbacks: Sequence[keras.callbacks.Callback],
     verbose: int,
-    evaluation: HeadEvaluationCallback | None = None,
 ) -> dict[str, list[float]]:
     """Train ``model`` on ``stream`` from ``checkpoint``'s position (the start without one) to the end of epoch
     ``epochs``; the whole run's history, the checkpoint's earlier epochs first.
 
-    A run killed after its last epoch trains nothing; ``evaluation`` (the held-out scoring among ``callbacks``)
-    still ends the run then, restoring the best epoch's weights. An error raised inside the stream (a bad row, an
-    unreadable file) surfaces as that error, not as the framework's wrapper around it.
+    A run killed after its last epoch trains nothing; the held-out scoring among ``callbacks`` (a
+    `HeadEvaluationCallback`) still ends the run then, restoring the best epoch's weights. An error raised inside
+    the stream (a bad row, an unreadable file) surfaces as that error, not as the framework's wrapper around it.
     """
     history = {key: list(values) for key, values in (checkpoint.state["history"] if checkpoint else {}).items()}
     if checkpoint is not None and checkpoint.finished:
+        evaluation = next((c for c in callbacks if isinstance(c, HeadEvaluationCallback)), None)
         if evaluation is not None:
             evaluation.set_model(model)
             evaluation.on_train_end()

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 
 from distilbert_heads import atomic
 from distilbert_heads.model.factory import create_distilbert_with_head
@@ -36,6 +35,7 @@ from distilbert_heads.training.checkpointing import (
     checkpoint_writer,
     fingerprint,
     load_checkpoint,
+    resolve_run_seed,
     resumable_fit,
 )
 from distilbert_heads.training.data_files import SkippedRows
@@ -402,13 +402,7 @@ def train(
         learning_rate = DEFAULT_LEARNING_RATE_PRETRAINED if pretrained is not None else DEFAULT_LEARNING_RATE_SCRATCH
     # One shuffled (and, with token_dropout, noised) batch sequence, a pure function of the seed and the epoch:
     # the same rows in the same order on every backend and for every batch size.
-    # Without a seed one is drawn; a resumed run takes the interrupted run's from its checkpoint.
-    if seed is not None:
-        run_seed = seed
-    elif checkpoint is not None:
-        run_seed = checkpoint.seed
-    else:
-        run_seed = int(np.random.default_rng().integers(2**31))
+    run_seed = resolve_run_seed(seed, checkpoint)
     stream = TrainingStream(
         train_file,
         schema,
@@ -469,8 +463,8 @@ def train(
             verbose=verbose,
         )
         run_callbacks.append(evaluation)
-        if checkpoint is not None and checkpoint.state["evaluation"] is not None:
-            evaluation.restore_state(checkpoint.state["evaluation"], checkpoint.best_weights())
+        if checkpoint is not None:
+            checkpoint.restore_evaluation(evaluation)
     if logdir is not None and writes_files:
         # After the held-out scoring, so its val_* metrics are in the logs TensorBoard writes.
         run_callbacks.append(keras.callbacks.TensorBoard(log_dir=os.fspath(logdir)))
@@ -497,7 +491,6 @@ def train(
         checkpoint=checkpoint,
         callbacks=run_callbacks,
         verbose=verbose,
-        evaluation=evaluation,
     )
     epochs_run = len(history.get("loss", []))
     _refuse_diverged(model, history.get("loss", []), learning_rate, out)

@@ -35,7 +35,13 @@ from distilbert_heads.plugins.plugin_errors import UnknownTaskTypeError
 from distilbert_heads.text.tokenizer import DistilBertTokenizer
 from distilbert_heads.training import data_files
 from distilbert_heads.training.callbacks import HeadEvaluationCallback
-from distilbert_heads.training.checkpointing import checkpoint_writer, fingerprint, load_checkpoint, resumable_fit
+from distilbert_heads.training.checkpointing import (
+    checkpoint_writer,
+    fingerprint,
+    load_checkpoint,
+    resolve_run_seed,
+    resumable_fit,
+)
 from distilbert_heads.training.data_files import SkippedRows
 from distilbert_heads.training.evaluation import (
     LOWER_IS_BETTER,
@@ -391,13 +397,7 @@ def train_heads(
     model.tokenizer = tokenizer
     model.max_length = max_length
 
-    # Without a seed one is drawn; a resumed run takes the interrupted run's from its checkpoint.
-    if settings.seed is not None:
-        run_seed = settings.seed
-    elif checkpoint is not None:
-        run_seed = checkpoint.seed
-    else:
-        run_seed = int(np.random.default_rng().integers(2**31))
+    run_seed = resolve_run_seed(settings.seed, checkpoint)
     batch_size = settings.batch_size
     streams: dict[str, TrainingStream] = {}
     estimates: dict[str, int] = {}
@@ -508,8 +508,8 @@ def train_heads(
         monitor = HEADS_MEAN if monitor_head is None else None
         evaluation = HeadEvaluationCallback(score_all, monitor=monitor, patience=settings.patience, verbose=verbose)
         run_callbacks.append(evaluation)
-        if checkpoint is not None and checkpoint.state["evaluation"] is not None:
-            evaluation.restore_state(checkpoint.state["evaluation"], checkpoint.best_weights())
+        if checkpoint is not None:
+            checkpoint.restore_evaluation(evaluation)
     if logdir is not None:
         run_callbacks.append(keras.callbacks.TensorBoard(log_dir=os.fspath(logdir)))
     if checkpoint_dir is not None:
@@ -536,7 +536,6 @@ def train_heads(
         checkpoint=checkpoint,
         callbacks=run_callbacks,
         verbose=verbose,
-        evaluation=evaluation,
     )
     _refuse_diverged(model, history.get("loss", []), learning_rate, out)
 
